@@ -1,0 +1,16 @@
+"""igdefense: interpretability-guided test-time adversarial defense for PyTorch classifiers.
+
+    import igdefense
+    rankings = igdefense.lo_ir(model, probe_loader)      # once; rankings.save("r.safetensors")
+    defended = igdefense.wrap(model, rankings, k=50)     # drop-in nn.Module
+"""
+
+__version__ = "0.1.0"
+
+from .defense import IGDefense, wrap
+from .lo_ir import lo_ir
+from .rankings import Rankings, RankingsError
+from .split import Site, Split, SplitError, find_split
+
+__all__ = ["IGDefense", "wrap", "lo_ir", "Rankings", "RankingsError", "Site", "Split", "SplitError",
+           "find_split", "__version__"]

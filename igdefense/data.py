@@ -1,0 +1,222 @@
+"""CIFAR-10 without downloads: find it, decode it once into a cache, stream it in batches.
+
+Where CIFAR-10 is looked for, in order:
+1. ``root`` passed by the caller, or the ``IGDEFENSE_DATA`` environment variable: a
+   torchvision root (holding ``cifar-10-batches-py``), a JPEG tree (``train/<class>/*.jpg``,
+   ``test/<class>/*.jpg``) or a ``.tar.gz`` of that tree;
+2. torchvision's usual roots (``./data``, ``~/data``, ``~/.cache/torchvision``);
+3. the JPEG copy ``shared/data/cifar10-jpeg.tar.gz`` beside the project checkout.
+
+JPEG sources are decoded once into uint8 ``.npy`` files in the cache dir (``IGDEFENSE_CACHE``,
+default ``~/.cache/igdefense``) and read back as memory maps, so nothing holds the dataset
+in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DataNotFoundError(FileNotFoundError):
+    """CIFAR-10 could not be found in any known place."""
+
+
+def cache_dir() -> Path:
+    """The directory igdefense extracts data into (``IGDEFENSE_CACHE`` or ~/.cache/igdefense)."""
+    path = Path(os.environ.get("IGDEFENSE_CACHE", Path.home() / ".cache" / "igdefense"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _candidates(root: str | os.PathLike | None) -> list[Path]:
+    if root is not None:
+        return [Path(root).expanduser()]
+    found = []
+    if os.environ.get("IGDEFENSE_DATA"):
+        found.append(Path(os.environ["IGDEFENSE_DATA"]).expanduser())
+    found += [Path("data"), Path.home() / "data", Path.home() / ".cache" / "torchvision"]
+    for base in (Path.cwd(), _PROJECT_ROOT):
+        found += [base / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz",
+                  base / "shared" / "data" / "cifar10-jpeg.tar.gz"]
+    return found
+
+
+def _kind(path: Path) -> str | None:
+    if (path / "cifar-10-batches-py").is_dir():
+        return "torchvision"
+    if path.is_dir() and (path / "test").is_dir() and (path / "train").is_dir():
+        return "jpeg-dir"
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return "jpeg-tar"
+    return None
+
+
+def locate_cifar10(root: str | os.PathLike | None = None) -> tuple[str, Path]:
+    """Return ``(kind, path)`` of the first CIFAR-10 source found; raise a helpful error if none."""
+    tried = _candidates(root)
+    for path in tried:
+        kind = _kind(path)
+        if kind:
+            return kind, path.resolve()
+    looked = "\n  ".join(str(p) for p in tried)
+    raise DataNotFoundError(
+        "CIFAR-10 not found. Looked in:\n  " + looked + "\n"
+        "Point igdefense at it with IGDEFENSE_DATA=/path/to/cifar10-jpeg.tar.gz (or a torchvision "
+        "root holding cifar-10-batches-py, or a directory with train/<class>/*.jpg), or pass --data."
+    )
+
+
+def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one split of the JPEG tree into the cache; returns memory-mapped (images, labels)."""
+    out = cache_dir() / f"cifar10-jpeg-{split}"
+    images_file, labels_file = out.with_suffix(".images.npy"), out.with_suffix(".labels.npy")
+    if images_file.exists() and labels_file.exists():
+        return np.load(images_file, mmap_mode="r"), np.load(labels_file)
+
+    def members():
+        # Yields (class name, file name, bytes) for the split, in any order.
+        if kind == "jpeg-dir":
+            for cls_dir in sorted((path / split).iterdir()):
+                for f in cls_dir.glob("*.jpg"):
+                    yield cls_dir.name, f.name, f.read_bytes()
+        else:
+            with tarfile.open(path) as tar:
+                for m in tar:
+                    parts = Path(m.name).parts
+                    if m.isfile() and len(parts) >= 3 and parts[-3] == split and m.name.endswith(".jpg"):
+                        yield parts[-2], parts[-1], tar.extractfile(m).read()
+
+    items = sorted(members(), key=lambda t: (CIFAR10_CLASSES.index(t[0]), t[1]))
+    if not items:
+        raise DataNotFoundError(f"no {split}/<class>/*.jpg images inside {path}")
+    tmp = images_file.with_suffix(f".tmp{os.getpid()}.npy")
+    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 32, 32, 3))
+    for i, (_, _, data) in enumerate(tqdm(items, desc=f"decoding CIFAR-10 {split}", leave=False)):
+        images[i] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    images.flush()
+    del images
+    labels = np.array([CIFAR10_CLASSES.index(c) for c, _, _ in items], dtype=np.int64)
+    tmp_labels = labels_file.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp_labels, labels)
+    os.replace(tmp, images_file)  # atomic: a half-written cache is never picked up
+    os.replace(tmp_labels, labels_file)
+    return np.load(images_file, mmap_mode="r"), labels
+
+
+class CIFAR10(Dataset):
+    """CIFAR-10 split as float [0,1] CHW tensors (batch-fetched, memory-mapped for JPEG sources).
+
+    Args:
+        split: "train" or "test".
+        root: where to look first (see module docstring); None searches the usual places.
+    """
+
+    classes = CIFAR10_CLASSES
+
+    def __init__(self, split: str = "test", root: str | os.PathLike | None = None,
+                 indices: Sequence[int] | None = None):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.split = split
+        self.kind, self.source = locate_cifar10(root)
+        if self.kind == "torchvision":
+            import torchvision
+
+            ds = torchvision.datasets.CIFAR10(str(self.source), train=split == "train", download=False)
+            self.images, self.labels = ds.data, np.asarray(ds.targets, dtype=np.int64)
+        else:
+            self.images, self.labels = _decode_jpegs(self.kind, self.source, split)
+        self.indices = np.arange(len(self.labels)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.__getitems__([i])
+        return x[0], int(y[0])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One fancy-index read per batch instead of one per image.
+        idx = self.indices[np.asarray(indices)]
+        order = np.argsort(idx)
+        batch = np.empty((len(idx), 32, 32, 3), dtype=np.uint8)
+        batch[order] = self.images[idx[order]]
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255).contiguous()
+        return x, torch.from_numpy(self.labels[idx])
+
+
+def _collate(batch):
+    return batch  # __getitems__ already returns a batched (x, y)
+
+
+def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, offset: int = 0) -> list[int]:
+    """Indices of images ``offset .. offset+per_class-1`` of each class, in class order."""
+    labels = np.asarray(labels)
+    out: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)[offset:offset + per_class]
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} images from offset {offset}; asked for {per_class}")
+        out += idx.tolist()
+    return out
+
+
+def cifar10_loader(split: str = "test", per_class: int | None = None, batch_size: int = 256,
+                   offset: int = 0, shuffle: bool = False, root=None, seed: int = 0) -> DataLoader:
+    """A DataLoader of (images [B,3,32,32] in [0,1], labels [B]) over CIFAR-10.
+
+    ``per_class`` keeps a class-balanced subset: the first ``per_class`` images of each class
+    (after ``offset``), e.g. ``per_class=100`` on "test" is the first 100 test images per class.
+    """
+    ds = CIFAR10(split, root)
+    if per_class is not None:
+        ds.indices = np.asarray(balanced_indices(ds.labels, per_class, offset))
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=_collate, generator=gen)
+
+
+def foolbox_cifar10() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 20 lossless CIFAR-10 test images (first 20 of the test split) shipped by foolbox 3.3.4.
+
+    Returns (images [20,3,32,32] in [0,1], labels [20]).
+    """
+    return _foolbox_images("cifar10")
+
+
+def foolbox_imagenet() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 20 ImageNet validation images shipped by foolbox 3.3.4, resized to 224x224."""
+    return _foolbox_images("imagenet", size=224)
+
+
+def _foolbox_images(dataset: str, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        import foolbox
+    except ImportError as e:
+        raise ImportError("the foolbox test images need `pip install foolbox==3.3.4`") from e
+    folder = Path(foolbox.__file__).parent / "data"
+    files = sorted(f for f in folder.iterdir() if f.name.startswith(dataset + "_"))
+    xs, ys = [], []
+    for f in files:
+        img = Image.open(f).convert("RGB")
+        if size is not None:
+            img = img.resize((size, size), Image.BILINEAR)
+        xs.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255)
+        ys.append(int(f.stem.split("_")[-1]))
+    return torch.stack(xs), torch.tensor(ys)

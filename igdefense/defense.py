@@ -1,0 +1,143 @@
+"""The interpretability-guided test-time defense (Kulkarni & Weng, ECCV 2024, arXiv 2409.15190).
+
+Pass 1 classifies a Gaussian-noised copy of the input and turns the logits into a sharp soft
+pseudo-label p = softmax(mean_logits / tau). The soft mask m = p @ M keeps each class's top-k
+neurons (rows of the 0/1 matrix M from the rankings). Pass 2 classifies the clean input with the
+penultimate features multiplied by m. Nothing is detached: gradients reach the input through
+both passes, so white-box attacks see the whole defense.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .rankings import Rankings
+from .split import Site, apply_neuron_mask, find_split, head_fingerprint, hooks, register_at
+from .validation import check_images
+
+
+class IGDefense(nn.Module):
+    """Wrap a classifier so that it masks unimportant penultimate neurons per predicted class.
+
+    Args:
+        model: the classifier (taking images, returning logits (B, classes)).
+        rankings: :class:`Rankings` (or a path to a saved one) computed for this model.
+        k: neurons kept per class; default 10% of the neurons (the paper's 50 of 512).
+        sigma: std of the Gaussian noise of pass 1, in the model's input space (paper: eps/2).
+        n_samples: noise draws averaged (in logit space) for the pseudo-label.
+        tau: softmax temperature of the pseudo-label.
+        seed: seed of the defense's own noise generator (reproducible draws); None uses torch's
+            global RNG.
+        input_range: checked range of input values, or None to skip the check.
+
+    The backbone runs once on the concatenated [noisy; clean] batch when the masked layer is the
+    classifier's input and the classifier's output is the model's output; otherwise (``layer=``
+    a deeper site) two full passes are made. Keep the wrapper in ``eval()`` mode: in train mode
+    batch-norm statistics would mix the noisy and clean halves.
+
+    Example::
+
+        rankings = igdefense.lo_ir(model, probe_loader)
+        defended = igdefense.IGDefense(model, rankings, k=50).eval()
+    """
+
+    def __init__(self, model: nn.Module, rankings: Rankings | str | os.PathLike, *, k: int | None = None,
+                 sigma: float = 4 / 255, n_samples: int = 1, tau: float = 0.01, seed: int | None = None,
+                 input_range: tuple[float, float] | None = (0.0, 1.0)):
+        super().__init__()
+        if not isinstance(rankings, Rankings):
+            rankings = Rankings.load(rankings)
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if sigma < 0 or tau <= 0:
+            raise ValueError(f"need sigma >= 0 and tau > 0, got sigma={sigma}, tau={tau}")
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        example = torch.full((1, *rankings.input_shape), 0.5, device=device)
+        split = find_split(model, example, Site.parse(rankings.layer))
+        rankings.check_matches(split, head_fingerprint(model, split.head))
+        self.model = model
+        self.split = split
+        self.k = max(1, round(0.1 * split.num_neurons)) if k is None else int(k)
+        self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
+        self.sigma, self.n_samples, self.tau = float(sigma), int(n_samples), float(tau)
+        self.input_range = input_range
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def extra_repr(self) -> str:
+        return (f"site={self.split.site}, k={self.k}/{self.split.num_neurons}, sigma={self.sigma:.4g}, "
+                f"n_samples={self.n_samples}, tau={self.tau:g}")
+
+    def reseed(self, seed: int | None) -> None:
+        """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""
+        self.seed = seed
+        self._generators.clear()
+
+    def draw_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Pass-1 noise for batch ``x``: shape (n_samples, *x.shape)."""
+        shape = (self.n_samples, *x.shape)
+        gen = None
+        if self.seed is not None:
+            if x.device not in self._generators:
+                self._generators[x.device] = torch.Generator(x.device).manual_seed(self.seed)
+            gen = self._generators[x.device]
+        return torch.randn(shape, generator=gen, device=x.device, dtype=x.dtype) * self.sigma
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Defended logits (B, classes) of images ``x`` (B, C, H, W).
+
+        ``noise``: explicit pass-1 noise, shape (n_samples, *x.shape) or x.shape when
+        n_samples == 1 (already scaled: it is added as is). None draws N(0, sigma^2).
+        """
+        check_images(x, self.input_range)
+        if noise is None:
+            noise = self.draw_noise(x)
+        elif noise.shape == x.shape and self.n_samples == 1:
+            noise = noise.unsqueeze(0)
+        elif noise.shape != (self.n_samples, *x.shape):
+            raise ValueError(f"noise must have shape {(self.n_samples, *x.shape)}, got {tuple(noise.shape)}")
+        noisy = (x.unsqueeze(0) + noise).flatten(0, 1)  # (n*B, C, H, W); not clamped, as in the paper
+        if self.split.fast:
+            return self._forward_shared_backbone(noisy, x)
+        return self._forward_two_passes(noisy, x)
+
+    def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
+        mean_logits = noisy_logits.reshape(self.n_samples, batch, -1).mean(0)  # (B, classes)
+        p = torch.softmax(mean_logits / self.tau, dim=1)
+        return p @ self.class_masks  # (B, neurons)
+
+    def _forward_shared_backbone(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        head = self.model.get_submodule(self.split.head)
+        n_noisy = noisy.shape[0]
+        inside = False
+
+        def mask_head_input(module, args):
+            # Runs at the head with features of [noisy; clean]: pass 1 on the noisy rows here,
+            # then the head continues on the masked clean rows only.
+            nonlocal inside
+            if inside:
+                return None
+            inside = True
+            try:
+                noisy_logits = module(args[0][:n_noisy])
+            finally:
+                inside = False
+            mask = self._soft_mask(noisy_logits, x.shape[0])
+            return (apply_neuron_mask(args[0][n_noisy:], mask), *args[1:])
+
+        with hooks([head.register_forward_pre_hook(mask_head_input)]):
+            return self.model(torch.cat([noisy, x]))
+
+    def _forward_two_passes(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mask = self._soft_mask(self.model(noisy), x.shape[0])
+        with hooks([register_at(self.model, self.split.site, lambda f: apply_neuron_mask(f, mask))]):
+            return self.model(x)
+
+
+def wrap(model: nn.Module, rankings: Rankings | str | os.PathLike, **kwargs) -> IGDefense:
+    """One-liner: ``defended = igdefense.wrap(model, "rankings.safetensors", k=50)`` (in eval mode)."""
+    return IGDefense(model, rankings, **kwargs).eval()

@@ -1,0 +1,132 @@
+"""Per-class neuron importance rankings: the data the defense masks with, saved once, reloaded safely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .split import Split
+
+_META_KEY = "igdefense"
+
+
+class RankingsError(ValueError):
+    """A rankings file is unreadable, corrupt, or made for a different model."""
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class Rankings:
+    """Importance of each neuron for each class, and what it was computed on.
+
+    Attributes:
+        importance: float32 tensor [classes, neurons]; larger means more important.
+        method: "lo-ir" or "cd-ir".
+        layer: the masked site, e.g. "fc:input" (see :class:`igdefense.split.Site`).
+        head_fingerprint: hash of the model's classifier weights the rankings belong to.
+        input_shape: shape of one input image, e.g. (3, 32, 32).
+        class_names: one name per class (may be generic "0", "1", ...).
+        probe: free-text description of the probe set.
+        version: igdefense version that computed the rankings.
+    """
+
+    importance: torch.Tensor
+    method: str
+    layer: str
+    head_fingerprint: str
+    input_shape: tuple[int, ...]
+    class_names: list[str] = field(default_factory=list)
+    probe: str = ""
+    version: str = __version__
+
+    def __post_init__(self):
+        self.importance = torch.as_tensor(self.importance).detach().float().cpu().contiguous()
+        if self.importance.ndim != 2:
+            raise RankingsError(f"importance must be [classes, neurons], got {tuple(self.importance.shape)}")
+        if not torch.isfinite(self.importance).all():
+            raise RankingsError("importance contains NaN or Inf")
+        if not self.class_names:
+            self.class_names = [str(c) for c in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise RankingsError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+
+    @property
+    def num_classes(self) -> int:
+        return self.importance.shape[0]
+
+    @property
+    def num_neurons(self) -> int:
+        return self.importance.shape[1]
+
+    def top_k(self, k: int) -> torch.Tensor:
+        """Indices [classes, k] of each class's k most important neurons (ties: lower index first)."""
+        if not 1 <= k <= self.num_neurons:
+            raise ValueError(f"k={k} must be between 1 and the number of neurons ({self.num_neurons})")
+        return torch.sort(self.importance, dim=1, descending=True, stable=True).indices[:, :k]
+
+    def mask(self, k: int) -> torch.Tensor:
+        """The 0/1 matrix M [classes, neurons] with M[c, j] = 1 iff j is in class c's top k."""
+        m = torch.zeros_like(self.importance)
+        return m.scatter_(1, self.top_k(k), 1.0)
+
+    def check_matches(self, split: Split, fingerprint: str) -> None:
+        """Raise :class:`RankingsError` unless these rankings were made for this split of this model."""
+        problems = []
+        if self.num_neurons != split.num_neurons:
+            problems.append(f"{self.num_neurons} neurons vs the model's {split.num_neurons} at {split.site}")
+        if self.num_classes != split.num_classes:
+            problems.append(f"{self.num_classes} classes vs the model's {split.num_classes}")
+        if self.head_fingerprint != fingerprint:
+            problems.append(f"head fingerprint {self.head_fingerprint} vs the model's {fingerprint} "
+                            "(different classifier weights)")
+        if problems:
+            raise RankingsError("these rankings were made for another model: " + "; ".join(problems)
+                                + ". Recompute them for this model (igdefense rank ...).")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to a safetensors file with JSON metadata, atomically (no half-written file)."""
+        meta = {"method": self.method, "layer": self.layer, "head_fingerprint": self.head_fingerprint,
+                "input_shape": list(self.input_shape), "class_names": self.class_names,
+                "probe": self.probe, "version": self.version, "sha256": _digest(self.importance)}
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            save_file({"importance": self.importance}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Rankings":
+        """Read a file written by :meth:`save`; a truncated or corrupt file raises RankingsError."""
+        path = Path(path)
+        if not path.is_file():
+            raise RankingsError(f"rankings file {path} does not exist")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get(_META_KEY)
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise RankingsError(f"{path} is not a readable rankings file (truncated or corrupt?): {e}. "
+                                "Recompute it with `igdefense rank`.") from e
+        if raw is None or "importance" not in tensors:
+            raise RankingsError(f"{path} is a safetensors file but not an igdefense rankings file")
+        meta = json.loads(raw)
+        importance = tensors["importance"]
+        if _digest(importance.float()) != meta.pop("sha256"):
+            raise RankingsError(f"{path} is corrupt: its importance values do not match their checksum")
+        return cls(importance=importance, **meta)

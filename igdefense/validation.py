@@ -1,0 +1,26 @@
+"""Input checks shared by every entry point: fail early, say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_images(x: torch.Tensor, value_range: tuple[float, float] | None = (0.0, 1.0),
+                 name: str = "images") -> None:
+    """Raise ValueError/TypeError unless ``x`` is a finite float (B, C, H, W) batch within ``value_range``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise ValueError(f"{name} must have shape (batch, channels, height, width), got {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor, got {x.dtype}; convert uint8 images with x.float() / 255")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or Inf values")
+    if value_range is not None and x.numel():
+        lo, hi = value_range
+        xmin, xmax = x.min().item(), x.max().item()
+        if xmin < lo - 1e-6 or xmax > hi + 1e-6:
+            raise ValueError(f"{name} have values in [{xmin:.3g}, {xmax:.3g}] but the model expects "
+                             f"[{lo}, {hi}]; scale them (x / 255) and do not normalise them yourself, "
+                             "or pass input_range=None if your model takes another range")

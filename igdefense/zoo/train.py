@@ -1,0 +1,120 @@
+"""Training recipe for the shipped CIFAR-10 models: fast adversarial training (FGSM with random
+start, Wong et al. 2020, "Fast is better than free") or standard training, one-cycle LR.
+
+Re-run with ``igdefense train --robust -o robust.safetensors`` (see the model cards).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..data import CIFAR10, cifar10_loader
+from .models import SmallCNN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    robust: bool = True  # FGSM-RS adversarial training; False trains on clean images only
+    epochs: int = 10
+    batch_size: int = 128  # per-image cost on 2 CPU cores is lowest near 128
+    lr_max: float = 0.2  # peak of the one-cycle schedule
+    weight_decay: float = 5e-4
+    eps: float = 8 / 255  # L-inf radius of the training attack
+    alpha: float = 10 / 255  # FGSM step from the random start (Wong et al. use 1.25 * eps)
+    widths: tuple[int, int, int] = (32, 64, 128)
+    seed: int = 0
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel zero padding and random horizontal flip, per image."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dx, dy = torch.randint(0, 9, (2, b), generator=gen)
+    flip = torch.rand(b, generator=gen) < 0.5
+    out = torch.empty_like(x)
+    for i in range(b):
+        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+def _fgsm_rs(model, x, y, eps, alpha, gen):
+    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+    delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1).detach()
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None) -> SmallCNN:
+    """Train a SmallCNN on the CIFAR-10 training split; writes weights to ``out`` (safetensors).
+
+    A checkpoint ``out + '.ckpt'`` is written after every epoch and resumed from if present.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = SmallCNN(cfg.widths).to(memory_format=torch.channels_last)  # ~1.4x faster convs on CPU
+    loader = cifar10_loader("train", batch_size=cfg.batch_size, shuffle=True, root=data_root, seed=cfg.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_max, momentum=0.9, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr_max, epochs=cfg.epochs,
+                                                steps_per_epoch=len(loader), pct_start=0.4)
+    ckpt = Path(str(out) + ".ckpt")
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"]); gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"]); loader.generator.set_state(state["loader_gen"])
+        start = state["epoch"]
+        log.info("resumed from %s at epoch %d", ckpt, start)
+    t0 = time.time()
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        correct = seen = 0
+        loss_sum = 0.0
+        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
+            x = _augment(x, gen).contiguous(memory_format=torch.channels_last)
+            if cfg.robust:
+                x = _fgsm_rs(model, x, y, cfg.eps, cfg.alpha, gen)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        log.info("epoch %d/%d  train loss %.4f  train acc %.4f  elapsed %.0fs", epoch + 1, cfg.epochs,
+                 loss_sum / seen, correct / seen, time.time() - t0)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                    "loader_gen": loader.generator.get_state(), "epoch": epoch + 1}, tmp)
+        os.replace(tmp, ckpt)
+    model.eval()
+    model = model.to(memory_format=torch.contiguous_format)
+    meta = {"config": json.dumps(asdict(cfg)), "train_seconds": f"{time.time() - t0:.0f}"}
+    tmp = Path(str(out) + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+    os.replace(tmp, out)
+    return model
+
+
+def load_weights(path: str | os.PathLike, widths=(32, 64, 128)) -> SmallCNN:
+    model = SmallCNN(widths)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
