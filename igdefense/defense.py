@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from .rankings import Rankings
+from .rankings import Rankings, RankingsError
 from .split import Site, apply_neuron_mask, find_split, head_fingerprint, hooks, register_at
 from .validation import check_images
 
@@ -57,7 +57,11 @@ class IGDefense(nn.Module):
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
         example = torch.full((1, *rankings.input_shape), 0.5, device=device)
-        split = find_split(model, example, Site.parse(rankings.layer))
+        site = Site.parse(rankings.layer)
+        if site.module not in dict(model.named_modules()):
+            raise RankingsError(f"these rankings were made for another model: they mask {site}, and this "
+                                f"model has no module {site.module!r}. Recompute them for this model.")
+        split = find_split(model, example, site)
         rankings.check_matches(split, head_fingerprint(model, split.head))
         self.model = model
         self.split = split

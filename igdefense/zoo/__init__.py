@@ -45,3 +45,41 @@ def _pyautoattack_resnet18() -> nn.Module:
     state = torch.load(Path(list(ex.__path__)[0]) / "model_test.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model
+
+
+def _register_smallcnn(name: str) -> None:
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    if not weights.exists():
+        return
+
+    def build() -> nn.Module:
+        from .train import load_weights
+
+        return load_weights(weights)
+
+    build.__doc__ = f"SmallCNN trained by igdefense's recipe; model card: {weights.with_suffix('.md').name}"
+    register(name)(build)
+
+
+for _name in ("smallcnn-robust", "smallcnn-standard"):
+    _register_smallcnn(_name)
+
+
+def with_rankings() -> list[str]:
+    """Models that ship precomputed rankings (see :func:`rankings`)."""
+    return [n for n in available() if (WEIGHTS_DIR / f"{n}.lo-ir.safetensors").exists()]
+
+
+def rankings(name: str):
+    """The LO-IR rankings shipped for zoo model ``name`` (computed on the full training split)."""
+    from ..rankings import Rankings
+
+    path = WEIGHTS_DIR / f"{name}.lo-ir.safetensors"
+    if not path.exists():
+        raise KeyError(f"no rankings ship for {name!r}; models with rankings: {with_rankings()}")
+    return Rankings.load(path)
+
+
+def default_model() -> str:
+    """The model ``igdefense demo`` uses: the shipped robust one when present."""
+    return "smallcnn-robust" if "smallcnn-robust" in _REGISTRY else "pyautoattack-resnet18"

@@ -1,0 +1,143 @@
+"""The ``igdefense`` command line: demo, rank, train."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import zoo
+from .data import CIFAR10_CLASSES, DataNotFoundError, cache_dir, cifar10_loader
+from .defense import IGDefense
+from .lo_ir import lo_ir
+from .rankings import Rankings
+
+
+def _rankings_for(name: str, probe_per_class: int, data: str | None) -> Rankings:
+    """Shipped rankings for zoo models that have them; else LO-IR on a probe subset, cached."""
+    shipped = zoo.rankings(name) if name in zoo.with_rankings() else None
+    if shipped is not None:
+        return shipped
+    path = cache_dir() / "rankings" / f"{name}-lo-ir-train{probe_per_class}.safetensors"
+    if path.exists():
+        return Rankings.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loader = cifar10_loader("train", per_class=probe_per_class, batch_size=200, root=data)
+    rankings = lo_ir(zoo.load(name), loader, class_names=CIFAR10_CLASSES,
+                     probe=f"CIFAR-10 (JPEG copy) train, first {probe_per_class} per class")
+    rankings.save(path)
+    return rankings
+
+
+def cmd_demo(args) -> int:
+    torch.manual_seed(args.seed)
+    model = zoo.load(args.model)
+    rankings = _rankings_for(args.model, args.probe_per_class, args.data)
+    defended = IGDefense(model, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()
+    per_class = max(1, args.n // 10)
+    loader = cifar10_loader("test", per_class=per_class, batch_size=args.batch_size, root=args.data)
+    attack = "autoattack" if args.full else "apgd-ce"
+    from .evaluate import evaluate
+
+    rows = {}
+    for label, m in (("undefended", model), ("IG-defended", defended)):
+        rows[label] = evaluate(m, loader, attacks=[attack], eps=args.eps, seed=args.seed, desc=label)
+    n = len(loader.dataset)
+    col = f"{'AutoAttack' if args.full else 'APGD-CE'} {args.eps * 255:.0f}/255"
+    print(f"\nmodel {args.model}, {n} CIFAR-10 (JPEG copy) test images ({per_class} per class)")
+    print(f"defense: LO-IR k={defended.k}/{defended.split.num_neurons}, sigma={args.sigma * 255:.1f}/255, "
+          f"tau={defended.tau}, rankings from {rankings.probe}")
+    print(f"\n{'':14}{'clean':>10}{col:>22}")
+    for label, r in rows.items():
+        print(f"{label:14}{100 * r.clean_accuracy:9.1f}%{100 * r.robust_accuracy[attack]:21.1f}%")
+    base, dfd = rows["undefended"], rows["IG-defended"]
+    print(f"{'difference':14}{100 * (dfd.clean_accuracy - base.clean_accuracy):+9.1f} "
+          f"{100 * (dfd.robust_accuracy[attack] - base.robust_accuracy[attack]):+20.1f}")
+    print("\nThe defense is randomized: for an honest robustness number use `igdefense eval` "
+          "(EOT, transfer and black-box attacks, image-wise worst case).")
+    return 0
+
+
+def cmd_rank(args) -> int:
+    model = zoo.load(args.model)
+    loader = cifar10_loader("train", per_class=args.per_class, batch_size=args.batch_size, root=args.data)
+    probe = f"CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
+    t0 = time.time()
+    rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=CIFAR10_CLASSES, probe=probe)
+    rankings.save(args.output)
+    print(f"wrote {args.output}: {rankings.method} at {rankings.layer}, {rankings.num_classes} classes x "
+          f"{rankings.num_neurons} neurons, {time.time() - t0:.1f}s")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .zoo.train import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed), args.output, args.data)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    """Parse '8/255' or '0.03'."""
+    num, _, den = text.partition("/")
+    return float(num) / float(den or 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="igdefense", description="Interpretability-guided test-time defense.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = ap.add_subparsers(dest="command", required=True)
+    data_help = "CIFAR-10 location (tar.gz, JPEG tree or torchvision root); default: search, see docs"
+
+    d = sub.add_parser("demo", help="undefended vs defended: clean accuracy and APGD-CE on CIFAR-10 test images")
+    d.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
+    d.add_argument("--n", type=int, default=200, help="test images, class-balanced (default 200)")
+    d.add_argument("--k", type=int, default=None, help="neurons kept per class (default: 10%% of them)")
+    d.add_argument("--sigma", type=_fraction, default=4 / 255, help="pass-1 noise std (default 4/255)")
+    d.add_argument("--eps", type=_fraction, default=8 / 255, help="L-inf radius (default 8/255)")
+    d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
+    d.add_argument("--probe-per-class", type=int, default=200, help="LO-IR probe images per class")
+    d.add_argument("--batch-size", type=int, default=100)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--data", default=None, help=data_help)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("rank", help="compute neuron importance rankings for a model")
+    r.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
+    r.add_argument("--method", default="lo-ir", choices=["lo-ir"])
+    r.add_argument("--mode", default="auto", choices=["auto", "closed", "ablation"])
+    r.add_argument("--layer", default=None, help="module name (its output is ranked); default: penultimate")
+    r.add_argument("--per-class", type=int, default=None, help="probe images per class (default: all 5,000)")
+    r.add_argument("--batch-size", type=int, default=256)
+    r.add_argument("--data", default=None, help=data_help)
+    r.add_argument("-o", "--output", required=True, type=Path)
+    r.set_defaults(func=cmd_rank)
+
+    t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
+    t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data", default=None, help=data_help)
+    t.add_argument("-o", "--output", required=True, type=Path)
+    t.set_defaults(func=cmd_train)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except DataNotFoundError as e:
+        print(f"igdefense: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

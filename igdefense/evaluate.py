@@ -1,0 +1,101 @@
+"""Robustness evaluation: clean accuracy, attacks from pyautoattack, per-image results.
+
+Every attack's adversarial examples are re-classified by the model afterwards, so an attack's
+own (possibly lucky, for a randomized model) bookkeeping never decides a result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+ATTACKS = ("apgd-ce", "apgd-dlr", "autoattack", "autoattack-rand")
+
+
+@dataclass
+class EvalResult:
+    """Per-image outcomes. ``correct[name]`` is a bool tensor (N,): True where the model is right
+    on the clean image (``"clean"``) or on that attack's adversarial example."""
+
+    correct: dict[str, torch.Tensor] = field(default_factory=dict)
+    eps: float = 8 / 255
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.correct["clean"].float().mean().item()
+
+    @property
+    def robust_accuracy(self) -> dict[str, float]:
+        return {k: v.float().mean().item() for k, v in self.correct.items() if k != "clean"}
+
+    @property
+    def worst_case(self) -> torch.Tensor:
+        """Image-wise worst case: right on the clean image and under every attack."""
+        out = self.correct["clean"].clone()
+        for v in self.correct.values():
+            out &= v
+        return out
+
+    @property
+    def worst_case_accuracy(self) -> float:
+        return self.worst_case.float().mean().item()
+
+
+def _attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
+            seed: int, eot_iter: int) -> torch.Tensor:
+    """Adversarial examples of one batch (only images the model gets right are attacked)."""
+    device = x.device
+    if name in ("apgd-ce", "apgd-dlr"):
+        from pyautoattack.autopgd_base import APGDAttack
+
+        atk = APGDAttack(model, n_iter=100, norm=norm, eps=eps, seed=seed, loss=name[5:], eot_iter=eot_iter,
+                         device=device)
+        return atk.perturb(x.contiguous(), y)
+    if name in ("autoattack", "autoattack-rand"):
+        from pyautoattack import AutoAttack
+
+        version = "rand" if name == "autoattack-rand" else "standard"
+        aa = AutoAttack(model, eps=eps, norm=norm, version=version, device=device, seed=seed)
+        x_adv, _ = aa.run_standard_evaluation(x.contiguous(), y, batch_size=len(x))
+        return x_adv
+    raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+
+
+def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
+             attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
+             eot_iter: int = 1, progress: bool = True, desc: str = "evaluating") -> EvalResult:
+    """Clean accuracy and accuracy under each attack, per image.
+
+    Args:
+        model: classifier or defended model (eval mode is set by the caller).
+        data: a DataLoader of (images, labels) or one (images, labels) pair of tensors.
+        attacks: names from :data:`ATTACKS`.
+        eps: L-p radius; norm: "Linf", "L2" or "L1".
+        eot_iter: gradient draws averaged per APGD step (EOT) for randomized models.
+    """
+    for name in attacks:
+        if name not in ATTACKS:
+            raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+    batches = [data] if isinstance(data, tuple) else data
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    correct: dict[str, list[torch.Tensor]] = {"clean": [], **{a: [] for a in attacks}}
+    for x, y in tqdm(batches, desc=desc, disable=not progress):
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            ok = model(x).argmax(1) == y
+        correct["clean"].append(ok.cpu())
+        for name in attacks:
+            x_adv = _attack(name, model, x, y, eps, norm, seed, eot_iter)
+            if (x_adv - x).abs().amax() > eps + 1e-5 and norm == "Linf":
+                raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
+            with torch.no_grad():
+                correct[name].append((model(x_adv).argmax(1) == y).cpu() & ok.cpu())
+    return EvalResult({k: torch.cat(v) for k, v in correct.items()}, eps)

@@ -1,0 +1,127 @@
+"""IGDefense: exactness limits, both execution paths, gradients, drop-in behaviour, no leftover hooks."""
+
+import dataclasses
+import gc
+
+import pytest
+import torch
+
+import igdefense
+from igdefense import IGDefense
+from igdefense.split import head_fingerprint
+
+
+def _no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_all_neurons_no_noise_equals_base(resnet18, resnet18_rankings, foolbox_images):
+    x, _ = foolbox_images
+    defended = IGDefense(resnet18, resnet18_rankings, k=512, sigma=0.0).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(defended(x), resnet18(x), rtol=0, atol=1e-5)
+
+
+def test_masking_changes_logits(resnet18, resnet18_rankings, foolbox_images):
+    x, _ = foolbox_images
+    defended = IGDefense(resnet18, resnet18_rankings, k=50, sigma=0.0).eval()
+    with torch.no_grad():
+        assert (defended(x) - resnet18(x)).abs().max() > 1e-2
+
+
+def test_matches_the_formula_written_out(resnet18, resnet18_rankings, foolbox_images):
+    # pass 1 on x + noise, soft label, mask = p @ M, pass 2 on clean features: by hand.
+    x, _ = foolbox_images[0][:6], None
+    noise = torch.randn(1, *x.shape, generator=torch.Generator().manual_seed(1)) * 4 / 255
+    defended = IGDefense(resnet18, resnet18_rankings, k=50).eval()
+    feats = {}
+    h = resnet18.linear.register_forward_pre_hook(lambda m, a: feats.__setitem__("a", a[0]))
+    with torch.no_grad():
+        p = torch.softmax(resnet18(x + noise[0]) / 0.01, dim=1)
+        resnet18(x)
+        expected = resnet18.linear(feats["a"] * (p @ resnet18_rankings.mask(50)))
+        got = defended(x, noise=noise)
+    h.remove()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_backbone_equals_two_passes(resnet18, resnet18_rankings, foolbox_images):
+    x = foolbox_images[0][:8]
+    fast = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=3).eval()
+    slow = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=3).eval()
+    slow.split = dataclasses.replace(slow.split, fast=False)
+    noise = torch.randn(3, *x.shape) * 4 / 255
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, noise=noise), slow(x, noise=noise), rtol=1e-4, atol=1e-4)
+
+
+def test_seeded_noise_is_reproducible(resnet18, resnet18_rankings, foolbox_images):
+    x = foolbox_images[0][:4]
+    a = IGDefense(resnet18, resnet18_rankings, k=50, seed=3, tau=1.0).eval()
+    b = IGDefense(resnet18, resnet18_rankings, k=50, seed=3, tau=1.0).eval()
+    with torch.no_grad():
+        first = a(x)
+        torch.testing.assert_close(first, b(x))
+        assert not torch.equal(first, a(x))  # the stream moves on: noise is redrawn every call
+        a.reseed(3)
+        torch.testing.assert_close(first, a(x))
+
+
+def test_gradient_flows_through_both_passes(resnet18, resnet18_rankings, foolbox_images):
+    x = foolbox_images[0][:4].clone().requires_grad_(True)
+    noise = torch.randn(1, *x.shape) * 4 / 255
+    defended = IGDefense(resnet18, resnet18_rankings, k=50, tau=1.0).eval()
+    g_full, = torch.autograd.grad(defended(x, noise=noise).logsumexp(1).sum(), x)
+    assert torch.isfinite(g_full).all() and g_full.abs().sum() > 0
+    # Same computation with the pseudo-label detached: the gradient must differ (pass 1 contributes).
+    p = torch.softmax(resnet18(x + noise[0]) / 1.0, 1).detach()
+    feats = {}
+    h = resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))
+    g_detached, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
+    h.remove()
+    assert (g_full - g_detached).abs().max() > 1e-6 * g_full.abs().max()
+
+
+def test_drop_in_module_behaviour(resnet18, resnet18_rankings, foolbox_images):
+    x, y = foolbox_images
+    defended = igdefense.wrap(resnet18, resnet18_rankings, k=50, seed=0)
+    assert not defended.training
+    state = defended.state_dict()
+    assert "class_masks" in state and "model.linear.weight" in state
+    assert state["class_masks"].sum().item() == 10 * 50
+    defended.load_state_dict(state)
+    with torch.no_grad():
+        out = defended.to(torch.float32)(x)
+    assert out.shape == (20, 10)
+    assert (out.argmax(1) == y).float().mean() >= 0.9  # 20/20 undefended
+
+
+def test_no_hook_left_behind(resnet18, resnet18_rankings, foolbox_images):
+    x = foolbox_images[0][:2]
+    defended = IGDefense(resnet18, resnet18_rankings, k=50)
+    assert _no_hooks(resnet18)  # construction (the split probe) leaves nothing
+    defended(x)
+    assert _no_hooks(resnet18)  # nor does a forward
+    with pytest.raises(RuntimeError):
+        defended(torch.rand(2, 3, 4, 4))  # fails inside the backbone, with the hook in place
+    assert _no_hooks(resnet18)
+    slow = IGDefense(resnet18, resnet18_rankings, k=50)
+    slow.split = dataclasses.replace(slow.split, fast=False)
+    with pytest.raises(RuntimeError):
+        slow(torch.rand(2, 3, 4, 4))
+    assert _no_hooks(resnet18)
+    del defended, slow
+    gc.collect()
+    assert _no_hooks(resnet18)
+
+
+def test_explicit_layer_two_pass_path(resnet18, foolbox_images):
+    rankings = igdefense.Rankings(torch.rand(10, 512), method="random", layer="layer4:output",
+                                  head_fingerprint=head_fingerprint(resnet18, "linear"), input_shape=(3, 32, 32))
+    x = foolbox_images[0][:4]
+    with torch.no_grad():
+        keep_all = IGDefense(resnet18, rankings, k=512, sigma=0.0)
+        assert not keep_all.split.fast
+        torch.testing.assert_close(keep_all(x), resnet18(x))
+        # k=1 keeps one channel of layer4 per class: the prediction must move.
+        assert (IGDefense(resnet18, rankings, k=1, sigma=0.0)(x) - resnet18(x)).abs().max() > 1e-2

@@ -1,0 +1,75 @@
+"""Rankings files: round trip, atomic write, corrupt or foreign files fail loudly."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from igdefense import IGDefense, Rankings, RankingsError
+
+
+def test_round_trip(resnet18_rankings, tmp_path):
+    path = tmp_path / "r.safetensors"
+    resnet18_rankings.save(path)
+    loaded = Rankings.load(path)
+    assert torch.equal(loaded.importance, resnet18_rankings.importance)
+    for field in ("method", "layer", "head_fingerprint", "input_shape", "class_names", "probe", "version"):
+        assert getattr(loaded, field) == getattr(resnet18_rankings, field)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.safetensors"]  # no temp file left
+
+
+def test_defense_accepts_a_path(resnet18, resnet18_rankings, tmp_path):
+    resnet18_rankings.save(tmp_path / "r.safetensors")
+    assert IGDefense(resnet18, tmp_path / "r.safetensors", k=50).k == 50
+
+
+def test_top_k_and_mask(resnet18_rankings):
+    top = resnet18_rankings.top_k(50)
+    mask = resnet18_rankings.mask(50)
+    assert top.shape == (10, 50) and mask.sum(1).tolist() == [50.0] * 10
+    for c in range(10):  # the kept neurons are the most important ones
+        assert resnet18_rankings.importance[c, mask[c] == 1].min() >= resnet18_rankings.importance[c, mask[c] == 0].max()
+
+
+def test_truncated_file(resnet18_rankings, tmp_path):
+    path = tmp_path / "r.safetensors"
+    resnet18_rankings.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RankingsError, match="truncated or corrupt"):
+        Rankings.load(path)
+
+
+def test_flipped_bytes_fail_the_checksum(resnet18_rankings, tmp_path):
+    path = tmp_path / "r.safetensors"
+    resnet18_rankings.save(path)
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0xFF  # inside the importance values
+    path.write_bytes(bytes(data))
+    with pytest.raises(RankingsError, match="checksum"):
+        Rankings.load(path)
+
+
+def test_not_a_rankings_file(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path))
+    with pytest.raises(RankingsError, match="not an igdefense rankings file"):
+        Rankings.load(path)
+    with pytest.raises(RankingsError, match="does not exist"):
+        Rankings.load(tmp_path / "missing.safetensors")
+
+
+def test_rankings_for_another_model(resnet18, resnet18_rankings):
+    retrained = copy.deepcopy(resnet18)
+    with torch.no_grad():
+        retrained.linear.weight.mul_(1.01)
+    with pytest.raises(RankingsError, match="fingerprint"):
+        IGDefense(retrained, resnet18_rankings)
+    other = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 64), nn.ReLU(), nn.Linear(64, 10))
+    with pytest.raises(RankingsError, match="no module 'linear'"):
+        IGDefense(other, resnet18_rankings)
+    other.linear = other.pop(3)  # same head name, but 64 neurons instead of 512
+    with pytest.raises(RankingsError, match="64 neurons vs the model's 512|512 neurons vs the model's 64"):
+        IGDefense(other, resnet18_rankings)
