@@ -57,8 +57,8 @@ def cmd_demo(args) -> int:
     base, dfd = rows["undefended"], rows["IG-defended"]
     print(f"{'difference':14}{100 * (dfd.clean_accuracy - base.clean_accuracy):+9.1f} "
           f"{100 * (dfd.robust_accuracy[attack] - base.robust_accuracy[attack]):+20.1f}")
-    print("\nThe defense is randomized: for an honest robustness number use `igdefense eval` "
-          "(EOT, transfer and black-box attacks, image-wise worst case).")
+    print("\nThe defense is randomized and APGD-CE alone is not an adaptive attack: an honest robustness "
+          "claim needs EOT, transfer and black-box attacks and the image-wise worst case.")
     return 0
 
 

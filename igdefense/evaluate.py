@@ -6,8 +6,11 @@ own (possibly lucky, for a randomized model) bookkeeping never decides a result.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -70,7 +73,8 @@ def _attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
 
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
              attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
-             eot_iter: int = 1, progress: bool = True, desc: str = "evaluating") -> EvalResult:
+             eot_iter: int = 1, progress: bool = True, desc: str = "evaluating",
+             log_path: str | os.PathLike | None = None) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
@@ -79,6 +83,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         attacks: names from :data:`ATTACKS`.
         eps: L-p radius; norm: "Linf", "L2" or "L1".
         eot_iter: gradient draws averaged per APGD step (EOT) for randomized models.
+        log_path: a JSONL file that gets one line per finished batch; an interrupted run given
+            the same file (and the same data, in the same order) resumes after the last line.
     """
     for name in attacks:
         if name not in ATTACKS:
@@ -87,15 +93,57 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     correct: dict[str, list[torch.Tensor]] = {"clean": [], **{a: [] for a in attacks}}
-    for x, y in tqdm(batches, desc=desc, disable=not progress):
+    settings = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
+    done = _read_log(log_path, settings) if log_path else []
+    for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+        if i < len(done):
+            if len(done[i]["clean"]) != len(y):
+                raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
+            for k in correct:
+                correct[k].append(torch.tensor(done[i][k], dtype=torch.bool))
+            continue
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
-            ok = model(x).argmax(1) == y
-        correct["clean"].append(ok.cpu())
+            ok = (model(x).argmax(1) == y).cpu()
+        batch = {"clean": ok}
         for name in attacks:
             x_adv = _attack(name, model, x, y, eps, norm, seed, eot_iter)
-            if (x_adv - x).abs().amax() > eps + 1e-5 and norm == "Linf":
+            if norm == "Linf" and (x_adv - x).abs().amax() > eps + 1e-5:
                 raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
             with torch.no_grad():
-                correct[name].append((model(x_adv).argmax(1) == y).cpu() & ok.cpu())
+                batch[name] = (model(x_adv).argmax(1) == y).cpu() & ok
+        for k, v in batch.items():
+            correct[k].append(v)
+        if log_path:
+            _append_log(log_path, {k: v.int().tolist() for k, v in batch.items()})
     return EvalResult({k: torch.cat(v) for k, v in correct.items()}, eps)
+
+
+def _read_log(path, settings: dict) -> list[dict]:
+    """Finished batches of an earlier run with the same settings (a torn last line is dropped)."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"settings": settings}) + "\n")
+        return []
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0]).get("settings") if lines else None
+    if header != settings:
+        raise ValueError(f"{path} holds a run with settings {header}, not {settings}; use another file")
+    batches = []
+    for line in lines[1:]:
+        try:
+            batches.append(json.loads(line))
+        except json.JSONDecodeError:  # interrupted while writing: drop the torn line, redo that batch
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("\n".join(lines[:1 + len(batches)]) + "\n")
+            os.replace(tmp, path)
+            break
+    return batches
+
+
+def _append_log(path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,71 @@
+"""Shared benchmark plumbing: machine description, timing, peak memory of a child process, JSON output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cuda": torch.cuda.is_available()}
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(script: str, args: list[str]) -> dict:
+    """Run ``script --worker args`` in a fresh process (so its peak memory is its own); parse its JSON."""
+    out = subprocess.run([sys.executable, script, "--worker", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically with command, machine and date."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **payload}
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))

@@ -1,0 +1,124 @@
+"""Cost of the defense and of LO-IR, on the CPU.
+
+1. Forward time and peak memory of defended vs undefended models (n_samples=1) at batch 1, 64
+   and 256, for pyautoattack's CIFAR-10 ResNet-18 and the zoo's SmallCNN.
+2. LO-IR closed form vs per-neuron ablation (one full pass over the probe set per neuron, as the
+   original release computes it) on the same probe subset: time, memory, top-k agreement.
+
+Every configuration runs in its own process so its peak memory is its own.
+
+    python benchmarks/overhead.py [--probe-per-class 5] [--skip-lo-ir]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import median_time, peak_rss_mb, print_table, run_worker, write_results  # noqa: E402
+
+MODELS = {"resnet18": "pyautoattack-resnet18", "smallcnn": "smallcnn-standard"}
+
+
+def _load(name: str):
+    from igdefense import zoo
+    from igdefense.zoo.models import SmallCNN
+
+    if MODELS[name] in zoo.available():
+        return zoo.load(MODELS[name])
+    return SmallCNN().eval()  # same architecture; timing does not depend on the weights
+
+
+def worker_forward(model_name: str, variant: str, batch: int) -> dict:
+    import igdefense
+    from igdefense.data import cifar10_loader
+
+    torch.manual_seed(0)
+    model = _load(model_name)
+    if variant == "defended":
+        rankings = igdefense.lo_ir(model, cifar10_loader("train", per_class=2, batch_size=20), progress=False)
+        model = igdefense.wrap(model, rankings, k=max(1, rankings.num_neurons // 10), seed=0)
+    x = torch.rand(batch, 3, 32, 32)
+    rss_loaded = peak_rss_mb()
+    repeats = {1: 50, 64: 10, 256: 5}[batch]
+    with torch.no_grad():
+        seconds = median_time(lambda: model(x), repeats)
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_forward_mb": rss_loaded}
+
+
+def worker_lo_ir(mode: str, per_class: int, out: str) -> dict:
+    import igdefense
+    from igdefense.data import cifar10_loader
+
+    model = _load("resnet18")
+    loader = cifar10_loader("train", per_class=per_class, batch_size=100)
+    t = time.perf_counter()
+    if mode == "closed":
+        rankings = igdefense.lo_ir(model, loader, mode="closed", progress=False)
+    else:  # the original release: one neuron zeroed per full pass over the probe set
+        rankings = igdefense.lo_ir(model, loader, mode="ablation", neuron_batch=1, progress=False)
+    seconds = time.perf_counter() - t
+    rankings.save(out)
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--probe-per-class", type=int, default=5)
+    ap.add_argument("--skip-lo-ir", action="store_true")
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    if args.worker:
+        kind, *rest = args.worker
+        result = (worker_forward(rest[0], rest[1], int(rest[2])) if kind == "forward"
+                  else worker_lo_ir(rest[0], int(rest[1]), rest[2]))
+        print(json.dumps(result))
+        return
+
+    rows = []
+    for model_name in MODELS:
+        for batch in (1, 64, 256):
+            base = run_worker(__file__, ["forward", model_name, "base", str(batch)])
+            dfd = run_worker(__file__, ["forward", model_name, "defended", str(batch)])
+            rows.append({"model": model_name, "batch": batch,
+                         "base_ms": round(1e3 * base["seconds"], 2), "defended_ms": round(1e3 * dfd["seconds"], 2),
+                         "ratio": round(dfd["seconds"] / base["seconds"], 3),
+                         "base_peak_mb": round(base["peak_rss_mb"]), "defended_peak_mb": round(dfd["peak_rss_mb"])})
+            print_table(rows[-1:], list(rows[-1]))
+    print("\nDefended vs undefended forward (n_samples=1), median wall-clock:")
+    print_table(rows, list(rows[0]))
+    payload = {"forward": rows}
+
+    if not args.skip_lo_ir:
+        import igdefense
+
+        with tempfile.TemporaryDirectory() as tmp:
+            res = {}
+            for mode in ("closed", "per-neuron"):
+                res[mode] = run_worker(__file__, ["lo-ir", mode, str(args.probe_per_class), f"{tmp}/{mode}.st"])
+                res[mode]["rankings"] = igdefense.Rankings.load(f"{tmp}/{mode}.st")
+            a, b = res["closed"]["rankings"], res["per-neuron"]["rankings"]
+            same_topk = all(torch.equal(a.top_k(k).sort(1).values, b.top_k(k).sort(1).values) for k in (10, 50, 100))
+            lo = {"model": "resnet18", "probe_images": 10 * args.probe_per_class,
+                  "closed_s": round(res["closed"]["seconds"], 3), "per_neuron_s": round(res["per-neuron"]["seconds"], 1),
+                  "speedup": round(res["per-neuron"]["seconds"] / res["closed"]["seconds"], 1),
+                  "closed_peak_mb": round(res["closed"]["peak_rss_mb"]),
+                  "per_neuron_peak_mb": round(res["per-neuron"]["peak_rss_mb"]),
+                  "max_abs_diff": float((a.importance - b.importance).abs().max()),
+                  "same_top_k_10_50_100": same_topk}
+        print("\nLO-IR closed form vs per-neuron ablation, same probe subset:")
+        print_table([lo], list(lo))
+        payload["lo_ir"] = lo
+    print("wrote", write_results("overhead", payload))
+
+
+if __name__ == "__main__":
+    main()

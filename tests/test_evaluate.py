@@ -1,0 +1,48 @@
+"""evaluate(): real attacks from pyautoattack, per-image results, resumable logs."""
+
+import json
+
+import pytest
+import torch
+
+from igdefense.evaluate import evaluate
+
+
+def test_apgd_breaks_a_standard_model(resnet18, foolbox_images):
+    x, y = foolbox_images[0][:4], foolbox_images[1][:4]
+    result = evaluate(resnet18, (x, y), attacks=["apgd-ce"], progress=False)
+    assert result.clean_accuracy == 1.0
+    assert result.robust_accuracy["apgd-ce"] == 0.0  # non-robust ResNet-18: 0/20 in pyautoattack's own check
+    assert result.worst_case_accuracy == 0.0
+
+
+def test_resume_from_log(resnet18, foolbox_images, tmp_path):
+    x, y = foolbox_images
+    batches = [(x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)]
+    log = tmp_path / "run.jsonl"
+    full = evaluate(resnet18, batches, attacks=[], log_path=log, progress=False)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 5  # header + one line per batch
+    # Simulate a run killed while writing batch 3: a torn last line.
+    log.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
+    calls = []
+    handle = resnet18.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        resumed = evaluate(resnet18, batches, attacks=[], log_path=log, progress=False)
+    finally:
+        handle.remove()
+    assert calls == [5, 5]  # only batches 3 and 4 were recomputed
+    assert torch.equal(resumed.correct["clean"], full.correct["clean"])
+    assert len(log.read_text().splitlines()) == 5
+
+
+def test_log_with_other_settings_is_refused(resnet18, foolbox_images, tmp_path):
+    log = tmp_path / "run.jsonl"
+    log.write_text(json.dumps({"settings": {"attacks": ["apgd-ce"]}}) + "\n")
+    with pytest.raises(ValueError, match="settings"):
+        evaluate(resnet18, foolbox_images, attacks=[], log_path=log, progress=False)
+
+
+def test_unknown_attack(resnet18, foolbox_images):
+    with pytest.raises(ValueError, match="choose from"):
+        evaluate(resnet18, foolbox_images, attacks=["pgd-weak"], progress=False)
