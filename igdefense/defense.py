@@ -69,6 +69,7 @@ class IGDefense(nn.Module):
         self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
         self.sigma, self.n_samples, self.tau = float(sigma), int(n_samples), float(tau)
         self.input_range = input_range
+        self.input_shape = tuple(rankings.input_shape)
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
 
@@ -104,6 +105,10 @@ class IGDefense(nn.Module):
             noise = noise.unsqueeze(0)
         elif noise.shape != (self.n_samples, *x.shape):
             raise ValueError(f"noise must have shape {(self.n_samples, *x.shape)}, got {tuple(noise.shape)}")
+        return self.defend(x, noise)
+
+    def defend(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The defense proper, without input checks: ``noise`` has shape (n_samples, *x.shape)."""
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)  # (n*B, C, H, W); not clamped, as in the paper
         if self.split.fast:
             return self._forward_shared_backbone(noisy, x)

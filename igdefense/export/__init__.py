@@ -1,0 +1,6 @@
+"""Export a whole defended model (noise, pass 1, soft mask, pass 2) to ONNX and run it with onnxruntime."""
+
+from .onnx import ExportError, to_onnx
+from .runtime import OnnxDefense
+
+__all__ = ["to_onnx", "OnnxDefense", "ExportError"]

@@ -1,0 +1,106 @@
+"""IGDefense -> one ONNX graph.
+
+``noise="graph"`` draws the pass-1 noise inside the graph (RandomNormalLike), so the exported
+model is as randomized as the PyTorch one. ``noise="input"`` makes the noise a second input
+(images, then noise of shape (n_samples, B, C, H, W)), for deterministic deployment and exact
+parity tests against ``IGDefense.forward(x, noise=...)``. The top-k mask matrix is a constant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..defense import IGDefense
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported to ONNX (the message names the operator when known)."""
+
+
+class _GraphNoise(nn.Module):
+    def __init__(self, defended: IGDefense):
+        super().__init__()
+        self.defended = defended
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.defended
+        noise = torch.randn_like(x.unsqueeze(0).expand(d.n_samples, *x.shape)) * d.sigma
+        return d.defend(x, noise)
+
+
+class _InputNoise(nn.Module):
+    def __init__(self, defended: IGDefense):
+        super().__init__()
+        self.defended = defended
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.defended.defend(x, noise)
+
+
+def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dynamic_batch: bool = True,
+            noise: Literal["graph", "input"] = "graph", input_shape: tuple[int, ...] | None = None,
+            metadata: dict[str, str] | None = None) -> Path:
+    """Export ``defended`` to ``path`` and validate it (onnx checker + strict shape inference).
+
+    Args:
+        defended: the defended model (exported in eval mode).
+        opset: ONNX opset version.
+        dynamic_batch: batch dimension symbolic ("batch") instead of fixed.
+        noise: "graph" (RandomNormalLike inside the graph) or "input" (second input "noise").
+        input_shape: (C, H, W) of one image; default: the shape the rankings were made with.
+        metadata: extra key/value strings stored in the model's metadata_props.
+    Returns:
+        the path written (atomically).
+    """
+    import onnx
+
+    if noise not in ("graph", "input"):
+        raise ValueError(f"noise must be 'graph' or 'input', got {noise!r}")
+    if not isinstance(defended, IGDefense):
+        raise TypeError(f"to_onnx exports an IGDefense, got {type(defended).__name__}")
+    shape = tuple(input_shape or defended.input_shape)
+    was_training = defended.training
+    defended.eval()
+    x = torch.rand(2, *shape, device=defended.class_masks.device)
+    module: nn.Module = _GraphNoise(defended) if noise == "graph" else _InputNoise(defended)
+    args = (x,) if noise == "graph" else (x, torch.zeros(defended.n_samples, *x.shape, device=x.device))
+    names = ["images"] if noise == "graph" else ["images", "noise"]
+    axes = {}
+    if dynamic_batch:
+        axes = {"images": {0: "batch"}, "logits": {0: "batch"}}
+        if noise == "input":
+            axes["noise"] = {1: "batch"}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(module, args, str(tmp), input_names=names, output_names=["logits"],
+                              dynamic_axes=axes or None, opset_version=opset, dynamo=False)
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma,
+                                         "tau": defended.tau, "n_samples": defended.n_samples,
+                                         "site": str(defended.split.site), "input_shape": list(shape)}),
+                **(metadata or {})}
+        for key, value in meta.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    except torch.onnx.errors.UnsupportedOperatorError as e:
+        raise ExportError(f"cannot export to ONNX opset {opset}: {e}. Try a higher opset or replace "
+                          "that operation in the model.") from e
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the exported graph is invalid: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+        defended.train(was_training)
+    return path

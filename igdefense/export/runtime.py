@@ -1,0 +1,77 @@
+"""Run an exported defended model with onnxruntime: CUDA when present, else CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(available: Sequence[str]) -> list[str]:
+    """onnxruntime providers in order of preference among ``available`` (CUDA first, then CPU)."""
+    chosen = [p for p in PREFERRED if p in available]
+    if not chosen:
+        raise RuntimeError(f"onnxruntime offers none of {PREFERRED}; it has {list(available)}")
+    return chosen
+
+
+class OnnxDefense:
+    """A defended model exported by :func:`igdefense.export.to_onnx`, run by onnxruntime.
+
+    Args:
+        path: the .onnx file.
+        providers: "auto" (CUDA if onnxruntime-gpu sees a GPU, else CPU) or a list of provider names.
+        batch_size: inputs larger than this are run in chunks.
+
+    ``provider`` tells which execution provider the session actually got. Calling the object with
+    numpy arrays returns numpy logits; with torch tensors, torch logits.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: str | Sequence[str] = "auto", batch_size: int = 256):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError("needs onnxruntime: pip install 'igdefense[onnx]' "
+                              "(or 'igdefense[onnx-gpu]' for CUDA)") from e
+        if providers == "auto":
+            providers = choose_providers(ort.get_available_providers())
+        self.session = ort.InferenceSession(str(path), providers=list(providers))
+        self.provider = self.session.get_providers()[0]
+        self.batch_size = batch_size
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.config = json.loads(meta.get("igdefense", "{}"))
+
+    @property
+    def takes_noise(self) -> bool:
+        return "noise" in self.input_names
+
+    def __call__(self, images, noise=None):
+        as_torch = isinstance(images, torch.Tensor)
+        x = _numpy(images)
+        if x.ndim != 4 or x.dtype != np.float32:
+            raise ValueError(f"images must be float32 (B, C, H, W), got {x.dtype} {x.shape}")
+        if self.takes_noise and noise is None:
+            raise ValueError("this model was exported with noise='input': pass noise of shape (n_samples, B, C, H, W)")
+        if not self.takes_noise and noise is not None:
+            raise ValueError("this model draws its noise in the graph (noise='graph'); do not pass noise")
+        n = _numpy(noise) if noise is not None else None
+        outs = []
+        for s in range(0, len(x), self.batch_size):
+            feed = {"images": x[s:s + self.batch_size]}
+            if n is not None:
+                feed["noise"] = n[:, s:s + self.batch_size]
+            outs.append(self.session.run(["logits"], feed)[0])
+        logits = np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+        return torch.from_numpy(logits) if as_torch else logits
+
+
+def _numpy(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return np.ascontiguousarray(a.detach().cpu().numpy())
+    return np.ascontiguousarray(a)
