@@ -1,4 +1,4 @@
-"""The ``igdefense`` command line: demo, rank, train."""
+"""The ``igdefense`` command line: demo, rank, train, export."""
 
 from __future__ import annotations
 
@@ -83,6 +83,45 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _defended(model_name: str, rankings_path, probe_per_class: int, data, **kw) -> IGDefense:
+    rankings = Rankings.load(rankings_path) if rankings_path else _rankings_for(model_name, probe_per_class, data)
+    return IGDefense(zoo.load(model_name), rankings, **kw).eval()
+
+
+def cmd_export(args) -> int:
+    from .export import OnnxDefense, check_parity, to_onnx
+
+    if args.check:
+        session = OnnxDefense(args.check)
+        cfg, meta = session.config, session.session.get_modelmeta().custom_metadata_map
+        model_name = args.model or meta.get("zoo_model")
+        if not cfg or not model_name:
+            print("igdefense: this ONNX file has no igdefense metadata; pass --model and --rankings", file=sys.stderr)
+            return 2
+        rankings = args.rankings or (None if meta.get("rankings") == "zoo" else meta.get("rankings"))
+        defended = _defended(model_name, rankings, args.probe_per_class, args.data, k=cfg["k"],
+                             sigma=cfg["sigma"], tau=cfg["tau"], n_samples=cfg["n_samples"], seed=args.seed)
+        loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=250, root=args.data)
+        report = check_parity(session, defended, loader, seed=args.seed)
+        for key, value in report.items():
+            print(f"{key:22} {value}")
+        if report["noise"] == "input":
+            ok = report["max_abs_logit_diff"] <= 1e-4 and report["argmax_disagreements"] == 0
+        else:
+            ok = abs(report["onnx_accuracy"] - report["pytorch_accuracy"]) <= 0.005
+        print("parity: " + ("OK" if ok else "FAILED"))
+        return 0 if ok else 1
+    if not args.output:
+        print("igdefense: export needs -o model.onnx (or --check model.onnx)", file=sys.stderr)
+        return 2
+    model_name = args.model or zoo.default_model()
+    defended = _defended(model_name, args.rankings, args.probe_per_class, args.data, k=args.k, sigma=args.sigma)
+    meta = {"zoo_model": model_name, "rankings": str(Path(args.rankings).resolve()) if args.rankings else "zoo"}
+    to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=meta)
+    print(f"wrote {args.output} ({args.noise} noise, k={defended.k}, sigma={defended.sigma:.4g}, opset {args.opset})")
+    return 0
+
+
 def _fraction(text: str) -> float:
     """Parse '8/255' or '0.03'."""
     num, _, den = text.partition("/")
@@ -126,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help=data_help)
     t.add_argument("-o", "--output", required=True, type=Path)
     t.set_defaults(func=cmd_train)
+    e = sub.add_parser("export", help="export a defended model to ONNX, or check an export's parity")
+    e.add_argument("--model", default=None, choices=zoo.available(), help="default: the demo's model")
+    e.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
+    e.add_argument("--k", type=int, default=None)
+    e.add_argument("--sigma", type=_fraction, default=4 / 255)
+    e.add_argument("--noise", choices=["graph", "input"], default="graph")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--probe-per-class", type=int, default=200)
+    e.add_argument("-o", "--output", type=Path, default=None)
+    e.add_argument("--check", type=Path, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
+    e.add_argument("--n", type=int, default=1000, help="test images for --check (default 1000)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data", default=None, help=data_help)
+    e.set_defaults(func=cmd_export)
     return ap
 
 

@@ -1,0 +1,39 @@
+"""Parity of an exported model against the PyTorch defended model on real images."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from ..defense import IGDefense
+from .runtime import OnnxDefense
+
+
+def check_parity(session: OnnxDefense, defended: IGDefense, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                 seed: int = 0) -> dict:
+    """Compare ONNX and PyTorch logits on labelled ``batches``.
+
+    With a noise input, both get the same noise: reports max |logit difference| and the number of
+    argmax disagreements. With in-graph noise, only accuracies can be compared: reports both.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = max_diff = disagree = onnx_correct = torch_correct = 0
+    defended.eval()
+    for x, y in batches:
+        with torch.no_grad():
+            if session.takes_noise:
+                noise = torch.randn((defended.n_samples, *x.shape), generator=gen) * defended.sigma
+                ref, got = defended(x, noise=noise), session(x, noise)
+                max_diff = max(max_diff, (ref - got).abs().max().item())
+                disagree += (ref.argmax(1) != got.argmax(1)).sum().item()
+            else:
+                ref, got = defended(x), session(x)
+        torch_correct += (ref.argmax(1) == y).sum().item()
+        onnx_correct += (got.argmax(1) == y).sum().item()
+        n += len(y)
+    out = {"images": n, "noise": "input" if session.takes_noise else "graph", "provider": session.provider,
+           "pytorch_accuracy": torch_correct / n, "onnx_accuracy": onnx_correct / n}
+    if session.takes_noise:
+        out.update(max_abs_logit_diff=max_diff, argmax_disagreements=disagree)
+    return out

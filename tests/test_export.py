@@ -1,0 +1,74 @@
+"""ONNX export of the whole defended model, run by real onnxruntime, checked against PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import igdefense
+from igdefense.data import cifar10_loader
+from igdefense.export import ExportError, OnnxDefense, check_parity, to_onnx
+from igdefense.export.runtime import choose_providers
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def defended(resnet18, resnet18_rankings):
+    return igdefense.wrap(resnet18, resnet18_rankings, k=50, seed=0)
+
+
+def test_input_noise_parity_on_real_images(defended, tmp_path):
+    path = to_onnx(defended, tmp_path / "d.onnx", noise="input")
+    session = OnnxDefense(path)
+    assert session.provider == "CPUExecutionProvider" and session.takes_noise
+    report = check_parity(session, defended, cifar10_loader("test", per_class=6, batch_size=25))
+    assert report["images"] == 60
+    assert report["max_abs_logit_diff"] <= 1e-4 and report["argmax_disagreements"] == 0
+
+
+def test_graph_noise_is_random_and_exact_at_sigma_zero(resnet18, resnet18_rankings, foolbox_images, tmp_path):
+    x, y = foolbox_images
+    noisy = OnnxDefense(to_onnx(igdefense.wrap(resnet18, resnet18_rankings, k=50, tau=1.0), tmp_path / "g.onnx"))
+    assert not noisy.takes_noise
+    assert np.abs(noisy(x.numpy()) - noisy(x.numpy())).max() > 1e-4  # redrawn at every run
+    exact = igdefense.wrap(resnet18, resnet18_rankings, k=50, sigma=0.0)
+    session = OnnxDefense(to_onnx(exact, tmp_path / "g0.onnx"))
+    with torch.no_grad():
+        torch.testing.assert_close(session(x), exact(x), rtol=1e-4, atol=1e-4)
+
+
+def test_batching_and_types(defended, foolbox_images, tmp_path):
+    x = foolbox_images[0]
+    session = OnnxDefense(to_onnx(defended, tmp_path / "d.onnx", noise="input"), batch_size=6)
+    noise = torch.randn(1, *x.shape) * defended.sigma
+    out_t, out_np = session(x, noise), session(x.numpy(), noise.numpy())
+    assert isinstance(out_t, torch.Tensor) and isinstance(out_np, np.ndarray) and out_np.shape == (20, 10)
+    np.testing.assert_allclose(out_t.numpy(), out_np)
+    with pytest.raises(ValueError, match="noise='input'"):
+        session(x)
+    with pytest.raises(ValueError, match="float32"):
+        session(x.double(), noise)
+
+
+def test_provider_choice():
+    assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="offers none"):
+        choose_providers(["AzureExecutionProvider"])
+
+
+class _Spectral(nn.Module):
+    def forward(self, x):
+        return torch.fft.fft2(x).abs()
+
+
+def test_unexportable_operator_is_named(tmp_path):
+    model = nn.Sequential(_Spectral(), nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10)).eval()
+    x, y = torch.rand(20, 3, 16, 16), torch.arange(20) % 10
+    rankings = igdefense.lo_ir(model, [(x, y)], progress=False)
+    with pytest.raises(ExportError, match="fft_fft2"):
+        to_onnx(igdefense.wrap(model, rankings), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
