@@ -2,15 +2,17 @@
 
     import igdefense
     rankings = igdefense.lo_ir(model, probe_loader)      # once; rankings.save("r.safetensors")
+    rankings = igdefense.cd_ir(model, images, class_names)   # or: CLIP-Dissect, no labels
     defended = igdefense.wrap(model, rankings, k=50)     # drop-in nn.Module
 """
 
 __version__ = "0.1.0"
 
+from .cd_ir import cd_ir
 from .defense import IGDefense, wrap
 from .lo_ir import lo_ir
 from .rankings import Rankings, RankingsError
 from .split import Site, Split, SplitError, find_split
 
-__all__ = ["IGDefense", "wrap", "lo_ir", "Rankings", "RankingsError", "Site", "Split", "SplitError",
+__all__ = ["IGDefense", "wrap", "lo_ir", "cd_ir", "Rankings", "RankingsError", "Site", "Split", "SplitError",
            "find_split", "__version__"]
