@@ -1,4 +1,4 @@
-"""The ``igdefense`` command line: demo, rank, train, export."""
+"""The ``igdefense`` command line: demo, rank, compare, train, export."""
 
 from __future__ import annotations
 
@@ -67,10 +67,32 @@ def cmd_rank(args) -> int:
     loader = cifar10_loader("train", per_class=args.per_class, batch_size=args.batch_size, root=args.data)
     probe = f"CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
     t0 = time.time()
-    rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=CIFAR10_CLASSES, probe=probe)
+    if args.method == "cd-ir":
+        from .cd_ir import cd_ir
+
+        pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+        rankings = cd_ir(model, loader, CIFAR10_CLASSES, clip=args.clip, pretrained=pretrained, layer=args.layer,
+                         probe=probe + f", CLIP {args.clip} ({pretrained or 'random init'})")
+    else:
+        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=CIFAR10_CLASSES, probe=probe)
     rankings.save(args.output)
     print(f"wrote {args.output}: {rankings.method} at {rankings.layer}, {rankings.num_classes} classes x "
           f"{rankings.num_neurons} neurons, {time.time() - t0:.1f}s")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import plot_jaccard, topk_jaccard
+
+    a, b = Rankings.load(args.a), Rankings.load(args.b)
+    jac = topk_jaccard(a, b, args.k)
+    print(f"top-{args.k} overlap (Jaccard) per class, {a.method} ({args.a}) vs {b.method} ({args.b}):")
+    for name, v in zip(a.class_names, jac.diagonal().tolist()):
+        print(f"  {name:12} {v:.3f}")
+    print(f"  {'mean':12} {jac.diagonal().mean():.3f}   (random sets: {args.k / (2 * a.num_neurons - args.k):.3f})")
+    if args.plot:
+        plot_jaccard(jac, args.plot, a.class_names, b.class_names, f"top-{args.k}: {a.method} (rows) vs {b.method}")
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -149,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rank", help="compute neuron importance rankings for a model")
     r.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
-    r.add_argument("--method", default="lo-ir", choices=["lo-ir"])
+    r.add_argument("--method", default="lo-ir", choices=["lo-ir", "cd-ir"])
+    r.add_argument("--clip", default="ViT-B-16", help="open_clip architecture for cd-ir")
+    r.add_argument("--pretrained", default="openai", help="CLIP weights: tag (downloads), local path, or 'none'")
     r.add_argument("--mode", default="auto", choices=["auto", "closed", "ablation"])
     r.add_argument("--layer", default=None, help="module name (its output is ranked); default: penultimate")
     r.add_argument("--per-class", type=int, default=None, help="probe images per class (default: all 5,000)")
@@ -157,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default=None, help=data_help)
     r.add_argument("-o", "--output", required=True, type=Path)
     r.set_defaults(func=cmd_rank)
+
+    c = sub.add_parser("compare", help="overlap of two rankings' per-class top-k neuron sets")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--k", type=int, default=50)
+    c.add_argument("--plot", type=Path, default=None, help="heat map output (e.g. overlap.png)")
+    c.set_defaults(func=cmd_compare)
 
     t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
     t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")
