@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .attacks import ATTACKS, AttackSettings, run_attack
+
 log = logging.getLogger(__name__)
 
-ATTACKS = ("apgd-ce", "apgd-dlr", "autoattack", "autoattack-rand")
 
 
 @dataclass
@@ -51,38 +52,19 @@ class EvalResult:
         return self.worst_case.float().mean().item()
 
 
-def _attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
-            seed: int, eot_iter: int) -> torch.Tensor:
-    """Adversarial examples of one batch (only images the model gets right are attacked)."""
-    device = x.device
-    if name in ("apgd-ce", "apgd-dlr"):
-        from pyautoattack.autopgd_base import APGDAttack
-
-        atk = APGDAttack(model, n_iter=100, norm=norm, eps=eps, seed=seed, loss=name[5:], eot_iter=eot_iter,
-                         device=device)
-        return atk.perturb(x.contiguous(), y)
-    if name in ("autoattack", "autoattack-rand"):
-        from pyautoattack import AutoAttack
-
-        version = "rand" if name == "autoattack-rand" else "standard"
-        aa = AutoAttack(model, eps=eps, norm=norm, version=version, device=device, seed=seed)
-        x_adv, _ = aa.run_standard_evaluation(x.contiguous(), y, batch_size=len(x))
-        return x_adv
-    raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
-
-
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
              attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
-             eot_iter: int = 1, progress: bool = True, desc: str = "evaluating",
-             log_path: str | os.PathLike | None = None) -> EvalResult:
+             eot_iter: int = 20, base_model: nn.Module | None = None, progress: bool = True,
+             desc: str = "evaluating", log_path: str | os.PathLike | None = None) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
         model: classifier or defended model (eval mode is set by the caller).
         data: a DataLoader of (images, labels) or one (images, labels) pair of tensors.
-        attacks: names from :data:`ATTACKS`.
+        attacks: names from :data:`igdefense.attacks.ATTACKS`.
         eps: L-p radius; norm: "Linf", "L2" or "L1".
-        eot_iter: gradient draws averaged per APGD step (EOT) for randomized models.
+        eot_iter: noise draws averaged per gradient step in the ``*-eot`` attacks.
+        base_model: the undefended model, the source of the ``transfer`` attack.
         log_path: a JSONL file that gets one line per finished batch; an interrupted run given
             the same file (and the same data, in the same order) resumes after the last line.
     """
@@ -93,8 +75,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     correct: dict[str, list[torch.Tensor]] = {"clean": [], **{a: [] for a in attacks}}
-    settings = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
-    done = _read_log(log_path, settings) if log_path else []
+    settings = AttackSettings(eps=eps, norm=norm, seed=seed, eot_iter=eot_iter, base_model=base_model)
+    header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
+    done = _read_log(log_path, header) if log_path else []
     for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         if i < len(done):
             if len(done[i]["clean"]) != len(y):
@@ -107,11 +90,13 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             ok = (model(x).argmax(1) == y).cpu()
         batch = {"clean": ok}
         for name in attacks:
-            x_adv = _attack(name, model, x, y, eps, norm, seed, eot_iter)
-            if norm == "Linf" and (x_adv - x).abs().amax() > eps + 1e-5:
-                raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
-            with torch.no_grad():
-                batch[name] = (model(x_adv).argmax(1) == y).cpu() & ok
+            survived = ok.clone()
+            for x_adv in run_attack(name, model, x, y, settings):
+                if norm == "Linf" and (x_adv - x).abs().amax() > eps + 1e-5:
+                    raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
+                with torch.no_grad():
+                    survived &= (model(x_adv).argmax(1) == y).cpu()
+            batch[name] = survived
         for k, v in batch.items():
             correct[k].append(v)
         if log_path:

@@ -1,0 +1,114 @@
+"""The attacks :func:`igdefense.evaluate` runs, by name. Each returns adversarial candidates for a
+batch; an image survives an attack only if the model is right on every candidate.
+
+White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, their EOT versions ``apgd-ce-eot``,
+``apgd-dlr-eot`` (gradients averaged over ``eot_iter`` draws of the defense's noise),
+``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models).
+Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
+Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
+AutoAttack examples on the undefended base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-ce-eot", "apgd-dlr-eot", "autoattack", "autoattack-rand")
+BLACK_BOX = ("square", "rays")
+TRANSFER = ("transfer",)
+ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
+
+
+@dataclass
+class AttackSettings:
+    eps: float = 8 / 255
+    norm: str = "Linf"
+    seed: int = 0
+    eot_iter: int = 20  # noise draws per gradient in the *-eot attacks (the paper: 20)
+    n_iter: int = 100  # APGD steps
+    square_queries: int = 5_000
+    rays_queries: int = 10_000
+    base_model: nn.Module | None = None  # source of transfer attacks
+
+
+def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: int | None = None):
+    from pyautoattack.autopgd_base import APGDAttack
+
+    atk = APGDAttack(model, n_iter=n_iter or s.n_iter, norm=s.norm, eps=s.eps, seed=s.seed, loss=loss,
+                     eot_iter=eot_iter, device=x.device)
+    if loss == "cw":  # APGD on the Carlini-Wagner margin: pyautoattack's DLR slot with the CW loss
+        atk.loss = "dlr"
+        atk.dlr_loss = _cw_loss
+    return atk.perturb(x, y)
+
+
+def _cw_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image CW margin: max_{i != y} z_i - z_y (maximised by the attack)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.clone().scatter_(1, y[:, None], -torch.inf)
+    return others.amax(1) - true
+
+
+def _apgd_targeted(model, x, y, s: AttackSettings, targets: int = 3):
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    atk = APGDAttack_targeted(model, n_iter=s.n_iter, norm=s.norm, eps=s.eps, seed=s.seed, device=x.device)
+    atk.n_target_classes = targets
+    return atk.perturb(x, y)
+
+
+def _autoattack(model, x, y, s: AttackSettings, version: str = "standard"):
+    from pyautoattack import AutoAttack
+
+    aa = AutoAttack(model, eps=s.eps, norm=s.norm, version=version, device=x.device, seed=s.seed)
+    return aa.run_standard_evaluation(x, y, batch_size=len(x))[0]
+
+
+def _square(model, x, y, s: AttackSettings):
+    from pyautoattack.square import SquareAttack
+
+    atk = SquareAttack(model, p_init=0.8, n_queries=s.square_queries, eps=s.eps, norm=s.norm, n_restarts=1,
+                       seed=s.seed, device=x.device, resc_schedule=False)
+    return atk.perturb(x, y)
+
+
+def _rays(model, x, y, s: AttackSettings):
+    from .rays import RayS
+
+    if s.norm != "Linf":
+        raise ValueError("RayS is an L-inf attack")
+    return RayS(model, s.eps, queries=s.rays_queries).perturb(x, y)
+
+
+def _transfer(model, x, y, s: AttackSettings):
+    if s.base_model is None:
+        raise ValueError("the transfer attack needs base_model= (the undefended model)")
+    base = s.base_model
+    return [_apgd(base, x, y, s, "ce"), _apgd(base, x, y, s, "cw"), _apgd_targeted(base, x, y, s),
+            _autoattack(base, x, y, s)]
+
+
+_RUNNERS: dict[str, Callable] = {
+    "apgd-ce": lambda m, x, y, s: _apgd(m, x, y, s, "ce"),
+    "apgd-dlr": lambda m, x, y, s: _apgd(m, x, y, s, "dlr"),
+    "apgd-ce-eot": lambda m, x, y, s: _apgd(m, x, y, s, "ce", s.eot_iter),
+    "apgd-dlr-eot": lambda m, x, y, s: _apgd(m, x, y, s, "dlr", s.eot_iter),
+    "autoattack": _autoattack,
+    "autoattack-rand": lambda m, x, y, s: _autoattack(m, x, y, s, "rand"),
+    "square": _square,
+    "rays": _rays,
+    "transfer": _transfer,
+}
+
+
+def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: AttackSettings
+               ) -> list[torch.Tensor]:
+    """Adversarial candidates of attack ``name`` for the batch (x, y): a list of tensors like x."""
+    if name not in _RUNNERS:
+        raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+    out = _RUNNERS[name](model, x.contiguous(), y, settings)
+    return out if isinstance(out, list) else [out]
