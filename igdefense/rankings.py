@@ -81,6 +81,13 @@ class Rankings:
         m = torch.zeros_like(self.importance)
         return m.scatter_(1, self.top_k(k), 1.0)
 
+    def randomized(self, seed: int = 0) -> "Rankings":
+        """Same metadata, random importance: the random-k mask baseline of the paper's ablation."""
+        gen = torch.Generator().manual_seed(seed)
+        return Rankings(torch.rand(self.importance.shape, generator=gen), method=f"random(seed={seed})",
+                        layer=self.layer, head_fingerprint=self.head_fingerprint, input_shape=self.input_shape,
+                        class_names=self.class_names, probe="none")
+
     def check_matches(self, split: Split, fingerprint: str) -> None:
         """Raise :class:`RankingsError` unless these rankings were made for this split of this model."""
         problems = []

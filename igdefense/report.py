@@ -1,0 +1,57 @@
+"""Evaluation reports: a JSON with per-image results and a Markdown table with paired intervals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .evaluate import EvalResult
+from .stats import paired_difference
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
+    """One row per model: clean, each attack, IW-WC (%), and the paired gain over ``baseline``."""
+    base = results[baseline]
+    rows = []
+    for name, r in results.items():
+        row = {"model": name, "n": len(r.correct["clean"]), "clean": 100 * r.clean_accuracy}
+        row.update({k: 100 * v for k, v in r.robust_accuracy.items()})
+        row["iw_wc"] = 100 * r.worst_case_accuracy
+        if name != baseline:
+            row["iw_wc_gain"] = str(paired_difference(base.worst_case, r.worst_case))
+            row["clean_gain"] = str(paired_difference(base.correct["clean"], r.correct["clean"]))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = [c for c in rows[0] if c not in ("iw_wc_gain", "clean_gain")]
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    gains = [f"- {r['model']}: IW-WC {r['iw_wc_gain']}; clean {r['clean_gain']}" for r in rows if "iw_wc_gain" in r]
+    return "\n".join(lines + ([""] + ["Paired differences vs the first row:"] + gains if gains else []))
+
+
+def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], baseline: str, meta: dict,
+                 sanity: list | None = None) -> Path:
+    """Write report.json (summary + per-image bools) and report.md into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(results, baseline)
+    payload = {**meta, "summary": rows,
+               "per_image": {m: {k: v.int().tolist() for k, v in r.correct.items()} for m, r in results.items()},
+               "sanity": [str(c) for c in sanity or []]}
+    _atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
+    md = [f"# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
+    if sanity:
+        md += ["", "## Sanity checks", ""] + [f"- {c}" for c in sanity]
+    _atomic_write(out / "report.md", "\n".join(md) + "\n")
+    return out / "report.md"
