@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -97,12 +98,23 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _init_distributed() -> tuple[int, torch.device]:
+    """Join the process group when started by torchrun (gloo on CPU, nccl on GPU); (rank, device)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if torch.cuda.is_available():
+        return rank, torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return rank, torch.device("cpu")
+
+
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
     from .report import markdown_table, summary_rows, write_report
 
     torch.manual_seed(args.seed)
-    base = zoo.load(args.model)
+    rank, device = _init_distributed()
+    base = zoo.load(args.model).to(device)
     rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args.model, args.probe_per_class,
                                                                                args.data)
     models = {"base": base,
@@ -119,6 +131,8 @@ def cmd_eval(args) -> int:
         todo = [a for a in attacks if name != "base" or not (a.endswith("-eot") or a == "transfer")]
         results[name] = evaluate(model, loader, attacks=todo, eps=args.eps, seed=args.seed, eot_iter=args.eot_iter,
                                  base_model=base, desc=name, log_path=out / f"{name}.jsonl")
+    if rank > 0:
+        return 0  # rank 0 reports
     sanity = None
     if args.sanity:
         from .sanity import run_sanity_checks

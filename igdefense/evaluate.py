@@ -67,6 +67,10 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         base_model: the undefended model, the source of the ``transfer`` attack.
         log_path: a JSONL file that gets one line per finished batch; an interrupted run given
             the same file (and the same data, in the same order) resumes after the last line.
+
+    A model with ``reseed`` (IGDefense) is reseeded with ``seed + batch index`` before each batch,
+    so its noise does not depend on which batches ran before. Under ``torch.distributed`` (e.g.
+    torchrun) batches are sharded round-robin across processes and the results gathered.
     """
     for name in attacks:
         if name not in ATTACKS:
@@ -74,34 +78,56 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     batches = [data] if isinstance(data, tuple) else data
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    correct: dict[str, list[torch.Tensor]] = {"clean": [], **{a: [] for a in attacks}}
     settings = AttackSettings(eps=eps, norm=norm, seed=seed, eot_iter=eot_iter, base_model=base_model)
     header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
-    done = _read_log(log_path, header) if log_path else []
-    for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-        if i < len(done):
+    rank, world = _shard()
+    if log_path and world > 1:
+        log_path = Path(f"{log_path}.rank{rank}")
+    done = {r["batch"]: r for r in _read_log(log_path, header)} if log_path else {}
+    mine: dict[int, dict[str, list[int]]] = {}
+    for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress or rank > 0)):
+        if i % world != rank:
+            continue
+        if i in done:
             if len(done[i]["clean"]) != len(y):
                 raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
-            for k in correct:
-                correct[k].append(torch.tensor(done[i][k], dtype=torch.bool))
+            mine[i] = done[i]
             continue
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            ok = (model(x).argmax(1) == y).cpu()
-        batch = {"clean": ok}
-        for name in attacks:
-            survived = ok.clone()
-            for x_adv in run_attack(name, model, x, y, settings):
-                if norm == "Linf" and (x_adv - x).abs().amax() > eps + 1e-5:
-                    raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
-                with torch.no_grad():
-                    survived &= (model(x_adv).argmax(1) == y).cpu()
-            batch[name] = survived
-        for k, v in batch.items():
-            correct[k].append(v)
+        if hasattr(model, "reseed"):
+            model.reseed(seed + i)  # noise depends on the batch, not on what ran before: shards agree
+        mine[i] = {"batch": i, **{k: v.int().tolist() for k, v in _evaluate_batch(
+            model, x.to(device), y.to(device), attacks, settings).items()}}
         if log_path:
-            _append_log(log_path, {k: v.int().tolist() for k, v in batch.items()})
-    return EvalResult({k: torch.cat(v) for k, v in correct.items()}, eps)
+            _append_log(log_path, mine[i])
+    if world > 1:
+        gathered: list = [None] * world
+        torch.distributed.all_gather_object(gathered, mine)
+        mine = {i: r for part in gathered for i, r in part.items()}
+    order = sorted(mine)
+    return EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
+                       for k in ["clean", *attacks]}, eps)
+
+
+def _shard() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (e.g. torchrun), else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _evaluate_batch(model, x, y, attacks, settings: AttackSettings) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        ok = (model(x).argmax(1) == y).cpu()
+    out = {"clean": ok}
+    for name in attacks:
+        survived = ok.clone()
+        for x_adv in run_attack(name, model, x, y, settings):
+            if settings.norm == "Linf" and (x_adv - x).abs().amax() > settings.eps + 1e-5:
+                raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
+            with torch.no_grad():
+                survived &= (model(x_adv).argmax(1) == y).cpu()
+        out[name] = survived
+    return out
 
 
 def _read_log(path, settings: dict) -> list[dict]:
