@@ -10,9 +10,11 @@ __version__ = "0.1.0"
 
 from .cd_ir import cd_ir
 from .defense import IGDefense, wrap
+from .evaluate import EvalResult, evaluate
 from .lo_ir import lo_ir
 from .rankings import Rankings, RankingsError
 from .split import Site, Split, SplitError, find_split
+from . import zoo
 
 __all__ = ["IGDefense", "wrap", "lo_ir", "cd_ir", "Rankings", "RankingsError", "Site", "Split", "SplitError",
-           "find_split", "__version__"]
+           "find_split", "evaluate", "EvalResult", "zoo", "__version__"]

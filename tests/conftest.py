@@ -36,3 +36,27 @@ def resnet18_rankings(resnet18, probe_loader):
     import igdefense
 
     return igdefense.lo_ir(resnet18, probe_loader, progress=False)
+
+
+@pytest.fixture(scope="session")
+def standard_cnn():
+    """The zoo's normally trained CIFAR-10 SmallCNN (real weights, small and fast)."""
+    from igdefense import zoo
+
+    return zoo.load("smallcnn-standard")
+
+
+@pytest.fixture(scope="session")
+def robust_cnn():
+    """The zoo's adversarially trained CIFAR-10 SmallCNN."""
+    from igdefense import zoo
+
+    return zoo.load("smallcnn-robust")
+
+
+@pytest.fixture(scope="session")
+def test_batch():
+    """The first 3 CIFAR-10 (JPEG copy) test images of each class."""
+    from igdefense.data import cifar10_loader
+
+    return next(iter(cifar10_loader("test", per_class=3, batch_size=30)))

@@ -4,13 +4,7 @@ import pytest
 import torch
 
 import igdefense
-from igdefense import zoo
 from igdefense.data import cifar10_loader
-
-
-@pytest.fixture(scope="module")
-def robust_cnn():
-    return zoo.load("smallcnn-robust")
 
 
 def test_closed_form_equals_brute_force_ablation(robust_cnn):

@@ -1,0 +1,50 @@
+"""Attacks by name: real pyautoattack attacks and our RayS, on real trained models."""
+
+import pytest
+import torch
+
+import igdefense
+from igdefense.attacks import AttackSettings, _cw_loss, run_attack
+from igdefense.rays import RayS
+
+
+def test_cw_loss_by_hand():
+    logits = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, 1.0]])
+    torch.testing.assert_close(_cw_loss(logits, torch.tensor([0, 2])), torch.tensor([-0.5, 3.0]))
+
+
+def test_rays_finds_small_perturbations_on_a_standard_model(standard_cnn, test_batch):
+    x, y = test_batch[0][:10], test_batch[1][:10]
+    rays = RayS(standard_cnn, eps=8 / 255, queries=500)
+    adv = rays.perturb(x, y)
+    with torch.no_grad():
+        fooled = standard_cnn(adv).argmax(1) != y
+    reported = rays.distance <= 8 / 255
+    assert torch.equal(fooled, reported)  # what RayS claims is what the model does
+    assert (adv - x).abs().amax() <= 8 / 255 + 1e-6
+    assert fooled.float().mean() >= 0.5  # a standard model falls to a decision-based attack
+    assert (rays.used <= 500 + 40).all()  # budget (plus at most one bisection's overshoot)
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "square"])
+def test_attacks_break_the_standard_model(name, standard_cnn, test_batch):
+    x, y = test_batch
+    settings = AttackSettings(n_iter=20, square_queries=300)
+    adv, = run_attack(name, standard_cnn, x, y, settings)
+    with torch.no_grad():
+        acc = (standard_cnn(adv).argmax(1) == y).float().mean().item()
+    assert (adv - x).abs().amax() <= 8 / 255 + 1e-6
+    assert acc <= 0.2
+
+
+def test_transfer_needs_a_base_model(standard_cnn, test_batch):
+    with pytest.raises(ValueError, match="base_model"):
+        run_attack("transfer", standard_cnn, *test_batch, AttackSettings())
+
+
+def test_eot_attack_on_the_defended_model(robust_cnn, test_batch):
+    rankings = igdefense.zoo.rankings("smallcnn-robust")
+    defended = igdefense.wrap(robust_cnn, rankings, seed=0)
+    x, y = test_batch[0][:10], test_batch[1][:10]
+    result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], eot_iter=2, progress=False)
+    assert result.robust_accuracy["apgd-ce-eot"] <= result.clean_accuracy

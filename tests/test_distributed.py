@@ -1,0 +1,31 @@
+"""torchrun shards an evaluation across processes (gloo on CPU) and gets the single-process results."""
+
+import json
+import subprocess
+import sys
+
+
+
+def _eval(out, rankings, procs: int):
+    args = ["eval", "--model", "smallcnn-standard", "--rankings", str(rankings), "--n", "30", "--batch-size", "5",
+            "--attacks", "apgd-ce,apgd-ce-eot", "--eot-iter", "2", "--out", str(out)]
+    if procs == 1:
+        cmd = [sys.executable, "-m", "igdefense.cli", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port=29531",
+               "-m", "igdefense.cli", *args]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    return json.loads((out / "report.json").read_text())["per_image"]
+
+
+def test_two_processes_match_one(standard_cnn, tmp_path):
+    import igdefense
+    from igdefense.data import cifar10_loader
+
+    rankings = igdefense.lo_ir(standard_cnn, cifar10_loader("train", per_class=20, batch_size=100), progress=False)
+    rankings.save(tmp_path / "r.safetensors")
+    single = _eval(tmp_path / "one", tmp_path / "r.safetensors", 1)
+    sharded = _eval(tmp_path / "two", tmp_path / "r.safetensors", 2)
+    assert single == sharded
+    assert len(single["lo-ir"]["clean"]) == 30
+    assert (tmp_path / "two" / "lo-ir.jsonl.rank1").exists()  # each process kept its own resumable log
