@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .rankings import Rankings
-from .split import find_split, head_fingerprint, hooks, neuron_axis, register_at
+from .split import find_split, head_fingerprint, hooks, model_device, neuron_axis, register_at
 from .validation import check_images
 
 
@@ -111,7 +111,7 @@ def cd_ir(model: nn.Module, probe_images: torch.Tensor | Iterable, class_names: 
         templates: prompt templates averaged per class ("{}" is the bare class name, the paper's).
         settings: soft-WPMI hyperparameters.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     clip_model, tokenizer = load_clip(clip, pretrained, device) if isinstance(clip, str) else clip
     was_training = model.training
     model.eval()

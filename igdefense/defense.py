@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .rankings import Rankings, RankingsError
-from .split import Site, apply_neuron_mask, find_split, head_fingerprint, hooks, register_at
+from .split import Site, apply_neuron_mask, find_split, head_fingerprint, hooks, model_device, register_at
 from .validation import check_images
 
 
@@ -54,8 +54,7 @@ class IGDefense(nn.Module):
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         if sigma < 0 or tau <= 0:
             raise ValueError(f"need sigma >= 0 and tau > 0, got sigma={sigma}, tau={tau}")
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = model_device(model)
         example = torch.full((1, *rankings.input_shape), 0.5, device=device)
         site = Site.parse(rankings.layer)
         if site.module not in dict(model.named_modules()):

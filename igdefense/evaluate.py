@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS, AttackSettings, run_attack
+from .split import model_device
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     batches = [data] if isinstance(data, tuple) else data
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     settings = AttackSettings(eps=eps, norm=norm, seed=seed, eot_iter=eot_iter, base_model=base_model)
     header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
     rank, world = _shard()

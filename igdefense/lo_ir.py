@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .rankings import Rankings
-from .split import Site, Split, apply_neuron_mask, find_split, head_fingerprint, hooks, register_at
+from .split import Site, Split, apply_neuron_mask, find_split, head_fingerprint, hooks, model_device, register_at
 from .validation import check_images
 
 Mode = Literal["auto", "closed", "ablation"]
@@ -41,7 +41,7 @@ def _abs_features_per_class(model, split, loader, num_classes, progress) -> tupl
 
     with hooks([register_at(model, split.site, grab)]), torch.no_grad():
         for x, y in tqdm(loader, desc="LO-IR (closed form)", disable=not progress):
-            model(x.to(_device(model)))
+            model(x.to(model_device(model)))
             a = captured.pop().abs().flatten(1).double().cpu()  # (B, neurons); 1x1-spatial conv input too
             sums.index_add_(0, y, a)
             counts += torch.bincount(y, minlength=num_classes)
@@ -53,7 +53,7 @@ def _ablation_sums(model, split, loader, num_classes, neuron_batch, progress) ->
     n = split.num_neurons
     sums = torch.zeros(num_classes, n, dtype=torch.float64)
     counts = torch.zeros(num_classes, dtype=torch.long)
-    device = _device(model)
+    device = model_device(model)
     with torch.no_grad():
         for x, y in tqdm(loader, desc="LO-IR (ablation)", disable=not progress):
             x, y, b = x.to(device), y.to(device), x.shape[0]
@@ -71,11 +71,6 @@ def _ablation_sums(model, split, loader, num_classes, neuron_batch, progress) ->
                     0, y.cpu(), diff.T)
             counts += torch.bincount(y.cpu(), minlength=num_classes)
     return sums, counts
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Tensor]], layer: str | None = None,
@@ -103,7 +98,7 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
         if first is None:
             raise ValueError("the probe loader yielded no batches")
         check_images(first[0], None, name="probe images")
-        split = find_split(model, first[0].to(_device(model)), layer)
+        split = find_split(model, first[0].to(model_device(model)), layer)
         closed = _closed_form_applies(model, split)
         if mode == "closed" and not closed:
             raise ValueError(f"the closed form needs the input of a final Linear/1x1-conv head; {split.site} "

@@ -64,6 +64,12 @@ def apply_neuron_mask(features: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return features * mask.view(shape)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a parameter-free model)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def _is_classifier(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear):
         return True
