@@ -42,8 +42,13 @@ def median_time(fn, repeats: int, warmup: int = 2) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, in MB. Reads VmHWM, which starts afresh in a
+    new process (getrusage's ru_maxrss carries the parent's peak over fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_worker(script: str, args: list[str]) -> dict:

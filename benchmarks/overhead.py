@@ -1,11 +1,11 @@
 """Cost of the defense and of LO-IR, on the CPU.
 
-1. Forward time and peak memory of defended vs undefended models (n_samples=1) at batch 1, 64
-   and 256, for pyautoattack's CIFAR-10 ResNet-18 and the zoo's SmallCNN.
+1. Forward time of defended vs undefended models (n_samples=1) at batch 1, 64 and 256, for
+   pyautoattack's CIFAR-10 ResNet-18 and the zoo's SmallCNN: runs alternate between the two so
+   both see the same machine load; peak memory of each, measured alone in its own process.
 2. LO-IR closed form vs per-neuron ablation (one full pass over the probe set per neuron, as the
    original release computes it) on the same probe subset: time, memory, top-k agreement.
 
-Every configuration runs in its own process so its peak memory is its own.
 
     python benchmarks/overhead.py [--probe-per-class 5] [--skip-lo-ir]
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import median_time, peak_rss_mb, print_table, run_worker, write_results  # noqa: E402
 
-MODELS = {"resnet18": "pyautoattack-resnet18", "smallcnn": "smallcnn-standard"}
+MODELS = {"resnet18": "pyautoattack-resnet18", "smallcnn": "smallcnn-robust"}
 
 
 def _load(name: str):
@@ -36,21 +37,41 @@ def _load(name: str):
     return SmallCNN().eval()  # same architecture; timing does not depend on the weights
 
 
-def worker_forward(model_name: str, variant: str, batch: int) -> dict:
+def _defended(model):
     import igdefense
     from igdefense.data import cifar10_loader
 
-    torch.manual_seed(0)
+    rankings = igdefense.lo_ir(model, cifar10_loader("train", per_class=2, batch_size=20), progress=False)
+    return igdefense.wrap(model, rankings, k=max(1, rankings.num_neurons // 10), seed=0)
+
+
+def interleaved_times(model_name: str, batch: int) -> tuple[float, float]:
+    """Median seconds of base and defended forwards, alternating runs so both see the same machine load."""
+    base = _load(model_name)
+    defended = _defended(_load(model_name))
+    x = torch.rand(batch, 3, 32, 32)
+    repeats = {1: 60, 64: 12, 256: 6}[batch]
+    times = {"base": [], "defended": []}
+    with torch.no_grad():
+        for _ in range(2):  # warm-up
+            base(x), defended(x)
+        for _ in range(repeats):
+            for name, m in (("base", base), ("defended", defended)):
+                t = time.perf_counter()
+                m(x)
+                times[name].append(time.perf_counter() - t)
+    return statistics.median(times["base"]), statistics.median(times["defended"])
+
+
+def worker_forward(model_name: str, variant: str, batch: int) -> dict:
+    """Peak memory of a few forwards of one variant, alone in this process."""
     model = _load(model_name)
     if variant == "defended":
-        rankings = igdefense.lo_ir(model, cifar10_loader("train", per_class=2, batch_size=20), progress=False)
-        model = igdefense.wrap(model, rankings, k=max(1, rankings.num_neurons // 10), seed=0)
+        model = _defended(model)
     x = torch.rand(batch, 3, 32, 32)
-    rss_loaded = peak_rss_mb()
-    repeats = {1: 50, 64: 10, 256: 5}[batch]
     with torch.no_grad():
-        seconds = median_time(lambda: model(x), repeats)
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_forward_mb": rss_loaded}
+        median_time(lambda: model(x), 3)
+    return {"peak_rss_mb": peak_rss_mb()}
 
 
 def worker_lo_ir(mode: str, per_class: int, out: str) -> dict:
@@ -86,11 +107,12 @@ def main() -> None:
     rows = []
     for model_name in MODELS:
         for batch in (1, 64, 256):
+            t_base, t_def = interleaved_times(model_name, batch)
             base = run_worker(__file__, ["forward", model_name, "base", str(batch)])
             dfd = run_worker(__file__, ["forward", model_name, "defended", str(batch)])
             rows.append({"model": model_name, "batch": batch,
-                         "base_ms": round(1e3 * base["seconds"], 2), "defended_ms": round(1e3 * dfd["seconds"], 2),
-                         "ratio": round(dfd["seconds"] / base["seconds"], 3),
+                         "base_ms": round(1e3 * t_base, 2), "defended_ms": round(1e3 * t_def, 2),
+                         "ratio": round(t_def / t_base, 3),
                          "base_peak_mb": round(base["peak_rss_mb"]), "defended_peak_mb": round(dfd["peak_rss_mb"])})
             print_table(rows[-1:], list(rows[-1]))
     print("\nDefended vs undefended forward (n_samples=1), median wall-clock:")

@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, choices=zoo.available())
     ap.add_argument("--per-class", type=int, default=100, help="AutoAttack images per class (default 100)")
     ap.add_argument("--eps", type=float, default=8 / 255)
+    ap.add_argument("--batch-size", type=int, default=500, help="AutoAttack batch (large batches are far faster on CPUs)")
     ap.add_argument("--no-autoattack", action="store_true", help="clean accuracy only")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -40,7 +41,7 @@ def main() -> None:
     if not args.no_autoattack:
         n = 10 * args.per_class
         log = cache_dir() / "logs" / f"zoo_card_{args.model}_aa{n}.jsonl"
-        aa = evaluate(model, cifar10_loader("test", per_class=args.per_class, batch_size=100),
+        aa = evaluate(model, cifar10_loader("test", per_class=args.per_class, batch_size=args.batch_size),
                       attacks=["autoattack"], eps=args.eps, log_path=log, desc=f"AutoAttack, {n}")
         row.update({f"clean_{n}": round(100 * aa.clean_accuracy, 2),
                     f"autoattack_{n}": round(100 * aa.robust_accuracy["autoattack"], 2)})
