@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import median_time, peak_rss_mb, print_table, run_worker, write_results  # noqa: E402
+from common import RESULTS, median_time, peak_rss_mb, print_table, run_worker, write_results  # noqa: E402
 
 MODELS = {"resnet18": "pyautoattack-resnet18", "smallcnn": "smallcnn-robust"}
 
@@ -94,6 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe-per-class", type=int, default=5)
     ap.add_argument("--skip-lo-ir", action="store_true")
+    ap.add_argument("--skip-forward", action="store_true", help="only the LO-IR comparison (keeps the JSON's forward rows)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -105,7 +106,7 @@ def main() -> None:
         return
 
     rows = []
-    for model_name in MODELS:
+    for model_name in [] if args.skip_forward else MODELS:
         for batch in (1, 64, 256):
             t_base, t_def = interleaved_times(model_name, batch)
             base = run_worker(__file__, ["forward", model_name, "base", str(batch)])
@@ -115,8 +116,12 @@ def main() -> None:
                          "ratio": round(t_def / t_base, 3),
                          "base_peak_mb": round(base["peak_rss_mb"]), "defended_peak_mb": round(dfd["peak_rss_mb"])})
             print_table(rows[-1:], list(rows[-1]))
-    print("\nDefended vs undefended forward (n_samples=1), median wall-clock:")
-    print_table(rows, list(rows[0]))
+    previous = RESULTS / "overhead.json"
+    if args.skip_forward and previous.exists():
+        rows = json.loads(previous.read_text())["forward"]
+    if rows:
+        print("\nDefended vs undefended forward (n_samples=1), median wall-clock:")
+        print_table(rows, list(rows[0]))
     payload = {"forward": rows}
 
     if not args.skip_lo_ir:
