@@ -8,12 +8,11 @@ import torch
 from igdefense.evaluate import evaluate
 
 
-def test_apgd_breaks_a_standard_model(resnet18, foolbox_images):
-    x, y = foolbox_images[0][:4], foolbox_images[1][:4]
-    result = evaluate(resnet18, (x, y), attacks=["apgd-ce"], progress=False)
-    assert result.clean_accuracy == 1.0
-    assert result.robust_accuracy["apgd-ce"] == 0.0  # non-robust ResNet-18: 0/20 in pyautoattack's own check
-    assert result.worst_case_accuracy == 0.0
+def test_apgd_breaks_a_standard_model(standard_cnn, test_batch):
+    result = evaluate(standard_cnn, test_batch, attacks=["apgd-ce"], progress=False)
+    assert result.clean_accuracy >= 0.7
+    assert result.robust_accuracy["apgd-ce"] <= 0.05  # a normally trained model has no robustness
+    assert result.worst_case_accuracy <= result.robust_accuracy["apgd-ce"]
 
 
 def test_resume_from_log(resnet18, foolbox_images, tmp_path):
