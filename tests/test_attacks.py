@@ -26,15 +26,16 @@ def test_rays_finds_small_perturbations_on_a_standard_model(standard_cnn, test_b
     assert (rays.used <= 500 + 40).all()  # budget (plus at most one bisection's overshoot)
 
 
-@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "square"])
-def test_attacks_break_the_standard_model(name, standard_cnn, test_batch):
+@pytest.mark.parametrize("name, at_most", [("apgd-ce", 0.2), ("apgd-dlr", 0.2), ("square", 0.4)])
+def test_attacks_break_the_standard_model(name, at_most, standard_cnn, test_batch):
+    # Small budgets to stay fast: 20 APGD steps, 300 Square queries (hence Square's looser bound).
     x, y = test_batch
     settings = AttackSettings(n_iter=20, square_queries=300)
     adv, = run_attack(name, standard_cnn, x, y, settings)
     with torch.no_grad():
         acc = (standard_cnn(adv).argmax(1) == y).float().mean().item()
     assert (adv - x).abs().amax() <= 8 / 255 + 1e-6
-    assert acc <= 0.2
+    assert acc <= at_most
 
 
 def test_transfer_needs_a_base_model(standard_cnn, test_batch):
