@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="undefended vs defended: clean accuracy and APGD-CE on CIFAR-10 test images")
     d.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
-    d.add_argument("--n", type=int, default=200, help="test images, class-balanced (default 200)")
+    d.add_argument("--images", "--n", dest="n", type=int, default=200, help="test images, class-balanced (default 200)")
     d.add_argument("--k", type=int, default=None, help="neurons kept per class (default: 10%% of them)")
     d.add_argument("--sigma", type=_fraction, default=4 / 255, help="pass-1 noise std (default 4/255)")
     d.add_argument("--eps", type=_fraction, default=8 / 255, help="L-inf radius (default 8/255)")
@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
     v.add_argument("--attacks", default="autoattack,apgd-ce-eot,transfer",
                    help="comma-separated, from: " + ",".join(ATTACKS))
-    v.add_argument("--n", type=int, default=1000, help="test images, class-balanced")
+    # --images, not a bare --n: torchrun's parser would take "--n" as an abbreviation of its own options
+    v.add_argument("--images", "--n", dest="n", type=int, default=1000, help="test images, class-balanced")
     v.add_argument("--k", type=int, default=None)
     v.add_argument("--sigma", type=_fraction, default=4 / 255)
     v.add_argument("--eps", type=_fraction, default=8 / 255)

@@ -7,7 +7,7 @@ import sys
 
 
 def _eval(out, rankings, procs: int):
-    args = ["eval", "--model", "smallcnn-standard", "--rankings", str(rankings), "--n", "30", "--batch-size", "5",
+    args = ["eval", "--model", "smallcnn-standard", "--rankings", str(rankings), "--images", "30", "--batch-size", "5",
             "--attacks", "apgd-ce,apgd-ce-eot", "--eot-iter", "2", "--out", str(out)]
     if procs == 1:
         cmd = [sys.executable, "-m", "igdefense.cli", *args]
