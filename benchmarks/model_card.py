@@ -52,6 +52,9 @@ def main(name: str, note: str = "") -> None:
         lines += [f"| AutoAttack (standard, L-inf {aa['eps'] * 255:.0f}/255), first {aa['images'] // 10} test images "
                   f"per class ({aa['images']:,}) | {100 * aa['robust_accuracy']:.2f}% (clean on those: "
                   f"{100 * aa['clean_accuracy']:.2f}%) |"]
+    elif robust:
+        lines += ["| AutoAttack (standard, L-inf 8/255) | not yet measured: run `python benchmarks/zoo_card.py "
+                  f"--model {name}` |"]
     lines += ["", "Reproduce the numbers: `python benchmarks/zoo_card.py --model " + name +
               ("" if "autoattack" in res else " --no-autoattack") + "` (results: `benchmarks/results/zoo_" + name +
               ".json`). Numbers are on the JPEG copy of CIFAR-10 and are not comparable digit for digit with "
