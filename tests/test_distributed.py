@@ -1,8 +1,15 @@
 """torchrun shards an evaluation across processes (gloo on CPU) and gets the single-process results."""
 
 import json
+import socket
 import subprocess
 import sys
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 
@@ -12,9 +19,10 @@ def _eval(out, rankings, procs: int):
     if procs == 1:
         cmd = [sys.executable, "-m", "igdefense.cli", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port=29531",
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
                "-m", "igdefense.cli", *args]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "report.json").read_text())["per_image"]
 
 
