@@ -38,7 +38,7 @@ def main(name: str, note: str = "") -> None:
         "",
         "| | |",
         "|---|---|",
-        f"| data | CIFAR-10 (JPEG copy), 50,000 training images; random crop (pad 4) and flip |",
+        "| data | CIFAR-10 (JPEG copy), 50,000 training images; random crop (pad 4) and flip |",
         f"| recipe | {'FGSM with random start (Wong et al. 2020), eps 8/255, step 10/255' if robust else 'standard cross-entropy training'}; "
         f"SGD Nesterov momentum 0.9, weight decay {cfg['weight_decay']}, one-cycle LR peak {cfg['lr_max']}, "
         f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, seed {cfg['seed']} |",

@@ -67,7 +67,7 @@ def cmd_demo(args) -> int:
 def cmd_rank(args) -> int:
     model = zoo.load(args.model)
     loader = cifar10_loader("train", per_class=args.per_class, batch_size=args.batch_size, root=args.data)
-    probe = f"CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
+    probe = "CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
     t0 = time.time()
     if args.method == "cd-ir":
         from .cd_ir import cd_ir

@@ -50,7 +50,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                "per_image": {m: {k: v.int().tolist() for k, v in r.correct.items()} for m, r in results.items()},
                "sanity": [str(c) for c in sanity or []]}
     _atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
-    md = [f"# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
+    md = ["# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
     if sanity:
         md += ["", "## Sanity checks", ""] + [f"- {c}" for c in sanity]
     _atomic_write(out / "report.md", "\n".join(md) + "\n")

@@ -75,7 +75,6 @@ def test_gradient_flows_through_both_passes(resnet18, resnet18_rankings, foolbox
     assert torch.isfinite(g_full).all() and g_full.abs().sum() > 0
     # Same computation with the pseudo-label detached: the gradient must differ (pass 1 contributes).
     p = torch.softmax(resnet18(x + noise[0]) / 1.0, 1).detach()
-    feats = {}
     h = resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))
     g_detached, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
     h.remove()

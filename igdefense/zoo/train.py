@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..data import CIFAR10, cifar10_loader
+from ..data import cifar10_loader
 from .models import SmallCNN
 
 log = logging.getLogger(__name__)
