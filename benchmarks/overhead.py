@@ -1,8 +1,10 @@
 """Cost of the defense and of LO-IR, on the CPU.
 
 1. Forward time of defended vs undefended models (n_samples=1) at batch 1, 64 and 256, for
-   pyautoattack's CIFAR-10 ResNet-18 and the zoo's SmallCNN: runs alternate between the two so
-   both see the same machine load; peak memory of each, measured alone in its own process.
+   pyautoattack's CIFAR-10 ResNet-18 and the zoo's SmallCNN: runs alternate between the variants so
+   all see the same machine load; peak memory of each, measured alone in its own process. The
+   defended model runs as on this device by default (two passes on a CPU) and, for comparison,
+   with the backbone shared over the concatenated [noisy; clean] batch (the GPU default).
 2. LO-IR closed form vs per-neuron ablation (one full pass over the probe set per neuron, as the
    original release computes it) on the same probe subset: time, memory, top-k agreement.
 
@@ -37,30 +39,33 @@ def _load(name: str):
     return SmallCNN().eval()  # same architecture; timing does not depend on the weights
 
 
-def _defended(model):
+def _defended(model, shared_backbone: bool | None = None):
     import igdefense
     from igdefense.data import cifar10_loader
 
     rankings = igdefense.lo_ir(model, cifar10_loader("train", per_class=2, batch_size=20), progress=False)
-    return igdefense.wrap(model, rankings, k=max(1, rankings.num_neurons // 10), seed=0)
+    return igdefense.wrap(model, rankings, k=max(1, rankings.num_neurons // 10), seed=0,
+                          shared_backbone=shared_backbone)
 
 
-def interleaved_times(model_name: str, batch: int) -> tuple[float, float]:
-    """Median seconds of base and defended forwards, alternating runs so both see the same machine load."""
-    base = _load(model_name)
-    defended = _defended(_load(model_name))
+def interleaved_times(model_name: str, batch: int) -> dict[str, float]:
+    """Median seconds of base, defended (device default) and defended with a shared backbone,
+    alternating runs so all see the same machine load."""
+    variants = {"base": _load(model_name), "defended": _defended(_load(model_name)),
+                "shared": _defended(_load(model_name), shared_backbone=True)}
     x = torch.rand(batch, 3, 32, 32)
-    repeats = {1: 60, 64: 12, 256: 6}[batch]
-    times = {"base": [], "defended": []}
+    repeats = {1: 60, 64: 15, 256: 8}[batch]
+    times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.no_grad():
         for _ in range(2):  # warm-up
-            base(x), defended(x)
+            for m in variants.values():
+                m(x)
         for _ in range(repeats):
-            for name, m in (("base", base), ("defended", defended)):
+            for name, m in variants.items():
                 t = time.perf_counter()
                 m(x)
                 times[name].append(time.perf_counter() - t)
-    return statistics.median(times["base"]), statistics.median(times["defended"])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def worker_forward(model_name: str, variant: str, batch: int) -> dict:
@@ -108,17 +113,19 @@ def main() -> None:
     rows = []
     for model_name in [] if args.skip_forward else MODELS:
         for batch in (1, 64, 256):
-            t_base, t_def = interleaved_times(model_name, batch)
+            t = interleaved_times(model_name, batch)
             base = run_worker(__file__, ["forward", model_name, "base", str(batch)])
             dfd = run_worker(__file__, ["forward", model_name, "defended", str(batch)])
             rows.append({"model": model_name, "batch": batch,
-                         "base_ms": round(1e3 * t_base, 2), "defended_ms": round(1e3 * t_def, 2),
-                         "ratio": round(t_def / t_base, 3),
+                         "base_ms": round(1e3 * t["base"], 2), "defended_ms": round(1e3 * t["defended"], 2),
+                         "ratio": round(t["defended"] / t["base"], 3),
+                         "shared_backbone_ratio": round(t["shared"] / t["base"], 3),
                          "base_peak_mb": round(base["peak_rss_mb"]), "defended_peak_mb": round(dfd["peak_rss_mb"])})
             print_table(rows[-1:], list(rows[-1]))
     previous = RESULTS / "overhead.json"
-    if args.skip_forward and previous.exists():
-        rows = json.loads(previous.read_text())["forward"]
+    previous = json.loads(previous.read_text()) if previous.exists() else {}
+    if args.skip_forward and previous:
+        rows = previous["forward"]
     if rows:
         print("\nDefended vs undefended forward (n_samples=1), median wall-clock:")
         print_table(rows, list(rows[0]))
@@ -144,6 +151,8 @@ def main() -> None:
         print("\nLO-IR closed form vs per-neuron ablation, same probe subset:")
         print_table([lo], list(lo))
         payload["lo_ir"] = lo
+    elif "lo_ir" in previous:
+        payload["lo_ir"] = previous["lo_ir"]  # kept from the last run that measured it
     print("wrote", write_results("overhead", payload))
 
 

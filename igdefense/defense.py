@@ -32,10 +32,13 @@ class IGDefense(nn.Module):
         seed: seed of the defense's own noise generator (reproducible draws); None uses torch's
             global RNG.
         input_range: checked range of input values, or None to skip the check.
-
-    The backbone runs once on the concatenated [noisy; clean] batch when the masked layer is the
-    classifier's input and the classifier's output is the model's output; otherwise (``layer=``
-    a deeper site) two full passes are made. Keep the wrapper in ``eval()`` mode: in train mode
+        shared_backbone: run the backbone once on the concatenated [noisy; clean] batch and the
+            head twice (True), or make two full passes (False). None (default) shares it on GPUs
+            and not on CPUs, where a pass over 2B images costs more than two passes over B (the
+            activations leave the caches: 2.5x vs 2.0x the base time for the zoo's SmallCNN at
+            batch 256, benchmarks/overhead.py). Sharing needs the masked layer to be the
+            classifier's input and the classifier's output to be the model's output; otherwise
+            (``layer=`` a deeper site) two passes are made anyway. Keep the wrapper in ``eval()`` mode: in train mode
     batch-norm statistics would mix the noisy and clean halves.
 
     Example::
@@ -46,7 +49,7 @@ class IGDefense(nn.Module):
 
     def __init__(self, model: nn.Module, rankings: Rankings | str | os.PathLike, *, k: int | None = None,
                  sigma: float = 4 / 255, n_samples: int = 1, tau: float = 0.01, seed: int | None = None,
-                 input_range: tuple[float, float] | None = (0.0, 1.0)):
+                 input_range: tuple[float, float] | None = (0.0, 1.0), shared_backbone: bool | None = None):
         super().__init__()
         if not isinstance(rankings, Rankings):
             rankings = Rankings.load(rankings)
@@ -70,6 +73,7 @@ class IGDefense(nn.Module):
         self.input_range = input_range
         self.input_shape = tuple(rankings.input_shape)
         self.seed = seed
+        self.shared_backbone = shared_backbone
         self._generators: dict[torch.device, torch.Generator] = {}
 
     def extra_repr(self) -> str:
@@ -109,7 +113,8 @@ class IGDefense(nn.Module):
     def defend(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The defense proper, without input checks: ``noise`` has shape (n_samples, *x.shape)."""
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)  # (n*B, C, H, W); not clamped, as in the paper
-        if self.split.fast:
+        share = x.device.type != "cpu" if self.shared_backbone is None else self.shared_backbone
+        if share and self.split.fast:
             return self._forward_shared_backbone(noisy, x)
         return self._forward_two_passes(noisy, x)
 

@@ -1,6 +1,5 @@
 """IGDefense: exactness limits, both execution paths, gradients, drop-in behaviour, no leftover hooks."""
 
-import dataclasses
 import gc
 
 import pytest
@@ -47,9 +46,8 @@ def test_matches_the_formula_written_out(resnet18, resnet18_rankings, foolbox_im
 
 def test_shared_backbone_equals_two_passes(resnet18, resnet18_rankings, foolbox_images):
     x = foolbox_images[0][:8]
-    fast = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=3).eval()
-    slow = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=3).eval()
-    slow.split = dataclasses.replace(slow.split, fast=False)
+    fast = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=3, shared_backbone=True).eval()
+    slow = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=3, shared_backbone=False).eval()
     noise = torch.randn(3, *x.shape) * 4 / 255
     with torch.no_grad():
         torch.testing.assert_close(fast(x, noise=noise), slow(x, noise=noise), rtol=1e-4, atol=1e-4)
@@ -97,15 +95,14 @@ def test_drop_in_module_behaviour(resnet18, resnet18_rankings, foolbox_images):
 
 def test_no_hook_left_behind(resnet18, resnet18_rankings, foolbox_images):
     x = foolbox_images[0][:2]
-    defended = IGDefense(resnet18, resnet18_rankings, k=50)
+    defended = IGDefense(resnet18, resnet18_rankings, k=50, shared_backbone=True)
     assert _no_hooks(resnet18)  # construction (the split probe) leaves nothing
     defended(x)
     assert _no_hooks(resnet18)  # nor does a forward
     with pytest.raises(RuntimeError):
         defended(torch.rand(2, 3, 4, 4))  # fails inside the backbone, with the hook in place
     assert _no_hooks(resnet18)
-    slow = IGDefense(resnet18, resnet18_rankings, k=50)
-    slow.split = dataclasses.replace(slow.split, fast=False)
+    slow = IGDefense(resnet18, resnet18_rankings, k=50, shared_backbone=False)
     with pytest.raises(RuntimeError):
         slow(torch.rand(2, 3, 4, 4))
     assert _no_hooks(resnet18)
