@@ -4,7 +4,8 @@
    pyautoattack's CIFAR-10 ResNet-18 and the zoo's SmallCNN: runs alternate between the variants so
    all see the same machine load; peak memory of each, measured alone in its own process. The
    defended model runs as on this device by default (two passes on a CPU) and, for comparison,
-   with the backbone shared over the concatenated [noisy; clean] batch (the GPU default).
+   with the backbone shared over the concatenated [noisy; clean] batch (the GPU default); and the
+   base model run twice in a row, the floor of any two-pass method.
 2. LO-IR closed form vs per-neuron ablation (one full pass over the probe set per neuron, as the
    original release computes it) on the same probe subset: time, memory, top-k agreement.
 
@@ -49,9 +50,10 @@ def _defended(model, shared_backbone: bool | None = None):
 
 
 def interleaved_times(model_name: str, batch: int) -> dict[str, float]:
-    """Median seconds of base, defended (device default) and defended with a shared backbone,
-    alternating runs so all see the same machine load."""
-    variants = {"base": _load(model_name), "defended": _defended(_load(model_name)),
+    """Median seconds of base, base run twice (the two-pass floor), defended (device default) and
+    defended with a shared backbone, alternating runs so all see the same machine load."""
+    base = _load(model_name)
+    variants = {"base": base, "floor": lambda x: (base(x), base(x)), "defended": _defended(_load(model_name)),
                 "shared": _defended(_load(model_name), shared_backbone=True)}
     x = torch.rand(batch, 3, 32, 32)
     repeats = {1: 60, 64: 15, 256: 8}[batch]
@@ -99,6 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe-per-class", type=int, default=5)
     ap.add_argument("--skip-lo-ir", action="store_true")
+    ap.add_argument("--models", default=",".join(MODELS), help="forward rows to (re)measure; others are kept")
     ap.add_argument("--skip-forward", action="store_true", help="only the LO-IR comparison (keeps the JSON's forward rows)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -111,7 +114,7 @@ def main() -> None:
         return
 
     rows = []
-    for model_name in [] if args.skip_forward else MODELS:
+    for model_name in [] if args.skip_forward else args.models.split(","):
         for batch in (1, 64, 256):
             t = interleaved_times(model_name, batch)
             base = run_worker(__file__, ["forward", model_name, "base", str(batch)])
@@ -120,12 +123,13 @@ def main() -> None:
                          "base_ms": round(1e3 * t["base"], 2), "defended_ms": round(1e3 * t["defended"], 2),
                          "ratio": round(t["defended"] / t["base"], 3),
                          "shared_backbone_ratio": round(t["shared"] / t["base"], 3),
+                         "two_base_passes_ratio": round(t["floor"] / t["base"], 3),
                          "base_peak_mb": round(base["peak_rss_mb"]), "defended_peak_mb": round(dfd["peak_rss_mb"])})
             print_table(rows[-1:], list(rows[-1]))
     previous = RESULTS / "overhead.json"
     previous = json.loads(previous.read_text()) if previous.exists() else {}
-    if args.skip_forward and previous:
-        rows = previous["forward"]
+    measured = {r["model"] for r in rows}
+    rows += [r for r in previous.get("forward", []) if r["model"] not in measured]
     if rows:
         print("\nDefended vs undefended forward (n_samples=1), median wall-clock:")
         print_table(rows, list(rows[0]))

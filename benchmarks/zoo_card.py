@@ -1,7 +1,9 @@
 """The numbers of a zoo model's card: clean accuracy on the whole CIFAR-10 (JPEG copy) test set
 and AutoAttack (standard, L-inf) on the first N test images of each class.
 
-Resumable: per-batch results go to a JSONL log in the cache dir; re-running continues.
+Resumable: per-batch results go to a JSONL log in the cache dir; re-running continues. The
+adversarial examples are kept in the cache too: `igdefense eval` with the same images and batch
+size reuses them (base-model row and transfer source) instead of running AutoAttack again.
 
     python benchmarks/zoo_card.py --model smallcnn-robust --per-class 100
 """
@@ -28,7 +30,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, choices=zoo.available())
     ap.add_argument("--per-class", type=int, default=100, help="AutoAttack images per class (default 100)")
     ap.add_argument("--eps", type=float, default=8 / 255)
-    ap.add_argument("--batch-size", type=int, default=500, help="AutoAttack batch (large batches are far faster on CPUs)")
+    ap.add_argument("--batch-size", type=int, default=250, help="AutoAttack batch (large batches are far faster on CPUs)")
     ap.add_argument("--no-autoattack", action="store_true", help="clean accuracy only")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -42,7 +44,8 @@ def main() -> None:
         n = 10 * args.per_class
         log = cache_dir() / "logs" / f"zoo_card_{args.model}_aa{n}.jsonl"
         aa = evaluate(model, cifar10_loader("test", per_class=args.per_class, batch_size=args.batch_size),
-                      attacks=["autoattack"], eps=args.eps, log_path=log, desc=f"AutoAttack, {n}")
+                      attacks=["autoattack"], eps=args.eps, log_path=log, desc=f"AutoAttack, {n}",
+                      adv_cache=cache_dir() / "adversarial")  # reused as transfer source by `igdefense eval`
         row.update({f"clean_{n}": round(100 * aa.clean_accuracy, 2),
                     f"autoattack_{n}": round(100 * aa.robust_accuracy["autoattack"], 2)})
         payload.update({"autoattack": {"images": n, "eps": args.eps, "norm": "Linf", "version": "standard",

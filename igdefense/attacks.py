@@ -1,23 +1,31 @@
 """The attacks :func:`igdefense.evaluate` runs, by name. Each returns adversarial candidates for a
 batch; an image survives an attack only if the model is right on every candidate.
 
-White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, their EOT versions ``apgd-ce-eot``,
-``apgd-dlr-eot`` (gradients averaged over ``eot_iter`` draws of the defense's noise),
-``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models).
+White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW margin),
+``apgd-t`` (targeted DLR, 3 target classes), the EOT versions ``apgd-ce-eot``, ``apgd-dlr-eot``
+(gradients averaged over ``eot_iter`` draws of the defense's noise), ``autoattack`` (standard) and
+``autoattack-rand`` (AutoAttack's version for randomized models).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model.
+
+With ``AttackSettings.cache`` set, the examples crafted on a deterministic model (no ``reseed``:
+not an IGDefense) are stored there, keyed by the model's weights, the batch and the settings: the
+base model's AutoAttack run then also serves as the transfer source for every defended model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-ce-eot", "apgd-dlr-eot", "autoattack", "autoattack-rand")
+WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "autoattack", "autoattack-rand")
 BLACK_BOX = ("square", "rays")
 TRANSFER = ("transfer",)
 ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
@@ -33,6 +41,7 @@ class AttackSettings:
     square_queries: int = 5_000
     rays_queries: int = 10_000
     base_model: nn.Module | None = None  # source of transfer attacks
+    cache: Path | None = None  # directory memoizing examples crafted on deterministic models
 
 
 def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: int | None = None):
@@ -87,14 +96,15 @@ def _rays(model, x, y, s: AttackSettings):
 def _transfer(model, x, y, s: AttackSettings):
     if s.base_model is None:
         raise ValueError("the transfer attack needs base_model= (the undefended model)")
-    base = s.base_model
-    return [_apgd(base, x, y, s, "ce"), _apgd(base, x, y, s, "cw"), _apgd_targeted(base, x, y, s),
-            _autoattack(base, x, y, s)]
+    return [c for name in ("apgd-ce", "apgd-cw", "apgd-t", "autoattack")
+            for c in run_attack(name, s.base_model, x, y, s)]
 
 
 _RUNNERS: dict[str, Callable] = {
     "apgd-ce": lambda m, x, y, s: _apgd(m, x, y, s, "ce"),
     "apgd-dlr": lambda m, x, y, s: _apgd(m, x, y, s, "dlr"),
+    "apgd-cw": lambda m, x, y, s: _apgd(m, x, y, s, "cw"),
+    "apgd-t": _apgd_targeted,
     "apgd-ce-eot": lambda m, x, y, s: _apgd(m, x, y, s, "ce", s.eot_iter),
     "apgd-dlr-eot": lambda m, x, y, s: _apgd(m, x, y, s, "dlr", s.eot_iter),
     "autoattack": _autoattack,
@@ -110,5 +120,25 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
     """Adversarial candidates of attack ``name`` for the batch (x, y): a list of tensors like x."""
     if name not in _RUNNERS:
         raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+    path = _memo_path(name, model, x, y, settings)
+    if path is not None and path.exists():
+        return [c.to(x.device) for c in torch.load(path, map_location="cpu")]
     out = _RUNNERS[name](model, x.contiguous(), y, settings)
-    return out if isinstance(out, list) else [out]
+    out = out if isinstance(out, list) else [out]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save([c.detach().cpu() for c in out], tmp)
+        os.replace(tmp, path)  # atomic: an interrupted run never leaves a torn file
+    return out
+
+
+def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | None:
+    """Cache file of attack ``name`` on this deterministic model and batch, or None (no caching)."""
+    if s.cache is None or hasattr(model, "reseed") or name == "transfer":
+        return None
+    h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.n_iter, s.eot_iter, s.square_queries,
+                             s.rays_queries)).encode())
+    for t in [*model.state_dict().values(), x, y]:
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return Path(s.cache) / f"{name}-{h.hexdigest()[:32]}.pt"

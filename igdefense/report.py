@@ -10,7 +10,7 @@ from .evaluate import EvalResult
 from .stats import paired_difference
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -49,9 +49,37 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
     payload = {**meta, "summary": rows,
                "per_image": {m: {k: v.int().tolist() for k, v in r.correct.items()} for m, r in results.items()},
                "sanity": [str(c) for c in sanity or []]}
-    _atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
     md = ["# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
+    if any(r.cascade for r in results.values()):
+        md += ["", "Cascade: each attack ran only on the images no earlier attack broke, so every attack "
+                   "column after the first is cumulative (right under it and all before it); the last "
+                   "one equals iw_wc."]
     if sanity:
         md += ["", "## Sanity checks", ""] + [f"- {c}" for c in sanity]
-    _atomic_write(out / "report.md", "\n".join(md) + "\n")
+    atomic_write(out / "report.md", "\n".join(md) + "\n")
     return out / "report.md"
+
+
+def plot_eps_curves(curves: dict[str, dict[float, float]], path: str | os.PathLike, attack: str) -> Path:
+    """Robust accuracy vs eps, one line per model (needs matplotlib: the ``plot`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, curve in curves.items():
+        eps = sorted(e for e in curve if e < 1)  # eps = 1 (unbounded) is a sanity point, not a curve point
+        ax.plot([255 * e for e in eps], [100 * curve[e] for e in eps], marker="o", label=name)
+    ax.set_xlabel("eps (x/255, L-inf)")
+    ax.set_ylabel(f"accuracy under {attack} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return Path(path)

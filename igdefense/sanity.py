@@ -35,6 +35,13 @@ def _accuracy(model, x, y, attack: str, settings: AttackSettings) -> float:
     return ok.float().mean().item()
 
 
+def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values=(8 / 255, 16 / 255, 32 / 255, 1.0),
+                    attack: str = "apgd-ce", settings: AttackSettings | None = None) -> dict[float, float]:
+    """Accuracy under ``attack`` at each radius (for the eps sweep and the robustness curve)."""
+    base = settings or AttackSettings()
+    return {e: _accuracy(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e})) for e in eps_values}
+
+
 def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Check:
     """The input gradient of the loss is finite and non-zero for every image."""
     x = x.clone().requires_grad_(True)
@@ -46,7 +53,8 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Check:
 
 def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "apgd-ce",
                       eps: float = 8 / 255, settings: AttackSettings | None = None,
-                      black_box: str = "square", tolerance: float = 0.03) -> list[Check]:
+                      black_box: str = "square", tolerance: float = 0.03,
+                      sweep: dict[float, float] | None = None) -> list[Check]:
     """Run the checks on one batch; failures are logged as warnings.
 
     - eps sweep: accuracy must not rise with eps, and must be ~0 (<= ``tolerance``) for an
@@ -54,12 +62,14 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
     - more steps (10 -> 100) must not raise accuracy beyond ``tolerance``;
     - the white-box attack must not be weaker than ``black_box`` beyond ``tolerance``;
     - gradients are finite and non-zero.
+
+    ``sweep``: an :func:`accuracy_vs_eps` result for these images and ``attack``, including ``eps``
+    and 1.0 (computed when None).
     """
     base = settings or AttackSettings(eps=eps)
     checks = [gradient_check(model, x, y)]
-    sweep = {}
-    for e in (eps, 16 / 255, 32 / 255, 1.0):
-        sweep[e] = _accuracy(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e}))
+    if sweep is None or not {eps, 1.0} <= set(sweep):
+        sweep = accuracy_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base)
     accs = list(sweep.values())
     monotone = all(b <= a + tolerance for a, b in zip(accs, accs[1:]))
     text = ", ".join(f"{e * 255:.0f}/255: {100 * a:.1f}%" for e, a in sweep.items())

@@ -49,3 +49,23 @@ def test_eot_attack_on_the_defended_model(robust_cnn, test_batch):
     x, y = test_batch[0][:10], test_batch[1][:10]
     result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], eot_iter=2, progress=False)
     assert result.robust_accuracy["apgd-ce-eot"] <= result.clean_accuracy
+
+
+def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, test_batch, tmp_path):
+    x, y = test_batch[0][:10], test_batch[1][:10]
+    settings = AttackSettings(n_iter=5, cache=tmp_path)
+    first, = run_attack("apgd-ce", standard_cnn, x, y, settings)
+    assert len(list(tmp_path.glob("apgd-ce-*.pt"))) == 1
+    calls = []
+    handle = standard_cnn.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        again, = run_attack("apgd-ce", standard_cnn, x, y, settings)
+    finally:
+        handle.remove()
+    assert calls == [] and torch.equal(first, again)  # loaded, not recomputed
+    run_attack("apgd-ce", robust_cnn, x, y, settings)  # other weights: another entry
+    run_attack("apgd-ce", standard_cnn, x[:5], y[:5], settings)  # other images: another entry
+    assert len(list(tmp_path.glob("apgd-ce-*.pt"))) == 3
+    defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
+    run_attack("apgd-ce", defended, x, y, settings)  # randomized: never cached
+    assert len(list(tmp_path.glob("*.pt"))) == 3

@@ -45,3 +45,20 @@ def test_log_with_other_settings_is_refused(resnet18, foolbox_images, tmp_path):
 def test_unknown_attack(resnet18, foolbox_images):
     with pytest.raises(ValueError, match="choose from"):
         evaluate(resnet18, foolbox_images, attacks=["pgd-weak"], progress=False)
+
+
+def test_cascade_gives_the_same_worst_case_for_less_work(robust_cnn, test_batch):
+    x, y = test_batch[0][::3], test_batch[1][::3]
+    attacks = ["apgd-ce", "apgd-dlr"]
+    full = evaluate(robust_cnn, (x, y), attacks=attacks, progress=False)
+    attacked = []
+    handle = robust_cnn.register_forward_pre_hook(lambda m, a: attacked.append(len(a[0])))
+    try:
+        cascade = evaluate(robust_cnn, (x, y), attacks=attacks, progress=False, cascade=True)
+    finally:
+        handle.remove()
+    assert torch.equal(cascade.worst_case, full.worst_case)
+    assert torch.equal(cascade.correct["apgd-ce"], full.correct["apgd-ce"])  # the first attack is its own
+    assert torch.equal(cascade.correct["apgd-dlr"], cascade.worst_case)  # the last is cumulative
+    survivors = int(cascade.correct["apgd-ce"].sum())
+    assert 0 < survivors < len(y) and max(attacked[-5:]) <= survivors  # apgd-dlr saw only the survivors
