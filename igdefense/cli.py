@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if args.verbose:  # AutoAttack reports each finished attack at DEBUG level
+        logging.getLogger("auto-attack").setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except DataNotFoundError as e:
