@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -126,13 +127,23 @@ def cmd_eval(args) -> int:
     attacks = [a for a in args.attacks.split(",") if a]
     loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=args.batch_size, root=args.data)
     out = Path(args.out)
+    meta = {"model": args.model, "rankings": rankings.probe, "k": models[rankings.method].k, "sigma": args.sigma,
+            "eps": args.eps, "attacks": attacks, "cascade": args.cascade, "images": len(loader.dataset),
+            "seed": args.seed, "data": "CIFAR-10 (JPEG copy) test, class-balanced (ordered by class)"}
     results = {}
-    for name, model in models.items():
-        # The base model has no randomness: EOT and the transfer attack (from itself) add nothing there.
-        todo = [a for a in attacks if name != "base" or not (a.endswith("-eot") or a == "transfer")]
-        results[name] = evaluate(model, loader, attacks=todo, eps=args.eps, seed=args.seed, eot_iter=args.eot_iter,
-                                 base_model=base, desc=name, log_path=out / f"{name}.jsonl", cascade=args.cascade,
-                                 adv_cache=cache_dir() / "adversarial")
+    # Batch by batch across the models, with the report rewritten after each: an interrupted run
+    # still has a complete paired table on the images done so far.
+    for done in range(1, len(loader) + 1):
+        batches = list(itertools.islice(loader, done))
+        for name, model in models.items():
+            # The base model has no randomness: EOT and the transfer attack (from itself) add nothing there.
+            todo = [a for a in attacks if name != "base" or not (a.endswith("-eot") or a == "transfer")]
+            results[name] = evaluate(model, batches, attacks=todo,
+                                     eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, base_model=base,
+                                     desc=f"{name}, batch {done}/{len(loader)}", log_path=out / f"{name}.jsonl",
+                                     cascade=args.cascade, adv_cache=cache_dir() / "adversarial")
+        if rank == 0 and done < len(loader):
+            write_report(out, results, "base", {**meta, "images_done": len(results["base"].correct["clean"])})
     if rank > 0:
         return 0  # rank 0 reports
     sanity = None
@@ -152,10 +163,6 @@ def cmd_eval(args) -> int:
             print(f"wrote {plot_eps_curves(curves, out / 'eps_curve.png', 'APGD-CE')}")
         except ImportError:
             print("matplotlib is missing (pip install 'igdefense[plot]'): eps_curve.json written, no plot")
-    meta = {"model": args.model, "rankings": rankings.probe, "k": models[rankings.method].k, "sigma": args.sigma,
-            "eps": args.eps, "attacks": attacks, "cascade": args.cascade, "images": len(loader.dataset),
-            "seed": args.seed,
-            "data": "CIFAR-10 (JPEG copy) test, class-balanced"}
     path = write_report(out, results, "base", meta, sanity)
     print(markdown_table(summary_rows(results, "base")))
     for c in sanity or []:
