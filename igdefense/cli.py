@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("eval", help="base vs defended under several attacks; image-wise worst case; report")
     v.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
     v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
-    v.add_argument("--attacks", default="autoattack,apgd-ce-eot,rays,transfer",
+    v.add_argument("--attacks", default="autoattack,transfer,apgd-ce-eot,rays",
                    help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set)")
     v.add_argument("--cascade", action="store_true",
                    help="attack only images no earlier attack broke: same IW-WC, far cheaper; columns "
