@@ -49,9 +49,11 @@ def main(name: str, note: str = "") -> None:
     ]
     if "autoattack" in res:
         aa = res["autoattack"]
-        lines += [f"| AutoAttack (standard, L-inf {aa['eps'] * 255:.0f}/255), first {aa['images'] // 10} test images "
-                  f"per class ({aa['images']:,}) | {100 * aa['robust_accuracy']:.2f}% (clean on those: "
-                  f"{100 * aa['clean_accuracy']:.2f}%) |"]
+        p, n = aa["robust_accuracy"], aa["images"]
+        half = 196 * (p * (1 - p) / n) ** 0.5  # 95% Wald interval, in points
+        lines += [f"| AutoAttack (standard, L-inf {aa['eps'] * 255:.0f}/255), first {n // 10} test images "
+                  f"per class ({n:,}) | {100 * p:.2f}% (95% interval +-{half:.1f} points; clean on those: "
+                  f"{100 * aa['clean_accuracy']:.2f}%); the whole card's run took {res['seconds'] / 60:.0f} min |"]
     elif robust:
         lines += ["| AutoAttack (standard, L-inf 8/255) | not yet measured: run `python benchmarks/zoo_card.py "
                   f"--model {name}` |"]
