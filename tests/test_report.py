@@ -1,0 +1,22 @@
+"""Reports: the table shows every attack of every row; the eps plot is written."""
+
+import torch
+
+from igdefense.evaluate import EvalResult
+from igdefense.report import markdown_table, plot_eps_curves, summary_rows
+
+
+def test_table_shows_attacks_the_base_row_lacks():
+    t = lambda *v: torch.tensor(v, dtype=torch.bool)  # noqa: E731
+    results = {"base": EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 0, 0, 0)}),
+               "lo-ir": EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 1, 0, 0), "transfer": t(1, 0, 0, 1)})}
+    table = markdown_table(summary_rows(results, "base"))
+    assert table.splitlines()[0] == "| model | n | clean | autoattack | transfer | iw_wc |"
+    assert "| lo-ir | 4 | 75.00 | 50.00 | 50.00 | 25.00 |" in table
+    assert "IW-WC +0.00 points" in table  # base 1/4 (image 0), lo-ir 1/4 (image 0)
+
+
+def test_eps_plot_is_written(tmp_path):
+    curves = {"base": {2 / 255: 0.6, 8 / 255: 0.3, 1.0: 0.0}, "lo-ir": {2 / 255: 0.6, 8 / 255: 0.32, 1.0: 0.0}}
+    path = plot_eps_curves(curves, tmp_path / "eps.png", "APGD-CE")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
