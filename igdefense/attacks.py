@@ -12,6 +12,7 @@ AutoAttack examples on the undefended base model.
 With ``AttackSettings.cache`` set, the examples crafted on a deterministic model (no ``reseed``:
 not an IGDefense) are stored there, keyed by the model's weights, the batch and the settings: the
 base model's AutoAttack run then also serves as the transfer source for every defended model.
+The key does not include the pyautoattack version: empty the directory after upgrading it.
 """
 
 from __future__ import annotations

@@ -35,11 +35,13 @@ class IGDefense(nn.Module):
         shared_backbone: run the backbone once on the concatenated [noisy; clean] batch and the
             head twice (True), or make two full passes (False). None (default) shares it on GPUs
             and not on CPUs, where a pass over 2B images costs more than two passes over B (the
-            activations leave the caches: 2.5x vs 2.0x the base time for the zoo's SmallCNN at
+            activations leave the caches: 2.39x vs 2.04x the base time for the zoo's SmallCNN at
             batch 256, benchmarks/overhead.py). Sharing needs the masked layer to be the
             classifier's input and the classifier's output to be the model's output; otherwise
-            (``layer=`` a deeper site) two passes are made anyway. Keep the wrapper in ``eval()`` mode: in train mode
-    batch-norm statistics would mix the noisy and clean halves.
+            (``layer=`` a deeper site) two passes are made anyway.
+
+    Keep the wrapper in ``eval()`` mode: in train mode batch-norm statistics would mix the noisy
+    and clean inputs.
 
     Example::
 
