@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -133,8 +132,10 @@ def cmd_eval(args) -> int:
     results = {}
     # Batch by batch across the models, with the report rewritten after each: an interrupted run
     # still has a complete paired table on the images done so far.
-    for done in range(1, len(loader) + 1):
-        batches = list(itertools.islice(loader, done))
+    batches = []
+    for batch in loader:
+        batches.append(batch)  # earlier batches resume from the logs; each is loaded once
+        done = len(batches)
         for name, model in models.items():
             # The base model has no randomness: EOT and the transfer attack (from itself) add nothing there.
             todo = [a for a in attacks if name != "base" or not (a.endswith("-eot") or a == "transfer")]
