@@ -4,8 +4,6 @@ test images (clean and APGD-CE at 8/255).
     python examples/quickstart.py
 """
 
-import torch
-
 import igdefense
 from igdefense.data import cifar10_loader
 

@@ -18,13 +18,14 @@ The key does not include the pyautoattack version: empty the directory after upg
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from .atomic import atomic_path
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "autoattack", "autoattack-rand")
 BLACK_BOX = ("square", "rays")
@@ -127,10 +128,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
     out = _RUNNERS[name](model, x.contiguous(), y, settings)
     out = out if isinstance(out, list) else [out]
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save([c.detach().cpu() for c in out], tmp)
-        os.replace(tmp, path)  # atomic: an interrupted run never leaves a torn file
+        with atomic_path(path) as tmp:
+            torch.save([c.detach().cpu() for c in out], tmp)
     return out
 
 

@@ -149,7 +149,8 @@ def cmd_eval(args) -> int:
         return 0  # rank 0 reports
     sanity = None
     if args.sanity:
-        from .report import atomic_write, plot_eps_curves
+        from .atomic import atomic_write
+        from .report import plot_eps_curves
         from .sanity import accuracy_vs_eps, run_sanity_checks
 
         x, y = next(iter(cifar10_loader("test", per_class=max(1, args.sanity_n // 10), batch_size=args.sanity_n,

@@ -26,6 +26,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
+
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -106,17 +108,15 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     items = sorted(members(), key=lambda t: (CIFAR10_CLASSES.index(t[0]), t[1]))
     if not items:
         raise DataNotFoundError(f"no {split}/<class>/*.jpg images inside {path}")
-    tmp = images_file.with_suffix(f".tmp{os.getpid()}.npy")
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 32, 32, 3))
-    for i, (_, _, data) in enumerate(tqdm(items, desc=f"decoding CIFAR-10 {split}", leave=False)):
-        images[i] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    images.flush()
-    del images
     labels = np.array([CIFAR10_CLASSES.index(c) for c, _, _ in items], dtype=np.int64)
-    tmp_labels = labels_file.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp_labels, labels)
-    os.replace(tmp, images_file)  # atomic: a half-written cache is never picked up
-    os.replace(tmp_labels, labels_file)
+    with atomic_path(labels_file) as tmp:  # labels first: the images file marks a finished cache
+        np.save(tmp, labels)
+    with atomic_path(images_file) as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 32, 32, 3))
+        for i, (_, _, data) in enumerate(tqdm(items, desc=f"decoding CIFAR-10 {split}", leave=False)):
+            images[i] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        images.flush()
+        del images
     return np.load(images_file, mmap_mode="r"), labels
 
 

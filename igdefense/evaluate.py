@@ -11,12 +11,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .attacks import ATTACKS, AttackSettings, run_attack
 from .split import model_device
 
@@ -68,8 +69,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         eps: L-p radius; norm: "Linf", "L2" or "L1".
         eot_iter: noise draws averaged per gradient step in the ``*-eot`` attacks.
         base_model: the undefended model, the source of the ``transfer`` attack.
-        log_path: a JSONL file that gets one line per finished batch; an interrupted run given
-            the same file (and the same data, in the same order) resumes after the last line.
+        log_path: a JSONL file that gets a line after the clean pass and after each attack of a
+            batch; an interrupted run given the same file (and the same data, in the same order)
+            resumes at the step it was in.
         cascade: attack only the images no earlier attack has broken (the image-wise worst case
             is the same, at a fraction of the cost). The first attack's accuracy is its own; each
             later one's is cumulative (right under it and under every attack before it). Attacks
@@ -77,9 +79,11 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         adv_cache: directory where examples crafted on deterministic models are kept (see
             :mod:`igdefense.attacks`), so the base model's runs also serve as transfer sources.
 
-    A model with ``reseed`` (IGDefense) is reseeded with ``seed + batch index`` before each batch,
-    so its noise does not depend on which batches ran before. Under ``torch.distributed`` (e.g.
-    torchrun) batches are sharded round-robin across processes and the results gathered.
+    A model with ``reseed`` (IGDefense) is reseeded from the seed, the batch index and the step
+    before the clean pass and each attack, so its noise does not depend on what ran before: a
+    resumed or sharded run gets the same results as an uninterrupted one. Under
+    ``torch.distributed`` (e.g. torchrun) batches are sharded round-robin across processes and
+    the results gathered.
     """
     for name in attacks:
         if name not in ATTACKS:
@@ -94,22 +98,26 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     rank, world = _shard()
     if log_path and world > 1:
         log_path = Path(f"{log_path}.rank{rank}")
+    # One line per finished step (clean, then each attack) of a batch, each holding the batch's
+    # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
     done = {r["batch"]: r for r in _read_log(log_path, header)} if log_path else {}
     mine: dict[int, dict[str, list[int]]] = {}
     for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress or rank > 0)):
         if i % world != rank:
             continue
-        if i in done:
-            if len(done[i]["clean"]) != len(y):
-                raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
-            mine[i] = done[i]
-            continue
-        if hasattr(model, "reseed"):
-            model.reseed(seed + i)  # noise depends on the batch, not on what ran before: shards agree
-        mine[i] = {"batch": i, **{k: v.int().tolist() for k, v in _evaluate_batch(
-            model, x.to(device), y.to(device), attacks, settings, cascade).items()}}
-        if log_path:
-            _append_log(log_path, mine[i])
+        record = done.get(i, {"batch": i})
+        if "clean" in record and len(record["clean"]) != len(y):
+            raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
+
+        def save(step: str, result: torch.Tensor) -> None:
+            record[step] = result.int().tolist()
+            if log_path:
+                _append_log(log_path, record)
+
+        if not all(k in record for k in ["clean", *attacks]):
+            _evaluate_batch(model, x.to(device), y.to(device), attacks, settings, cascade, seed + i,
+                            {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k != "batch"}, save)
+        mine[i] = record
     if world > 1:
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, mine)
@@ -129,13 +137,26 @@ def _shard() -> tuple[int, int]:
 MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
 
 
-def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool = False
-                    ) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        ok = (model(x).argmax(1) == y).cpu()
-    out = {"clean": ok}
-    alive = ok.clone()  # right on the clean image and under every attack so far
-    for name in attacks:
+def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
+                    known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None]) -> None:
+    """Clean and attack results of one batch, each passed to ``save`` when finished; steps in
+    ``known`` (from an interrupted run) are not redone."""
+    steps = ["clean", *attacks]
+    for step_index, name in enumerate(steps):
+        if name in known:
+            continue
+        if hasattr(model, "reseed"):
+            # Noise depends on (batch, step) only, not on what ran before: shards and resumed runs agree.
+            model.reseed(batch_seed * 1000 + step_index)
+        if name == "clean":
+            with torch.no_grad():
+                known["clean"] = (model(x).argmax(1) == y).cpu()
+            save("clean", known["clean"])
+            continue
+        ok = known["clean"]
+        alive = ok.clone()  # right on the clean image and under every attack before this one
+        for prev in steps[1:step_index]:
+            alive &= known[prev]
         # Attacks skip misclassified images themselves, so until an attack breaks an image the
         # whole batch is attacked (identical batches let cached base-model examples be reused).
         rows = torch.arange(len(y))
@@ -150,11 +171,8 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
                     raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
                 with torch.no_grad():
                     survived[rows] &= (model(x_adv).argmax(1) == ys).cpu()
-        if cascade:
-            survived &= alive
-            alive = survived
-        out[name] = survived
-    return out
+        known[name] = survived & alive if cascade else survived
+        save(name, known[name])
 
 
 def _read_log(path, settings: dict) -> list[dict]:
@@ -173,9 +191,7 @@ def _read_log(path, settings: dict) -> list[dict]:
         try:
             batches.append(json.loads(line))
         except json.JSONDecodeError:  # interrupted while writing: drop the torn line, redo that batch
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("\n".join(lines[:1 + len(batches)]) + "\n")
-            os.replace(tmp, path)
+            atomic_write(path, "\n".join(lines[:1 + len(batches)]) + "\n")
             break
     return batches
 

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .atomic import atomic_path
 from .split import Split
 
 _META_KEY = "igdefense"
@@ -107,13 +108,8 @@ class Rankings:
         meta = {"method": self.method, "layer": self.layer, "head_fingerprint": self.head_fingerprint,
                 "input_shape": list(self.input_shape), "class_names": self.class_names,
                 "probe": self.probe, "version": self.version, "sha256": _digest(self.importance)}
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             save_file({"importance": self.importance}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Rankings":

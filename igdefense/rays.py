@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 class RayS:
@@ -22,12 +23,15 @@ class RayS:
         model: returns logits; only the argmax is used.
         eps: L-inf radius; an image stops early once its adversarial distance is <= eps.
         queries: query budget per image (the paper's evaluation: 10,000).
+        progress: show a bar of the queries spent by the slowest unfinished image.
         tol: bisection tolerance on the L2-normalised ray length.
         lin_steps: initial linear search radius (in L-inf units of the sign vector).
     """
 
-    def __init__(self, model: nn.Module, eps: float, queries: int = 10_000, tol: float = 1e-3, lin_steps: int = 10):
+    def __init__(self, model: nn.Module, eps: float, queries: int = 10_000, tol: float = 1e-3, lin_steps: int = 10,
+                 progress: bool = True):
         self.model, self.eps, self.queries, self.tol, self.lin_steps = model, eps, queries, tol, lin_steps
+        self.progress = progress
 
     @torch.no_grad()
     def _fooled(self, x, y, v, d, active):
@@ -50,10 +54,12 @@ class RayS:
         best = torch.full((b,), math.inf, device=x.device)
         self.used = torch.zeros(b, dtype=torch.long, device=x.device)
         level = block = 0
+        bar = tqdm(total=self.queries, desc="RayS queries", unit="q", leave=False, disable=not self.progress)
         while True:
             active = (self.used < self.queries) & ~(best / norm <= self.eps)
             if not active.any():
                 break
+            bar.update(int(self.used[active].min()) - bar.n)
             n_blocks = 2 ** level
             size = math.ceil(dim / n_blocks)
             start, end = block * size, min(dim, (block + 1) * size)
@@ -66,6 +72,7 @@ class RayS:
                 level, block = level + 1, 0
                 if size == 1:
                     level = 0  # finest blocks done: start over with coarse blocks
+        bar.close()
         self.distance = best / norm
         fooled = self.distance <= self.eps
         unit = sgn / norm

@@ -6,14 +6,9 @@ import json
 import os
 from pathlib import Path
 
+from .atomic import atomic_path, atomic_write
 from .evaluate import EvalResult
 from .stats import paired_difference
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
@@ -79,8 +74,7 @@ def plot_eps_curves(curves: dict[str, dict[float, float]], path: str | os.PathLi
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return Path(path)

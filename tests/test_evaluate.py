@@ -62,3 +62,27 @@ def test_cascade_gives_the_same_worst_case_for_less_work(robust_cnn, test_batch)
     assert torch.equal(cascade.correct["apgd-dlr"], cascade.worst_case)  # the last is cumulative
     survivors = int(cascade.correct["apgd-ce"].sum())
     assert 0 < survivors < len(y) and max(attacked[-5:]) <= survivors  # apgd-dlr saw only the survivors
+
+
+def test_resume_mid_batch_matches_an_uninterrupted_run(robust_cnn, test_batch, tmp_path):
+    from igdefense import IGDefense, zoo
+
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
+    x, y = test_batch
+    batches = [(x[:6], y[:6]), (x[6:12], y[6:12])]
+    attacks = ["apgd-ce", "apgd-dlr"]
+    log = tmp_path / "run.jsonl"
+    full = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3  # header, then clean and each attack of each batch
+    log.write_text("\n".join(lines[:-1]) + "\n")  # stopped during batch 2's apgd-dlr
+    calls = []
+    handle = defended.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        resumed = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
+    finally:
+        handle.remove()
+    survivors = int(full.correct["apgd-ce"][6:].sum())
+    assert calls and max(calls) <= survivors  # only batch 2's apgd-dlr (on apgd-ce's survivors) ran again
+    for k in ["clean", *attacks]:  # the defense's noise is seeded per batch and step: same results
+        assert torch.equal(resumed.correct[k], full.correct[k]), k

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..defense import IGDefense
 
 
@@ -78,30 +79,27 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dy
         if noise == "input":
             axes["noise"] = {1: "batch"}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(module, args, str(tmp), input_names=names, output_names=["logits"],
                               dynamic_axes=axes or None, opset_version=opset, dynamo=False)
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model)
-        onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma,
-                                         "tau": defended.tau, "n_samples": defended.n_samples,
-                                         "site": str(defended.split.site), "input_shape": list(shape)}),
-                **(metadata or {})}
-        for key, value in meta.items():
-            model.metadata_props.add(key=key, value=value)
-        onnx.save(model, str(tmp))
-        os.replace(tmp, path)
+            model = onnx.load(str(tmp))
+            onnx.checker.check_model(model)
+            onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma,
+                                             "tau": defended.tau, "n_samples": defended.n_samples,
+                                             "site": str(defended.split.site), "input_shape": list(shape)}),
+                    **(metadata or {})}
+            for key, value in meta.items():
+                model.metadata_props.add(key=key, value=value)
+            onnx.save(model, str(tmp))
     except torch.onnx.errors.UnsupportedOperatorError as e:
         raise ExportError(f"cannot export to ONNX opset {opset}: {e}. Try a higher opset or replace "
                           "that operation in the model.") from e
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the exported graph is invalid: {e}") from e
     finally:
-        tmp.unlink(missing_ok=True)
         defended.train(was_training)
     return path
 
@@ -113,8 +111,7 @@ def optimize(path: str | os.PathLike, out: str | os.PathLike, *, fp16: bool = Fa
     import onnxruntime as ort
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(tmp)
@@ -124,7 +121,4 @@ def optimize(path: str | os.PathLike, out: str | os.PathLike, *, fp16: bool = Fa
 
             model = convert_float_to_float16(onnx.load(str(tmp)), keep_io_types=True)
             onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
