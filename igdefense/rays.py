@@ -10,9 +10,9 @@ schedule; each keeps its own direction, distance and query count.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 
@@ -28,7 +28,7 @@ class RayS:
         lin_steps: initial linear search radius (in L-inf units of the sign vector).
     """
 
-    def __init__(self, model: nn.Module, eps: float, queries: int = 10_000, tol: float = 1e-3, lin_steps: int = 10,
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], eps: float, queries: int = 10_000, tol: float = 1e-3, lin_steps: int = 10,
                  progress: bool = True):
         self.model, self.eps, self.queries, self.tol, self.lin_steps = model, eps, queries, tol, lin_steps
         self.progress = progress
