@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from igdefense.atomic import atomic_write
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -63,9 +65,7 @@ def write_results(name: str, payload: dict) -> Path:
     payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **payload}
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
     return path
 
 
