@@ -132,10 +132,13 @@ def cmd_eval(args) -> int:
     results = {}
     # Batch by batch across the models, with the report rewritten after each: an interrupted run
     # still has a complete paired table on the images done so far.
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     batches = []
     for batch in loader:
         batches.append(batch)  # earlier batches resume from the logs; each is loaded once
         done = len(batches)
+        if done % world and done < len(loader):
+            continue  # under torchrun, one new batch per process each round: they run side by side
         for name, model in models.items():
             # The base model has no randomness: EOT and the transfer attack (from itself) add nothing there.
             todo = [a for a in attacks if name != "base" or not (a.endswith("-eot") or a == "transfer")]

@@ -83,7 +83,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     before the clean pass and each attack, so its noise does not depend on what ran before: a
     resumed or sharded run gets the same results as an uninterrupted one. Under
     ``torch.distributed`` (e.g. torchrun) batches are sharded round-robin across processes and
-    the results gathered.
+    the results gathered; each process writes ``<log_path>.rank<r>``, and a resumed run reads every
+    process's log, so it may use another number of processes.
     """
     for name in attacks:
         if name not in ATTACKS:
@@ -96,11 +97,10 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     if cascade:
         header["cascade"] = True
     rank, world = _shard()
-    if log_path and world > 1:
-        log_path = Path(f"{log_path}.rank{rank}")
+    own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
-    done = {r["batch"]: r for r in _read_log(log_path, header)} if log_path else {}
+    done = _read_logs(Path(log_path), Path(own_log), header) if log_path else {}
     mine: dict[int, dict[str, list[int]]] = {}
     for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress or rank > 0)):
         if i % world != rank:
@@ -111,8 +111,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
 
         def save(step: str, result: torch.Tensor) -> None:
             record[step] = result.int().tolist()
-            if log_path:
-                _append_log(log_path, record)
+            if own_log:
+                _append_log(own_log, record)
 
         if not all(k in record for k in ["clean", *attacks]):
             _evaluate_batch(model, x.to(device), y.to(device), attacks, settings, cascade, seed + i,
@@ -175,25 +175,37 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
         save(name, known[name])
 
 
-def _read_log(path, settings: dict) -> list[dict]:
-    """Finished batches of an earlier run with the same settings (a torn last line is dropped)."""
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"settings": settings}) + "\n")
-        return []
+def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:
+    """The furthest record of each batch in the logs of an earlier run with the same settings: the
+    single-process log and every torchrun process's (so a run resumes with any process count)."""
+    if not own.exists():
+        own.parent.mkdir(parents=True, exist_ok=True)
+        own.write_text(json.dumps({"settings": settings}) + "\n")
+    done: dict[int, dict] = {}
+    for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
+        if path.exists():
+            for record in _read_log(path, settings, repair=path == own):
+                if len(record) > len(done.get(record["batch"], {})):
+                    done[record["batch"]] = record
+    return done
+
+
+def _read_log(path: Path, settings: dict, repair: bool) -> list[dict]:
+    """Records of a log; a torn last line (interrupted while writing) is skipped, and with
+    ``repair`` cut from the file (only the process that writes a log repairs it)."""
     lines = path.read_text().splitlines()
     header = json.loads(lines[0]).get("settings") if lines else None
     if header != settings:
-        raise ValueError(f"{path} holds a run with settings {header}, not {settings}; use another file")
-    batches = []
+        raise ValueError(f"{path} holds a run with settings {header}, not {settings}; use another directory")
+    records = []
     for line in lines[1:]:
         try:
-            batches.append(json.loads(line))
-        except json.JSONDecodeError:  # interrupted while writing: drop the torn line, redo that batch
-            atomic_write(path, "\n".join(lines[:1 + len(batches)]) + "\n")
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if repair:
+                atomic_write(path, "\n".join(lines[:1 + len(records)]) + "\n")
             break
-    return batches
+    return records
 
 
 def _append_log(path, record: dict) -> None:

@@ -37,3 +37,20 @@ def test_two_processes_match_one(standard_cnn, tmp_path):
     assert single == sharded
     assert len(single["lo-ir"]["clean"]) == 30
     assert (tmp_path / "two" / "lo-ir.jsonl.rank1").exists()  # each process kept its own resumable log
+
+
+def test_a_sharded_run_resumes_in_one_process(standard_cnn, tmp_path):
+    import igdefense
+    from igdefense.data import cifar10_loader
+
+    rankings = igdefense.lo_ir(standard_cnn, cifar10_loader("train", per_class=20, batch_size=100), progress=False)
+    rankings.save(tmp_path / "r.safetensors")
+    sharded = _eval(tmp_path / "run", tmp_path / "r.safetensors", 2)
+    (tmp_path / "run" / "report.json").unlink()
+    logs = sorted(p.name for p in (tmp_path / "run").glob("*.jsonl*"))
+    sizes = {p: (tmp_path / "run" / p).stat().st_size for p in logs}
+    resumed = _eval(tmp_path / "run", tmp_path / "r.safetensors", 1)  # finds every batch in the rank logs
+    assert resumed == sharded
+    assert all((tmp_path / "run" / p).stat().st_size == sizes[p] for p in logs if ".rank" in p)
+    plain = list((tmp_path / "run").glob("*.jsonl"))
+    assert plain and all(len(p.read_text().splitlines()) == 1 for p in plain)  # header only: nothing redone
