@@ -130,8 +130,8 @@ def cmd_eval(args) -> int:
             "eps": args.eps, "attacks": attacks, "cascade": args.cascade, "images": len(loader.dataset),
             "seed": args.seed, "data": "CIFAR-10 (JPEG copy) test, class-balanced (ordered by class)"}
     results = {}
-    # Batch by batch across the models, with the report rewritten after each: an interrupted run
-    # still has a complete paired table on the images done so far.
+    # Batch by batch across the models, with the report rewritten after each model: an interrupted
+    # run still has a paired table on the images done so far.
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     batches = []
     for batch in loader:
@@ -146,8 +146,10 @@ def cmd_eval(args) -> int:
                                      eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, base_model=base,
                                      desc=f"{name}, batch {done}/{len(loader)}", log_path=out / f"{name}.jsonl",
                                      cascade=args.cascade, adv_cache=cache_dir() / "adversarial")
-        if rank == 0 and done < len(loader):
-            write_report(out, results, "base", {**meta, "images_done": len(results["base"].correct["clean"])})
+            if rank == 0 and done < len(loader):  # interim: the models done on the same images as the base
+                n = len(results["base"].correct["clean"])
+                write_report(out, {k: r for k, r in results.items() if len(r.correct["clean"]) == n}, "base",
+                             {**meta, "images_done": n})
     if rank > 0:
         return 0  # rank 0 reports
     sanity = None
