@@ -1,8 +1,8 @@
 """Forward-only queries for the black-box attacks (RayS, Square), answered by onnxruntime on CPUs.
 
-Black-box attacks spend their time in forward passes over small, shrinking batches, where
-onnxruntime runs the zoo's defended SmallCNN about 3x faster than PyTorch on these CPUs
-(benchmarks/queries.py). The graph is the same function: an IGDefense is exported with its noise as
+Black-box attacks spend their time in forward passes over small batches of changing size, where
+PyTorch on CPUs is slow (a one-off RayS comparison on a busy machine: 11x faster through
+onnxruntime for the defended SmallCNN; benchmarks/queries.py measures it). The graph is the same function: an IGDefense is exported with its noise as
 an input, and that noise comes from the model's own seeded generator, as in its PyTorch forward.
 Every adversarial example is re-classified by the PyTorch model afterwards, so no result rests on
 onnxruntime.
