@@ -37,7 +37,8 @@ def query_function(model: nn.Module, example: torch.Tensor) -> Query:
         with tempfile.TemporaryDirectory(prefix="igdefense-queries-") as tmp:
             path = Path(tmp) / "model.onnx"
             _export(model, example[:2], path)
-            session = OnnxDefense(path, providers=["CPUExecutionProvider"])  # holds the graph in memory
+            # The graph is held in memory. Threads as PyTorch's: torchrun's processes get 1 each.
+            session = OnnxDefense(path, providers=["CPUExecutionProvider"], threads=torch.get_num_threads())
     except Exception as e:  # noqa: BLE001 - any export failure: answer the queries with PyTorch
         log.warning("black-box queries run in PyTorch (onnxruntime unavailable or export failed: %s)", e)
         return model
