@@ -5,9 +5,7 @@ White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW m
 ``apgd-t`` (targeted DLR, 3 target classes), the EOT versions ``apgd-ce-eot``, ``apgd-dlr-eot``
 (gradients averaged over ``eot_iter`` draws of the defense's noise), ``autoattack`` (standard) and
 ``autoattack-rand`` (AutoAttack's version for randomized models).
-Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries); on CPUs
-their queries (and those of AutoAttack's Square) go to the same model run by onnxruntime
-(:mod:`igdefense.queries`), unless ``AttackSettings.onnx_queries`` is False.
+Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model.
 
@@ -46,7 +44,6 @@ class AttackSettings:
     rays_queries: int = 10_000
     base_model: nn.Module | None = None  # source of transfer attacks
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
-    onnx_queries: bool = True  # black-box queries on CPUs answered by onnxruntime (igdefense.queries)
 
 
 def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: int | None = None):
@@ -79,14 +76,13 @@ def _autoattack(model, x, y, s: AttackSettings, version: str = "standard"):
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, eps=s.eps, norm=s.norm, version=version, device=x.device, seed=s.seed)
-    aa.square.predict = _queries(model, x, s)  # Square only queries logits
     return aa.run_standard_evaluation(x, y, batch_size=len(x))[0]
 
 
 def _square(model, x, y, s: AttackSettings):
     from pyautoattack.square import SquareAttack
 
-    atk = SquareAttack(_queries(model, x, s), p_init=0.8, n_queries=s.square_queries, eps=s.eps, norm=s.norm, n_restarts=1,
+    atk = SquareAttack(model, p_init=0.8, n_queries=s.square_queries, eps=s.eps, norm=s.norm, n_restarts=1,
                        seed=s.seed, device=x.device, resc_schedule=False)
     return atk.perturb(x, y)
 
@@ -96,13 +92,7 @@ def _rays(model, x, y, s: AttackSettings):
 
     if s.norm != "Linf":
         raise ValueError("RayS is an L-inf attack")
-    return RayS(_queries(model, x, s), s.eps, queries=s.rays_queries).perturb(x, y)
-
-
-def _queries(model, x, s: AttackSettings):
-    from .queries import query_function
-
-    return query_function(model, x) if s.onnx_queries else model
+    return RayS(model, s.eps, queries=s.rays_queries).perturb(x, y)
 
 
 def _transfer(model, x, y, s: AttackSettings):
