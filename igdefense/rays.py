@@ -28,8 +28,8 @@ class RayS:
         lin_steps: initial linear search radius (in L-inf units of the sign vector).
     """
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], eps: float, queries: int = 10_000, tol: float = 1e-3, lin_steps: int = 10,
-                 progress: bool = True):
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], eps: float, queries: int = 10_000,
+                 tol: float = 1e-3, lin_steps: int = 10, progress: bool = True):
         self.model, self.eps, self.queries, self.tol, self.lin_steps = model, eps, queries, tol, lin_steps
         self.progress = progress
 
