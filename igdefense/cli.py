@@ -44,7 +44,7 @@ def cmd_demo(args) -> int:
     per_class = max(1, args.n // 10)
     loader = cifar10_loader("test", per_class=per_class, batch_size=args.batch_size, root=args.data)
     attack = "autoattack" if args.full else "apgd-ce"
-    from .evaluate import evaluate
+    from .evaluate import evaluate, shard
 
     rows = {}
     for label, m in (("undefended", model), ("IG-defended", defended)):
@@ -110,7 +110,7 @@ def _init_distributed() -> tuple[int, torch.device]:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, shard
     from .report import markdown_table, summary_rows, write_report
 
     torch.manual_seed(args.seed)
@@ -132,7 +132,7 @@ def cmd_eval(args) -> int:
     results = {}
     # Batch by batch across the models, with the report rewritten after each model: an interrupted
     # run still has a paired table on the images done so far.
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    world = shard()[1]
     batches = []
     for batch in loader:
         batches.append(batch)  # earlier batches resume from the logs; each is loaded once

@@ -109,7 +109,7 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     if not items:
         raise DataNotFoundError(f"no {split}/<class>/*.jpg images inside {path}")
     labels = np.array([CIFAR10_CLASSES.index(c) for c, _, _ in items], dtype=np.int64)
-    with atomic_path(labels_file) as tmp:  # labels first: the images file marks a finished cache
+    with atomic_path(labels_file) as tmp:  # images last: both present = both complete
         np.save(tmp, labels)
     with atomic_path(images_file) as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 32, 32, 3))

@@ -96,7 +96,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
     if cascade:
         header["cascade"] = True
-    rank, world = _shard()
+    rank, world = shard()
     own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
@@ -127,7 +127,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
                        for k in ["clean", *attacks]}, eps, cascade)
 
 
-def _shard() -> tuple[int, int]:
+def shard() -> tuple[int, int]:
     """(rank, world size) under torch.distributed (e.g. torchrun), else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()

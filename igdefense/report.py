@@ -27,8 +27,11 @@ def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("iw_wc_gain", "clean_gain", "iw_wc")]
-    cols.append("iw_wc")  # rows differ in attacks (the base model skips EOT and transfer): union, IW-WC last
+    # Rows differ in attacks (the base model skips EOT and transfer): the union, in the order of the
+    # row with the most (a cascade's order, which its cumulative columns depend on), IW-WC last.
+    ordered = sorted(rows, key=len, reverse=True)
+    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("iw_wc_gain", "clean_gain", "iw_wc")]
+    cols.append("iw_wc")
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]

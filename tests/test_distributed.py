@@ -5,12 +5,24 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+@pytest.fixture(scope="module")
+def rankings_file(standard_cnn, tmp_path_factory):
+    """LO-IR rankings of the standard SmallCNN from 20 training images per class."""
+    import igdefense
+    from igdefense.data import cifar10_loader
+
+    path = tmp_path_factory.mktemp("rankings") / "r.safetensors"
+    igdefense.lo_ir(standard_cnn, cifar10_loader("train", per_class=20, batch_size=100), progress=False).save(path)
+    return path
 
 
 def _eval(out, rankings, procs: int):
@@ -26,30 +38,20 @@ def _eval(out, rankings, procs: int):
     return json.loads((out / "report.json").read_text())["per_image"]
 
 
-def test_two_processes_match_one(standard_cnn, tmp_path):
-    import igdefense
-    from igdefense.data import cifar10_loader
-
-    rankings = igdefense.lo_ir(standard_cnn, cifar10_loader("train", per_class=20, batch_size=100), progress=False)
-    rankings.save(tmp_path / "r.safetensors")
-    single = _eval(tmp_path / "one", tmp_path / "r.safetensors", 1)
-    sharded = _eval(tmp_path / "two", tmp_path / "r.safetensors", 2)
+def test_two_processes_match_one(rankings_file, tmp_path):
+    single = _eval(tmp_path / "one", rankings_file, 1)
+    sharded = _eval(tmp_path / "two", rankings_file, 2)
     assert single == sharded
     assert len(single["lo-ir"]["clean"]) == 30
     assert (tmp_path / "two" / "lo-ir.jsonl.rank1").exists()  # each process kept its own resumable log
 
 
-def test_a_sharded_run_resumes_in_one_process(standard_cnn, tmp_path):
-    import igdefense
-    from igdefense.data import cifar10_loader
-
-    rankings = igdefense.lo_ir(standard_cnn, cifar10_loader("train", per_class=20, batch_size=100), progress=False)
-    rankings.save(tmp_path / "r.safetensors")
-    sharded = _eval(tmp_path / "run", tmp_path / "r.safetensors", 2)
+def test_a_sharded_run_resumes_in_one_process(rankings_file, tmp_path):
+    sharded = _eval(tmp_path / "run", rankings_file, 2)
     (tmp_path / "run" / "report.json").unlink()
     logs = sorted(p.name for p in (tmp_path / "run").glob("*.jsonl*"))
     sizes = {p: (tmp_path / "run" / p).stat().st_size for p in logs}
-    resumed = _eval(tmp_path / "run", tmp_path / "r.safetensors", 1)  # finds every batch in the rank logs
+    resumed = _eval(tmp_path / "run", rankings_file, 1)  # finds every batch in the rank logs
     assert resumed == sharded
     assert all((tmp_path / "run" / p).stat().st_size == sizes[p] for p in logs if ".rank" in p)
     plain = list((tmp_path / "run").glob("*.jsonl"))

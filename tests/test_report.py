@@ -8,11 +8,14 @@ from igdefense.report import markdown_table, plot_eps_curves, summary_rows
 
 def test_table_shows_attacks_the_base_row_lacks():
     t = lambda *v: torch.tensor(v, dtype=torch.bool)  # noqa: E731
-    results = {"base": EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 0, 0, 0)}),
-               "lo-ir": EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 1, 0, 0), "transfer": t(1, 0, 0, 1)})}
+    results = {"base": EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 0, 0, 0), "rays": t(1, 0, 0, 1)}),
+               "lo-ir": EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 1, 0, 0), "transfer": t(1, 0, 0, 1),
+                                    "rays": t(1, 1, 1, 1)})}
     table = markdown_table(summary_rows(results, "base"))
-    assert table.splitlines()[0] == "| model | n | clean | autoattack | transfer | iw_wc |"
-    assert "| lo-ir | 4 | 75.00 | 50.00 | 50.00 | 25.00 |" in table
+    # columns in the order the defended model was attacked (a cascade's columns are cumulative)
+    assert table.splitlines()[0] == "| model | n | clean | autoattack | transfer | rays | iw_wc |"
+    assert "| base | 4 | 75.00 | 25.00 |  | 50.00 | 25.00 |" in table
+    assert "| lo-ir | 4 | 75.00 | 50.00 | 50.00 | 100.00 | 25.00 |" in table
     assert "IW-WC +0.00 points" in table  # base 1/4 (image 0), lo-ir 1/4 (image 0)
 
 
