@@ -54,6 +54,10 @@ class EvalResult:
     def worst_case_accuracy(self) -> float:
         return self.worst_case.float().mean().item()
 
+    def first(self, n: int) -> "EvalResult":
+        """The results on the first ``n`` images (e.g. those every model of a running evaluation has done)."""
+        return EvalResult({k: v[:n] for k, v in self.correct.items()}, self.eps, self.cascade)
+
 
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
              attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,

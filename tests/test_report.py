@@ -23,3 +23,14 @@ def test_eps_plot_is_written(tmp_path):
     curves = {"base": {2 / 255: 0.6, 8 / 255: 0.3, 1.0: 0.0}, "lo-ir": {2 / 255: 0.6, 8 / 255: 0.32, 1.0: 0.0}}
     path = plot_eps_curves(curves, tmp_path / "eps.png", "APGD-CE")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interim_table_pairs_models_on_the_images_all_have_done():
+    t = lambda *v: torch.tensor(v, dtype=torch.bool)  # noqa: E731
+    base = EvalResult({"clean": t(1, 1, 0, 1), "autoattack": t(1, 0, 0, 0)}, cascade=True)  # 2 batches done
+    defended = EvalResult({"clean": t(1, 1), "autoattack": t(1, 1)}, cascade=True)  # 1 batch done
+    n = min(len(r.correct["clean"]) for r in (base, defended))
+    table = markdown_table(summary_rows({"base": base.first(n), "lo-ir": defended.first(n)}, "base"))
+    assert "| base | 2 | 100.00 | 50.00 | 50.00 |" in table
+    assert "IW-WC +50.00 points" in table and "1 images gained, 0 lost, n=2" in table
+    assert base.first(n).cascade
