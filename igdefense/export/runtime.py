@@ -27,14 +27,12 @@ class OnnxDefense:
         path: the .onnx file.
         providers: "auto" (CUDA if onnxruntime-gpu sees a GPU, else CPU) or a list of provider names.
         batch_size: inputs larger than this are run in chunks.
-        threads: onnxruntime's intra-op threads (None: its default, one per physical core).
 
     ``provider`` tells which execution provider the session actually got. Calling the object with
     numpy arrays returns numpy logits; with torch tensors, torch logits.
     """
 
-    def __init__(self, path: str | os.PathLike, providers: str | Sequence[str] = "auto", batch_size: int = 256,
-                 threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, providers: str | Sequence[str] = "auto", batch_size: int = 256):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -42,10 +40,7 @@ class OnnxDefense:
                               "(or 'igdefense[onnx-gpu]' for CUDA)") from e
         if providers == "auto":
             providers = choose_providers(ort.get_available_providers())
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.session = ort.InferenceSession(str(path), providers=list(providers))
         self.provider = self.session.get_providers()[0]
         self.batch_size = batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
