@@ -8,6 +8,7 @@
 
 __version__ = "0.1.0"
 
+from . import robustbench_compat  # noqa: F401  (lets robustbench 1.1.1 import beside pyautoattack)
 from .cd_ir import cd_ir
 from .defense import IGDefense, wrap
 from .evaluate import EvalResult, evaluate

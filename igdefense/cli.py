@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import zoo
-from .attacks import ATTACKS
+from .attacks import ATTACKS, AttackSettings
 from .data import CIFAR10_CLASSES, DataNotFoundError, cache_dir, cifar10_loader
 from .defense import IGDefense
 from .lo_ir import lo_ir
@@ -44,7 +44,7 @@ def cmd_demo(args) -> int:
     per_class = max(1, args.n // 10)
     loader = cifar10_loader("test", per_class=per_class, batch_size=args.batch_size, root=args.data)
     attack = "autoattack" if args.full else "apgd-ce"
-    from .evaluate import evaluate, shard
+    from .evaluate import evaluate
 
     rows = {}
     for label, m in (("undefended", model), ("IG-defended", defended)):
@@ -161,7 +161,8 @@ def cmd_eval(args) -> int:
                                         root=args.data)))
         eps_values = sorted({2 / 255, 4 / 255, args.eps, 16 / 255, 32 / 255, 1.0})
         curves = {name: accuracy_vs_eps(m, x, y, eps_values) for name, m in models.items()}
-        sanity = run_sanity_checks(models[rankings.method], x, y, eps=args.eps, sweep=curves[rankings.method])
+        sanity = run_sanity_checks(models[rankings.method], x, y, eps=args.eps, sweep=curves[rankings.method],
+                                   base_model=base, settings=AttackSettings(seed=args.seed, eot_iter=args.eot_iter))
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "eps_curve.json",
                      json.dumps({name: {f"{255 * e:g}/255": a for e, a in c.items()} for name, c in curves.items()}))

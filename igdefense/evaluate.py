@@ -33,6 +33,7 @@ class EvalResult:
     correct: dict[str, torch.Tensor] = field(default_factory=dict)
     eps: float = 8 / 255
     cascade: bool = False  # True: each attack after the first counts the images surviving it *and* all before
+    sanity: list = field(default_factory=list)  # igdefense.sanity.Check results (evaluate(..., sanity=True))
 
     @property
     def clean_accuracy(self) -> float:
@@ -63,7 +64,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
              attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
              eot_iter: int = 20, base_model: nn.Module | None = None, progress: bool = True,
              desc: str = "evaluating", log_path: str | os.PathLike | None = None, cascade: bool = False,
-             adv_cache: str | os.PathLike | None = None) -> EvalResult:
+             adv_cache: str | os.PathLike | None = None, sanity: bool = False, sanity_n: int = 100) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
@@ -82,6 +83,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             whose examples do not depend on the model (``transfer``) still see the whole batch.
         adv_cache: directory where examples crafted on deterministic models are kept (see
             :mod:`igdefense.attacks`), so the base model's runs also serve as transfer sources.
+        sanity: also run :func:`igdefense.sanity.run_sanity_checks` (APGD-CE, with ``base_model``
+            the transfer comparisons too) on ``sanity_n`` images spread evenly over the data;
+            the checks land in ``result.sanity`` and failures are printed loudly.
 
     A model with ``reseed`` (IGDefense) is reseeded from the seed, the batch index and the step
     before the clean pass and each attack, so its noise does not depend on what ran before: a
@@ -106,7 +110,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
     done = _read_logs(Path(log_path), Path(own_log), header) if log_path else {}
     mine: dict[int, dict[str, list[int]]] = {}
+    total = 0
     for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress or rank > 0)):
+        total += len(y)
         if i % world != rank:
             continue
         record = done.get(i, {"batch": i})
@@ -127,8 +133,27 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         torch.distributed.all_gather_object(gathered, mine)
         mine = {i: r for part in gathered for i, r in part.items()}
     order = sorted(mine)
-    return EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
-                       for k in ["clean", *attacks]}, eps, cascade)
+    result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
+                         for k in ["clean", *attacks]}, eps, cascade)
+    if sanity and rank == 0:
+        from .sanity import run_sanity_checks
+
+        x, y = _spread_sample(batches, total, sanity_n)
+        result.sanity = run_sanity_checks(model, x.to(device), y.to(device), eps=eps, settings=settings,
+                                          base_model=base_model)
+    return result
+
+
+def _spread_sample(batches: Iterable, total: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images spread evenly over the data (class-ordered data then still gives every class)."""
+    wanted = set(torch.linspace(0, total - 1, min(n, total)).round().long().tolist())
+    xs, ys, seen = [], [], 0
+    for x, y in batches:
+        rows = [j for j in range(len(y)) if seen + j in wanted]
+        xs.append(x[rows])
+        ys.append(y[rows])
+        seen += len(y)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def shard() -> tuple[int, int]:

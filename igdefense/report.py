@@ -56,6 +56,11 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                    "one equals iw_wc."]
     if sanity:
         md += ["", "## Sanity checks", ""] + [f"- {c}" for c in sanity]
+        failed = [c.name for c in sanity if not c.passed]
+        md += ["", f"**{len(failed)} check(s) FAILED: {', '.join(failed)}.** An attack named there is weaker "
+                   "on this model than it should be (e.g. its gradients are masked): do not quote it alone; "
+                   "the image-wise worst case (iw_wc) over every attack is the number to trust." if failed
+               else "All sanity checks passed."]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     return out / "report.md"
 

@@ -3,7 +3,8 @@
 robustbench imports AutoAttack under its GitHub name, ``autoattack`` (``from autoattack import
 AutoAttack``, ``from autoattack.state import EvaluationState``), but PyPI only has the package as
 ``pyautoattack``. Registering the alias in ``sys.modules`` is the whole fix for
-``robustbench.utils.load_model`` and the model zoo. (robustbench's own ``benchmark`` still calls
+``robustbench.utils.load_model`` and the model zoo; ``import igdefense`` does it, so after that
+``from robustbench.utils import load_model`` works. (robustbench's own ``benchmark`` still calls
 AutoAttack with keywords pyautoattack 0.2.0 dropped; use :func:`igdefense.evaluate` instead.)
 
 Offline use: ``load_model(name, dataset, threat_model, model_dir=D)`` reads
@@ -15,6 +16,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+
+_ROBUSTBENCH = {"load_model": "robustbench.utils",
+                "normalize_model": "robustbench.model_zoo.architectures.utils_architectures",
+                "WideResNet": "robustbench.model_zoo.architectures.wide_resnet"}
 
 
 def install_autoattack_alias() -> None:
@@ -33,11 +38,15 @@ def install_autoattack_alias() -> None:
 
 install_autoattack_alias()
 
-try:
-    from robustbench.model_zoo.architectures.utils_architectures import normalize_model
-    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
-    from robustbench.utils import load_model
-except ImportError as e:  # robustbench is an optional extra
-    raise ImportError("this needs robustbench: pip install 'igdefense[robustbench]'") from e
+
+def __getattr__(name: str):
+    # robustbench is an optional extra (and slow to import): loaded only when one of its names is asked for
+    if name not in _ROBUSTBENCH:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(_ROBUSTBENCH[name]), name)
+    except ImportError as e:
+        raise ImportError("this needs robustbench: pip install 'igdefense[robustbench]'") from e
+
 
 __all__ = ["load_model", "normalize_model", "WideResNet", "install_autoattack_alias"]

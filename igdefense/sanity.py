@@ -1,18 +1,21 @@
 """Sanity checks that catch a robustness number inflated by gradient masking or a weak attack
-(Carlini et al. 2019, "On Evaluating Adversarial Robustness"; Athalye et al. 2018)."""
+(Carlini et al. 2019, "On Evaluating Adversarial Robustness"; Athalye et al. 2018).
+
+Comparisons between attacks are paired (same images) and fail only beyond noise: when the 95%
+confidence interval of the difference excludes zero in the wrong direction.
+"""
 
 from __future__ import annotations
 
-import logging
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import AttackSettings, run_attack
-
-log = logging.getLogger(__name__)
+from .attacks import ATTACKS, AttackSettings, run_attack
+from .stats import paired_difference
 
 
 @dataclass
@@ -25,21 +28,23 @@ class Check:
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.detail}"
 
 
-def _accuracy(model, x, y, attack: str, settings: AttackSettings) -> float:
-    ok = torch.ones(len(y), dtype=torch.bool)
+def _correct(model, x, y, attack: str, settings: AttackSettings, source: nn.Module | None = None) -> torch.Tensor:
+    """Per image: ``model`` is right on the clean image and on every candidate of ``attack``
+    crafted on ``source`` (default: ``model`` itself; another model = a transfer attack)."""
     with torch.no_grad():
-        ok &= (model(x).argmax(1) == y).cpu()
-    for x_adv in run_attack(attack, model, x, y, settings):
+        ok = (model(x).argmax(1) == y).cpu()
+    for x_adv in run_attack(attack, source or model, x, y, settings):
         with torch.no_grad():
             ok &= (model(x_adv).argmax(1) == y).cpu()
-    return ok.float().mean().item()
+    return ok
 
 
 def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values=(8 / 255, 16 / 255, 32 / 255, 1.0),
                     attack: str = "apgd-ce", settings: AttackSettings | None = None) -> dict[float, float]:
     """Accuracy under ``attack`` at each radius (for the eps sweep and the robustness curve)."""
     base = settings or AttackSettings()
-    return {e: _accuracy(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e})) for e in eps_values}
+    return {e: _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e})).float().mean().item()
+            for e in eps_values}
 
 
 def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Check:
@@ -51,36 +56,54 @@ def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Check:
     return Check("gradients", finite and zero == 0, f"finite={finite}, images with an all-zero gradient: {zero}/{len(x)}")
 
 
+def not_weaker(name: str, strong: torch.Tensor, weak: torch.Tensor, strong_name: str, weak_name: str) -> Check:
+    """``strong`` (per-image correctness under the attack that should be stronger) must not leave
+    more images correct than ``weak`` beyond noise (the paired 95% interval is above zero)."""
+    d = paired_difference(weak, strong)
+    return Check(name, d.low <= 0, f"{strong_name} {100 * strong.float().mean():.1f}%, {weak_name} "
+                                   f"{100 * weak.float().mean():.1f}%; difference {d}")
+
+
 def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "apgd-ce",
                       eps: float = 8 / 255, settings: AttackSettings | None = None,
-                      black_box: str = "square", tolerance: float = 0.03,
+                      black_box: str = "square", base_model: nn.Module | None = None, tolerance: float = 0.03,
                       sweep: dict[float, float] | None = None) -> list[Check]:
-    """Run the checks on one batch; failures are logged as warnings.
+    """Run the checks on one batch; failures are printed loudly to stderr.
 
-    - eps sweep: accuracy must not rise with eps, and must be ~0 (<= ``tolerance``) for an
-      unbounded attack (eps = 1 covers the whole image box) and small at 32/255;
-    - more steps (10 -> 100) must not raise accuracy beyond ``tolerance``;
-    - the white-box attack must not be weaker than ``black_box`` beyond ``tolerance``;
-    - gradients are finite and non-zero.
+    - gradients are finite and non-zero;
+    - eps sweep: accuracy must not rise with eps (beyond ``tolerance``) and must be ~0
+      (<= ``tolerance``) for an unbounded attack (eps = 1 covers the whole image box);
+    - more steps: ``attack`` with 100 steps must not leave more images correct than with 10;
+    - white-box vs black-box: ``attack`` must not be weaker than ``black_box``;
+    - white-box vs transfer (with ``base_model``): ``attack`` on the model must not be weaker than
+      the same attack crafted on the undefended base model; for a randomized model (IGDefense)
+      also its EOT version (``attack + "-eot"``, when it exists).
+    The last three are paired comparisons that fail only beyond noise (95% interval).
 
     ``sweep``: an :func:`accuracy_vs_eps` result for these images and ``attack``, including ``eps``
     and 1.0 (computed when None).
     """
-    base = settings or AttackSettings(eps=eps)
+    base = AttackSettings(**{**(settings or AttackSettings()).__dict__, "eps": eps})
     checks = [gradient_check(model, x, y)]
     if sweep is None or not {eps, 1.0} <= set(sweep):
         sweep = accuracy_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base)
-    accs = list(sweep.values())
+    accs = [sweep[e] for e in sorted(sweep)]
     monotone = all(b <= a + tolerance for a, b in zip(accs, accs[1:]))
-    text = ", ".join(f"{e * 255:.0f}/255: {100 * a:.1f}%" for e, a in sweep.items())
+    text = ", ".join(f"{e * 255:.0f}/255: {100 * sweep[e]:.1f}%" for e in sorted(sweep))
     checks.append(Check("eps sweep", monotone and sweep[1.0] <= tolerance, text))
-    few = _accuracy(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": eps, "n_iter": 10}))
-    many = sweep[eps]
-    checks.append(Check("more steps", many <= few + tolerance, f"10 steps {100 * few:.1f}%, 100 steps {100 * many:.1f}%"))
-    bb = _accuracy(model, x, y, black_box, AttackSettings(**{**base.__dict__, "eps": eps}))
-    checks.append(Check("white-box vs black-box", many <= bb + tolerance,
-                        f"{attack} {100 * many:.1f}%, {black_box} {100 * bb:.1f}%"))
+    many = _correct(model, x, y, attack, base)
+    few = _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "n_iter": 10}))
+    checks.append(not_weaker("more steps", many, few, f"{attack} 100 steps", "10 steps"))
+    bb = _correct(model, x, y, black_box, base)
+    checks.append(not_weaker("white-box vs black-box", many, bb, attack, black_box))
+    if base_model is not None:
+        transfer = _correct(model, x, y, attack, base, source=base_model)
+        checks.append(not_weaker("white-box vs transfer", many, transfer, attack, f"{attack} from the base model"))
+        if hasattr(model, "reseed") and f"{attack}-eot" in ATTACKS:
+            eot = _correct(model, x, y, f"{attack}-eot", base)
+            checks.append(not_weaker("EOT white-box vs transfer", eot, transfer,
+                                     f"{attack}-eot ({base.eot_iter} draws)", f"{attack} from the base model"))
     for c in checks:
         if not c.passed:
-            log.warning("SANITY CHECK FAILED: %s", c)
+            print(f"\n!!! SANITY CHECK FAILED: {c}\n", file=sys.stderr)
     return checks

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from igdefense.attacks import AttackSettings
+from igdefense.evaluate import _spread_sample, evaluate
 from igdefense.sanity import run_sanity_checks
 
 
@@ -14,10 +15,10 @@ class _Quantize(nn.Module):
         return torch.round(x * 15) / 15
 
 
-def _checks(model, batch):
+def _checks(model, batch, base_model=None):
     x, y = batch[0][:10], batch[1][:10]
     settings = AttackSettings(n_iter=20, square_queries=300)
-    return {c.name: c for c in run_sanity_checks(model, x, y, settings=settings)}
+    return {c.name: c for c in run_sanity_checks(model, x, y, settings=settings, base_model=base_model)}
 
 
 def test_honest_model_passes(standard_cnn, test_batch):
@@ -27,6 +28,28 @@ def test_honest_model_passes(standard_cnn, test_batch):
 
 def test_gradient_masking_is_caught(standard_cnn, test_batch):
     masked = nn.Sequential(_Quantize(), standard_cnn).eval()
-    checks = _checks(masked, test_batch)
+    checks = _checks(masked, test_batch, base_model=standard_cnn)
     assert not checks["gradients"].passed
     assert not checks["white-box vs black-box"].passed or not checks["eps sweep"].passed
+    # the unmasked model's examples break the masked one that its own (zero) gradients cannot
+    assert not checks["white-box vs transfer"].passed, checks["white-box vs transfer"]
+
+
+def test_evaluate_runs_the_checks_on_images_spread_over_the_data(robust_cnn, test_batch):
+    from igdefense import IGDefense, zoo
+
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
+    x, y = test_batch  # ordered by class, 3 each
+    result = evaluate(defended, [(x[:15], y[:15]), (x[15:], y[15:])], attacks=[], base_model=robust_cnn,
+                      eot_iter=2, sanity=True, sanity_n=5, progress=False)
+    names = [c.name for c in result.sanity]
+    assert names == ["gradients", "eps sweep", "more steps", "white-box vs black-box", "white-box vs transfer",
+                     "EOT white-box vs transfer"]
+    assert result.sanity[0].passed  # the defense's gradients are finite and non-zero
+
+
+def test_spread_sample_reaches_every_class(test_batch):
+    x, y = test_batch  # 3 per class, ordered by class
+    xs, ys = _spread_sample([(x[:12], y[:12]), (x[12:], y[12:])], len(y), 10)
+    assert ys.tolist() == list(range(10))
+    assert torch.equal(xs[0], x[0]) and torch.equal(xs[-1], x[-1])
