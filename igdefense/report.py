@@ -20,22 +20,34 @@ def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
         row.update({k: 100 * v for k, v in r.robust_accuracy.items()})
         row["iw_wc"] = 100 * r.worst_case_accuracy
         if name != baseline:
-            row["iw_wc_gain"] = str(paired_difference(base.worst_case, r.worst_case))
-            row["clean_gain"] = str(paired_difference(base.correct["clean"], r.correct["clean"]))
+            row["gains"] = {k: str(paired_difference(a, b)) for k, (a, b) in _pairs(base, r).items()}
         rows.append(row)
     return rows
+
+
+def _pairs(base: EvalResult, other: EvalResult) -> dict:
+    """The per-image columns two results share: clean, the attacks whose columns mean the same in
+    both (in a cascade only the first attack's column is its own), and the image-wise worst case."""
+    a, b = list(base.robust_accuracy), list(other.robust_accuracy)
+    if base.cascade or other.cascade:
+        shared = a[:1] if a[:1] == b[:1] else []
+    else:
+        shared = [k for k in a if k in b]
+    pairs = {k: (base.correct[k], other.correct[k]) for k in ["clean", *shared]}
+    pairs["IW-WC"] = (base.worst_case, other.worst_case)
+    return pairs
 
 
 def markdown_table(rows: list[dict]) -> str:
     # Rows differ in attacks (the base model skips EOT and transfer): the union, in the order of the
     # row with the most (a cascade's order, which its cumulative columns depend on), IW-WC last.
     ordered = sorted(rows, key=len, reverse=True)
-    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("iw_wc_gain", "clean_gain", "iw_wc")]
+    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("gains", "iw_wc")]
     cols.append("iw_wc")
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    gains = [f"- {r['model']}: IW-WC {r['iw_wc_gain']}; clean {r['clean_gain']}" for r in rows if "iw_wc_gain" in r]
+    gains = [f"- {r['model']}: " + "; ".join(f"{k} {v}" for k, v in r["gains"].items()) for r in rows if "gains" in r]
     return "\n".join(lines + ([""] + ["Paired differences vs the first row:"] + gains if gains else []))
 
 

@@ -17,6 +17,8 @@ def test_table_shows_attacks_the_base_row_lacks():
     assert "| base | 4 | 75.00 | 25.00 |  | 50.00 | 25.00 |" in table
     assert "| lo-ir | 4 | 75.00 | 50.00 | 50.00 | 100.00 | 25.00 |" in table
     assert "IW-WC +0.00 points" in table  # base 1/4 (image 0), lo-ir 1/4 (image 0)
+    assert "autoattack +25.00 points" in table and "rays +50.00 points" in table  # no cascade: shared columns
+    assert "transfer" not in table.split("Paired")[1]  # the base row has no transfer column to pair with
 
 
 def test_eps_plot_is_written(tmp_path):
@@ -33,4 +35,5 @@ def test_interim_table_pairs_models_on_the_images_all_have_done():
     table = markdown_table(summary_rows({"base": base.first(n), "lo-ir": defended.first(n)}, "base"))
     assert "| base | 2 | 100.00 | 50.00 | 50.00 |" in table
     assert "IW-WC +50.00 points" in table and "1 images gained, 0 lost, n=2" in table
+    assert "autoattack +50.00 points" in table  # a cascade's first column is its own: paired too
     assert base.first(n).cascade
