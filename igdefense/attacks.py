@@ -3,7 +3,8 @@ batch; an image survives an attack only if the model is right on every candidate
 
 White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW margin),
 ``apgd-t`` (targeted DLR, 3 target classes), the EOT versions ``apgd-ce-eot``, ``apgd-dlr-eot``
-(gradients averaged over ``eot_iter`` draws of the defense's noise), ``autoattack`` (standard) and
+(gradients averaged over ``eot_iter`` draws of the defense's noise), ``apgd-ce-bpda`` (an
+IGDefense's gradients taken with its mask held constant: BPDA), ``autoattack`` (standard) and
 ``autoattack-rand`` (AutoAttack's version for randomized models).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
@@ -27,7 +28,8 @@ from torch import nn
 
 from .atomic import atomic_path
 
-WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "autoattack", "autoattack-rand")
+WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
+             "autoattack-rand")
 BLACK_BOX = ("square", "rays")
 TRANSFER = ("transfer",)
 ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
@@ -55,6 +57,14 @@ def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: 
         atk.loss = "dlr"
         atk.dlr_loss = _cw_loss
     return atk.perturb(x, y)
+
+
+def _apgd_bpda(model, x, y, s: AttackSettings):
+    if not hasattr(model, "constant_mask"):
+        raise ValueError("apgd-ce-bpda attacks an IGDefense (it holds the defense's mask constant); "
+                         "use apgd-ce for other models")
+    with model.constant_mask():
+        return _apgd(model, x, y, s, "ce")
 
 
 def _cw_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -109,6 +119,7 @@ _RUNNERS: dict[str, Callable] = {
     "apgd-t": _apgd_targeted,
     "apgd-ce-eot": lambda m, x, y, s: _apgd(m, x, y, s, "ce", s.eot_iter),
     "apgd-dlr-eot": lambda m, x, y, s: _apgd(m, x, y, s, "dlr", s.eot_iter),
+    "apgd-ce-bpda": _apgd_bpda,
     "autoattack": _autoattack,
     "autoattack-rand": lambda m, x, y, s: _autoattack(m, x, y, s, "rand"),
     "square": _square,

@@ -4,12 +4,15 @@ Pass 1 classifies a Gaussian-noised copy of the input and turns the logits into 
 pseudo-label p = softmax(mean_logits / tau). The soft mask m = p @ M keeps each class's top-k
 neurons (rows of the 0/1 matrix M from the rankings). Pass 2 classifies the clean input with the
 penultimate features multiplied by m. Nothing is detached: gradients reach the input through
-both passes, so white-box attacks see the whole defense.
+both passes, so white-box attacks see the whole defense (``constant_mask()`` holds the mask fixed
+for an attack's gradients instead).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -77,6 +80,7 @@ class IGDefense(nn.Module):
         self.seed = seed
         self.shared_backbone = shared_backbone
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._mask_is_constant = False
 
     def extra_repr(self) -> str:
         return (f"site={self.split.site}, k={self.k}/{self.split.num_neurons}, sigma={self.sigma:.4g}, "
@@ -86,6 +90,18 @@ class IGDefense(nn.Module):
         """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""
         self.seed = seed
         self._generators.clear()
+
+    @contextmanager
+    def constant_mask(self) -> Iterator["IGDefense"]:
+        """Within this block autograd treats the mask as a constant: the forward pass is unchanged,
+        gradients reach the input through pass 2 only (BPDA, Athalye et al. 2018). The attack
+        ``apgd-ce-bpda`` uses it: the sharp pseudo-label (tau = 0.01) gives useless gradients
+        through pass 1 that can make plain white-box attacks look weaker than they are."""
+        self._mask_is_constant = True
+        try:
+            yield self
+        finally:
+            self._mask_is_constant = False
 
     def draw_noise(self, x: torch.Tensor) -> torch.Tensor:
         """Pass-1 noise for batch ``x``: shape (n_samples, *x.shape)."""
@@ -123,7 +139,8 @@ class IGDefense(nn.Module):
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
         mean_logits = noisy_logits.reshape(self.n_samples, batch, -1).mean(0)  # (B, classes)
         p = torch.softmax(mean_logits / self.tau, dim=1)
-        return p @ self.class_masks  # (B, neurons)
+        mask = p @ self.class_masks  # (B, neurons)
+        return mask.detach() if self._mask_is_constant else mask
 
     def _forward_shared_backbone(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         head = self.model.get_submodule(self.split.head)

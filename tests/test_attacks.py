@@ -43,6 +43,11 @@ def test_transfer_needs_a_base_model(standard_cnn, test_batch):
         run_attack("transfer", standard_cnn, *test_batch, AttackSettings())
 
 
+def test_bpda_needs_an_igdefense(standard_cnn, test_batch):
+    with pytest.raises(ValueError, match="IGDefense"):
+        run_attack("apgd-ce-bpda", standard_cnn, *test_batch, AttackSettings())
+
+
 def test_eot_attack_on_the_defended_model(robust_cnn, test_batch):
     rankings = igdefense.zoo.rankings("smallcnn-robust")
     defended = igdefense.wrap(robust_cnn, rankings, seed=0)

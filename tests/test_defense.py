@@ -77,6 +77,13 @@ def test_gradient_flows_through_both_passes(resnet18, resnet18_rankings, foolbox
     g_detached, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
     h.remove()
     assert (g_full - g_detached).abs().max() > 1e-6 * g_full.abs().max()
+    # constant_mask() (the BPDA attack's view): the same logits, and exactly the detached gradient
+    with defended.constant_mask():
+        logits = defended(x, noise=noise)
+        g_constant, = torch.autograd.grad(logits.logsumexp(1).sum(), x)
+    torch.testing.assert_close(logits, defended(x, noise=noise))
+    torch.testing.assert_close(g_constant, g_detached)
+    assert not defended._mask_is_constant  # left when the block ends
 
 
 def test_drop_in_module_behaviour(resnet18, resnet18_rankings, foolbox_images):

@@ -44,7 +44,7 @@ def test_evaluate_runs_the_checks_on_images_spread_over_the_data(robust_cnn, tes
                       eot_iter=2, sanity=True, sanity_n=5, progress=False)
     names = [c.name for c in result.sanity]
     assert names == ["gradients", "eps sweep", "more steps", "white-box vs black-box", "white-box vs transfer",
-                     "EOT white-box vs transfer"]
+                     "EOT white-box vs transfer", "BPDA white-box vs transfer"]
     assert result.sanity[0].passed  # the defense's gradients are finite and non-zero
 
 
