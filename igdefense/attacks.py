@@ -4,7 +4,7 @@ batch; an image survives an attack only if the model is right on every candidate
 White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW margin),
 ``apgd-t`` (targeted DLR, 3 target classes), the EOT versions ``apgd-ce-eot``, ``apgd-dlr-eot``
 (gradients averaged over ``eot_iter`` draws of the defense's noise), ``apgd-ce-bpda`` (an
-IGDefense's gradients taken with its mask held constant: BPDA), ``autoattack`` (standard) and
+IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo-label: BPDA), ``autoattack`` (standard) and
 ``autoattack-rand`` (AutoAttack's version for randomized models).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
@@ -60,10 +60,10 @@ def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: 
 
 
 def _apgd_bpda(model, x, y, s: AttackSettings):
-    if not hasattr(model, "constant_mask"):
-        raise ValueError("apgd-ce-bpda attacks an IGDefense (it holds the defense's mask constant); "
-                         "use apgd-ce for other models")
-    with model.constant_mask():
+    if not hasattr(model, "smooth_gradients"):
+        raise ValueError("apgd-ce-bpda attacks an IGDefense (it smooths the gradient of the defense's "
+                         "pseudo-label); use apgd-ce for other models")
+    with model.smooth_gradients():
         return _apgd(model, x, y, s, "ce")
 
 

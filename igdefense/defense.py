@@ -4,8 +4,8 @@ Pass 1 classifies a Gaussian-noised copy of the input and turns the logits into 
 pseudo-label p = softmax(mean_logits / tau). The soft mask m = p @ M keeps each class's top-k
 neurons (rows of the 0/1 matrix M from the rankings). Pass 2 classifies the clean input with the
 penultimate features multiplied by m. Nothing is detached: gradients reach the input through
-both passes, so white-box attacks see the whole defense (``constant_mask()`` holds the mask fixed
-for an attack's gradients instead).
+both passes, so white-box attacks see the whole defense (``smooth_gradients()`` gives attacks the
+gradient of a softer pseudo-label instead).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class IGDefense(nn.Module):
         self.seed = seed
         self.shared_backbone = shared_backbone
         self._generators: dict[torch.device, torch.Generator] = {}
-        self._mask_is_constant = False
+        self._gradient_tau: float | None = None  # set by smooth_gradients()
 
     def extra_repr(self) -> str:
         return (f"site={self.split.site}, k={self.k}/{self.split.num_neurons}, sigma={self.sigma:.4g}, "
@@ -92,16 +92,17 @@ class IGDefense(nn.Module):
         self._generators.clear()
 
     @contextmanager
-    def constant_mask(self) -> Iterator["IGDefense"]:
-        """Within this block autograd treats the mask as a constant: the forward pass is unchanged,
-        gradients reach the input through pass 2 only (BPDA, Athalye et al. 2018). The attack
-        ``apgd-ce-bpda`` uses it: the sharp pseudo-label (tau = 0.01) gives useless gradients
-        through pass 1 that can make plain white-box attacks look weaker than they are."""
-        self._mask_is_constant = True
+    def smooth_gradients(self, tau: float = 1.0) -> Iterator["IGDefense"]:
+        """Within this block the forward pass is unchanged, but the pseudo-label's gradient is that of
+        ``softmax(logits / tau)`` (BPDA, Athalye et al. 2018: a straight-through surrogate). With the
+        defense's sharp tau = 0.01 the softmax saturates and its gradient all but vanishes, which
+        hides from white-box attacks that flipping pass 1's label flips the mask; ``apgd-ce-bpda``
+        attacks through this block."""
+        self._gradient_tau = float(tau)
         try:
             yield self
         finally:
-            self._mask_is_constant = False
+            self._gradient_tau = None
 
     def draw_noise(self, x: torch.Tensor) -> torch.Tensor:
         """Pass-1 noise for batch ``x``: shape (n_samples, *x.shape)."""
@@ -139,8 +140,10 @@ class IGDefense(nn.Module):
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
         mean_logits = noisy_logits.reshape(self.n_samples, batch, -1).mean(0)  # (B, classes)
         p = torch.softmax(mean_logits / self.tau, dim=1)
-        mask = p @ self.class_masks  # (B, neurons)
-        return mask.detach() if self._mask_is_constant else mask
+        if self._gradient_tau is not None:  # forward value p, gradient of the smoother surrogate
+            surrogate = torch.softmax(mean_logits / self._gradient_tau, dim=1)
+            p = surrogate + (p - surrogate).detach()
+        return p @ self.class_masks  # (B, neurons)
 
     def _forward_shared_backbone(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         head = self.model.get_submodule(self.split.head)

@@ -78,7 +78,7 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
     - white-box vs transfer (with ``base_model``): ``attack`` on the model must not be weaker than
       the same attack crafted on the undefended base model; for a randomized model (IGDefense)
       also its EOT version (``attack + "-eot"``, when it exists), and for an IGDefense
-      ``apgd-ce-bpda`` (the mask held constant for the gradients).
+      ``apgd-ce-bpda`` (gradients through a smoother pseudo-label).
     The last three are paired comparisons that fail only beyond noise (95% interval).
 
     ``sweep``: an :func:`accuracy_vs_eps` result for these images and ``attack``, including ``eps``
@@ -104,9 +104,9 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
             eot = _correct(model, x, y, f"{attack}-eot", base)
             checks.append(not_weaker("EOT white-box vs transfer", eot, transfer,
                                      f"{attack}-eot ({base.eot_iter} draws)", f"{attack} from the base model"))
-        if hasattr(model, "constant_mask") and attack == "apgd-ce":
+        if hasattr(model, "smooth_gradients") and attack == "apgd-ce":
             bpda = _correct(model, x, y, "apgd-ce-bpda", base)
-            checks.append(not_weaker("BPDA white-box vs transfer", bpda, transfer, "apgd-ce-bpda (mask held constant)",
+            checks.append(not_weaker("BPDA white-box vs transfer", bpda, transfer, "apgd-ce-bpda (tau=1 gradients)",
                                      "apgd-ce from the base model"))
     for c in checks:
         if not c.passed:

@@ -77,13 +77,25 @@ def test_gradient_flows_through_both_passes(resnet18, resnet18_rankings, foolbox
     g_detached, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
     h.remove()
     assert (g_full - g_detached).abs().max() > 1e-6 * g_full.abs().max()
-    # constant_mask() (the BPDA attack's view): the same logits, and exactly the detached gradient
-    with defended.constant_mask():
+
+
+def test_smooth_gradients_keep_the_forward_and_use_the_surrogate(resnet18, resnet18_rankings, foolbox_images):
+    x = foolbox_images[0][:4].clone().requires_grad_(True)
+    noise = torch.randn(1, *x.shape) * 4 / 255
+    defended = IGDefense(resnet18, resnet18_rankings, k=50, tau=0.01).eval()
+    with defended.smooth_gradients(tau=1.0):  # the view apgd-ce-bpda attacks
         logits = defended(x, noise=noise)
-        g_constant, = torch.autograd.grad(logits.logsumexp(1).sum(), x)
-    torch.testing.assert_close(logits, defended(x, noise=noise))
-    torch.testing.assert_close(g_constant, g_detached)
-    assert not defended._mask_is_constant  # left when the block ends
+        g_bpda, = torch.autograd.grad(logits.logsumexp(1).sum(), x)
+    torch.testing.assert_close(logits, defended(x, noise=noise))  # forward unchanged
+    assert defended._gradient_tau is None  # left when the block ends
+    # written out: the pseudo-label's value at tau = 0.01, its gradient from tau = 1
+    z = resnet18(x + noise[0])
+    soft = torch.softmax(z, 1)
+    p = soft + (torch.softmax(z / 0.01, 1) - soft).detach()
+    h = resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))
+    g_ref, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
+    h.remove()
+    torch.testing.assert_close(g_bpda, g_ref)
 
 
 def test_drop_in_module_behaviour(resnet18, resnet18_rankings, foolbox_images):
