@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -13,22 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from igdefense.atomic import atomic_write
+from igdefense.machine import machine
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cuda": torch.cuda.is_available()}
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:

@@ -17,6 +17,7 @@ from .attacks import ATTACKS, AttackSettings
 from .data import CIFAR10_CLASSES, DataNotFoundError, cache_dir, cifar10_loader
 from .defense import IGDefense
 from .lo_ir import lo_ir
+from .machine import machine
 from .rankings import Rankings
 
 
@@ -170,6 +171,8 @@ def cmd_eval(args) -> int:
             print(f"wrote {plot_eps_curves(curves, out / 'eps_curve.png', 'APGD-CE')}")
         except ImportError:
             print("matplotlib is missing (pip install 'igdefense[plot]'): eps_curve.json written, no plot")
+    meta["run"] = {"command": "igdefense " + " ".join(sys.argv[1:]), "machine": machine(),
+                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path = write_report(out, results, "base", meta, sanity)
     print(markdown_table(summary_rows(results, "base")))
     for c in sanity or []:

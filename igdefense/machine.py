@@ -1,0 +1,19 @@
+"""What machine a measurement was made on (written beside benchmark and evaluation results)."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cuda": torch.cuda.is_available()}
