@@ -332,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     except DataNotFoundError as e:
         print(f"igdefense: {e}", file=sys.stderr)
         return 2
+    finally:
+        # Under torchrun: a process that exits with its gloo group alive can abort ("terminate
+        # called without an active exception") while the others still work, failing the run.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -35,17 +35,23 @@ def test_gradient_masking_is_caught(standard_cnn, test_batch):
     assert not checks["white-box vs transfer"].passed, checks["white-box vs transfer"]
 
 
-def test_evaluate_runs_the_checks_on_images_spread_over_the_data(robust_cnn, test_batch):
+def test_evaluate_attaches_the_checks(standard_cnn, test_batch):
+    x, y = test_batch
+    result = evaluate(standard_cnn, [(x[:15], y[:15]), (x[15:], y[15:])], attacks=[], sanity=True, sanity_n=5,
+                      progress=False)
+    assert [c.name for c in result.sanity] == ["gradients", "eps sweep", "more steps", "white-box vs black-box"]
+
+
+def test_the_defense_also_faces_transfer_eot_and_bpda(robust_cnn, test_batch):
     from igdefense import IGDefense, zoo
 
     defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
-    x, y = test_batch  # ordered by class, 3 each
-    result = evaluate(defended, [(x[:15], y[:15]), (x[15:], y[15:])], attacks=[], base_model=robust_cnn,
-                      eot_iter=2, sanity=True, sanity_n=5, progress=False)
-    names = [c.name for c in result.sanity]
-    assert names == ["gradients", "eps sweep", "more steps", "white-box vs black-box", "white-box vs transfer",
-                     "EOT white-box vs transfer", "BPDA white-box vs transfer"]
-    assert result.sanity[0].passed  # the defense's gradients are finite and non-zero
+    settings = AttackSettings(n_iter=10, square_queries=100, eot_iter=2)
+    checks = run_sanity_checks(defended, test_batch[0][::6], test_batch[1][::6], settings=settings,
+                               base_model=robust_cnn)
+    assert [c.name for c in checks][-3:] == ["white-box vs transfer", "EOT white-box vs transfer",
+                                            "BPDA white-box vs transfer"]
+    assert checks[0].passed  # the defense's gradients are finite and non-zero
 
 
 def test_spread_sample_reaches_every_class(test_batch):
