@@ -4,8 +4,8 @@ batch; an image survives an attack only if the model is right on every candidate
 White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW margin),
 ``apgd-t`` (targeted DLR, 3 target classes), the EOT versions ``apgd-ce-eot``, ``apgd-dlr-eot``
 (gradients averaged over ``eot_iter`` draws of the defense's noise), ``apgd-ce-bpda`` (an
-IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo-label: BPDA), ``autoattack`` (standard) and
-``autoattack-rand`` (AutoAttack's version for randomized models).
+IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo-label: BPDA),
+``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model.

@@ -161,7 +161,7 @@ def cmd_eval(args) -> int:
         x, y = next(iter(cifar10_loader("test", per_class=max(1, args.sanity_n // 10), batch_size=args.sanity_n,
                                         root=args.data)))
         eps_values = sorted({2 / 255, 4 / 255, args.eps, 16 / 255, 32 / 255, 1.0})
-        curves = {name: accuracy_vs_eps(m, x, y, eps_values) for name, m in models.items()}
+        curves = {name: accuracy_vs_eps(models[name], x, y, eps_values) for name in ("base", rankings.method)}
         sanity = run_sanity_checks(models[rankings.method], x, y, eps=args.eps, sweep=curves[rankings.method],
                                    base_model=base, settings=AttackSettings(seed=args.seed, eot_iter=args.eot_iter))
         out.mkdir(parents=True, exist_ok=True)
