@@ -147,7 +147,7 @@ def cmd_eval(args) -> int:
                                      eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, base_model=base,
                                      desc=f"{name}, batch {done}/{len(loader)}", log_path=out / f"{name}.jsonl",
                                      cascade=args.cascade, adv_cache=cache_dir() / "adversarial")
-            if rank == 0 and done < len(loader):  # interim: every model so far, on the images all have done
+            if rank == 0:  # every model so far, on the images all have done (complete before the sanity checks)
                 n = min(len(r.correct["clean"]) for r in results.values())
                 write_report(out, {k: r.first(n) for k, r in results.items()}, "base", {**meta, "images_done": n})
     if rank > 0:
