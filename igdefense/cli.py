@@ -156,13 +156,14 @@ def cmd_eval(args) -> int:
     if args.sanity:
         from .atomic import atomic_write
         from .report import plot_eps_curves
-        from .sanity import accuracy_vs_eps, run_sanity_checks
+        from .sanity import correct_vs_eps, run_sanity_checks
 
         x, y = next(iter(cifar10_loader("test", per_class=max(1, args.sanity_n // 10), batch_size=args.sanity_n,
                                         root=args.data)))
         eps_values = sorted({2 / 255, 4 / 255, args.eps, 16 / 255, 32 / 255, 1.0})
-        curves = {name: accuracy_vs_eps(models[name], x, y, eps_values) for name in ("base", rankings.method)}
-        sanity = run_sanity_checks(models[rankings.method], x, y, eps=args.eps, sweep=curves[rankings.method],
+        per_image = {name: correct_vs_eps(models[name], x, y, eps_values) for name in ("base", rankings.method)}
+        curves = {name: {e: c.float().mean().item() for e, c in p.items()} for name, p in per_image.items()}
+        sanity = run_sanity_checks(models[rankings.method], x, y, eps=args.eps, sweep=per_image[rankings.method],
                                    base_model=base, settings=AttackSettings(seed=args.seed, eot_iter=args.eot_iter))
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "eps_curve.json",

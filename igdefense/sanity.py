@@ -39,12 +39,17 @@ def _correct(model, x, y, attack: str, settings: AttackSettings, source: nn.Modu
     return ok
 
 
+def correct_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values=(8 / 255, 16 / 255, 32 / 255, 1.0),
+                   attack: str = "apgd-ce", settings: AttackSettings | None = None) -> dict[float, torch.Tensor]:
+    """Per-image correctness under ``attack`` at each radius (for the eps sweep and the robustness curve)."""
+    base = settings or AttackSettings()
+    return {e: _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e})) for e in eps_values}
+
+
 def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values=(8 / 255, 16 / 255, 32 / 255, 1.0),
                     attack: str = "apgd-ce", settings: AttackSettings | None = None) -> dict[float, float]:
-    """Accuracy under ``attack`` at each radius (for the eps sweep and the robustness curve)."""
-    base = settings or AttackSettings()
-    return {e: _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e})).float().mean().item()
-            for e in eps_values}
+    """Accuracy under ``attack`` at each radius."""
+    return {e: c.float().mean().item() for e, c in correct_vs_eps(model, x, y, eps_values, attack, settings).items()}
 
 
 def gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Check:
@@ -67,7 +72,7 @@ def not_weaker(name: str, strong: torch.Tensor, weak: torch.Tensor, strong_name:
 def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "apgd-ce",
                       eps: float = 8 / 255, settings: AttackSettings | None = None,
                       black_box: str = "square", base_model: nn.Module | None = None, tolerance: float = 0.03,
-                      sweep: dict[float, float] | None = None) -> list[Check]:
+                      sweep: dict[float, torch.Tensor] | None = None) -> list[Check]:
     """Run the checks on one batch; failures are printed loudly to stderr.
 
     - gradients are finite and non-zero;
@@ -81,18 +86,19 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
       ``apgd-ce-bpda`` (gradients through a smoother pseudo-label).
     The last three are paired comparisons that fail only beyond noise (95% interval).
 
-    ``sweep``: an :func:`accuracy_vs_eps` result for these images and ``attack``, including ``eps``
-    and 1.0 (computed when None).
+    ``sweep``: a :func:`correct_vs_eps` result for these images and ``attack``, including ``eps``
+    and 1.0 (computed when None); its run at ``eps`` is the 100-step white-box result.
     """
     base = AttackSettings(**{**(settings or AttackSettings()).__dict__, "eps": eps})
     checks = [gradient_check(model, x, y)]
     if sweep is None or not {eps, 1.0} <= set(sweep):
-        sweep = accuracy_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base)
-    accs = [sweep[e] for e in sorted(sweep)]
+        sweep = correct_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base)
+    acc = {e: sweep[e].float().mean().item() for e in sorted(sweep)}
+    accs = list(acc.values())
     monotone = all(b <= a + tolerance for a, b in zip(accs, accs[1:]))
-    text = ", ".join(f"{e * 255:.0f}/255: {100 * sweep[e]:.1f}%" for e in sorted(sweep))
-    checks.append(Check("eps sweep", monotone and sweep[1.0] <= tolerance, text))
-    many = _correct(model, x, y, attack, base)
+    text = ", ".join(f"{e * 255:.0f}/255: {100 * a:.1f}%" for e, a in acc.items())
+    checks.append(Check("eps sweep", monotone and acc[1.0] <= tolerance, text))
+    many = sweep[eps]  # the same attack at eps: not run twice
     few = _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "n_iter": 10}))
     checks.append(not_weaker("more steps", many, few, f"{attack} 100 steps", "10 steps"))
     bb = _correct(model, x, y, black_box, base)
