@@ -150,6 +150,8 @@ def cmd_eval(args) -> int:
             if rank == 0:  # every model so far, on the images all have done (complete before the sanity checks)
                 n = min(len(r.correct["clean"]) for r in results.values())
                 write_report(out, {k: r.first(n) for k, r in results.items()}, "base", {**meta, "images_done": n})
+    if shard()[1] > 1:
+        torch.distributed.barrier()  # no process leaves (closing its connections) while another still gathers
     if rank > 0:
         return 0  # rank 0 reports
     sanity = None
