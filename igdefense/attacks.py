@@ -8,7 +8,7 @@ IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo
 ``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
-AutoAttack examples on the undefended base model.
+AutoAttack examples on the undefended base model (``AttackSettings.transfer_from`` chooses).
 
 With ``AttackSettings.cache`` set, the examples crafted on a deterministic model (no ``reseed``:
 not an IGDefense) are stored there, keyed by the model's weights, the batch and the settings: the
@@ -33,18 +33,23 @@ WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dl
 BLACK_BOX = ("square", "rays")
 TRANSFER = ("transfer",)
 ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
+TRANSFER_SOURCES = ("apgd-ce", "apgd-cw", "apgd-t", "autoattack")  # the paper's transfer attacks (RayS aside)
 
 
 @dataclass
 class AttackSettings:
+    """Budgets and options of every attack. The defaults are the standard ones (AutoAttack's own
+    budgets included); smaller budgets are for quick tests, never for reported numbers."""
+
     eps: float = 8 / 255
     norm: str = "Linf"
     seed: int = 0
-    eot_iter: int = 20  # noise draws per gradient in the *-eot attacks (the paper: 20)
-    n_iter: int = 100  # APGD steps
-    square_queries: int = 5_000
+    eot_iter: int = 20  # noise draws per gradient in the *-eot attacks and autoattack-rand (the paper: 20)
+    n_iter: int = 100  # APGD steps, in AutoAttack too (its APGD, APGD-T and FAB)
+    square_queries: int = 5_000  # Square, in AutoAttack too
     rays_queries: int = 10_000
     base_model: nn.Module | None = None  # source of transfer attacks
+    transfer_from: tuple[str, ...] = TRANSFER_SOURCES  # attacks crafted on base_model by "transfer"
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
 
 
@@ -86,6 +91,10 @@ def _autoattack(model, x, y, s: AttackSettings, version: str = "standard"):
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, eps=s.eps, norm=s.norm, version=version, device=x.device, seed=s.seed)
+    aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = s.n_iter
+    aa.square.n_queries = s.square_queries
+    if version == "rand":
+        aa.apgd.eot_iter = s.eot_iter
     return aa.run_standard_evaluation(x, y, batch_size=len(x))[0]
 
 
@@ -108,8 +117,11 @@ def _rays(model, x, y, s: AttackSettings):
 def _transfer(model, x, y, s: AttackSettings):
     if s.base_model is None:
         raise ValueError("the transfer attack needs base_model= (the undefended model)")
-    return [c for name in ("apgd-ce", "apgd-cw", "apgd-t", "autoattack")
-            for c in run_attack(name, s.base_model, x, y, s)]
+    unknown = [name for name in s.transfer_from if name not in _RUNNERS or name == "transfer"]
+    if unknown or not s.transfer_from:
+        raise ValueError(f"transfer_from must name attacks to craft on the base model, from {ATTACKS[:-1]}; "
+                         f"got {s.transfer_from}")
+    return [c for name in s.transfer_from for c in run_attack(name, s.base_model, x, y, s)]
 
 
 _RUNNERS: dict[str, Callable] = {

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .rankings import Rankings, RankingsError
-from .split import Site, apply_neuron_mask, find_split, head_fingerprint, hooks, model_device, register_at
+from .split import (Site, apply_neuron_mask, find_split, head_fingerprint, hooks, model_device, model_dtype,
+                    register_at)
 from .validation import check_images
 
 
@@ -28,7 +29,8 @@ class IGDefense(nn.Module):
     Args:
         model: the classifier (taking images, returning logits (B, classes)).
         rankings: :class:`Rankings` (or a path to a saved one) computed for this model.
-        k: neurons kept per class; default 10% of the neurons (the paper's 50 of 512).
+        k: neurons kept per class; default 10% of the neurons, rounded (51 of 512, 13 of 128). The
+            paper uses k = 50 on CIFAR (of 512 neurons in ResNet-18, 640 in WRN-34-10): pass ``k=50``.
         sigma: std of the Gaussian noise of pass 1, in the model's input space (paper: eps/2).
         n_samples: noise draws averaged (in logit space) for the pseudo-label.
         tau: softmax temperature of the pseudo-label.
@@ -43,8 +45,11 @@ class IGDefense(nn.Module):
             classifier's input and the classifier's output to be the model's output; otherwise
             (``layer=`` a deeper site) two passes are made anyway.
 
-    Keep the wrapper in ``eval()`` mode: in train mode batch-norm statistics would mix the noisy
-    and clean inputs.
+    The wrapped model must be in eval mode (``wrap`` sets it): a forward with any of its modules in
+    train mode raises, since batch norm would mix pass 1's noisy images with the clean ones and
+    update its running statistics. Images are cast to the model's dtype (float16 or float64
+    images work with a float32 model); the logits come in the model's dtype. An empty batch gives
+    empty logits (0, classes).
 
     Example::
 
@@ -121,13 +126,40 @@ class IGDefense(nn.Module):
         n_samples == 1 (already scaled: it is added as is). None draws N(0, sigma^2).
         """
         check_images(x, self.input_range)
+        self._check_runnable(x)
+        x = x.to(model_dtype(self.model))  # differentiable: attacks on float64 images still get gradients
         if noise is None:
             noise = self.draw_noise(x)
         elif noise.shape == x.shape and self.n_samples == 1:
             noise = noise.unsqueeze(0)
         elif noise.shape != (self.n_samples, *x.shape):
             raise ValueError(f"noise must have shape {(self.n_samples, *x.shape)}, got {tuple(noise.shape)}")
-        return self.defend(x, noise)
+        noise = noise.to(x.dtype)
+        if not len(x):  # some models fail on empty batches (a reshape with -1); the answer is known
+            return x.new_zeros(0, self.split.num_classes)
+        try:
+            return self.defend(x, noise)
+        except RuntimeError as e:
+            if tuple(x.shape[2:]) == self.input_shape[1:]:
+                raise
+            # Models with global pooling take other sizes; say what was expected when this one does not.
+            raise ValueError(f"the model fails on {tuple(x.shape[2:])} images; the rankings were computed on "
+                             f"images of shape {self.input_shape}: resize the images to that size. "
+                             f"The model's error: {e}") from e
+
+    def _check_runnable(self, x: torch.Tensor) -> None:
+        training = next((name for name, m in self.model.named_modules() if m.training), None)
+        if training is not None:
+            which = f"its module {training!r}" if training else "the model"
+            raise RuntimeError(f"IGDefense runs the model in eval mode only, but {which} is in train mode "
+                               "(batch norm would mix pass 1's noisy images with the clean ones and update its "
+                               "statistics): call defended.eval() (igdefense.wrap does it for you)")
+        channels = self.input_shape[0]
+        if x.shape[1] != channels:
+            hint = " (repeat grayscale images: x.expand(-1, 3, -1, -1))" if x.shape[1] == 1 and channels == 3 else ""
+            raise ValueError(f"images have {x.shape[1]} channels, but this model takes images of shape "
+                             f"(batch, {', '.join(map(str, self.input_shape))}) (stored in its rankings); got "
+                             f"{tuple(x.shape)}{hint}")
 
     def defend(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The defense proper, without input checks: ``noise`` has shape (n_samples, *x.shape)."""
@@ -138,12 +170,12 @@ class IGDefense(nn.Module):
         return self._forward_two_passes(noisy, x)
 
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
-        mean_logits = noisy_logits.reshape(self.n_samples, batch, -1).mean(0)  # (B, classes)
+        mean_logits = noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)
         p = torch.softmax(mean_logits / self.tau, dim=1)
         if self._gradient_tau is not None:  # forward value p, gradient of the smoother surrogate
             surrogate = torch.softmax(mean_logits / self._gradient_tau, dim=1)
             p = surrogate + (p - surrogate).detach()
-        return p @ self.class_masks  # (B, neurons)
+        return p @ self.class_masks.to(p.dtype)  # (B, neurons)
 
     def _forward_shared_backbone(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         head = self.model.get_submodule(self.split.head)

@@ -18,11 +18,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .attacks import ATTACKS, AttackSettings, run_attack
+from .attacks import ATTACKS, TRANSFER_SOURCES, AttackSettings, run_attack
 from .split import model_device
+from .validation import check_images, check_labels
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -64,16 +64,19 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
              attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
              eot_iter: int = 20, base_model: nn.Module | None = None, progress: bool = True,
              desc: str = "evaluating", log_path: str | os.PathLike | None = None, cascade: bool = False,
-             adv_cache: str | os.PathLike | None = None, sanity: bool = False, sanity_n: int = 100) -> EvalResult:
+             adv_cache: str | os.PathLike | None = None, sanity: bool = False, sanity_n: int = 100,
+             transfer_from: Sequence[str] = TRANSFER_SOURCES) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
         model: classifier or defended model (eval mode is set by the caller).
-        data: a DataLoader of (images, labels) or one (images, labels) pair of tensors.
+        data: a DataLoader of (images, labels) or one (images, labels) pair of tensors; images
+            (B, C, H, W) float in [0, 1], labels (B,) integer class indices.
         attacks: names from :data:`igdefense.attacks.ATTACKS`.
         eps: L-p radius; norm: "Linf", "L2" or "L1".
         eot_iter: noise draws averaged per gradient step in the ``*-eot`` attacks.
         base_model: the undefended model, the source of the ``transfer`` attack.
+        transfer_from: the attacks ``transfer`` crafts on ``base_model`` (default: the paper's four).
         log_path: a JSONL file that gets a line after the clean pass and after each attack of a
             batch; an interrupted run given the same file (and the same data, in the same order)
             resumes at the step it was in.
@@ -100,10 +103,12 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     batches = [data] if isinstance(data, tuple) else data
     device = model_device(model)
     settings = AttackSettings(eps=eps, norm=norm, seed=seed, eot_iter=eot_iter, base_model=base_model,
-                              cache=Path(adv_cache) if adv_cache else None)
+                              transfer_from=tuple(transfer_from), cache=Path(adv_cache) if adv_cache else None)
     header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
     if cascade:
         header["cascade"] = True
+    if "transfer" in attacks and settings.transfer_from != TRANSFER_SOURCES:  # (older logs stay resumable)
+        header["transfer_from"] = list(settings.transfer_from)
     rank, world = shard()
     own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
@@ -115,6 +120,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         total += len(y)
         if i % world != rank:
             continue
+        check_images(x, (0.0, 1.0), name=f"images (batch {i})")
+        check_labels(y, len(x), name=f"labels (batch {i})")
         record = done.get(i, {"batch": i})
         if "clean" in record and len(record["clean"]) != len(y):
             raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
@@ -179,7 +186,9 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
             model.reseed(batch_seed * 1000 + step_index)
         if name == "clean":
             with torch.no_grad():
-                known["clean"] = (model(x).argmax(1) == y).cpu()
+                logits = model(x)
+            check_labels(y, len(x), logits.shape[1])
+            known["clean"] = (logits.argmax(1) == y).cpu()
             save("clean", known["clean"])
             continue
         ok = known["clean"]

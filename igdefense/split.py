@@ -70,6 +70,11 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """Floating dtype of the model's first floating parameter (float32 for a parameter-free model)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def _is_classifier(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear):
         return True

@@ -24,3 +24,17 @@ def check_images(x: torch.Tensor, value_range: tuple[float, float] | None = (0.0
             raise ValueError(f"{name} have values in [{xmin:.3g}, {xmax:.3g}] but the model expects "
                              f"[{lo}, {hi}]; scale them (x / 255) and do not normalise them yourself, "
                              "or pass input_range=None if your model takes another range")
+
+
+def check_labels(y: torch.Tensor, n_images: int, num_classes: int | None = None, name: str = "labels") -> None:
+    """Raise ValueError/TypeError unless ``y`` holds ``n_images`` class indices in [0, num_classes)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"{name} must be a 1-D integer tensor of class indices (not one-hot or scores), "
+                        f"got {y.dtype} of shape {tuple(y.shape)}")
+    if len(y) != n_images:
+        raise ValueError(f"{name}: {len(y)} labels for {n_images} images; give one label per image")
+    if len(y) and num_classes is not None and not 0 <= int(y.min()) <= int(y.max()) < num_classes:
+        raise ValueError(f"{name} range over [{int(y.min())}, {int(y.max())}] but the model has {num_classes} "
+                         f"classes: labels must be in [0, {num_classes - 1}]")

@@ -118,11 +118,11 @@ def test_no_hook_left_behind(resnet18, resnet18_rankings, foolbox_images):
     assert _no_hooks(resnet18)  # construction (the split probe) leaves nothing
     defended(x)
     assert _no_hooks(resnet18)  # nor does a forward
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError):
         defended(torch.rand(2, 3, 4, 4))  # fails inside the backbone, with the hook in place
     assert _no_hooks(resnet18)
     slow = IGDefense(resnet18, resnet18_rankings, k=50, shared_backbone=False)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError):
         slow(torch.rand(2, 3, 4, 4))
     assert _no_hooks(resnet18)
     del defended, slow
