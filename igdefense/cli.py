@@ -341,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)
     try:
         return args.func(args)
-    except DataNotFoundError as e:
-        print(f"igdefense: {e}", file=sys.stderr)
+    except (DataNotFoundError, ValueError, TypeError) as e:  # bad input (RankingsError, SplitError too): no traceback
+        if args.verbose:
+            raise
+        print(f"igdefense: {e}\n(run igdefense -v ... for the traceback)", file=sys.stderr)
         return 2
     finally:
         # Under torchrun: a process that exits with its gloo group alive can abort ("terminate

@@ -31,11 +31,20 @@ class PairedDifference:
 
 
 def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> PairedDifference:
-    """Paired (per-image) difference of two bool correctness vectors, Wald interval on d_i = b_i - a_i."""
+    """Paired (per-image) difference of two bool correctness vectors, accuracy of ``b`` minus ``a``.
+
+    The interval is Agresti & Min's (Statistics in Medicine 2005): the Wald interval of the matched
+    2x2 table with 0.5 added to each cell. The plain Wald interval collapses to [0, 0] when no image
+    differs (and is too narrow when few do), claiming a certainty that 200 images cannot give.
+    """
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"need two 1-D vectors over the same images, got {tuple(a.shape)} and {tuple(b.shape)}")
-    d = b.double() - a.double()
-    n = len(d)
-    mean = d.mean().item()
-    se = math.sqrt(max(d.var(unbiased=True).item(), 0.0) / n) if n > 1 else math.inf
-    return PairedDifference(mean, mean - z * se, mean + z * se, int((d > 0).sum()), int((d < 0).sum()), n)
+    n = len(a)
+    b_only, a_only = int((b & ~a).sum()), int((a & ~b).sum())
+    if n == 0:
+        return PairedDifference(0.0, -math.inf, math.inf, 0, 0, 0)
+    m = n + 2  # four cells, 0.5 each
+    gain, loss = (b_only + 0.5) / m, (a_only + 0.5) / m
+    centre = gain - loss
+    se = math.sqrt(max(gain + loss - centre ** 2, 0.0) / m)
+    return PairedDifference((b_only - a_only) / n, centre - z * se, centre + z * se, b_only, a_only, n)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import igdefense
-from igdefense.attacks import AttackSettings, _cw_loss, run_attack
+from igdefense.attacks import ATTACKS, AttackSettings, _cw_loss, run_attack
 from igdefense.rays import RayS
 
 
@@ -48,12 +48,59 @@ def test_bpda_needs_an_igdefense(standard_cnn, test_batch):
         run_attack("apgd-ce-bpda", standard_cnn, *test_batch, AttackSettings())
 
 
-def test_eot_attack_on_the_defended_model(robust_cnn, test_batch):
-    rankings = igdefense.zoo.rankings("smallcnn-robust")
-    defended = igdefense.wrap(robust_cnn, rankings, seed=0)
+@pytest.fixture(scope="module")
+def defended_standard(standard_cnn, probe_loader):
+    return igdefense.wrap(standard_cnn, igdefense.lo_ir(standard_cnn, probe_loader, progress=False), seed=0)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_every_attack_runs_and_fools_the_defended_standard_model(name, defended_standard, standard_cnn, test_batch):
+    # Tiny budgets (AutoAttack's own too): each attack must still break a normally trained model.
+    x, y = test_batch[0][::5], test_batch[1][::5]
+    settings = AttackSettings(n_iter=5, eot_iter=2, square_queries=50, rays_queries=100, base_model=standard_cnn)
+    defended_standard.reseed(0)
+    with torch.no_grad():
+        correct = defended_standard(x).argmax(1) == y
+    candidates = run_attack(name, defended_standard, x, y, settings)
+    assert candidates and correct.any()
+    fooled = torch.zeros_like(correct)
+    for adv in candidates:
+        assert adv.shape == x.shape and adv.dtype == x.dtype
+        assert (adv - x).abs().amax() <= settings.eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        with torch.no_grad():
+            fooled |= defended_standard(adv).argmax(1) != y
+    assert (fooled & correct).any()
+
+
+def test_autoattack_budgets_follow_the_settings(robust_cnn, test_batch):
+    x, y = test_batch[0][:4], test_batch[1][:4]
+    calls = {}
+    for steps in (2, 8):
+        seen = []
+        handle = robust_cnn.register_forward_pre_hook(lambda m, a: seen.append(1))
+        try:
+            run_attack("autoattack", robust_cnn, x, y, AttackSettings(n_iter=steps, square_queries=5 * steps))
+        finally:
+            handle.remove()
+        calls[steps] = len(seen)
+    assert calls[8] > 2 * calls[2]  # APGD, APGD-T, FAB-T and Square all took the smaller budget
+
+
+def test_eot_averages_over_noise_draws_and_breaks_images(robust_cnn, test_batch):
+    defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
     x, y = test_batch[0][:10], test_batch[1][:10]
+    calls = {}
+    for eot in (1, 3):
+        seen = []
+        handle = defended.register_forward_pre_hook(lambda m, a: seen.append(1))
+        try:
+            run_attack("apgd-ce-eot", defended, x, y, AttackSettings(n_iter=10, eot_iter=eot))
+        finally:
+            handle.remove()
+        calls[eot] = len(seen)
+    assert calls[3] >= 2.5 * calls[1]  # three forward/backward passes per step instead of one
     result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], eot_iter=2, progress=False)
-    assert result.robust_accuracy["apgd-ce-eot"] <= result.clean_accuracy
+    assert result.robust_accuracy["apgd-ce-eot"] < result.clean_accuracy  # the robust model still loses images
 
 
 def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, test_batch, tmp_path):

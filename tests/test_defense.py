@@ -7,7 +7,7 @@ import torch
 
 import igdefense
 from igdefense import IGDefense
-from igdefense.split import head_fingerprint
+from igdefense.split import head_fingerprint, hooks
 
 
 def _no_hooks(model):
@@ -34,13 +34,13 @@ def test_matches_the_formula_written_out(resnet18, resnet18_rankings, foolbox_im
     noise = torch.randn(1, *x.shape, generator=torch.Generator().manual_seed(1)) * 4 / 255
     defended = IGDefense(resnet18, resnet18_rankings, k=50).eval()
     feats = {}
-    h = resnet18.linear.register_forward_pre_hook(lambda m, a: feats.__setitem__("a", a[0]))
-    with torch.no_grad():
+    with hooks([resnet18.linear.register_forward_pre_hook(lambda m, a: feats.__setitem__("a", a[0]))]), \
+            torch.no_grad():
         p = torch.softmax(resnet18(x + noise[0]) / 0.01, dim=1)
         resnet18(x)
+    with torch.no_grad():
         expected = resnet18.linear(feats["a"] * (p @ resnet18_rankings.mask(50)))
         got = defended(x, noise=noise)
-    h.remove()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -73,9 +73,8 @@ def test_gradient_flows_through_both_passes(resnet18, resnet18_rankings, foolbox
     assert torch.isfinite(g_full).all() and g_full.abs().sum() > 0
     # Same computation with the pseudo-label detached: the gradient must differ (pass 1 contributes).
     p = torch.softmax(resnet18(x + noise[0]) / 1.0, 1).detach()
-    h = resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))
-    g_detached, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
-    h.remove()
+    with hooks([resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))]):
+        g_detached, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
     assert (g_full - g_detached).abs().max() > 1e-6 * g_full.abs().max()
 
 
@@ -92,9 +91,8 @@ def test_smooth_gradients_keep_the_forward_and_use_the_surrogate(resnet18, resne
     z = resnet18(x + noise[0])
     soft = torch.softmax(z, 1)
     p = soft + (torch.softmax(z / 0.01, 1) - soft).detach()
-    h = resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))
-    g_ref, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
-    h.remove()
+    with hooks([resnet18.linear.register_forward_pre_hook(lambda m, a: (a[0] * (p @ defended.class_masks),))]):
+        g_ref, = torch.autograd.grad(resnet18(x).logsumexp(1).sum(), x)
     torch.testing.assert_close(g_bpda, g_ref)
 
 

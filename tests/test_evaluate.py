@@ -5,14 +5,25 @@ import json
 import pytest
 import torch
 
-from igdefense.evaluate import evaluate
+from igdefense.evaluate import EvalResult, evaluate
 
 
 def test_apgd_breaks_a_standard_model(standard_cnn, test_batch):
     result = evaluate(standard_cnn, test_batch, attacks=["apgd-ce"], progress=False)
     assert result.clean_accuracy >= 0.7
     assert result.robust_accuracy["apgd-ce"] <= 0.05  # a normally trained model has no robustness
-    assert result.worst_case_accuracy <= result.robust_accuracy["apgd-ce"]
+    assert torch.equal(result.worst_case, result.correct["clean"] & result.correct["apgd-ce"])
+
+
+def test_worst_case_is_per_image_not_the_weakest_column():
+    # Attack a breaks image 0, attack b image 1: each column says 2/3, the image-wise worst case 1/3.
+    result = EvalResult({"clean": torch.tensor([True, True, True]), "a": torch.tensor([False, True, True]),
+                         "b": torch.tensor([True, False, True])})
+    assert result.robust_accuracy == {"a": pytest.approx(2 / 3), "b": pytest.approx(2 / 3)}
+    assert result.worst_case.tolist() == [False, False, True]
+    assert result.worst_case_accuracy == pytest.approx(1 / 3)
+    # An image wrong when clean does not count, whatever the attacks' columns say.
+    assert not EvalResult({"clean": torch.tensor([False]), "a": torch.tensor([True])}).worst_case.any()
 
 
 def test_resume_from_log(resnet18, foolbox_images, tmp_path):

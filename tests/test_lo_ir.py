@@ -5,6 +5,7 @@ import torch
 
 import igdefense
 from igdefense.data import cifar10_loader
+from igdefense.split import hooks
 
 
 def test_closed_form_equals_brute_force_ablation(robust_cnn):
@@ -20,12 +21,10 @@ def test_closed_form_equals_brute_force_ablation(robust_cnn):
 def test_closed_form_on_pretrained_resnet18(resnet18, resnet18_rankings, probe_loader):
     # importance[c, j] = |W[c, j]| * mean over class-c images of |a_j|, computed here by hand.
     feats, labels = [], []
-    h = resnet18.linear.register_forward_pre_hook(lambda m, a: feats.append(a[0]))
-    with torch.no_grad():
+    with hooks([resnet18.linear.register_forward_pre_hook(lambda m, a: feats.append(a[0]))]), torch.no_grad():
         for x, y in probe_loader:
             resnet18(x)
             labels.append(y)
-    h.remove()
     a, y = torch.cat(feats), torch.cat(labels)
     expected = torch.stack([a[y == c].abs().mean(0) for c in range(10)]) * resnet18.linear.weight.abs()
     torch.testing.assert_close(resnet18_rankings.importance, expected, rtol=1e-5, atol=1e-6)

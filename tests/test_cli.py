@@ -1,0 +1,30 @@
+"""The command line, run as a user runs it (real zoo model, real CIFAR-10 images, real attacks)."""
+
+import re
+
+from igdefense.cli import main
+
+
+def test_demo_shows_transfer_and_the_worst_case(capsys):
+    assert main(["demo", "--images", "10", "--batch-size", "10"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "clean" in line and "worst case" in line)
+    assert "APGD-CE (white-box)" in header and "APGD-CE from the base (transfer)" in header
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.startswith(("undefended", "IG-defended"))}
+    assert rows["undefended"][2] == "-"  # the base model has no transfer column: it is its own source
+    defended = [float(v[:-1]) for v in rows["IG-defended"]]
+    assert len(defended) == 4 and defended[3] <= min(defended[:3])
+    assert re.search(r"worst case, IG-defended minus undefended: [+-]\d+\.\d\d points, 95% CI .*n=10\b", out)
+    assert "k=13/128" in out  # 10% of the robust SmallCNN's 128 neurons, rounded
+
+
+def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, tmp_path):
+    truncated = tmp_path / "r.safetensors"
+    truncated.write_bytes(b"not a rankings file")
+    assert main(["export", "--rankings", str(truncated), "-o", str(tmp_path / "d.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable rankings file" in err and "Traceback" not in err
+    assert not (tmp_path / "d.onnx").exists()
+    assert main(["demo", "--k", "0"]) == 2
+    assert "k=0 must be between 1 and the number of neurons (128)" in capsys.readouterr().err
