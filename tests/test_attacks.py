@@ -72,32 +72,29 @@ def test_every_attack_runs_and_fools_the_defended_standard_model(name, defended_
     assert (fooled & correct).any()
 
 
+def _forward_calls(model, run) -> int:
+    """How many times ``run()`` calls ``model``."""
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return len(calls)
+
+
 def test_autoattack_budgets_follow_the_settings(robust_cnn, test_batch):
     x, y = test_batch[0][:4], test_batch[1][:4]
-    calls = {}
-    for steps in (2, 8):
-        seen = []
-        handle = robust_cnn.register_forward_pre_hook(lambda m, a: seen.append(1))
-        try:
-            run_attack("autoattack", robust_cnn, x, y, AttackSettings(n_iter=steps, square_queries=5 * steps))
-        finally:
-            handle.remove()
-        calls[steps] = len(seen)
+    calls = {steps: _forward_calls(robust_cnn, lambda: run_attack(
+        "autoattack", robust_cnn, x, y, AttackSettings(n_iter=steps, square_queries=5 * steps))) for steps in (2, 8)}
     assert calls[8] > 2 * calls[2]  # APGD, APGD-T, FAB-T and Square all took the smaller budget
 
 
 def test_eot_averages_over_noise_draws_and_breaks_images(robust_cnn, test_batch):
     defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
     x, y = test_batch[0][:10], test_batch[1][:10]
-    calls = {}
-    for eot in (1, 3):
-        seen = []
-        handle = defended.register_forward_pre_hook(lambda m, a: seen.append(1))
-        try:
-            run_attack("apgd-ce-eot", defended, x, y, AttackSettings(n_iter=10, eot_iter=eot))
-        finally:
-            handle.remove()
-        calls[eot] = len(seen)
+    calls = {eot: _forward_calls(defended, lambda: run_attack(
+        "apgd-ce-eot", defended, x, y, AttackSettings(n_iter=10, eot_iter=eot))) for eot in (1, 3)}
     assert calls[3] >= 2.5 * calls[1]  # three forward/backward passes per step instead of one
     result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], eot_iter=2, progress=False)
     assert result.robust_accuracy["apgd-ce-eot"] < result.clean_accuracy  # the robust model still loses images
@@ -108,13 +105,9 @@ def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, 
     settings = AttackSettings(n_iter=5, cache=tmp_path)
     first, = run_attack("apgd-ce", standard_cnn, x, y, settings)
     assert len(list(tmp_path.glob("apgd-ce-*.pt"))) == 1
-    calls = []
-    handle = standard_cnn.register_forward_pre_hook(lambda m, a: calls.append(1))
-    try:
-        again, = run_attack("apgd-ce", standard_cnn, x, y, settings)
-    finally:
-        handle.remove()
-    assert calls == [] and torch.equal(first, again)  # loaded, not recomputed
+    again = []
+    assert _forward_calls(standard_cnn, lambda: again.extend(run_attack("apgd-ce", standard_cnn, x, y, settings))) == 0
+    assert torch.equal(first, again[0])  # loaded, not recomputed
     run_attack("apgd-ce", robust_cnn, x, y, settings)  # other weights: another entry
     run_attack("apgd-ce", standard_cnn, x[:5], y[:5], settings)  # other images: another entry
     assert len(list(tmp_path.glob("apgd-ce-*.pt"))) == 3
