@@ -5,7 +5,9 @@ White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW m
 ``apgd-t`` (targeted DLR, 3 target classes), the EOT versions ``apgd-ce-eot``, ``apgd-dlr-eot``
 (gradients averaged over ``eot_iter`` draws of the defense's noise), ``apgd-ce-bpda`` (an
 IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo-label: BPDA),
-``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models).
+``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models);
+``fgsm``, ``bim`` (10 steps of eps/4) and ``pgd`` (the same from a random start), the weaker
+classic attacks some papers report (:mod:`igdefense.pgd`).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model (``AttackSettings.transfer_from`` chooses).
@@ -29,7 +31,7 @@ from torch import nn
 from .atomic import atomic_path
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
-             "autoattack-rand")
+             "autoattack-rand", "fgsm", "bim", "pgd")
 BLACK_BOX = ("square", "rays")
 TRANSFER = ("transfer",)
 ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
@@ -48,6 +50,7 @@ class AttackSettings:
     n_iter: int = 100  # APGD steps, in AutoAttack too (its APGD, APGD-T and FAB)
     square_queries: int = 5_000  # Square, in AutoAttack too
     rays_queries: int = 10_000
+    pgd_steps: int = 10  # BIM and PGD steps of eps / 4 (the refinement papers do not state theirs)
     base_model: nn.Module | None = None  # source of transfer attacks
     transfer_from: tuple[str, ...] = TRANSFER_SOURCES  # attacks crafted on base_model by "transfer"
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
@@ -98,6 +101,17 @@ def _autoattack(model, x, y, s: AttackSettings, version: str = "standard"):
     return aa.run_standard_evaluation(x, y, batch_size=len(x))[0]
 
 
+def _sign_gradient(model, x, y, s: AttackSettings, name: str):
+    from .pgd import sign_gradient_attack
+
+    if s.norm != "Linf":
+        raise ValueError(f"{name} is an L-inf attack here; use apgd-ce for {s.norm}")
+    if name == "fgsm":
+        return sign_gradient_attack(model, x, y, s.eps, steps=1, step_size=s.eps, random_start=False)
+    return sign_gradient_attack(model, x, y, s.eps, steps=s.pgd_steps, step_size=s.eps / 4,
+                                random_start=name == "pgd", seed=s.seed)
+
+
 def _square(model, x, y, s: AttackSettings):
     from pyautoattack.square import SquareAttack
 
@@ -134,6 +148,9 @@ _RUNNERS: dict[str, Callable] = {
     "apgd-ce-bpda": _apgd_bpda,
     "autoattack": _autoattack,
     "autoattack-rand": lambda m, x, y, s: _autoattack(m, x, y, s, "rand"),
+    "fgsm": lambda m, x, y, s: _sign_gradient(m, x, y, s, "fgsm"),
+    "bim": lambda m, x, y, s: _sign_gradient(m, x, y, s, "bim"),
+    "pgd": lambda m, x, y, s: _sign_gradient(m, x, y, s, "pgd"),
     "square": _square,
     "rays": _rays,
     "transfer": _transfer,
@@ -160,8 +177,9 @@ def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | N
     """Cache file of attack ``name`` on this deterministic model and batch, or None (no caching)."""
     if s.cache is None or hasattr(model, "reseed") or name == "transfer":
         return None
+    budget = (s.pgd_steps,) if name in ("bim", "pgd") else ()  # (older cache keys stay valid)
     h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.n_iter, s.eot_iter, s.square_queries,
-                             s.rays_queries)).encode())
+                             s.rays_queries, *budget)).encode())
     for t in [*model.state_dict().values(), x, y]:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return Path(s.cache) / f"{name}-{h.hexdigest()[:32]}.pt"

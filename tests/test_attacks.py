@@ -114,3 +114,17 @@ def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, 
     defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
     run_attack("apgd-ce", defended, x, y, settings)  # randomized: never cached
     assert len(list(tmp_path.glob("*.pt"))) == 3
+
+
+def test_fgsm_by_hand_and_pgd_stronger(robust_cnn, test_batch):
+    x, y = test_batch
+    settings = AttackSettings(eps=8 / 255)
+    fgsm, = run_attack("fgsm", robust_cnn, x, y, settings)
+    xg = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(robust_cnn(xg), y), xg)
+    torch.testing.assert_close(fgsm, (x + 8 / 255 * grad.sign()).clamp(0, 1))
+    pgd, = run_attack("pgd", robust_cnn, x, y, settings)
+    with torch.no_grad():
+        acc = {name: (robust_cnn(adv).argmax(1) == y).float().mean().item() for name, adv in
+               [("fgsm", fgsm), ("pgd", pgd)]}
+    assert acc["pgd"] < acc["fgsm"]  # ten steps find more than one
