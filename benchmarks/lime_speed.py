@@ -1,7 +1,10 @@
 """LIME speed: igdefense.attribution.lime vs the `lime` package vs the floor, same model, same run.
 
 The floor is the model alone on the same number of images (num_samples forward passes per
-image, at the same batch size): LIME cannot be cheaper than the forward passes it needs. Every
+image, at the same batch size): LIME cannot be cheaper than the forward passes it needs. It is
+measured on channels_last batches, the faster layout on this CPU, and on plain NCHW ones
+(``floor-nchw``: what a model given NCHW batches costs; the package's NHWC numpy batches reach the
+model as channels_last tensors). Every
 variant runs in its own process (peak memory is its own), alternating over the repeats so all see
 the same machine load. Same SLIC superpixels for both LIMEs; the package gets its default
 classifier batch (10) and the batch size measured here.
@@ -39,8 +42,9 @@ def _inputs(n_images: int):
 def worker(variant: str, batch: int, n_images: int, samples: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     model, x, segments = _inputs(n_images)
-    if variant == "floor":
-        chunk = x[:1].expand(batch, -1, -1, -1).contiguous()
+    if variant.startswith("floor"):
+        layout = torch.contiguous_format if variant == "floor-nchw" else torch.channels_last
+        chunk = x[:1].expand(batch, -1, -1, -1).contiguous(memory_format=layout)
 
         def run():
             with torch.no_grad():
@@ -81,7 +85,8 @@ def main() -> None:
         variant, *nums = args.worker
         print(json.dumps(worker(variant, *map(int, nums))))
         return
-    variants = [(v, b) for b in map(int, args.batches.split(",")) for v in ("floor", "igdefense", "lime-package")]
+    variants = [(v, b) for b in map(int, args.batches.split(","))
+                for v in ("floor", "floor-nchw", "igdefense", "lime-package")]
     runs: dict = {v: [] for v in variants}
     for _ in range(args.repeats):  # alternate: every variant sees the same load
         for v, b in variants:

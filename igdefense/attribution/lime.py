@@ -150,7 +150,9 @@ def _probabilities(model, images, fill, segments, z, batch_size: int, progress: 
         idx = torch.arange(start, min(start + batch_size, batch * num_samples), device=images.device)
         b, s = idx // num_samples, idx % num_samples
         keep = z[b, s].gather(1, flat_segments[b]).view(len(idx), 1, *images.shape[2:]).bool()  # (n, 1, H, W)
-        out.append(torch.softmax(model(torch.where(keep, images[b], fill[b])), dim=1).double())
+        # channels_last: convolutions on CPUs take it 1.3-1.5x faster (SmallCNN, benchmarks/lime_speed.py)
+        perturbed = torch.where(keep, images[b], fill[b]).contiguous(memory_format=torch.channels_last)
+        out.append(torch.softmax(model(perturbed), dim=1).double())
     return torch.cat(out).view(batch, num_samples, -1)
 
 
