@@ -115,7 +115,7 @@ def _samples(samples, num_samples: int, counts: torch.Tensor, seed: int | None) 
     batch, widest = len(counts), int(counts.max())
     if samples is None:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = torch.randint(0, 2, (batch, num_samples, widest), generator=gen)
+        z = torch.randint(0, 2, (batch, num_samples, widest), generator=gen, dtype=torch.uint8)
         z[:, 0] = 1
         return z
     z = torch.as_tensor(samples)
@@ -123,7 +123,7 @@ def _samples(samples, num_samples: int, counts: torch.Tensor, seed: int | None) 
     if z.ndim != 3 or z.shape[0] != batch or z.shape[2] < widest or not ((z == 0) | (z == 1)).all():
         raise ValueError(f"samples must be a 0/1 matrix (num_samples, N) or (B, num_samples, N) with N >= "
                          f"{widest} (the most segments of an image), got {tuple(z.shape)}")
-    return z[:, :, :widest]
+    return z[:, :, :widest].to(torch.uint8)  # 0/1: a byte each, not 8 (B x S x N can be large)
 
 
 def _hidden_fill(images: torch.Tensor, segments: torch.Tensor, widest: int, hide_color: float | None):
@@ -171,7 +171,7 @@ def _weighted_ridge(z: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, kern
         wsum = w.sum(1, keepdim=True)
         zbar = (w[..., None] * zb).sum(1) / wsum  # (b, N)
         ybar = (w[..., None] * yb).sum(1) / wsum  # (b, L)
-        zc = (zb - zbar[:, None]) * real[:, None]
+        zc = zb - zbar[:, None]  # padded columns stay 0: zb and zbar are 0 there
         yc = yb - ybar[:, None]
         wz = w[..., None] * zc
         a = wz.transpose(1, 2) @ zc + torch.eye(zc.shape[2], dtype=torch.float64, device=z.device)
