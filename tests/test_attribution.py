@@ -101,3 +101,52 @@ def test_bad_samples_and_labels(standard_cnn, images, segments):
         lime(standard_cnn, images, segments, samples=torch.ones(10, 3))  # narrower than the segment count
     with pytest.raises(ValueError, match="class indices"):
         lime(standard_cnn, images, segments, num_samples=10, labels=torch.tensor([10]))
+
+
+def test_every_method_scores_each_superpixel_of_the_explained_class(standard_cnn, images, segments):
+    from igdefense.attribution import METHODS, attribute
+
+    target = torch.tensor([3, 0, 9])
+    counts = [int(s.max()) + 1 for s in segments]
+    scores = {m: attribute(standard_cnn, images, segments, target, method=m, num_samples=300) for m in METHODS}
+    for m, s in scores.items():
+        assert s.shape == (3, max(counts)) and torch.isfinite(s).all(), m
+        assert not s[0, counts[0]:].any(), m  # nothing past an image's own segments
+    assert (scores["saliency"] >= 0).all()  # a magnitude
+    # LIME and KernelSHAP fit the same hiding: their scores agree in sign and rank on real images
+    for b, n in enumerate(counts):
+        lime_s, shap_s = scores["lime"][b, :n], scores["kernel_shap"][b, :n]
+        assert torch.corrcoef(torch.stack([lime_s, shap_s]))[0, 1] > 0.6
+
+
+def test_integrated_gradients_add_up_to_the_probability_hiding_removes(standard_cnn, images, segments):
+    from igdefense.attribution import attribute, hidden_fill
+
+    target = torch.tensor([1, 2, 3])
+    scores = attribute(standard_cnn, images, segments, target, method="integrated_gradients", n_steps=128)
+    with torch.no_grad():
+        p = torch.softmax(standard_cnn(images), 1)[range(3), target]
+        p_hidden = torch.softmax(standard_cnn(hidden_fill(images, segments)), 1)[range(3), target]
+    torch.testing.assert_close(scores.sum(1), (p - p_hidden).double(), atol=0.01, rtol=0.02)
+
+
+def test_saliency_is_the_autograd_input_gradient_summed_per_superpixel(standard_cnn, images, segments):
+    from igdefense.attribution import attribute
+
+    target = torch.tensor([4, 4, 4])
+    x = images.clone().requires_grad_(True)
+    p = torch.softmax(standard_cnn(x), 1)[range(3), target].sum()
+    grad, = torch.autograd.grad(p, x)
+    scores = attribute(standard_cnn, images, segments, target, method="saliency")
+    for b in range(3):
+        j = int(segments[b, 5, 5])
+        torch.testing.assert_close(scores[b, j], grad[b].abs().sum(0)[segments[b] == j].sum().double())
+
+
+def test_unknown_method_and_bad_targets_say_what_to_pass(standard_cnn, images, segments):
+    from igdefense.attribution import attribute
+
+    with pytest.raises(ValueError, match="choose one of"):
+        attribute(standard_cnn, images, segments, method="gradcam")
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 9\]"):
+        attribute(standard_cnn, images, segments, torch.tensor([0, 1, 10]), method="saliency")

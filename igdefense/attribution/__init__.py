@@ -2,9 +2,11 @@
 
     segments = igdefense.attribution.segment(images)             # (B, H, W) superpixel ids 0..n-1
     result = igdefense.attribution.lime(model, images, segments)  # .coef (B, labels, segments)
+    scores = igdefense.attribution.attribute(model, images, segments, labels, method="saliency")  # (B, segments)
 """
 
 from .lime import LimeResult, lime, lime_samples
-from .segments import segment
+from .methods import METHODS, attribute
+from .segments import hidden_fill, segment, superpixel_sum
 
-__all__ = ["lime", "lime_samples", "LimeResult", "segment"]
+__all__ = ["attribute", "METHODS", "lime", "lime_samples", "LimeResult", "segment", "hidden_fill", "superpixel_sum"]

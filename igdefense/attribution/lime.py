@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..split import model_device
 from ..validation import check_images
+from .segments import check_segments, hidden_fill
 
 
 @dataclass
@@ -72,18 +73,12 @@ def lime(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, *, num_
         :class:`LimeResult`.
     """
     check_images(images)
-    batch, _, height, width = images.shape
-    if not isinstance(segments, torch.Tensor) or segments.shape != (batch, height, width) \
-            or segments.is_floating_point():
-        raise ValueError(f"segments must be an integer tensor of shape {(batch, height, width)} (one id per pixel), "
-                         f"got {getattr(segments, 'dtype', type(segments).__name__)} "
-                         f"{tuple(getattr(segments, 'shape', ()))}")
-    segments = segments.long().cpu()
-    counts = _segment_counts(segments)
+    batch = len(images)
+    segments, counts = check_segments(segments, images)
     z = _samples(samples, num_samples, counts, seed)  # (B, S, N), 0/1
     device = model_device(model)
     images, segments, z = images.to(device), segments.to(device), z.to(device)
-    fill = _hidden_fill(images, segments, int(counts.max()), hide_color)
+    fill = hidden_fill(images, segments, hide_color)
     probs = _probabilities(model, images, fill, segments, z, batch_size, progress)  # (B, S, K)
     if labels is None:
         labels = probs[:, 0].argsort(dim=1, descending=True, stable=True)[:, :top_labels]
@@ -95,20 +90,6 @@ def lime(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, *, num_
     y = probs.gather(2, labels[:, None, :].expand(-1, probs.shape[1], -1))  # (B, S, n_labels)
     coef, intercept = _weighted_ridge(z, y, counts.to(device), kernel_width)
     return LimeResult(coef.cpu(), intercept.cpu(), labels.cpu(), counts)
-
-
-def _segment_counts(segments: torch.Tensor) -> torch.Tensor:
-    """Segment count of each image; ids must be 0..n-1 with none missing."""
-    if segments.numel() and segments.min() < 0:
-        raise ValueError("segment ids must be >= 0 (0..n-1 per image)")
-    counts = segments.flatten(1).amax(1) + 1
-    for b, seg in enumerate(segments):
-        present = torch.bincount(seg.flatten(), minlength=int(counts[b])) > 0
-        if not present.all():
-            missing = (~present).nonzero().flatten()[:5].tolist()
-            raise ValueError(f"segment ids of image {b} have gaps (no pixel has ids {missing}...): number them "
-                             "0..n-1, e.g. with igdefense.attribution.segment or np.unique(ids, return_inverse=True)")
-    return counts
 
 
 def _samples(samples, num_samples: int, counts: torch.Tensor, seed: int | None) -> torch.Tensor:
@@ -124,20 +105,6 @@ def _samples(samples, num_samples: int, counts: torch.Tensor, seed: int | None) 
         raise ValueError(f"samples must be a 0/1 matrix (num_samples, N) or (B, num_samples, N) with N >= "
                          f"{widest} (the most segments of an image), got {tuple(z.shape)}")
     return z[:, :, :widest].to(torch.uint8)  # 0/1: a byte each, not 8 (B x S x N can be large)
-
-
-def _hidden_fill(images: torch.Tensor, segments: torch.Tensor, widest: int, hide_color: float | None):
-    """(B, C, H, W) image of what hidden pixels show: their superpixel's mean colour, or a constant."""
-    if hide_color is not None:
-        return torch.full_like(images, float(hide_color))
-    b, c = images.shape[:2]
-    flat = segments.flatten(1)  # (B, HW)
-    sums = torch.zeros(b, c, widest, dtype=torch.float64, device=images.device)
-    sums.scatter_add_(2, flat[:, None].expand(-1, c, -1), images.flatten(2).double())
-    sizes = torch.zeros(b, widest, dtype=torch.float64, device=images.device).scatter_add_(
-        1, flat, torch.ones_like(flat, dtype=torch.float64))
-    means = sums / sizes.clamp(min=1)[:, None]  # (B, C, N)
-    return means.gather(2, flat[:, None].expand(-1, c, -1)).view_as(images).to(images.dtype)
 
 
 @torch.no_grad()

@@ -40,3 +40,53 @@ def segment(images: torch.Tensor, method: Literal["slic", "quickshift"] = "slic"
             ids = quickshift(img, kernel_size=kernel_size, max_dist=max_dist, ratio=ratio, rng=seed)
         out.append(np.unique(ids, return_inverse=True)[1].reshape(ids.shape))  # ids 0..n-1, no gaps
     return torch.from_numpy(np.stack(out)).long()
+
+
+def segment_counts(segments: torch.Tensor) -> torch.Tensor:
+    """Segment count of each image (B,); raises ValueError unless ids are 0..n-1 with none missing."""
+    if segments.numel() and segments.min() < 0:
+        raise ValueError("segment ids must be >= 0 (0..n-1 per image)")
+    counts = segments.flatten(1).amax(1) + 1
+    for b, seg in enumerate(segments):
+        present = torch.bincount(seg.flatten(), minlength=int(counts[b])) > 0
+        if not present.all():
+            missing = (~present).nonzero().flatten()[:5].tolist()
+            raise ValueError(f"segment ids of image {b} have gaps (no pixel has ids {missing}...): number them "
+                             "0..n-1, e.g. with igdefense.attribution.segment or np.unique(ids, return_inverse=True)")
+    return counts
+
+
+def check_segments(segments: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate superpixel ids for ``images``: returns (segments as int64 on the images' device,
+    each image's segment count (B,) on the CPU)."""
+    batch, _, height, width = images.shape
+    if not isinstance(segments, torch.Tensor) or segments.shape != (batch, height, width) \
+            or segments.is_floating_point():
+        raise ValueError(f"segments must be an integer tensor of shape {(batch, height, width)} (one id per pixel), "
+                         f"got {getattr(segments, 'dtype', type(segments).__name__)} "
+                         f"{tuple(getattr(segments, 'shape', ()))}")
+    return segments.long().to(images.device), segment_counts(segments.long().cpu())
+
+
+def superpixel_sum(pixel_scores: torch.Tensor, segments: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum of (B, C, H, W) or (B, H, W) pixel scores over each superpixel: (B, n)."""
+    if pixel_scores.ndim == 4:
+        pixel_scores = pixel_scores.sum(1)
+    out = torch.zeros(len(segments), n, dtype=pixel_scores.dtype, device=pixel_scores.device)
+    return out.scatter_add_(1, segments.flatten(1), pixel_scores.flatten(1))
+
+
+def hidden_fill(images: torch.Tensor, segments: torch.Tensor, hide_color: float | None = None) -> torch.Tensor:
+    """(B, C, H, W) image of what hidden superpixels show: each superpixel's mean colour (None, as
+    lime's ``hide_color=None``), or a constant."""
+    if hide_color is not None:
+        return torch.full_like(images, float(hide_color))
+    b, c = images.shape[:2]
+    widest = int(segments.max()) + 1 if segments.numel() else 1
+    flat = segments.flatten(1)  # (B, HW)
+    sums = torch.zeros(b, c, widest, dtype=torch.float64, device=images.device)
+    sums.scatter_add_(2, flat[:, None].expand(-1, c, -1), images.flatten(2).double())
+    sizes = torch.zeros(b, widest, dtype=torch.float64, device=images.device).scatter_add_(
+        1, flat, torch.ones_like(flat, dtype=torch.float64))
+    means = sums / sizes.clamp(min=1)[:, None]  # (B, C, N)
+    return means.gather(2, flat[:, None].expand(-1, c, -1)).view_as(images).to(images.dtype)
