@@ -11,9 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import zoo
+from .atomic import atomic_path
+from .attribution.methods import METHODS
 from .attacks import ATTACKS, AttackSettings
 from .data import CIFAR10_CLASSES, DataNotFoundError, cache_dir, cifar10_loader
 from .defense import IGDefense
@@ -201,6 +204,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_refine(args) -> int:
+    from safetensors.torch import save_file
+
+    from .data import CIFAR10, balanced_indices
+    from .refine import refine
+    from .refine.loop import is_main_process
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    data = CIFAR10("train", args.data)
+    if args.per_class:
+        data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
+    model = zoo.load(args.model)
+    reference = None if args.reference.lower() == "none" else zoo.load(args.reference)
+    options = {k: v for k, v in vars(args).items() if k in _REFINE_OPTIONS and v is not None}
+    refine(model, data, reference=reference, out_dir=args.out, progress=not args.quiet, **options)
+    if is_main_process():
+        path = Path(args.out) / "refined.safetensors"
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                      metadata={"base": args.model, "reference": args.reference})
+        print(f"wrote {path}; per-round log: {Path(args.out) / 'log.jsonl'}")
+    return 0
+
+
+_REFINE_OPTIONS = ("rounds", "method", "attribute_per_round", "num_samples", "copies", "quantile", "alpha", "lam",
+                   "eps", "lr", "batch_size", "steps_per_round", "holdout", "budget_cpu_seconds", "seed")
+
+
 def _defended(model_name: str, rankings_path, probe_per_class: int, data, **kw) -> IGDefense:
     rankings = Rankings.load(rankings_path) if rankings_path else _rankings_for(model_name, probe_per_class, data)
     return IGDefense(zoo.load(model_name), rankings, **kw).eval()
@@ -317,6 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help=data_help)
     t.add_argument("-o", "--output", required=True, type=Path)
     t.set_defaults(func=cmd_train)
+    f = sub.add_parser("refine", help="LIME-guided refinement of a zoo model (resumable; runs under torchrun)")
+    f.add_argument("--model", default="smallcnn-standard", choices=zoo.available())
+    f.add_argument("--reference", default="smallcnn-robust", help="zoo model whose attributions count as right, "
+                   "or none (instability only)")
+    f.add_argument("--out", default="igdefense-refine", help="checkpoint, log.jsonl and refined.safetensors")
+    f.add_argument("--per-class", type=int, default=None, help="train on the first N images per class (default all)")
+    f.add_argument("--rounds", type=int)
+    f.add_argument("--method", choices=METHODS)
+    f.add_argument("--attribute-per-round", type=int)
+    f.add_argument("--num-samples", type=int)
+    f.add_argument("--copies", type=int)
+    f.add_argument("--quantile", type=float)
+    f.add_argument("--alpha", type=float)
+    f.add_argument("--lam", type=float)
+    f.add_argument("--eps", type=_fraction)
+    f.add_argument("--lr", type=float)
+    f.add_argument("--batch-size", type=int)
+    f.add_argument("--steps-per-round", type=int)
+    f.add_argument("--holdout", type=int)
+    f.add_argument("--budget-cpu-seconds", type=float)
+    f.add_argument("--seed", type=int)
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.add_argument("--data", default=None, help=data_help)
+    f.set_defaults(func=cmd_refine)
     e = sub.add_parser("export", help="export a defended model to ONNX, or check an export's parity")
     e.add_argument("--model", default=None, choices=zoo.available(), help="default: the demo's model")
     e.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")

@@ -55,11 +55,11 @@ class RefineConfig:
     quantile: float = 0.8  # per-image quantile above which a score is high (benchmarks/refine_flags.py)
     alpha: float = 1.0  # weight of the FGSM term
     lam: float = 1.0  # weight of the gradient penalty (~ the CE terms at the start on smallcnn-standard)
-    penalty: str = "double_backprop"  # or "finite_difference" (see refinement_loss)
     eps: float = 8 / 255  # FGSM step of the training example
     lr: float = 0.01  # SGD, momentum 0.9, constant: a fine-tune of a trained model
     weight_decay: float = 5e-4
     batch_size: int = 128
+    steps_per_round: int | None = None  # training batches per round (per process); None: one pass over the split
     holdout: int = 500  # training images drawn at random, kept out of training, for the per-round log
     budget_cpu_seconds: float | None = None  # stop training when the process has used this much CPU time
     seed: int = 0
@@ -81,6 +81,9 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         config / options: :class:`RefineConfig`, or its fields as keywords (``rounds=5``).
     """
     cfg = _config(config, options)
+    if reference is None and cfg.copies == 0:
+        raise ValueError("nothing can be flagged: without a reference model only instability flags superpixels, "
+                         "and copies=0 turns it off; pass reference= or copies >= 1")
     out = Path(out_dir)
     rank, world = _distributed()
     device = model_device(model)
@@ -113,6 +116,7 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         sums, steps, t1 = {}, 0, time.perf_counter()
         budget_hit = False
         batches = [shard[i:i + cfg.batch_size] for i in range(0, len(shard) - cfg.batch_size + 1, cfg.batch_size)]
+        batches = batches[:cfg.steps_per_round]
         for idx in tqdm(batches, desc=f"refine round {rnd + 1}/{cfg.rounds}", disable=not progress or rank > 0):
             x, y = _batch(train_data, idx)
             x, y = x.to(device), y.to(device)
@@ -120,7 +124,7 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
             counts = seg.flatten(1).amax(1) + 1
             loss, parts = refinement_loss(
                 model, x, y, seg, counts, flagged=flagged.get_rows(idx, int(counts.max())), reference=reference,
-                quantile=cfg.quantile, eps=cfg.eps, alpha=cfg.alpha, lam=cfg.lam, penalty=cfg.penalty)
+                quantile=cfg.quantile, eps=cfg.eps, alpha=cfg.alpha, lam=cfg.lam)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
@@ -137,12 +141,13 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         model.eval()
         if world > 1:
             _average_buffers(model, world)  # batch-norm statistics: one model, not one per process
+            times["weight_gap"] = _weight_gap(model)
         t2 = time.perf_counter()
         clean, robust = _holdout_accuracy(model, train_data, holdout_idx, cfg)
         times["eval_s"] = time.perf_counter() - t2
         spent += time.process_time() - cpu0
         entry = {"round": rnd + 1, "holdout_clean": clean, "holdout_pgd": robust, "steps": steps,
-                 "budget_hit": budget_hit, "cpu_seconds": spent, **{k: round(v, 2) for k, v in times.items()},
+                 "budget_hit": budget_hit, "cpu_seconds": spent, **{k: round(v, 2) for k, v in times.items()}, "processes": world,
                  "lime_flags": lime_counts,
                  **{f"mean_{k}": v / max(steps, 1) for k, v in sums.items()}}
         if rank == 0:
@@ -297,6 +302,25 @@ def _distributed() -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on its rank 0 (the process that writes files)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _weight_gap(model: nn.Module) -> float:
+    """Largest |weight - rank 0's weight| over all processes: 0 unless the processes diverged."""
+    gap = torch.zeros(())
+    for p in model.state_dict().values():
+        if p.is_floating_point():
+            ref = p.detach().clone()
+            dist.broadcast(ref, 0)
+            gap = torch.maximum(gap, (p.detach() - ref).abs().max().cpu())
+    dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    if gap > 0:
+        raise RuntimeError(f"the processes' weights differ by up to {gap.item():.3g}: data-parallel training diverged")
+    return gap.item()
 
 
 def _average_gradients(model: nn.Module, world: int) -> None:

@@ -1,0 +1,127 @@
+"""Refinement: flags, loss, the resumable loop and its CLI (real SmallCNNs, real CIFAR-10 images)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from igdefense.attribution import segment
+from igdefense.attribution.segments import segment_counts
+from igdefense.refine import CRITERIA, flag_spurious, refine, refinement_loss
+
+pytest.importorskip("captum")
+
+
+@pytest.fixture(scope="module")
+def batch(test_batch):
+    x, y = test_batch[0][:12], test_batch[1][:12]
+    seg = segment(x)
+    return x, y, seg, segment_counts(seg)
+
+
+def test_flags_follow_the_criteria(standard_cnn, robust_cnn, batch):
+    x, y, seg, counts = batch
+    flags = flag_spurious(standard_cnn, x, y, seg, reference=robust_cnn, num_samples=200, copies=2)
+    for c in CRITERIA:
+        f = getattr(flags, c)
+        assert f.shape == (12, int(counts.max())) and f.dtype == torch.bool
+        assert not f[0, counts[0]:].any()
+        assert (f.sum(1) <= counts * 0.2 + 1).all()  # at most the top 20% of an image's superpixels
+    assert flags.instability.any() and flags.sensitivity.any() and flags.irrelevance.any()
+    b = int(flags.any.sum(1).argmax())
+    assert set(flags.why(b)) == set(flags.any[b].nonzero().flatten().tolist())
+    # a model agrees with itself: nothing is unsupported by the reference
+    same = flag_spurious(standard_cnn, x, y, seg, reference=standard_cnn, method="saliency", copies=0)
+    assert not same.irrelevance.any() and not same.sensitivity.any() and same.counts()["any"] == 0
+
+
+def test_reference_with_other_classes_is_refused(standard_cnn, batch):
+    x, y, seg, _ = batch
+    five_classes = nn.Sequential(standard_cnn, nn.Linear(10, 5)).eval()
+    with pytest.raises(ValueError, match="reference model has 5 classes but the model has 10"):
+        flag_spurious(standard_cnn, x, y, seg, reference=five_classes, method="saliency")
+
+
+def test_penalty_is_the_mean_squared_input_gradient_over_flagged_superpixels(standard_cnn, batch):
+    x, y, seg, counts = batch
+    flagged = torch.zeros(12, int(counts.max()), dtype=torch.bool)
+    flagged[:, 0] = flagged[3, 1] = True
+    loss, parts = refinement_loss(standard_cnn, x, y, seg, counts, flagged=flagged, lam=1.0, alpha=0.0)
+    x_in = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(nn.functional.cross_entropy(standard_cnn(x_in), y, reduction="sum"), x_in)
+    norms = [grad[b].pow(2).sum(0)[seg[b] == j].sum() for b, j in flagged.nonzero().tolist()]
+    assert parts.flagged == 13 and parts.penalty == pytest.approx(torch.stack(norms).mean().item(), rel=1e-4)
+    loss.backward()  # differentiable in the weights through the input gradient (double backprop)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in standard_cnn.parameters())
+    standard_cnn.zero_grad()
+
+
+def test_nothing_flagged_means_plain_clean_and_fgsm_terms(standard_cnn, batch):
+    x, y, seg, counts = batch
+    loss, parts = refinement_loss(standard_cnn, x, y, seg, counts, lam=10.0)
+    assert parts.flagged == 0 and parts.penalty == 0
+    with torch.no_grad():
+        clean = nn.functional.cross_entropy(standard_cnn(x), y).item()
+    assert parts.hidden_ce == pytest.approx(clean, rel=1e-5)  # no superpixel hidden
+
+
+@pytest.fixture(scope="module")
+def small_train():
+    from igdefense.data import CIFAR10
+
+    return CIFAR10("train", indices=np.r_[0:50000:250])  # 200 images, all classes
+
+
+def _run(data, out, **kw):
+    from igdefense import zoo
+
+    model = zoo.load("smallcnn-standard")
+    options = dict(rounds=2, attribute_per_round=4, num_samples=50, batch_size=32, steps_per_round=2, holdout=40,
+                   method="saliency")
+    options.update(kw)
+    refine(model, data, reference=zoo.load("smallcnn-robust"), out_dir=out, progress=False, **options)
+    return model
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(small_train, tmp_path):
+    whole = _run(small_train, tmp_path / "whole")
+    _run(small_train, tmp_path / "cut", rounds=1)  # killed after round 1
+    resumed = _run(small_train, tmp_path / "cut")  # picks up at round 2
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    log = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in log] == [1, 2] and all(e["steps"] == 2 for e in log)
+    assert 0 <= log[-1]["holdout_pgd"] <= log[-1]["holdout_clean"] <= 1
+    assert not any(p.name.startswith(".") for p in (tmp_path / "cut").iterdir())  # no temporary left
+
+
+def test_bad_options_are_refused_before_anything_is_written(small_train, tmp_path):
+    from igdefense import zoo
+
+    with pytest.raises(TypeError, match="unknown refine option"):
+        _run(small_train, tmp_path / "a", round=3)
+    with pytest.raises(ValueError, match="nothing can be flagged"):
+        refine(zoo.load("smallcnn-standard"), small_train, out_dir=tmp_path / "b", copies=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    _run(small_train, tmp_path / "c", rounds=1)
+    with pytest.raises(ValueError, match="other settings"):
+        _run(small_train, tmp_path / "c", lam=3.0)
+
+
+def test_two_processes_keep_identical_weights(tmp_path):
+    from test_distributed import _free_port
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "igdefense.cli", "refine", "--per-class", "20", "--rounds", "2", "--attribute-per-round", "4",
+           "--num-samples", "50", "--batch-size", "16", "--steps-per-round", "2", "--holdout", "40",
+           "--method", "saliency", "--quiet", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["processes"] for e in log] == [2, 2] and all(e["weight_gap"] == 0 for e in log)
+    assert (out / "refined.safetensors").exists()
