@@ -125,3 +125,23 @@ def test_two_processes_keep_identical_weights(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["processes"] for e in log] == [2, 2] and all(e["weight_gap"] == 0 for e in log)
     assert (out / "refined.safetensors").exists()
+
+
+def test_explain_why_figure_has_a_row_per_image_and_a_panel_per_criterion(standard_cnn, robust_cnn, batch, tmp_path):
+    import matplotlib.image
+
+    from igdefense.refine.figure import plot_flags
+
+    x, y, seg, _ = batch
+    flags = flag_spurious(standard_cnn, x[:3], y[:3], seg[:3], reference=robust_cnn, method="saliency", copies=0)
+    plot_flags(x[:3], seg[:3], flags, tmp_path / "why.png")
+    height, width = matplotlib.image.imread(tmp_path / "why.png").shape[:2]
+    assert (height, width) == (3 * 2 * 120, 5 * 2 * 120)  # 3 rows; image, superpixels, 3 criteria; 2 in at 120 dpi
+
+
+def test_cli_refuses_a_run_that_can_flag_nothing(tmp_path, capsys):
+    from igdefense.cli import main
+
+    assert main(["refine", "--reference", "none", "--copies", "0", "--per-class", "20", "--out", str(tmp_path / "r")]) == 2
+    assert "nothing can be flagged" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -84,7 +84,7 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         raise ValueError(f"quantile must be in [0, 1), got {quantile}")
     counts = segment_counts(segments.cpu().long())
     if reference is not None:
-        _check_same_classes(model, reference, images[:1])
+        check_same_classes(model, reference, images[:1])
 
     def scores(m: nn.Module, x: torch.Tensor, how: Method) -> torch.Tensor:
         return attribute(m, x, segments, labels, method=how, num_samples=num_samples, seed=seed,
@@ -105,7 +105,8 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     return Flags(irrelevance, sensitivity, instability)
 
 
-def _check_same_classes(model: nn.Module, reference: nn.Module, probe: torch.Tensor) -> None:
+def check_same_classes(model: nn.Module, reference: nn.Module, probe: torch.Tensor) -> None:
+    """Raise ValueError unless both models give the same number of classes on ``probe``."""
     from ..split import model_device
 
     with torch.no_grad():

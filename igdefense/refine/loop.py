@@ -37,7 +37,7 @@ from ..attribution.methods import METHODS
 from ..attribution.segments import segment_counts
 from ..pgd import sign_gradient_attack
 from ..split import model_device
-from .flags import flag_spurious
+from .flags import check_same_classes, flag_spurious
 from .loss import refinement_loss
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
     device = model_device(model)
     if reference is not None:
         reference.eval()
-        _check_classes(model, reference, train_data)
+        check_same_classes(model.eval(), reference, _batch(train_data, torch.arange(1))[0])
     n_train = len(train_data) - cfg.holdout
     if n_train < world * cfg.batch_size:
         raise ValueError(f"{len(train_data)} images leave {n_train} to train on after the holdout of {cfg.holdout}: "
@@ -252,16 +252,6 @@ def _config(config: RefineConfig | None, options: dict) -> RefineConfig:
     if cfg.rounds < 1 or cfg.batch_size < 1 or cfg.attribute_per_round < 0:
         raise ValueError("rounds and batch_size must be >= 1 and attribute_per_round >= 0")
     return cfg
-
-
-def _check_classes(model, reference, data) -> None:
-    x, _ = _batch(data, torch.arange(1))
-    with torch.no_grad():
-        ours = model.eval()(x.to(model_device(model))).shape[1]
-        theirs = reference(x.to(model_device(reference))).shape[1]
-    if ours != theirs:
-        raise ValueError(f"the reference model has {theirs} classes but the model has {ours}: a reference must "
-                         "classify the same classes in the same order")
 
 
 def _load_state(out: Path) -> dict:
