@@ -25,7 +25,7 @@ from common import RESULTS, print_table, write_results  # noqa: E402
 from igdefense import zoo  # noqa: E402
 from igdefense.attribution import attribute, hidden_fill, segment  # noqa: E402
 from igdefense.attribution.segments import segment_counts  # noqa: E402
-from igdefense.data import cifar10_loader  # noqa: E402
+from igdefense.data import CIFAR10_CLASSES, cifar10_loader  # noqa: E402
 from igdefense.refine import Flags  # noqa: E402
 from igdefense.refine.figure import plot_flags  # noqa: E402
 from igdefense.refine.flags import high, unsupported  # noqa: E402
@@ -80,9 +80,10 @@ def main() -> None:
                          "reference_drop_random": round(_drop(reference, x, y, seg, random), 4)})
     print_table(rows, list(rows[0]))
     write_results("refine_flags", {"n": args.n, "num_samples": args.num_samples, "rows": rows})
-    plot_flags(x[:6:1], seg[:6], Flags(*(getattr(chosen[0.8], c)[:6] for c in ("irrelevance", "sensitivity",
-                                                                              "instability"))),
-               RESULTS / "refine_flags.png")
+    pick = torch.arange(0, len(x), max(1, len(x) // 6))[:6]  # one image from each of 6 classes
+    plot_flags(x[pick], seg[pick], Flags(*(getattr(chosen[0.8], c)[pick] for c in ("irrelevance", "sensitivity",
+                                                                                "instability"))),
+               RESULTS / "refine_flags.png", titles=[CIFAR10_CLASSES[int(c)] for c in y[pick]])
 
 
 if __name__ == "__main__":

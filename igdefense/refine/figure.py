@@ -8,6 +8,7 @@ import torch
 
 from .flags import CRITERIA, Flags
 
+_EDGE = (0.85, 0.85, 0.85)
 _COLOURS = {"irrelevance": (1.0, 0.2, 0.2), "sensitivity": (0.2, 0.5, 1.0), "instability": (1.0, 0.8, 0.1)}
 
 
@@ -26,14 +27,15 @@ def plot_flags(images: torch.Tensor, segments: torch.Tensor, flags: Flags, path:
     rows = len(images)
     fig, axes = plt.subplots(rows, 2 + len(CRITERIA), figsize=(2 * (2 + len(CRITERIA)), 2 * rows), squeeze=False)
     for b in range(rows):
-        img = images[b].permute(1, 2, 0).cpu().double().numpy()
-        seg = segments[b].cpu().numpy()
-        panels = [("image" if titles is None else titles[b], img), ("superpixels", mark_boundaries(img, seg))]
+        # 4x nearest upsampling: at 32x32 the one-pixel superpixel boundaries would cover the image
+        img = images[b].permute(1, 2, 0).cpu().double().numpy().repeat(4, 0).repeat(4, 1)
+        seg = segments[b].cpu().numpy().repeat(4, 0).repeat(4, 1)
+        panels = [("image" if titles is None else titles[b], img), ("superpixels", mark_boundaries(img, seg, color=_EDGE))]
         for c in CRITERIA:
             hit = getattr(flags, c)[b].cpu().numpy()[seg]  # (H, W) bool
             tinted = img.copy()
             tinted[hit] = 0.4 * tinted[hit] + 0.6 * torch.tensor(_COLOURS[c]).numpy()
-            panels.append((f"{c} ({int(getattr(flags, c)[b].sum())})", mark_boundaries(tinted, seg)))
+            panels.append((f"{c} ({int(getattr(flags, c)[b].sum())})", mark_boundaries(tinted, seg, color=_EDGE)))
         for ax, (title, picture) in zip(axes[b], panels):
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(title, fontsize=8)
