@@ -107,15 +107,16 @@ def evaluated(row: str, model, x, y, work: Path, base=None) -> dict[str, list[in
     if path.exists():
         return json.loads(path.read_text())
     out = {}
+    data = [(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)]  # resumable per batch; cache-sized
     for eps in PAPER_EPS:
-        r = evaluate(model, (x, y), attacks=("fgsm", "pgd"), eps=eps, desc=f"({row}) FGSM/PGD eps {eps}",
+        r = evaluate(model, data, attacks=("fgsm", "pgd"), eps=eps, desc=f"({row}) FGSM/PGD eps {eps}",
                      log_path=work / f"log-{row}-{eps:.4f}.jsonl")
         out["clean"] = r.correct["clean"].int().tolist()
         out[f"fgsm {eps:.2f}"] = r.correct["fgsm"].int().tolist()
         out[f"pgd {eps:.2f}"] = r.correct["pgd"].int().tolist()
     for eps in APGD_EPS:
         attacks = ("apgd-ce", "apgd-t") + (("transfer",) if base is not None else ())
-        r = evaluate(model, (x, y), attacks=attacks, eps=eps, cascade=True, base_model=base,
+        r = evaluate(model, data, attacks=attacks, eps=eps, cascade=True, base_model=base,
                      transfer_from=("apgd-ce",), adv_cache=work / "adversarial", desc=f"({row}) APGD eps {eps:.4f}",
                      log_path=work / f"log-{row}-apgd-{eps:.4f}.jsonl")
         out[f"apgd {eps:.4f}"] = r.worst_case.int().tolist()
