@@ -11,9 +11,10 @@ the image: above the ``quantile``-th quantile of that image's own scores (ties a
 not high, so a constant map flags nothing). The default quantile, 0.8, comes from the sweep in
 ``benchmarks/refine_flags.py`` (30 training images, smallcnn-standard vs smallcnn-robust, quantiles
 0.5/0.7/0.8/0.9): hiding the superpixels irrelevance flags at 0.8 drops the model's true-class
-probability by 7.9 points (2.5x as many random superpixels) and the reference's by 0.15, the best
-separation of the four; at 0.9 instability stops separating (the reference drops as much). Instability is measured with the same perturbation draws for every
-copy (common random numbers), so LIME's own sampling noise does not count as instability.
+probability by 7.9 points (as many random superpixels: 3.1) and the reference's by 0.15, the best
+separation of the four; at 0.9 instability stops separating (the reference drops as much).
+Instability is measured with the same perturbation draws for every copy (common random numbers),
+so LIME's own sampling noise does not count as instability.
 """
 
 from __future__ import annotations
