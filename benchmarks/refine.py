@@ -8,8 +8,8 @@ of its process (robust to other load on the machine; wall clock is about CPU / t
   (d) refine, input-gradient saliency in place of LIME (is LIME needed?)
   (e) IG-Defense (LO-IR, default k) on (c), rankings recomputed on 100 train images per class
 (c) and (d) run rounds of --attribute images attributed + 100 training steps until the budget,
-which counts the attribution too. Same optimizer for (b)-(d): SGD lr 0.01, momentum 0.9, nesterov, wd 5e-4, batch 128, no
-augmentation, and the same 500 random training images held out.
+which counts the attribution too. Same optimizer for (b)-(d): SGD lr 0.01, momentum 0.9,
+nesterov, wd 5e-4, batch 128, no augmentation, and the same 500 random training images held out.
 
 Evaluation on the first --n CIFAR-10 (JPEG copy) test images (class-balanced): clean; FGSM and PGD
 (10 steps of eps/4, random start) at eps 0.01, 0.02, 0.03; APGD-CE then APGD-T on its survivors
@@ -59,7 +59,8 @@ def fgsm_rs_finetune(model, data, cfg: RefineConfig) -> int:
     cpu0, steps, epoch = time.process_time(), 0, 0
     model.train()
     while True:
-        order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))]
+        shuffle = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             x, y = _batch(data, order[i:i + cfg.batch_size])
             loss = F.cross_entropy(model(_fgsm_rs(model, x, y, cfg.eps, 10 / 255, gen)), y)
@@ -158,7 +159,8 @@ def main() -> None:
     versus_b = {row: {c: vars(stats.paired_difference(torch.tensor(results["b"][c], dtype=torch.bool),
                                                         torch.tensor(res[c], dtype=torch.bool)))
                       for c in columns} for row, res in results.items() if row != "b"}
-    payload = {"rows": ROWS, "n": args.n, "budget_cpu_seconds": args.budget_cpu, "attribute_per_round": args.attribute, "accuracy": table,
+    payload = {"rows": ROWS, "n": args.n, "budget_cpu_seconds": args.budget_cpu, "attribute_per_round": args.attribute,
+               "accuracy": table,
                "versus_b": versus_b, "train": train, "refine_rounds": rounds, "sanity_c": sanity,
                "per_image": results}
     write_results("refine", payload)
@@ -167,7 +169,8 @@ def main() -> None:
 
 def _markdown(p: dict, columns: list[str]) -> None:
     lines = [f"# Refinement vs FGSM-RS fine-tuning: {p['n']} CIFAR-10 (JPEG copy) test images",
-             "", f"Command: `python benchmarks/refine.py --budget-cpu {p['budget_cpu_seconds']:.0f} --attribute {p['attribute_per_round']} --n {p['n']}`; "
+             "", f"Command: `python benchmarks/refine.py --budget-cpu {p['budget_cpu_seconds']:.0f} "
+             f"--attribute {p['attribute_per_round']} --n {p['n']}`; "
              "see benchmarks/results/refine.json (machine, date, per-image results).", "",
              "| row | " + " | ".join(columns) + " | train CPU s |", "|---" * (len(columns) + 2) + "|"]
     for row, name in p["rows"].items():

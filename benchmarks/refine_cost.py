@@ -72,7 +72,8 @@ def main() -> None:
                attribution_per_image, "attribute_per_round": args.attribute,
                "round_over_split_seconds": round_s, "fgsm_at_epoch_seconds": fgsm_epoch,
                "round_vs_fgsm_at_epoch": round_s / fgsm_epoch,
-               "refine_step_vs_floor": step["refine"] / step["plain"], "fgsm_rs_step_vs_floor": step["fgsm_rs"] / step["plain"]}
+               "refine_step_vs_floor": step["refine"] / step["plain"],
+               "fgsm_rs_step_vs_floor": step["fgsm_rs"] / step["plain"]}
     write_results("refine_cost", payload)
     for k, v in payload.items():
         print(f"{k}: {v}")

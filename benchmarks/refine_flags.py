@@ -73,7 +73,8 @@ def main() -> None:
             random = torch.zeros_like(mask)
             for b, k in enumerate(mask.sum(1).tolist()):
                 random[b, scores[b].topk(k).indices] = True
-            rows.append({"quantile": q, "criterion": name, "flagged_per_image": round(mask.sum(1).float().mean().item(), 2),
+            rows.append({"quantile": q, "criterion": name,
+                         "flagged_per_image": round(mask.sum(1).float().mean().item(), 2),
                          "model_drop": round(_drop(model, x, y, seg, mask), 4),
                          "reference_drop": round(_drop(reference, x, y, seg, mask), 4),
                          "model_drop_random": round(_drop(model, x, y, seg, random), 4),

@@ -142,6 +142,7 @@ def test_explain_why_figure_has_a_row_per_image_and_a_panel_per_criterion(standa
 def test_cli_refuses_a_run_that_can_flag_nothing(tmp_path, capsys):
     from igdefense.cli import main
 
-    assert main(["refine", "--reference", "none", "--copies", "0", "--per-class", "20", "--out", str(tmp_path / "r")]) == 2
+    args = ["refine", "--reference", "none", "--copies", "0", "--per-class", "20", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
     assert "nothing can be flagged" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

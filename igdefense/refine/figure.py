@@ -30,7 +30,8 @@ def plot_flags(images: torch.Tensor, segments: torch.Tensor, flags: Flags, path:
         # 4x nearest upsampling: at 32x32 the one-pixel superpixel boundaries would cover the image
         img = images[b].permute(1, 2, 0).cpu().double().numpy().repeat(4, 0).repeat(4, 1)
         seg = segments[b].cpu().numpy().repeat(4, 0).repeat(4, 1)
-        panels = [("image" if titles is None else titles[b], img), ("superpixels", mark_boundaries(img, seg, color=_EDGE))]
+        panels = [("image" if titles is None else titles[b], img),
+                  ("superpixels", mark_boundaries(img, seg, color=_EDGE))]
         for c in CRITERIA:
             hit = getattr(flags, c)[b].cpu().numpy()[seg]  # (H, W) bool
             tinted = img.copy()

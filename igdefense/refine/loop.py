@@ -147,7 +147,8 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         times["eval_s"] = time.perf_counter() - t2
         spent += time.process_time() - cpu0
         entry = {"round": rnd + 1, "holdout_clean": clean, "holdout_pgd": robust, "steps": steps,
-                 "budget_hit": budget_hit, "cpu_seconds": spent, **{k: round(v, 2) for k, v in times.items()}, "processes": world,
+                 "budget_hit": budget_hit, "cpu_seconds": spent, **{k: round(v, 2) for k, v in times.items()},
+                 "processes": world,
                  "lime_flags": lime_counts,
                  **{f"mean_{k}": v / max(steps, 1) for k, v in sums.items()}}
         if rank == 0:
