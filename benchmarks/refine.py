@@ -38,7 +38,7 @@ from igdefense import evaluate, lo_ir, stats, wrap, zoo  # noqa: E402
 from igdefense.atomic import atomic_path  # noqa: E402
 from igdefense.data import CIFAR10, CIFAR10_CLASSES, cifar10_loader  # noqa: E402
 from igdefense.refine import RefineConfig, refine  # noqa: E402
-from igdefense.refine.loop import _batch  # noqa: E402
+from igdefense.refine.loop import _batch, holdout_split  # noqa: E402
 from igdefense.sanity import run_sanity_checks  # noqa: E402
 from igdefense.zoo.models import SmallCNN  # noqa: E402
 
@@ -53,8 +53,7 @@ def fgsm_rs_finetune(model, data, cfg: RefineConfig) -> int:
     from igdefense.zoo.train import _fgsm_rs
 
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    split = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
-    train_idx = split[:len(data) - cfg.holdout]
+    train_idx, _ = holdout_split(len(data), cfg.holdout, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     cpu0, steps, epoch = time.process_time(), 0, 0
     model.train()

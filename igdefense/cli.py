@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -208,7 +209,7 @@ def cmd_refine(args) -> int:
     from safetensors.torch import save_file
 
     from .data import CIFAR10, balanced_indices
-    from .refine import refine
+    from .refine import RefineConfig, refine
     from .refine.loop import is_main_process
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -217,7 +218,8 @@ def cmd_refine(args) -> int:
         data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
     model = zoo.load(args.model)
     reference = None if args.reference.lower() == "none" else zoo.load(args.reference)
-    options = {k: v for k, v in vars(args).items() if k in _REFINE_OPTIONS and v is not None}
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(RefineConfig)
+               if getattr(args, f.name) is not None}  # every field has its --option
     refine(model, data, reference=reference, out_dir=args.out, progress=not args.quiet, **options)
     if is_main_process():
         path = Path(args.out) / "refined.safetensors"
@@ -226,10 +228,6 @@ def cmd_refine(args) -> int:
                       metadata={"base": args.model, "reference": args.reference})
         print(f"wrote {path}; per-round log: {Path(args.out) / 'log.jsonl'}")
     return 0
-
-
-_REFINE_OPTIONS = ("rounds", "method", "attribute_per_round", "num_samples", "copies", "quantile", "alpha", "lam",
-                   "eps", "lr", "batch_size", "steps_per_round", "holdout", "budget_cpu_seconds", "seed")
 
 
 def _defended(model_name: str, rankings_path, probe_per_class: int, data, **kw) -> IGDefense:
@@ -364,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lam", type=float)
     f.add_argument("--eps", type=_fraction)
     f.add_argument("--lr", type=float)
+    f.add_argument("--weight-decay", type=float)
     f.add_argument("--batch-size", type=int)
     f.add_argument("--steps-per-round", type=int)
     f.add_argument("--holdout", type=int)

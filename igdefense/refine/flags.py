@@ -70,7 +70,7 @@ def unsupported(scores: torch.Tensor, reference_scores: torch.Tensor, counts: to
 def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor, *,
                   reference: nn.Module | None = None, method: Method = "lime", quantile: float = 0.8,
                   copies: int = 2, noise: float = 8 / 255, num_samples: int = 300, seed: int = 0,
-                  batch_size: int = 250) -> Flags:
+                  batch_size: int = 250, criteria: tuple[str, ...] = CRITERIA) -> Flags:
     """Flag spurious superpixels of ``images`` for their ``labels``.
 
     Args:
@@ -83,9 +83,12 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         copies: perturbed copies for instability (0 skips it); each adds one attribution run.
         noise: the copies are x + uniform noise in [-noise, noise], clipped to [0, 1].
         num_samples, seed, batch_size: passed to :func:`igdefense.attribution.attribute`.
+        criteria: the criteria to evaluate (the others stay all False), from :data:`CRITERIA`.
     """
     if not 0 <= quantile < 1:
         raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+    if not set(criteria) <= set(CRITERIA):
+        raise ValueError(f"criteria must be among {CRITERIA}, got {criteria}")
     counts = segment_counts(segments.cpu().long())
     if reference is not None:
         check_same_classes(model, reference, images[:1])
@@ -96,12 +99,13 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
     none = torch.zeros(len(images), int(counts.max()) if len(counts) else 0, dtype=torch.bool)
     irrelevance = sensitivity = instability = none
-    beta = scores(model, images, method)
-    if reference is not None:
+    beta = scores(model, images, method) if {"irrelevance", "instability"} & set(criteria) else None
+    if reference is not None and "irrelevance" in criteria:
         irrelevance = unsupported(beta.abs(), scores(reference, images, method).abs(), counts, quantile)
+    if reference is not None and "sensitivity" in criteria:
         sensitivity = unsupported(scores(model, images, "saliency"), scores(reference, images, "saliency"),
                                   counts, quantile)
-    if copies:
+    if copies and "instability" in criteria:
         gen = torch.Generator().manual_seed(seed)
         betas = [beta] + [scores(model, (images + (torch.rand(images.shape, generator=gen) * 2 - 1)
                                          .to(images) * noise).clamp(0, 1), method) for _ in range(copies)]

@@ -95,14 +95,12 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         raise ValueError(f"{len(train_data)} images leave {n_train} to train on after the holdout of {cfg.holdout}: "
                          f"fewer than one batch of {cfg.batch_size} per process; pass more data or a smaller holdout")
     segments = _segments(train_data, out / "segments.pt", rank, progress)
-    split = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))
-    train_idx, holdout_idx = split[:n_train], split[n_train:]
+    train_idx, holdout_idx = holdout_split(len(train_data), cfg.holdout, cfg.seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    start = _resume(model, opt, out, cfg)
+    start, spent = _resume(model, opt, out, cfg)
     if world > 1:
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, 0)
-    spent = float(_load_state(out).get("cpu_seconds", 0.0)) if start else 0.0
     for rnd in range(start, cfg.rounds):
         times, t0 = {}, time.perf_counter()
         cpu0 = time.process_time()
@@ -161,6 +159,12 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
     return model.eval()
 
 
+def holdout_split(n_items: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, held-out indices): ``holdout`` items drawn at random from ``seed``."""
+    order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed))
+    return order[:n_items - holdout], order[n_items - holdout:]
+
+
 class _Flags:
     """The round's attribution flags, looked up by training index (rows of unattributed images are empty)."""
 
@@ -186,15 +190,14 @@ def _attribute(model, data, segments, idx, reference, cfg, rnd, progress) -> tup
         part = idx[start:start + step]
         x, y = _batch(data, part)
         seg = segments[part].long()
+        # sensitivity is flagged on every training batch (refinement_loss): the other two here
         flags = flag_spurious(model, x, y, seg, reference=reference, method=cfg.method, quantile=cfg.quantile,
                               copies=cfg.copies, noise=cfg.eps, num_samples=cfg.num_samples,
-                              seed=cfg.seed * 1000 + rnd)
-        # sensitivity is re-flagged on every training batch (refinement_loss): keep the other two here
-        keep = flags.irrelevance | flags.instability
+                              seed=cfg.seed * 1000 + rnd, criteria=("irrelevance", "instability"))
         totals["irrelevance"] += int(flags.irrelevance.sum())
         totals["instability"] += int(flags.instability.sum())
         for k, i in enumerate(part.tolist()):
-            rows[i] = keep[k]
+            rows[i] = flags.any[k]
     return _Flags(rows), totals
 
 
@@ -255,15 +258,12 @@ def _config(config: RefineConfig | None, options: dict) -> RefineConfig:
     return cfg
 
 
-def _load_state(out: Path) -> dict:
+def _resume(model, opt, out: Path, cfg: RefineConfig) -> tuple[int, float]:
+    """Load ``out``'s checkpoint into model and optimizer: (rounds done, CPU seconds spent); (0, 0) if none."""
     path = out / "checkpoint.pt"
-    return torch.load(path, weights_only=False) if path.exists() else {}
-
-
-def _resume(model, opt, out: Path, cfg: RefineConfig) -> int:
-    state = _load_state(out)
-    if not state:
-        return 0
+    if not path.exists():
+        return 0, 0.0
+    state = torch.load(path, weights_only=False)
     if state["config"] != asdict(cfg):
         changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k) != v)
         if changed != ["rounds"]:  # more rounds of the same run is a resume; anything else is another run
@@ -272,7 +272,7 @@ def _resume(model, opt, out: Path, cfg: RefineConfig) -> int:
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     log.info("resumed from %s after round %d", out, state["round"])
-    return state["round"]
+    return state["round"], float(state["cpu_seconds"])
 
 
 def _checkpoint(model, opt, out: Path, cfg, rnd: int, spent: float, entry: dict) -> None:
