@@ -230,6 +230,21 @@ def cmd_refine(args) -> int:
     return 0
 
 
+def cmd_corruptions(args) -> int:
+    from .corruptions import NAMES, write_dataset
+    from .data import CIFAR10, balanced_indices
+
+    names = NAMES if args.names == "all" else tuple(n for n in args.names.split(",") if n)
+    data = CIFAR10(args.split, args.data)
+    if args.per_class is not None:
+        data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
+    source = f"CIFAR-10 ({data.kind}) {args.split}" + (f", first {args.per_class} per class" if args.per_class else "")
+    out = write_dataset(args.out, data, names=names, seed=args.seed, progress=not args.quiet, source=source)
+    print(f"CIFAR-10-C-style (CIFAR parameters, seed {args.seed}): {len(names)} corruptions x 5 severities "
+          f"of {len(data)} images in {out}")
+    return 0
+
+
 def _defended(model_name: str, rankings_path, probe_per_class: int, data, **kw) -> IGDefense:
     rankings = Rankings.load(rankings_path) if rankings_path else _rankings_for(model_name, probe_per_class, data)
     return IGDefense(zoo.load(model_name), rankings, **kw).eval()
@@ -346,6 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help=data_help)
     t.add_argument("-o", "--output", required=True, type=Path)
     t.set_defaults(func=cmd_train)
+    c = sub.add_parser("corruptions", help="write CIFAR-10-C-style corruptions (CIFAR parameters) of the test set, "
+                                           "in CIFAR-10-C's layout (resumable)")
+    c.add_argument("--out", default="cifar10-c", help="folder for <name>.npy and labels.npy")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--names", default="all", help="comma-separated corruptions (default all 19)")
+    c.add_argument("--split", default="test", choices=["test", "train"])
+    c.add_argument("--per-class", type=int, default=None, help="only the first N images of each class (default all)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--data", default=None, help=data_help)
+    c.set_defaults(func=cmd_corruptions)
+
     f = sub.add_parser("refine", help="LIME-guided refinement of a zoo model (resumable; runs under torchrun)")
     f.add_argument("--model", default="smallcnn-standard", choices=zoo.available())
     f.add_argument("--reference", default="smallcnn-robust", help="zoo model whose attributions count as right, "

@@ -207,3 +207,40 @@ def test_contract_and_errors(images):
         corrupt(x[:, :1], "fog", 1)
     with pytest.raises(ValueError, match=r"x / 255"):
         corrupt(x * 255, "fog", 1)
+
+
+def test_dataset_layout_resume_and_reader(tmp_path):
+    from igdefense.cli import main
+    from igdefense.corruptions import CorruptedCIFAR10, write_dataset
+    from igdefense.corruptions.dataset import chunk_seed
+    from igdefense.corruptions.blur import to_8bit
+    from igdefense.data import CIFAR10, balanced_indices
+
+    out = tmp_path / "c"
+    args = ["corruptions", "--out", str(out), "--per-class", "2", "--names", "fog,jpeg_compression", "--quiet"]
+    assert main(args) == 0
+    fog = np.load(out / "fog.npy")
+    assert fog.dtype == np.uint8 and fog.shape == (5 * 20, 32, 32, 3)
+    data = CIFAR10("test")
+    data.indices = np.asarray(balanced_indices(data.labels, 2))
+    x, y = data.__getitems__(list(range(20)))
+    assert np.array_equal(np.load(out / "labels.npy"), np.tile(y.numpy(), 5))
+    expected = to_8bit(corrupt(x, "fog", 4, seed=chunk_seed(0, "fog", 4, 0)))
+    assert torch.equal(CorruptedCIFAR10(out, "fog", 4).__getitems__(range(20))[0], expected)
+    img, label = CorruptedCIFAR10(out, "fog", 4)[3]
+    assert img.shape == (3, 32, 32) and label == int(y[3])
+
+    # a finished corruption is kept, a missing one is written again, identically
+    jpeg = (out / "jpeg_compression.npy").read_bytes()
+    (out / "jpeg_compression.npy").unlink()
+    stamp = (out / "fog.npy").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "jpeg_compression.npy").read_bytes() == jpeg and (out / "fog.npy").stat().st_mtime_ns == stamp
+
+    with pytest.raises(ValueError, match="another directory"):
+        write_dataset(out, data, names=("fog",), seed=1)
+    with pytest.raises(FileNotFoundError, match="fog, jpeg_compression"):
+        CorruptedCIFAR10(out, "snow", 1)
+    (out / "fog.npy").write_bytes((out / "fog.npy").read_bytes()[:5000])  # truncated
+    with pytest.raises(ValueError, match="truncated"):
+        CorruptedCIFAR10(out, "fog", 1)

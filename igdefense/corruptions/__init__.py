@@ -74,3 +74,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int | None 
 
 
 __all__ = ["CORRUPTIONS", "MAIN", "NAMES", "SEVERITIES", "corrupt"]
+
+from .dataset import CorruptedCIFAR10, corrupted_loaders, write_dataset  # noqa: E402  (needs the names above)
+
+__all__ += ["CorruptedCIFAR10", "corrupted_loaders", "write_dataset"]
