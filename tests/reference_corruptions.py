@@ -214,3 +214,61 @@ def spatter(x, c, noise):
     m[m < 0.8] = 0
     color = np.concatenate([v / 255 * np.ones_like(x[..., :1]) for v in (63, 42, 20)], axis=2)
     return np.clip(x * (1 - m[..., None]) + color * m[..., None], 0, 1) * 255
+
+
+def script(name: str, x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """The whole per-image computation of one corruption, numpy random draws included (the baseline
+    of benchmarks/corruptions.py): uint8 (32, 32, 3) in, uint8 out."""
+    import importlib.util
+    from pathlib import Path
+
+    from igdefense.corruptions import blur, digital, noise, weather
+
+    s = severity - 1
+    if name == "gaussian_noise":
+        out = gaussian_noise(x, noise.GAUSSIAN[s], rng.normal(size=x.shape))
+    elif name == "shot_noise":
+        out = np.clip(rng.poisson(x / 255 * noise.SHOT[s]) / noise.SHOT[s], 0, 1) * 255
+    elif name == "impulse_noise":
+        out = impulse_noise(x, noise.IMPULSE[s], rng.random(x.shape), rng.random(x.shape))
+    elif name == "speckle_noise":
+        out = speckle_noise(x, noise.SPECKLE[s], rng.normal(size=x.shape))
+    elif name == "gaussian_blur":
+        out = gaussian_blur(x, blur.GAUSSIAN[s])
+    elif name == "glass_blur":
+        sigma, d, iterations = blur.GLASS[s]
+        out = glass_blur(x.copy(), sigma, d, iterations, rng.integers(-d, d, (iterations, (32 - 2 * d) ** 2, 2)))
+    elif name == "defocus_blur":
+        out = defocus_blur(x, *blur.DEFOCUS[s])
+    elif name == "motion_blur":
+        out = motion_blur(x, *blur.MOTION[s], rng.uniform(-45, 45))
+    elif name == "zoom_blur":
+        out = zoom_blur(x, blur.ZOOM[s])
+    elif name == "snow":
+        c = weather.SNOW[s]
+        out = snow(x, c, rng.normal(c[0], c[1], (32, 32)), rng.uniform(-135, -45))
+    elif name == "frost":
+        folder = Path(list(importlib.util.find_spec("imagecorruptions").submodule_search_locations)[0]) / "frost"
+        out = frost(x, weather.FROST[s], str(folder / weather.FROST_FILES[rng.integers(5)]), rng.random(2))
+    elif name == "fog":
+        strength, decay = weather.FOG[s]
+        out = fog(x, strength, decay, _uniforms(rng))
+    elif name == "spatter":
+        out = spatter(x, weather.SPATTER[s], rng.normal(size=(32, 32)))
+    elif name in ("brightness", "contrast", "saturate", "pixelate", "jpeg_compression"):
+        table = {"brightness": digital.BRIGHTNESS, "contrast": digital.CONTRAST, "saturate": digital.SATURATE,
+                 "pixelate": digital.PIXELATE, "jpeg_compression": digital.JPEG}[name]
+        out = globals()[name](x, table[s])
+    elif name == "elastic_transform":
+        out = elastic_transform(x, digital.ELASTIC[s], rng.uniform(-1, 1, (3, 2)), rng.uniform(-1, 1, (32, 32)),
+                                rng.uniform(-1, 1, (32, 32)))
+    else:
+        raise ValueError(name)
+    return np.uint8(out)
+
+
+def _uniforms(rng):
+    """The diamond-square's U(-1, 1) draws: 3 per halving of the step, 1x1 up to 16x16."""
+    for k in range(5):
+        for _ in range(3):
+            yield rng.uniform(-1, 1, (2**k, 2**k))

@@ -53,14 +53,17 @@ def bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str)
 
 
 def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
-    """Correlate ``x`` with an odd-length 1-D ``kernel`` along ``dim`` (-1 or -2), boundary ``mode``."""
-    r = len(kernel) // 2
-    n = x.shape[dim]
-    padded = x.index_select(dim, source_index(n, r, mode).to(x.device))
-    out = torch.zeros_like(x)
+    """Correlate ``x`` with an odd-length 1-D ``kernel`` along ``dim`` (-1 or -2), boundary ``mode``:
+    one (n, n) matrix product, the padding folded into the matrix."""
+    if dim not in (-1, -2):
+        raise ValueError(f"dim must be -1 or -2, got {dim}")
+    n, r = x.shape[dim], len(kernel) // 2
+    a = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)
     for j, w in enumerate(kernel.tolist()):
-        out += w * padded.narrow(dim, j, n)
-    return out
+        a.index_put_((rows, fold(rows + j - r, n, mode)), torch.full((n,), w, dtype=torch.float64), accumulate=True)
+    a = a.to(x)
+    return x @ a.T if dim == -1 else a @ x
 
 
 def gaussian_kernel(sigma: float, truncate: float) -> torch.Tensor:
