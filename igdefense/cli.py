@@ -137,11 +137,15 @@ def cmd_eval(args) -> int:
         models["random-mask"] = IGDefense(base, rankings.randomized(args.seed), k=args.k, sigma=args.sigma,
                                           seed=args.seed).eval()
     attacks = [a for a in args.attacks.split(",") if a]
+    corruptions = _corruption_names(args.corruptions)
     loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=args.batch_size, root=args.data)
     out = Path(args.out)
     meta = {"model": args.model, "rankings": rankings.probe, "k": models[rankings.method].k, "sigma": args.sigma,
             "eps": args.eps, "attacks": attacks, "cascade": args.cascade, "images": len(loader.dataset),
             "seed": args.seed, "data": "CIFAR-10 (JPEG copy) test, class-balanced (ordered by class)"}
+    if corruptions:
+        meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
+                              f"severities {','.join(map(str, args.severities))}"
     results = {}
     # Batch by batch across the models, with the report rewritten after each model: an interrupted
     # run still has a paired table on the images done so far.
@@ -158,7 +162,8 @@ def cmd_eval(args) -> int:
             results[name] = evaluate(model, batches, attacks=todo,
                                      eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, base_model=base,
                                      desc=f"{name}, batch {done}/{len(loader)}", log_path=out / f"{name}.jsonl",
-                                     cascade=args.cascade, adv_cache=cache_dir() / "adversarial")
+                                     cascade=args.cascade, adv_cache=cache_dir() / "adversarial",
+                                     corruptions=corruptions, severities=args.severities)
             if rank == 0:  # every model so far, on the images all have done (complete before the sanity checks)
                 n = min(len(r.correct["clean"]) for r in results.values())
                 write_report(out, {k: r.first(n) for k, r in results.items()}, "base", {**meta, "images_done": n})
@@ -230,11 +235,34 @@ def cmd_refine(args) -> int:
     return 0
 
 
+def _severities(text: str) -> tuple[int, ...]:
+    """'1-5' or '3,5' -> (1, 2, 3, 4, 5) or (3, 5)."""
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            values = tuple(range(lo, hi + 1))
+        else:
+            values = tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        values = ()
+    if not values or any(v not in range(1, 6) for v in values):
+        raise argparse.ArgumentTypeError(f"severities: {text!r} is not like 1-5 or 3,5 (values 1..5)")
+    return values
+
+
+def _corruption_names(text: str) -> tuple[str, ...]:
+    from .corruptions import MAIN, NAMES, check_name
+
+    if text in ("all", "main"):
+        return NAMES if text == "all" else MAIN
+    return tuple(check_name(n) for n in text.split(",") if n)
+
+
 def cmd_corruptions(args) -> int:
-    from .corruptions import NAMES, write_dataset
+    from .corruptions import write_dataset
     from .data import CIFAR10, balanced_indices
 
-    names = NAMES if args.names == "all" else tuple(n for n in args.names.split(",") if n)
+    names = _corruption_names(args.names)
     data = CIFAR10(args.split, args.data)
     if args.per_class is not None:
         data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
@@ -335,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
     v.add_argument("--attacks", default="autoattack,transfer,apgd-ce-eot,rays",
                    help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set)")
+    v.add_argument("--corruptions", default="", help="also accuracy under CIFAR-10-C-style corruptions (CIFAR "
+                   "parameters, generated per batch): 'all', 'main' (the 15) or comma-separated names")
+    v.add_argument("--severities", default="1-5", type=_severities, help="e.g. 1-5 (default) or 3,5")
     v.add_argument("--cascade", action="store_true",
                    help="attack only images no earlier attack broke: same IW-WC, far cheaper; columns "
                         "after the first become cumulative")

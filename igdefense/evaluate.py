@@ -41,15 +41,39 @@ class EvalResult:
 
     @property
     def robust_accuracy(self) -> dict[str, float]:
-        return {k: v.float().mean().item() for k, v in self.correct.items() if k != "clean"}
+        return {k: v.float().mean().item() for k, v in self.correct.items() if k != "clean" and not is_corruption(k)}
 
     @property
     def worst_case(self) -> torch.Tensor:
-        """Image-wise worst case: right on the clean image and under every attack."""
+        """Image-wise worst case: right on the clean image and under every attack (corruptions aside)."""
         out = self.correct["clean"].clone()
-        for v in self.correct.values():
-            out &= v
+        for k, v in self.correct.items():
+            if not is_corruption(k):
+                out &= v
         return out
+
+    @property
+    def corruption_accuracy(self) -> dict[str, dict[int, float]]:
+        """{corruption: {severity: accuracy}} for the corruptions evaluated."""
+        out: dict[str, dict[int, float]] = {}
+        for k, v in self.correct.items():
+            if is_corruption(k):
+                name, severity = k.split("@")
+                out.setdefault(name, {})[int(severity)] = v.float().mean().item()
+        return out
+
+    @property
+    def corruption_per_image(self) -> torch.Tensor:
+        """(N,) fraction of the corrupted versions of each image the model gets right."""
+        columns = [v.float() for k, v in self.correct.items() if is_corruption(k)]
+        if not columns:
+            raise ValueError("no corruptions were evaluated: pass corruptions=... to evaluate()")
+        return torch.stack(columns).mean(0)
+
+    @property
+    def mean_corruption_accuracy(self) -> float:
+        """Mean over every corruption and severity evaluated (RobustBench's corruption accuracy)."""
+        return self.corruption_per_image.mean().item()
 
     @property
     def worst_case_accuracy(self) -> float:
@@ -60,12 +84,22 @@ class EvalResult:
         return EvalResult({k: v[:n] for k, v in self.correct.items()}, self.eps, self.cascade)
 
 
+def corruption_key(name: str, severity: int) -> str:
+    """The ``EvalResult.correct`` key of one corruption at one severity, e.g. "fog@3"."""
+    return f"{name}@{severity}"
+
+
+def is_corruption(key: str) -> bool:
+    return "@" in key
+
+
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
              attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
              eot_iter: int = 20, base_model: nn.Module | None = None, progress: bool = True,
              desc: str = "evaluating", log_path: str | os.PathLike | None = None, cascade: bool = False,
              adv_cache: str | os.PathLike | None = None, sanity: bool = False, sanity_n: int = 100,
-             transfer_from: Sequence[str] = TRANSFER_SOURCES) -> EvalResult:
+             transfer_from: Sequence[str] = TRANSFER_SOURCES, corruptions: Sequence[str] = (),
+             severities: Sequence[int] = (1, 2, 3, 4, 5)) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
@@ -86,6 +120,10 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             whose examples do not depend on the model (``transfer``) still see the whole batch.
         adv_cache: directory where examples crafted on deterministic models are kept (see
             :mod:`igdefense.attacks`), so the base model's runs also serve as transfer sources.
+        corruptions: names from :data:`igdefense.corruptions.NAMES` (CIFAR-10-C-style, CIFAR
+            parameters): accuracy on each clean image corrupted at each of ``severities``, under
+            the keys "name@severity". Batch i is corrupted with the seeds the dataset writer gives
+            chunk i, so with batches of 1,000 the images are those of ``igdefense corruptions``.
         sanity: also run :func:`igdefense.sanity.run_sanity_checks` (APGD-CE, with ``base_model``
             the transfer comparisons too) on ``sanity_n`` images spread evenly over the data;
             the checks land in ``result.sanity`` and failures are printed loudly.
@@ -104,7 +142,15 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     device = model_device(model)
     settings = AttackSettings(eps=eps, norm=norm, seed=seed, eot_iter=eot_iter, base_model=base_model,
                               transfer_from=tuple(transfer_from), cache=Path(adv_cache) if adv_cache else None)
+    if corruptions:
+        from .corruptions import check_name, check_severity
+
+        keys = [corruption_key(check_name(c), check_severity(s)) for c in corruptions for s in severities]
+    else:
+        keys = []
     header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
+    if keys:  # (older logs, without corruptions, stay resumable)
+        header["corruptions"] = keys
     if cascade:
         header["cascade"] = True
     if "transfer" in attacks and settings.transfer_from != TRANSFER_SOURCES:  # (older logs stay resumable)
@@ -131,9 +177,10 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             if own_log:
                 _append_log(own_log, record)
 
-        if not all(k in record for k in ["clean", *attacks]):
-            _evaluate_batch(model, x.to(device), y.to(device), attacks, settings, cascade, seed + i,
-                            {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k != "batch"}, save)
+        if not all(k in record for k in ["clean", *keys, *attacks]):
+            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k != "batch"}
+            _evaluate_batch(model, x.to(device), y.to(device), attacks, settings, cascade, seed + i, known, save)
+            _evaluate_corruptions(model, x.to(device), y.to(device), keys, seed, i, known, save)
         mine[i] = record
     if world > 1:
         gathered: list = [None] * world
@@ -141,7 +188,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         mine = {i: r for part in gathered for i, r in part.items()}
     order = sorted(mine)
     result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
-                         for k in ["clean", *attacks]}, eps, cascade)
+                         for k in ["clean", *attacks, *keys]}, eps, cascade)
     if sanity and rank == 0:
         from .sanity import run_sanity_checks
 
@@ -211,6 +258,24 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
                     survived[rows] &= (model(x_adv).argmax(1) == ys).cpu()
         known[name] = survived & alive if cascade else survived
         save(name, known[name])
+
+
+def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: int, known: dict[str, torch.Tensor],
+                          save: Callable[[str, torch.Tensor], None]) -> None:
+    """Accuracy on the batch corrupted by each "name@severity" in ``keys`` not already ``known``."""
+    from .corruptions import corrupt
+    from .corruptions.dataset import chunk_seed
+
+    for step, key in enumerate(keys):
+        if key in known:
+            continue
+        name, severity = key.split("@")
+        if hasattr(model, "reseed"):
+            model.reseed((seed + batch) * 1000 + 500 + step)  # apart from the attacks' steps (< 500)
+        x_c = corrupt(x, name, int(severity), seed=chunk_seed(seed, name, int(severity), batch))
+        with torch.no_grad():
+            known[key] = (model(x_c).argmax(1) == y).cpu()
+        save(key, known[key])
 
 
 def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from .atomic import atomic_path, atomic_write
-from .evaluate import EvalResult
-from .stats import paired_difference
+from .evaluate import EvalResult, is_corruption
+from .stats import paired_difference, paired_mean_difference
 
 
 def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
@@ -18,11 +18,35 @@ def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
     for name, r in results.items():
         row = {"model": name, "n": len(r.correct["clean"]), "clean": 100 * r.clean_accuracy}
         row.update({k: 100 * v for k, v in r.robust_accuracy.items()})
+        corrupted = r.corruption_accuracy
+        if corrupted:
+            row["corruptions"] = 100 * r.mean_corruption_accuracy
         row["iw_wc"] = 100 * r.worst_case_accuracy
         if name != baseline:
             row["gains"] = {k: str(paired_difference(a, b)) for k, (a, b) in _pairs(base, r).items()}
+            if corrupted and _corruption_keys(base) == _corruption_keys(r):
+                row["gains"]["corruptions"] = str(paired_mean_difference(base.corruption_per_image,
+                                                                         r.corruption_per_image))
         rows.append(row)
     return rows
+
+
+def _corruption_keys(r: EvalResult) -> list[str]:
+    return [k for k in r.correct if is_corruption(k)]
+
+
+def corruption_table(results: dict[str, EvalResult]) -> str:
+    """Markdown: accuracy (%) per corruption, mean over its severities, one column per model."""
+    models = [m for m, r in results.items() if r.corruption_accuracy]
+    if not models:
+        return ""
+    names = list(results[models[0]].corruption_accuracy)
+    lines = ["| corruption | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for c in names:
+        cells = [results[m].corruption_accuracy.get(c, {}) for m in models]
+        lines.append(f"| {c} | " + " | ".join(f"{100 * sum(v.values()) / len(v):.2f}" if v else "" for v in cells)
+                     + " |")
+    return "\n".join(lines)
 
 
 def _pairs(base: EvalResult, other: EvalResult) -> dict:
@@ -62,6 +86,9 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                "sanity": [str(c) for c in sanity or []]}
     atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
     md = ["# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
+    if corruption_table(results):
+        md += ["", "## Corruptions (CIFAR-10-C-style, CIFAR parameters; accuracy %, mean over the severities)", "",
+               corruption_table(results)]
     if any(r.cascade for r in results.values()):
         md += ["", "Cascade: each attack ran only on the images no earlier attack broke, so every attack "
                    "column after the first is cumulative (right under it and all before it); the last "

@@ -48,3 +48,17 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> 
     centre = gain - loss
     se = math.sqrt(max(gain + loss - centre ** 2, 0.0) / m)
     return PairedDifference((b_only - a_only) / n, centre - z * se, centre + z * se, b_only, a_only, n)
+
+
+def paired_mean_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> PairedDifference:
+    """Paired difference of two per-image scores in [0, 1] (e.g. the fraction of an image's
+    corrupted versions a model gets right), mean of ``b`` minus ``a``, with the normal interval of
+    the mean per-image difference: the versions of one image are not independent, the images are."""
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two 1-D vectors over the same images, got {tuple(a.shape)} and {tuple(b.shape)}")
+    d = (b.double() - a.double())
+    n = len(d)
+    if n < 2:
+        return PairedDifference(d.sum().item(), -math.inf, math.inf, int((d > 0).sum()), int((d < 0).sum()), n)
+    mean, se = d.mean().item(), d.std().item() / math.sqrt(n)
+    return PairedDifference(mean, mean - z * se, mean + z * se, int((d > 0).sum()), int((d < 0).sum()), n)

@@ -244,3 +244,35 @@ def test_dataset_layout_resume_and_reader(tmp_path):
     (out / "fog.npy").write_bytes((out / "fog.npy").read_bytes()[:5000])  # truncated
     with pytest.raises(ValueError, match="truncated"):
         CorruptedCIFAR10(out, "fog", 1)
+
+
+def test_evaluate_corruptions_match_the_written_dataset_and_resume(tmp_path, robust_cnn):
+    from igdefense import evaluate
+    from igdefense.corruptions import CorruptedCIFAR10, write_dataset
+    from igdefense.data import CIFAR10, balanced_indices
+
+    data = CIFAR10("test")
+    data.indices = np.asarray(balanced_indices(data.labels, 2))
+    x, y = data.__getitems__(list(range(20)))
+    names, severities = ("contrast", "spatter"), (2, 5)
+    log = tmp_path / "log.jsonl"
+    result = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), eps=0.01, corruptions=names, severities=severities,
+                      log_path=log, progress=False)
+    write_dataset(tmp_path / "c", data, names=names, progress=False)  # batch 0 == chunk 0: the same images
+    for name in names:
+        for s in severities:
+            xc, yc = CorruptedCIFAR10(tmp_path / "c", name, s).__getitems__(range(20))
+            with torch.no_grad():
+                expected = robust_cnn(xc).argmax(1) == yc
+            assert torch.equal(result.correct[f"{name}@{s}"], expected)
+            assert result.corruption_accuracy[name][s] == expected.float().mean().item()
+    columns = torch.stack([result.correct[f"{n}@{s}"].float() for n in names for s in severities])
+    assert result.mean_corruption_accuracy == pytest.approx(columns.mean().item())
+    assert torch.equal(result.worst_case, result.correct["clean"] & result.correct["fgsm"])  # corruptions apart
+    assert set(result.robust_accuracy) == {"fgsm"}
+    again = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), eps=0.01, corruptions=names, severities=severities,
+                     log_path=log, progress=False)  # everything read back from the log
+    assert all(torch.equal(again.correct[k], result.correct[k]) for k in result.correct)
+    with pytest.raises(ValueError, match="holds a run with settings"):
+        evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), eps=0.01, corruptions=("fog",), log_path=log,
+                 progress=False)
