@@ -2,17 +2,18 @@
 
 Models: smallcnn-standard, smallcnn-robust, smallcnn-robust + IG-Defense (LO-IR, shipped rankings,
 default k and sigma). Data: the CIFAR-10 (JPEG copy) test images, corrupted CIFAR-10-C-style (CIFAR
-parameters, seed --seed) by igdefense.evaluate in batches of 1,000: the same images
-`igdefense corruptions --seed S` writes.
+parameters, seed --seed), written once by igdefense.corruptions.write_dataset (what
+`igdefense corruptions` writes) and read back with CorruptedCIFAR10.
 
 1. Clean accuracy and accuracy on every corruption x severity 1..5 (on --n test images), the mean
    (RobustBench's protocol), and IG-Defense vs its base with paired intervals (per image: the
    fraction of its corrupted versions classified right).
 2. The refinement paper's attack-on-corrupted table: FGSM and PGD (10 steps) at eps 0.01 on each
-   corruption at severities 3 and 5, on --attack-n test images. These are weak attacks, reported
-   to compare with that paper; robustness claims need AutoAttack and the worst case (igdefense eval).
+   corruption at severities 3 and 5, on --attack-n of those images (class-balanced). These are weak
+   attacks, reported to compare with that paper; robustness claims need AutoAttack and the worst
+   case (igdefense eval).
 
-Everything is logged under --work (resumable). Writes benchmarks/results/corruptions_eval.{json,md,png}.
+Everything is kept under --work (resumable). Writes benchmarks/results/corruptions_eval.{json,md,png}.
 
     python benchmarks/corruptions_eval.py [--n 10000] [--attack-n 1000] [--work runs/corruptions-eval]
 """
@@ -24,15 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from common import RESULTS, write_results
 
 from igdefense import evaluate, zoo
 from igdefense.atomic import atomic_path, atomic_write
-from igdefense.corruptions import NAMES, corrupt
-from igdefense.corruptions.dataset import chunk_seed
+from igdefense.corruptions import NAMES, CorruptedCIFAR10, write_dataset
 from igdefense.data import CIFAR10, balanced_indices, cifar10_loader
 from igdefense.defense import IGDefense
+from igdefense.evaluate import EvalResult
 from igdefense.stats import paired_difference, paired_mean_difference
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -45,12 +47,15 @@ def models() -> dict[str, torch.nn.Module]:
             "robust+ig-defense": IGDefense(robust, zoo.rankings("smallcnn-robust"), seed=0).eval()}
 
 
-def attack_batches(per_class: int, name: str, severity: int, seed: int):
-    """The first ``per_class`` test images of each class, corrupted as chunk 0 of the writer would."""
-    data = CIFAR10("test")
-    data.indices = np.asarray(balanced_indices(data.labels, per_class))
-    x, y = data.__getitems__(list(range(len(data))))
-    return [(corrupt(x, name, severity, seed=chunk_seed(seed, name, severity, 0)), y)]
+def loader(root: Path, name: str, severity: int, rows: np.ndarray | None = None):
+    from torch.utils.data import DataLoader, Subset
+
+    from igdefense.data import _collate
+
+    data = CorruptedCIFAR10(root, name, severity)
+    if rows is not None:
+        data = Subset(data, rows.tolist())  # (Subset passes batches on to CorruptedCIFAR10.__getitems__)
+    return DataLoader(data, batch_size=1000, collate_fn=_collate)
 
 
 def main() -> None:
@@ -62,23 +67,32 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     nets = models()
+    clean = CIFAR10("test")
+    clean.indices = np.asarray(balanced_indices(clean.labels, args.n // 10))
+    root = write_dataset(work / "cifar10-c", clean, seed=args.seed,
+                         source=f"CIFAR-10 (JPEG copy) test, first {args.n // 10} per class")
 
     results = {}
-    loader = cifar10_loader("test", per_class=args.n // 10, batch_size=1000)
+    clean_loader = cifar10_loader("test", per_class=args.n // 10, batch_size=1000)
     for name, model in nets.items():
-        results[name] = evaluate(model, loader, attacks=(), corruptions=NAMES, severities=SEVERITIES,
-                                 seed=args.seed, log_path=work / f"corruptions-{name}.jsonl", desc=name)
+        correct = {"clean": evaluate(model, clean_loader, attacks=(), seed=args.seed, progress=False,
+                                     log_path=work / name / "clean.jsonl").correct["clean"]}
+        for c in tqdm(NAMES, desc=name):
+            for s in SEVERITIES:
+                correct[f"{c}@{s}"] = evaluate(model, loader(root, c, s), attacks=(), seed=args.seed, progress=False,
+                                               log_path=work / name / f"{c}@{s}.jsonl").correct["clean"]
+        results[name] = EvalResult(correct)
 
+    labels = CorruptedCIFAR10(root, NAMES[0], 1).labels.numpy()
+    rows = np.asarray(balanced_indices(labels, args.attack_n // 10))
     attacked: dict[str, dict[str, dict[str, float]]] = {m: {} for m in nets}
     for name, model in nets.items():
-        for c in NAMES:
+        for c in tqdm(NAMES, desc=f"{name}, FGSM/PGD on corrupted"):
             for s in ATTACK_SEVERITIES:
-                r = evaluate(model, attack_batches(args.attack_n // 10, c, s, args.seed), attacks=("fgsm", "pgd"),
-                             eps=0.01, seed=args.seed, log_path=work / f"attack-{name}-{c}@{s}.jsonl",
-                             progress=False)
+                r = evaluate(model, loader(root, c, s, rows), attacks=("fgsm", "pgd"), eps=0.01, seed=args.seed,
+                             log_path=work / name / f"attack-{c}@{s}.jsonl", progress=False)
                 attacked[name][f"{c}@{s}"] = {"clean": 100 * r.clean_accuracy,
                                               **{k: 100 * v for k, v in r.robust_accuracy.items()}}
-        print(f"attack-on-corrupted: {name} done")
 
     summary = {m: {"clean": 100 * r.clean_accuracy, "mean_corruption": 100 * r.mean_corruption_accuracy,
                    "per_corruption": {c: {s: 100 * a for s, a in v.items()} for c, v in r.corruption_accuracy.items()}}

@@ -172,9 +172,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         if "clean" in record and len(record["clean"]) != len(y):
             raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
 
-        def save(step: str, result: torch.Tensor) -> None:
+        def save(step: str, result: torch.Tensor, write: bool = True) -> None:
             record[step] = result.int().tolist()
-            if own_log:
+            if own_log and write:
                 _append_log(own_log, record)
 
         if not all(k in record for k in ["clean", *keys, *attacks]):
@@ -261,21 +261,21 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
 
 
 def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: int, known: dict[str, torch.Tensor],
-                          save: Callable[[str, torch.Tensor], None]) -> None:
-    """Accuracy on the batch corrupted by each "name@severity" in ``keys`` not already ``known``."""
+                          save: Callable[..., None]) -> None:
+    """Accuracy on the batch corrupted by each "name@severity" in ``keys`` not already ``known``,
+    saved once at the end: a log line per key would repeat the batch's results 95 times over."""
     from .corruptions import corrupt
     from .corruptions.dataset import chunk_seed
 
-    for step, key in enumerate(keys):
-        if key in known:
-            continue
+    todo = [(step, key) for step, key in enumerate(keys) if key not in known]
+    for step, key in todo:
         name, severity = key.split("@")
         if hasattr(model, "reseed"):
             model.reseed((seed + batch) * 1000 + 500 + step)  # apart from the attacks' steps (< 500)
         x_c = corrupt(x, name, int(severity), seed=chunk_seed(seed, name, int(severity), batch))
         with torch.no_grad():
             known[key] = (model(x_c).argmax(1) == y).cpu()
-        save(key, known[key])
+        save(key, known[key], write=step == todo[-1][0])
 
 
 def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:
