@@ -69,8 +69,9 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int | None 
         g.seed()
     else:
         g.manual_seed(seed)
+    x = images.detach().to(torch.promote_types(images.dtype, torch.float32), copy=True)  # half: computed in float32
     with torch.no_grad():
-        return fn(images.detach().clone(), severity, g).clamp(0, 1).to(images.dtype)
+        return fn(x, severity, g).clamp(0, 1).to(images.dtype)
 
 
 __all__ = ["CORRUPTIONS", "MAIN", "NAMES", "SEVERITIES", "corrupt"]

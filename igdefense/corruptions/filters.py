@@ -38,6 +38,7 @@ def bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str)
     """Sample (B, C, H, W) images at real (B, H, W) coordinates by bilinear interpolation; the four
     neighbours are folded into the image with boundary ``mode`` (see fold)."""
     b, c, h, w = x.shape
+    rows, cols = rows.to(x.device), cols.to(x.device)
     r0, c0 = rows.floor(), cols.floor()
     fr, fc = (rows - r0).to(x)[:, None], (cols - c0).to(x)[:, None]
     r0, c0 = r0.long(), c0.long()
