@@ -62,3 +62,51 @@ def test_bad_input():
         spearman(a, a * float("nan"))
     with pytest.raises(ValueError, match="3 x 3"):
         ssim(torch.rand(1, 2, 2), torch.rand(1, 2, 2))
+
+
+def test_maps_of_a_defense_that_keeps_everything_equal_the_base_models(robust_cnn, test_batch):
+    """Grad-CAM and SmoothGrad of IG-Defense with k = all neurons and sigma = 0 are the base model's."""
+    from igdefense import zoo
+    from igdefense.defense import IGDefense
+    from igdefense.explain import explain
+
+    x = test_batch[0][::6]
+    rankings = zoo.rankings("smallcnn-robust")
+    default = IGDefense(robust_cnn, rankings, seed=0).eval()
+    keep_all = IGDefense(robust_cnn, rankings, k=default.split.num_neurons, sigma=0.0, seed=0).eval()
+    for method in ("gradcam", "smoothgrad"):
+        base = explain(robust_cnn, x, method=method, nt_samples=8)
+        assert base.shape == (len(x), 32, 32) and base.min() >= 0
+        assert torch.allclose(explain(keep_all, x, method=method, nt_samples=8), base, atol=1e-5), method
+        assert not torch.allclose(explain(default, x, method=method, nt_samples=8), base, atol=1e-3), method
+    assert explain(robust_cnn, x, method="gradcam").max() == pytest.approx(1.0, abs=1e-5)  # grad-cam scales to [0, 1]
+
+
+def test_smoothgrad_is_captums_and_lime_is_painted_superpixels(standard_cnn, test_batch):
+    from captum.attr import NoiseTunnel, Saliency
+
+    from igdefense.attribution import attribute, segment
+    from igdefense.explain import explain
+
+    x, y = test_batch[0][:4], test_batch[1][:4]
+    torch.manual_seed(5)
+    ref = NoiseTunnel(Saliency(standard_cnn)).attribute(x, nt_type="smoothgrad", nt_samples=6, stdevs=0.1,
+                                                         target=y, abs=True).sum(1)
+    assert torch.allclose(explain(standard_cnn, x, y, method="smoothgrad", nt_samples=6, stdev=0.1, seed=5), ref)
+    segments = segment(x)
+    maps = explain(standard_cnn, x, y, method="lime", segments=segments, num_samples=200)
+    scores = attribute(standard_cnn, x, segments, y, method="lime", num_samples=200)
+    for b in range(len(x)):
+        assert torch.allclose(maps[b], scores[b][segments[b]].float())
+
+
+def test_gradcam_needs_a_spatial_layer():
+    from igdefense.explain import explain
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    with pytest.raises(ValueError, match="layer="):
+        explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam")
+    with pytest.raises(ValueError, match="not a module"):
+        explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam", layer="features.3")
+    with pytest.raises(ValueError, match="unknown method"):
+        explain(mlp, torch.rand(2, 3, 8, 8), method="cam++")

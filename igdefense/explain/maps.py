@@ -1,0 +1,142 @@
+"""Saliency maps of a batch, one signature for Grad-CAM, SmoothGrad and LIME, for any classifier and
+for an IGDefense (the map of the defended model's decision).
+
+- Grad-CAM (Selvaraju et al. 2017): the ``grad-cam`` package, at the last layer with a spatial
+  (B, C, H, W) output before the classifier (``layer=`` overrides); in [0, 1], input resolution.
+- SmoothGrad (Smilkov et al. 2017): captum's NoiseTunnel over input gradients, |gradient| summed
+  over channels.
+- LIME (Ribeiro et al. 2016): igdefense's batched LIME on SLIC superpixels of each image, the
+  superpixel's weight painted on its pixels.
+
+An IGDefense's decision for an image is the base model with a mask fixed by pass 1 (its noisy
+copy). Gradient maps use exactly that: pass 1 once, then the masked base model (the mask's own
+gradient is that of a softmax at tau = 0.01, zero to float precision). LIME queries the whole
+defense, noise included, as the black box it is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..split import apply_neuron_mask, eval_mode, hooks, model_device, register_at
+from ..validation import check_images, check_labels
+
+METHODS = ("gradcam", "smoothgrad", "lime")
+Method = Literal["gradcam", "smoothgrad", "lime"]
+
+
+class _MaskedDecision(nn.Module):
+    """The defended model's decision with pass 1's mask held fixed: the base model, masked at the split."""
+
+    def __init__(self, defense: nn.Module, x: torch.Tensor):
+        super().__init__()
+        self.base, self.site = defense.model, defense.split.site
+        with torch.no_grad():
+            noisy = (x.unsqueeze(0) + defense.draw_noise(x)).flatten(0, 1)
+            self.mask = defense._soft_mask(defense.model(noisy), len(x))  # (B, neurons)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask.repeat_interleave(len(x) // len(self.mask), 0)  # captum: each image's copies together
+        with hooks([register_at(self.base, self.site, lambda f: apply_neuron_mask(f, mask))]):
+            return self.base(x)
+
+
+def cam_layer(model: nn.Module, example: torch.Tensor) -> str:
+    """Name of the last leaf module run before the classifier whose output is (B, C, H, W) with H, W > 1."""
+    names = {m: n for n, m in model.named_modules()}
+    spatial: list[str] = []
+
+    def record(m, args, out):
+        if isinstance(out, torch.Tensor) and out.ndim == 4 and min(out.shape[2:]) > 1:
+            spatial.append(names[m])
+
+    with hooks([]) as hs, eval_mode(model), torch.no_grad():
+        hs += [m.register_forward_hook(record) for m in model.modules() if m is not model and not list(m.children())]
+        model(example[:1])
+    if not spatial:
+        raise ValueError("Grad-CAM needs a layer with a spatial (B, C, H, W) output and this model runs none (a "
+                         "transformer or an MLP?); pass layer='<module name>' (for ViTs, a block's output with "
+                         "a reshape) or use method='smoothgrad' or 'lime'")
+    return spatial[-1]
+
+
+def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None, *, method: Method = "gradcam",
+            layer: str | None = None, nt_samples: int = 20, stdev: float = 0.15, num_samples: int = 1000,
+            segments: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """Saliency maps (B, H, W), float32 on the CPU; larger = more important for ``target``.
+
+    Args:
+        model: a classifier, or an ``IGDefense`` (the map of its decision; see the module docstring).
+        images: (B, 3, H, W) in [0, 1].
+        target: (B,) classes to explain; None: the model's prediction.
+        method: "gradcam", "smoothgrad" or "lime".
+        layer: Grad-CAM's layer (a module name of the classifier; of the base model for an
+            IGDefense); None: :func:`cam_layer`.
+        nt_samples, stdev: SmoothGrad's noisy copies and their std (a fraction of the [0, 1] range).
+        num_samples, segments: LIME's perturbations per image and superpixels (None: SLIC).
+        seed: SmoothGrad's and LIME's random draws, the defense's pass-1 noise.
+    """
+    from ..defense import IGDefense
+
+    check_images(images)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    device = model_device(model)
+    x = images.detach().to(device)
+    defended = isinstance(model, IGDefense)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        if defended:
+            model.reseed(seed)
+        with torch.no_grad():
+            logits = model(x)
+        if target is None:
+            target = logits.argmax(1)
+        check_labels(target, len(x), logits.shape[1], name="target")
+        target = target.to(device)
+        if method == "lime":
+            return _lime(model, images, target, segments, num_samples, seed)
+        decision = _MaskedDecision(model, x) if defended else model
+        if method == "gradcam":
+            base = model.model if defended else model
+            return _gradcam(decision, base, layer or cam_layer(base, x), x, target)
+        return _smoothgrad(decision, x, target, nt_samples, stdev)
+
+
+def _gradcam(decision: nn.Module, base: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError as e:
+        raise ImportError("Grad-CAM needs the grad-cam package: pip install 'igdefense[explain]'") from e
+    modules = dict(base.named_modules())
+    if layer not in modules:
+        raise ValueError(f"layer={layer!r} is not a module of the model; names look like {list(modules)[1:8]}")
+    with GradCAM(model=decision, target_layers=[modules[layer]]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
+    return torch.from_numpy(maps).float()
+
+
+def _smoothgrad(decision: nn.Module, x: torch.Tensor, target: torch.Tensor, nt_samples: int,
+                stdev: float) -> torch.Tensor:
+    from captum.attr import NoiseTunnel, Saliency
+
+    with eval_mode(decision):
+        grads = NoiseTunnel(Saliency(decision)).attribute(x, nt_type="smoothgrad", nt_samples=nt_samples,
+                                                          stdevs=stdev, target=target, abs=True)
+    return grads.sum(1).detach().float().cpu()
+
+
+def _lime(model: nn.Module, images: torch.Tensor, target: torch.Tensor, segments: torch.Tensor | None,
+          num_samples: int, seed: int) -> torch.Tensor:
+    from ..attribution import segment
+    from ..attribution.methods import attribute
+
+    if segments is None:
+        segments = segment(images.cpu())
+    scores = attribute(model, images, segments, target, method="lime", num_samples=num_samples, seed=seed)  # (B, N)
+    segments = segments.to(scores.device)
+    return scores.gather(1, segments.flatten(1)).view(segments.shape).float().cpu()
