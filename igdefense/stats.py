@@ -51,8 +51,8 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> 
 
 
 def paired_mean_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> PairedDifference:
-    """Paired difference of two per-image scores in [0, 1] (e.g. the fraction of an image's
-    corrupted versions a model gets right), mean of ``b`` minus ``a``, with the normal interval of
+    """Paired difference of two per-image scores (e.g. the fraction of an image's corrupted
+    versions a model gets right, or a map-similarity metric), mean of ``b`` minus ``a``, with the normal interval of
     the mean per-image difference: the versions of one image are not independent, the images are.
     (When no image changes at all, the interval is [0, 0]: meant for thousands of images.)"""
     if a.shape != b.shape or a.ndim != 1:

@@ -110,3 +110,35 @@ def test_gradcam_needs_a_spatial_layer():
         explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam", layer="features.3")
     with pytest.raises(ValueError, match="unknown method"):
         explain(mlp, torch.rand(2, 3, 8, 8), method="cam++")
+
+
+def test_no_perturbation_moves_no_map_and_the_attack_does(standard_cnn, test_batch):
+    from igdefense.explain.robustness import explanation_robustness
+
+    x, y = test_batch[0][::5], test_batch[1][::5]
+    still, _ = explanation_robustness(standard_cnn, x, y, eps=0.0, methods=("gradcam", "smoothgrad"),
+                                      attacks=("fgsm",), progress=False, nt_samples=4)
+    assert not still.flipped["fgsm"].any() and not still.flipped["noise"].any()
+    for perturbation in ("fgsm", "noise"):
+        for method in ("gradcam", "smoothgrad"):
+            m = still.metrics[perturbation][method]
+            assert torch.allclose(m["iou_top"], torch.ones(len(x), dtype=torch.float64))
+            assert torch.allclose(m["rmse"], torch.zeros(len(x), dtype=torch.float64), atol=1e-6)
+    moved, perturbed = explanation_robustness(standard_cnn, x, y, eps=0.025, methods=("gradcam",), attacks=("fgsm",),
+                                              progress=False)
+    assert (perturbed["fgsm"] - x).abs().amax() <= 0.025 + 1e-6
+    summary = moved.summary()
+    assert summary["accuracy"]["fgsm"] < summary["accuracy"]["clean"]
+    iou = summary["attacks"]["fgsm"]["methods"]["gradcam"]["iou_top"]
+    assert iou["all"]["mean"] < iou["noise"]["mean"]  # on this model the attack moves Grad-CAM more than noise
+
+
+def test_cli_writes_report_and_figure(tmp_path):
+    from igdefense.cli import main
+
+    out = tmp_path / "e"
+    assert main(["explain-robustness", "--images", "10", "--methods", "gradcam", "--attacks", "fgsm", "--quiet",
+                 "--out", str(out)]) == 0
+    assert (out / "report.json").exists() and (out / "grid-fgsm.png").stat().st_size > 10_000
+    assert "| gradcam | iou_top" in (out / "report.md").read_text()
+    assert main(["explain-robustness", "--images", "10", "--methods", "cam++", "--out", str(out)]) == 2

@@ -1,0 +1,81 @@
+"""The explanation-robustness report: report.json, report.md and a figure grid a person reads at a glance."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_path, atomic_write
+from .robustness import Study
+
+ARROWS = {"iou_top": "higher = closer", "topk_intersection": "higher = closer", "spearman": "higher = closer",
+          "ssim": "higher = closer", "rmse": "lower = closer"}
+
+
+def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
+    """report.json (summary + per-image values) and report.md in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = study.summary()
+    per_image = {"correct": {k: v.int().tolist() for k, v in study.correct.items()},
+                 "flipped": {k: v.int().tolist() for k, v in study.flipped.items()},
+                 "metrics": {p: {m: {k: v.tolist() for k, v in d.items()} for m, d in methods.items()}
+                             for p, methods in study.metrics.items()}}
+    atomic_write(out / "report.json", json.dumps({**meta, "summary": summary, "per_image": per_image}, indent=1))
+    md = ["# Explanation robustness", "", "```", json.dumps(meta, indent=1), "```", "",
+          "Accuracy (%): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["accuracy"].items()), ""]
+    for attack, a in summary["attacks"].items():
+        md += [f"## {attack} (eps {meta.get('eps')}): prediction flipped on {a['flipped']} of {a['n']} images; "
+               f"accuracy {a['accuracy_drop']}", "",
+               "Clean vs perturbed map, mean [95% interval]. 'noise': random +-eps sign noise of the same size. "
+               "The attack is seen when attack - noise is beyond noise.", "",
+               "| method | metric | all | flipped | not flipped | noise | attack - noise (paired) |",
+               "|---|---|---|---|---|---|---|"]
+        for method, metrics in a["methods"].items():
+            for metric, v in metrics.items():
+                md.append(f"| {method} | {metric} ({ARROWS[metric]}) | {_fmt(v['all'])} | {_fmt(v['flipped'])} | "
+                          f"{_fmt(v['not_flipped'])} | {_fmt(v['noise'])} | {v['attack_minus_noise']} |")
+        md.append("")
+    atomic_write(out / "report.md", "\n".join(md) + "\n")
+    return out / "report.md"
+
+
+def _fmt(v: dict) -> str:
+    if not v["n"]:
+        return "-"
+    return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" if v["n"] > 1 else f"{v['mean']:.3f}"
+
+
+def plot_grid(images: torch.Tensor, adversarial: torch.Tensor, maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
+              path: str | os.PathLike, title: str = "", labels: list[str] | None = None) -> Path:
+    """One row per image: the image, the adversarial image, then each method's clean and adversarial map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, cols = len(images), 2 + 2 * len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+    headers = ["image", "adversarial"] + [f"{m} {w}" for m in maps for w in ("clean", "adv.")]
+    for i in range(n):
+        panels = [images[i].permute(1, 2, 0), adversarial[i].permute(1, 2, 0)]
+        for clean, adv in maps.values():
+            panels += [clean[i], adv[i]]
+        for j, (ax, panel) in enumerate(zip(axes[i], panels)):
+            ax.imshow(panel.clamp(0, 1).numpy() if j < 2 else panel.numpy(), cmap=None if j < 2 else "inferno",
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(headers[j], fontsize=8)
+        if labels:
+            axes[i][0].set_ylabel(labels[i], fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,125 @@
+"""Do saliency maps see an attack? (arXiv 2412.11119 found that IoU and RMSE between clean and
+adversarial Grad-CAM / SmoothGrad / LIME maps barely move under FGSM and BIM.)
+
+For each attack, every method and metric: the distance between the clean and the adversarial
+image's maps, next to a matched control, random +-eps sign noise of the same L-inf size. A metric
+"sees the attack" when the attack moves it beyond what that noise does (paired 95% interval over
+images). Each map explains the model's own prediction on its image; LIME segments each image
+itself, as the lime package does, so part of its change is the superpixels' (the control has it too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..attacks import AttackSettings, run_attack
+from ..split import model_device
+from ..stats import paired_difference, paired_mean_difference
+from ..validation import check_images, check_labels
+from .maps import METHODS, explain
+from .metrics import compare
+
+
+@dataclass
+class Study:
+    """Per-image results of :func:`explanation_robustness` (all tensors (N,), on the CPU)."""
+
+    correct: dict[str, torch.Tensor] = field(default_factory=dict)  # "clean", each attack, "noise"
+    flipped: dict[str, torch.Tensor] = field(default_factory=dict)  # attack or "noise": prediction changed
+    metrics: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)  # [perturbation][method][metric]
+
+    def summary(self) -> dict:
+        """Accuracies, and per attack, method and metric: the mean (95% interval) over all images, over
+        the flipped and the unflipped ones, under the noise control, and attack - noise (paired)."""
+        out: dict = {"accuracy": {k: 100 * v.float().mean().item() for k, v in self.correct.items()}, "attacks": {}}
+        for attack in (a for a in self.metrics if a != "noise"):
+            flipped = self.flipped[attack]
+            out["attacks"][attack] = {"flipped": int(flipped.sum()), "n": len(flipped), "methods": {
+                method: {metric: {"all": _mean(v), "flipped": _mean(v[flipped]), "not_flipped": _mean(v[~flipped]),
+                                  "noise": _mean(self.metrics["noise"][method][metric]),
+                                  "attack_minus_noise": _difference(self.metrics["noise"][method][metric], v)}
+                         for metric, v in values.items()}
+                for method, values in self.metrics[attack].items()}}
+            out["attacks"][attack]["accuracy_drop"] = str(paired_difference(self.correct["clean"], self.correct[attack]))
+        return out
+
+
+def _difference(control: torch.Tensor, attacked: torch.Tensor) -> str:
+    """Paired mean difference attacked - control in the metric's own units, with its 95% interval."""
+    d = paired_mean_difference(control, attacked)
+    return f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" + ("" if d.significant else " (within noise)")
+
+
+def _mean(v: torch.Tensor) -> dict[str, float]:
+    """Mean and normal 95% interval; NaN for an empty set."""
+    n = len(v)
+    if n == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    mean = v.double().mean().item()
+    half = 1.959964 * v.double().std().item() / n**0.5 if n > 1 else float("inf")
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.025,
+                           attacks: tuple[str, ...] = ("fgsm", "bim"), methods: tuple[str, ...] = METHODS,
+                           q: float = 20, batch_size: int = 50, seed: int = 0, progress: bool = True,
+                           **explain_options) -> tuple[Study, dict[str, torch.Tensor]]:
+    """Clean vs adversarial maps of ``images`` for each attack (from the attack registry) and method.
+
+    Args:
+        model: classifier or IGDefense, eval mode.
+        images, labels: (N, 3, H, W) in [0, 1] and (N,) classes.
+        eps: L-inf radius (the study: 0.025 on [0, 1] pixels).
+        attacks: names from :data:`igdefense.attacks.ATTACKS` (``bim``: 10 steps of eps / 4).
+        q: the top-q% pixels for IoU and top-k intersection.
+        explain_options: passed to :func:`igdefense.explain.explain` (``num_samples``, ``layer``...).
+
+    Returns:
+        the per-image Study and the perturbed images {attack or "noise": (N, 3, H, W)} (for figures).
+    """
+    check_images(images)
+    check_labels(labels, len(images))
+    device = model_device(model)
+    study = Study()
+    perturbed: dict[str, list[torch.Tensor]] = {a: [] for a in (*attacks, "noise")}
+    steps = [(start, m) for start in range(0, len(images), batch_size) for m in methods]
+    bar = tqdm(total=len(steps) * (len(attacks) + 2), desc="explanation robustness", disable=not progress)
+    for start in range(0, len(images), batch_size):
+        x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
+        if hasattr(model, "reseed"):
+            model.reseed(seed + start)
+        with torch.no_grad():
+            pred = model(x).argmax(1)
+        _append(study.correct, "clean", (pred == y).cpu())
+        g = torch.Generator().manual_seed(seed + start)
+        noise = (x + eps * (torch.randint(0, 2, x.shape, generator=g).to(x) * 2 - 1)).clamp(0, 1)
+        versions = {a: run_attack(a, model, x, y, AttackSettings(eps=eps, seed=seed))[0].detach() for a in attacks}
+        versions["noise"] = noise
+        for name, x_p in versions.items():
+            if (x_p - x).abs().amax() > eps + 1e-5:
+                raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
+            if hasattr(model, "reseed"):
+                model.reseed(seed + start)
+            with torch.no_grad():
+                pred_p = model(x_p).argmax(1)
+            _append(study.correct, name, (pred_p == y).cpu())
+            _append(study.flipped, name, (pred_p != pred).cpu())
+            perturbed[name].append(x_p.cpu())
+        for method in methods:
+            clean_maps = explain(model, x, method=method, seed=seed, **explain_options)
+            bar.update()
+            for name, x_p in versions.items():
+                maps = explain(model, x_p, method=method, seed=seed, **explain_options)
+                for metric, values in compare(clean_maps, maps, q).items():
+                    _append(study.metrics.setdefault(name, {}).setdefault(method, {}), metric, values)
+                bar.update()
+    bar.close()
+    return study, {k: torch.cat(v) for k, v in perturbed.items()}
+
+
+def _append(store: dict[str, torch.Tensor], key: str, values: torch.Tensor) -> None:
+    store[key] = torch.cat([store[key], values]) if key in store else values
