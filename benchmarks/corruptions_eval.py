@@ -110,7 +110,7 @@ def main() -> None:
                "summary": summary, "ig_defense_minus_robust": paired, "attack_on_corrupted": attacked}
     write_results("corruptions_eval", payload)
     atomic_write(RESULTS / "corruptions_eval.md", report(payload))
-    plot(summary, RESULTS / "corruptions_eval.png")
+    plot(summary, RESULTS / "corruptions_eval.png", f"{args.n:,} CIFAR-10 (JPEG copy) test images, seed {args.seed}")
     print(report(payload))
 
 
@@ -137,7 +137,7 @@ def report(p: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, path: Path, data: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +154,7 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncol=3, loc="upper right")
-    ax.set_title("CIFAR-10-C-style corruptions (CIFAR parameters), CIFAR-10 JPEG-copy test set")
+    ax.set_title(f"CIFAR-10-C-style corruptions (CIFAR parameters), {data}")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
