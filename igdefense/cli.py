@@ -256,11 +256,12 @@ def cmd_explain_robustness(args) -> int:
                                     root=args.data)))
     options = {"num_samples": args.num_samples}
     study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=attacks, methods=methods, q=args.q,
-                                              seed=args.seed, progress=not args.quiet, **options)
+                                              seed=args.seed, progress=not args.quiet,
+                                              sensitivity_samples=args.sensitivity, **options)
     out = Path(args.out)
     meta = {"model": name, "images": len(x), "data": "CIFAR-10 (JPEG copy) test, class-balanced", "eps": args.eps,
             "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
-            "seed": args.seed}
+            "sensitivity_samples": args.sensitivity, "seed": args.seed}
     report = write_report(out, study, meta)
     rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
     for attack in attacks:
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--methods", default="gradcam,smoothgrad,lime")
     x.add_argument("--q", type=float, default=20, help="top-q%% pixels for IoU and top-k intersection")
     x.add_argument("--num-samples", type=int, default=1000, help="LIME perturbations per image")
+    x.add_argument("--sensitivity", type=int, default=3, help="noise draws for sensitivity_max (0: skip)")
     x.add_argument("--probe-per-class", type=int, default=200)
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--quiet", action="store_true", help="no progress bar")

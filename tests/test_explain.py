@@ -142,3 +142,14 @@ def test_cli_writes_report_and_figure(tmp_path):
     assert (out / "report.json").exists() and (out / "grid-fgsm.png").stat().st_size > 10_000
     assert "| gradcam | iou_top" in (out / "report.md").read_text()
     assert main(["explain-robustness", "--images", "10", "--methods", "cam++", "--out", str(out)]) == 2
+
+
+def test_sensitivity_is_zero_without_noise_and_grows_with_it(standard_cnn, test_batch):
+    from igdefense.explain.robustness import sensitivity
+
+    x = test_batch[0][:4]
+    assert torch.allclose(sensitivity(standard_cnn, x, "gradcam", radius=0.0, samples=2),
+                          torch.zeros(4, dtype=torch.float64), atol=1e-6)
+    small = sensitivity(standard_cnn, x, "gradcam", radius=0.005, samples=3)
+    large = sensitivity(standard_cnn, x, "gradcam", radius=0.05, samples=3)
+    assert (small > 0).all() and large.mean() > small.mean()

@@ -21,6 +21,7 @@ def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     summary = study.summary()
     per_image = {"correct": {k: v.int().tolist() for k, v in study.correct.items()},
+                 "sensitivity_max": {k: v.tolist() for k, v in study.sensitivity.items()},
                  "flipped": {k: v.int().tolist() for k, v in study.flipped.items()},
                  "metrics": {p: {m: {k: v.tolist() for k, v in d.items()} for m, d in methods.items()}
                              for p, methods in study.metrics.items()}}
@@ -39,6 +40,10 @@ def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
                 md.append(f"| {method} | {metric} ({ARROWS[metric]}) | {_fmt(v['all'])} | {_fmt(v['flipped'])} | "
                           f"{_fmt(v['not_flipped'])} | {_fmt(v['noise'])} | {v['attack_minus_noise']} |")
         md.append("")
+    if summary["sensitivity_max"]:
+        md += ["## Sensitivity (captum's sensitivity_max: largest relative map change under U(-0.02, 0.02) noise)", "",
+               "| method | mean [95% interval] |", "|---|---|"]
+        md += [f"| {m} | {_fmt(v)} |" for m, v in summary["sensitivity_max"].items()]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     return out / "report.md"
 

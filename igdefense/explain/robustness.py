@@ -31,6 +31,7 @@ class Study:
     correct: dict[str, torch.Tensor] = field(default_factory=dict)  # "clean", each attack, "noise"
     flipped: dict[str, torch.Tensor] = field(default_factory=dict)  # attack or "noise": prediction changed
     metrics: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)  # [perturbation][method][metric]
+    sensitivity: dict[str, torch.Tensor] = field(default_factory=dict)  # method: max relative map change under noise
 
     def summary(self) -> dict:
         """Accuracies, and per attack, method and metric: the mean (95% interval) over all images, over
@@ -45,7 +46,25 @@ class Study:
                          for metric, v in values.items()}
                 for method, values in self.metrics[attack].items()}}
             out["attacks"][attack]["accuracy_drop"] = str(paired_difference(self.correct["clean"], self.correct[attack]))
+        out["sensitivity_max"] = {method: _mean(v) for method, v in self.sensitivity.items()}
         return out
+
+
+def sensitivity(model: nn.Module, images: torch.Tensor, method: str, *, radius: float = 0.02, samples: int = 5,
+                seed: int = 0, **explain_options) -> torch.Tensor:
+    """captum's sensitivity_max (Yeh et al. 2019), for maps: per image, the largest
+    ||map(x') - map(x)|| / ||map(x)|| over ``samples`` draws of x' = clip(x + U(-radius, radius)),
+    each explaining x's predicted class. (captum's own function needs maps shaped like the input.)"""
+    with torch.no_grad():
+        target = model(images.to(model_device(model))).argmax(1)
+    clean = explain(model, images, target, method=method, seed=seed, **explain_options).flatten(1).double()
+    g = torch.Generator().manual_seed(seed)
+    worst = torch.zeros(len(images), dtype=torch.float64)
+    for _ in range(samples):
+        noisy = (images + (torch.rand(images.shape, generator=g) * 2 - 1).to(images) * radius).clamp(0, 1)
+        moved = explain(model, noisy, target, method=method, seed=seed, **explain_options).flatten(1).double()
+        worst = torch.maximum(worst, (moved - clean).norm(dim=1) / clean.norm(dim=1).clamp_min(1e-12))
+    return worst
 
 
 def _difference(control: torch.Tensor, attacked: torch.Tensor) -> str:
@@ -67,7 +86,7 @@ def _mean(v: torch.Tensor) -> dict[str, float]:
 def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.025,
                            attacks: tuple[str, ...] = ("fgsm", "bim"), methods: tuple[str, ...] = METHODS,
                            q: float = 20, batch_size: int = 50, seed: int = 0, progress: bool = True,
-                           **explain_options) -> tuple[Study, dict[str, torch.Tensor]]:
+                           sensitivity_samples: int = 0, **explain_options) -> tuple[Study, dict[str, torch.Tensor]]:
     """Clean vs adversarial maps of ``images`` for each attack (from the attack registry) and method.
 
     Args:
@@ -76,6 +95,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
         eps: L-inf radius (the study: 0.025 on [0, 1] pixels).
         attacks: names from :data:`igdefense.attacks.ATTACKS` (``bim``: 10 steps of eps / 4).
         q: the top-q% pixels for IoU and top-k intersection.
+        sensitivity_samples: > 0 also measures :func:`sensitivity` (radius 0.02) with that many draws.
         explain_options: passed to :func:`igdefense.explain.explain` (``num_samples``, ``layer``...).
 
     Returns:
@@ -117,6 +137,9 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
                 for metric, values in compare(clean_maps, maps, q).items():
                     _append(study.metrics.setdefault(name, {}).setdefault(method, {}), metric, values)
                 bar.update()
+            if sensitivity_samples:
+                _append(study.sensitivity, method, sensitivity(model, x, method, samples=sensitivity_samples,
+                                                               seed=seed, **explain_options))
     bar.close()
     return study, {k: torch.cat(v) for k, v in perturbed.items()}
 
