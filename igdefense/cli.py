@@ -252,8 +252,8 @@ def cmd_explain_robustness(args) -> int:
     if args.defense:
         model = IGDefense(model, _rankings_for(args.model, args.probe_per_class, args.data), seed=args.seed).eval()
         name += " + IG-Defense (LO-IR)"
-    x, y = next(iter(cifar10_loader("test", per_class=max(1, args.images // 10), batch_size=10 * max(1, args.images // 10),
-                                    root=args.data)))
+    per_class = max(1, args.images // 10)
+    x, y = next(iter(cifar10_loader("test", per_class=per_class, batch_size=10 * per_class, root=args.data)))
     options = {"num_samples": args.num_samples}
     study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=attacks, methods=methods, q=args.q,
                                               seed=args.seed, progress=not args.quiet,

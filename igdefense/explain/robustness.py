@@ -30,7 +30,8 @@ class Study:
 
     correct: dict[str, torch.Tensor] = field(default_factory=dict)  # "clean", each attack, "noise"
     flipped: dict[str, torch.Tensor] = field(default_factory=dict)  # attack or "noise": prediction changed
-    metrics: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)  # [perturbation][method][metric]
+    # metrics[perturbation][method][metric]: (N,) distances between the clean and the perturbed maps
+    metrics: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
     sensitivity: dict[str, torch.Tensor] = field(default_factory=dict)  # method: max relative map change under noise
 
     def summary(self) -> dict:
@@ -45,7 +46,8 @@ class Study:
                                   "attack_minus_noise": _difference(self.metrics["noise"][method][metric], v)}
                          for metric, v in values.items()}
                 for method, values in self.metrics[attack].items()}}
-            out["attacks"][attack]["accuracy_drop"] = str(paired_difference(self.correct["clean"], self.correct[attack]))
+            drop = paired_difference(self.correct["clean"], self.correct[attack])
+            out["attacks"][attack]["accuracy_drop"] = str(drop)
         out["sensitivity_max"] = {method: _mean(v) for method, v in self.sensitivity.items()}
         return out
 
