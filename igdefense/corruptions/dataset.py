@@ -43,6 +43,8 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
     for name in names:
         check_name(name)
     n = len(images)
+    if n == 0:
+        raise ValueError("no images to corrupt: the dataset is empty")
     meta = {"kind": "CIFAR-10-C-style, CIFAR parameters", "seed": seed, "source": source, "images": n,
             "chunk": CHUNK}
     meta_path = out / "meta.json"
