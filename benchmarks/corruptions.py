@@ -81,12 +81,48 @@ def baseline(names, n_images: int) -> dict[str, float]:
     return out
 
 
+def examples(path: Path, index: int = 7) -> Path:
+    """One test image under every corruption and severity: a 19 x 6 grid (the clean image first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from igdefense.atomic import atomic_path
+    from igdefense.corruptions import NAMES, corrupt
+
+    x = _data(10).__getitems__([index])[0]
+    fig, axes = plt.subplots(len(NAMES), 6, figsize=(7.2, len(NAMES) + 0.6))
+    for r, name in enumerate(NAMES):
+        row = [x[0]] + [corrupt(x, name, s, seed=0)[0] for s in range(1, 6)]
+        for c, (ax, img) in enumerate(zip(axes[r], row)):
+            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("clean" if c == 0 else f"severity {c}", fontsize=7)
+        axes[r][0].set_ylabel(name.replace("_", " "), fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("CIFAR-10-C-style corruptions, CIFAR parameters, seed 0", fontsize=8, y=0.998)
+    fig.subplots_adjust(left=0.2, right=0.99, bottom=0.005, top=0.975, wspace=0.05, hspace=0.08)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-class", type=int, default=None, help="test images per class (default: all 1,000)")
     ap.add_argument("--baseline-images", type=int, default=50, help="images the per-image baseline runs on")
+    ap.add_argument("--examples", action="store_true", help="only draw results/corruptions_examples.png")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.examples:
+        from common import RESULTS
+
+        print(examples(RESULTS / "corruptions_examples.png"))
+        return
     if args.worker:
         import json
 
