@@ -80,6 +80,8 @@ def test_maps_of_a_defense_that_keeps_everything_equal_the_base_models(robust_cn
         assert torch.allclose(explain(keep_all, x, method=method, nt_samples=8), base, atol=1e-5), method
         assert not torch.allclose(explain(default, x, method=method, nt_samples=8), base, atol=1e-3), method
     assert explain(robust_cnn, x, method="gradcam").max() == pytest.approx(1.0, abs=1e-5)  # grad-cam scales to [0, 1]
+    explain(default, x, method="smoothgrad", nt_samples=2, seed=3)
+    assert default.seed == 0  # the caller's seed is given back
 
 
 def test_smoothgrad_is_captums_and_lime_is_painted_superpixels(standard_cnn, test_batch):

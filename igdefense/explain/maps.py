@@ -87,23 +87,32 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     device = model_device(model)
     x = images.detach().to(device)
     defended = isinstance(model, IGDefense)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    own_seed = model.seed if defended else None
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if defended:
+                model.reseed(seed)
+            return _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments, seed)
+    finally:
         if defended:
-            model.reseed(seed)
-        with torch.no_grad():
-            logits = model(x)
-        if target is None:
-            target = logits.argmax(1)
-        check_labels(target, len(x), logits.shape[1], name="target")
-        target = target.to(device)
-        if method == "lime":
-            return _lime(model, images, target, segments, num_samples, seed)
-        decision = _MaskedDecision(model, x) if defended else model
-        if method == "gradcam":
-            base = model.model if defended else model
-            return _gradcam(decision, base, layer or cam_layer(base, x), x, target)
-        return _smoothgrad(decision, x, target, nt_samples, stdev)
+            model.reseed(own_seed)  # the caller's seed back (its noise stream restarts from it)
+
+
+def _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments, seed) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(x)
+    if target is None:
+        target = logits.argmax(1)
+    check_labels(target, len(x), logits.shape[1], name="target")
+    target = target.to(x.device)
+    if method == "lime":
+        return _lime(model, x, target, segments, num_samples, seed)
+    decision = _MaskedDecision(model, x) if defended else model
+    if method == "gradcam":
+        base = model.model if defended else model
+        return _gradcam(decision, base, layer or cam_layer(base, x), x, target)
+    return _smoothgrad(decision, x, target, nt_samples, stdev)
 
 
 def _gradcam(decision: nn.Module, base: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
