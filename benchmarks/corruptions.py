@@ -53,9 +53,9 @@ def worker(per_class: int | None) -> dict:
         t = time.perf_counter()  # the floor: the same reading, quantising and writing, no corruption
         out = np.lib.format.open_memmap(Path(tmp, "floor.npy"), mode="w+", dtype=np.uint8,
                                         shape=(5 * len(data), 32, 32, 3))
-        for severity in range(5):
-            for start in range(0, len(data), CHUNK):
-                x, _ = _chunk(data, start)
+        for start in range(0, len(data), CHUNK):
+            x, _ = _chunk(data, start)
+            for severity in range(5):
                 out[severity * len(data) + start:][:len(x)] = (
                     (to_8bit(x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
         out.flush()

@@ -157,6 +157,12 @@ _RUNNERS: dict[str, Callable] = {
 }
 
 
+def check_in_ball(name: str, x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> None:
+    """Refuse examples outside the L-inf eps-ball around ``x``: a result on them would not be a result."""
+    if (x_adv - x).abs().amax() > eps + 1e-5:
+        raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
+
+
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: AttackSettings
                ) -> list[torch.Tensor]:
     """Adversarial candidates of attack ``name`` for the batch (x, y): a list of tensors like x."""

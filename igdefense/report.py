@@ -86,9 +86,10 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                "sanity": [str(c) for c in sanity or []]}
     atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
     md = ["# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
-    if corruption_table(results):
+    corrupted = corruption_table(results)
+    if corrupted:
         md += ["", "## Corruptions (CIFAR-10-C-style, CIFAR parameters; accuracy %, mean over the severities)", "",
-               corruption_table(results)]
+               corrupted]
     if any(r.cascade for r in results.values()):
         md += ["", "Cascade: each attack ran only on the images no earlier attack broke, so every attack "
                    "column after the first is cumulative (right under it and all before it); the last "

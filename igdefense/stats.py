@@ -37,8 +37,7 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> 
     2x2 table with 0.5 added to each cell. The plain Wald interval collapses to [0, 0] when no image
     differs (and is too narrow when few do), claiming a certainty that 200 images cannot give.
     """
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two 1-D vectors over the same images, got {tuple(a.shape)} and {tuple(b.shape)}")
+    _check_pair(a, b)
     n = len(a)
     b_only, a_only = int((b & ~a).sum()), int((a & ~b).sum())
     if n == 0:
@@ -55,11 +54,15 @@ def paired_mean_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964
     versions a model gets right, or a map-similarity metric), mean of ``b`` minus ``a``, with the normal interval of
     the mean per-image difference: the versions of one image are not independent, the images are.
     (When no image changes at all, the interval is [0, 0]: meant for thousands of images.)"""
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two 1-D vectors over the same images, got {tuple(a.shape)} and {tuple(b.shape)}")
+    _check_pair(a, b)
     d = (b.double() - a.double())
     n = len(d)
     if n < 2:
         return PairedDifference(d.sum().item(), -math.inf, math.inf, int((d > 0).sum()), int((d < 0).sum()), n)
     mean, se = d.mean().item(), d.std().item() / math.sqrt(n)
     return PairedDifference(mean, mean - z * se, mean + z * se, int((d > 0).sum()), int((d < 0).sum()), n)
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two 1-D vectors over the same images, got {tuple(a.shape)} and {tuple(b.shape)}")

@@ -63,9 +63,9 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
         bar.set_postfix_str(name)
         with atomic_path(out / f"{name}.npy") as tmp:
             array = None
-            for s, severity in enumerate(SEVERITIES):
-                for start in range(0, n, CHUNK):
-                    x, _ = _chunk(images, start)
+            for start in range(0, n, CHUNK):
+                x, _ = _chunk(images, start)  # read once, corrupted at every severity
+                for s, severity in enumerate(SEVERITIES):
                     y = corrupt(x, name, severity, seed=chunk_seed(seed, name, severity, start // CHUNK))
                     y = (to_8bit(y) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
                     if array is None:
