@@ -125,16 +125,7 @@ class IGDefense(nn.Module):
         ``noise``: explicit pass-1 noise, shape (n_samples, *x.shape) or x.shape when
         n_samples == 1 (already scaled: it is added as is). None draws N(0, sigma^2).
         """
-        check_images(x, self.input_range)
-        self._check_runnable(x)
-        x = x.to(model_dtype(self.model))  # differentiable: attacks on float64 images still get gradients
-        if noise is None:
-            noise = self.draw_noise(x)
-        elif noise.shape == x.shape and self.n_samples == 1:
-            noise = noise.unsqueeze(0)
-        elif noise.shape != (self.n_samples, *x.shape):
-            raise ValueError(f"noise must have shape {(self.n_samples, *x.shape)}, got {tuple(noise.shape)}")
-        noise = noise.to(x.dtype)
+        x, noise = self._checked(x, noise)
         if not len(x):  # some models fail on empty batches (a reshape with -1); the answer is known
             return x.new_zeros(0, self.split.num_classes)
         try:
@@ -146,6 +137,25 @@ class IGDefense(nn.Module):
             raise ValueError(f"the model fails on {tuple(x.shape[2:])} images; the rankings were computed on "
                              f"images of shape {self.input_shape}: resize the images to that size. "
                              f"The model's error: {e}") from e
+
+    def mask(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Pass 1 alone: the soft neuron mask (B, neurons) that ``forward`` applies at the split for
+        images ``x`` (``noise`` as in ``forward``). Differentiable, like ``forward``."""
+        x, noise = self._checked(x, noise)
+        noisy = (x.unsqueeze(0) + noise).flatten(0, 1)
+        return self._soft_mask(self.model(noisy), x.shape[0])
+
+    def _checked(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(x, self.input_range)
+        self._check_runnable(x)
+        x = x.to(model_dtype(self.model))  # differentiable: attacks on float64 images still get gradients
+        if noise is None:
+            noise = self.draw_noise(x)
+        elif noise.shape == x.shape and self.n_samples == 1:
+            noise = noise.unsqueeze(0)
+        elif noise.shape != (self.n_samples, *x.shape):
+            raise ValueError(f"noise must have shape {(self.n_samples, *x.shape)}, got {tuple(noise.shape)}")
+        return x, noise.to(x.dtype)
 
     def _check_runnable(self, x: torch.Tensor) -> None:
         training = next((name for name, m in self.model.named_modules() if m.training), None)

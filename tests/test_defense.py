@@ -41,7 +41,9 @@ def test_matches_the_formula_written_out(resnet18, resnet18_rankings, foolbox_im
     with torch.no_grad():
         expected = resnet18.linear(feats["a"] * (p @ resnet18_rankings.mask(50)))
         got = defended(x, noise=noise)
+        mask = defended.mask(x, noise=noise)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mask, p @ resnet18_rankings.mask(50), rtol=1e-5, atol=1e-6)
 
 
 def test_shared_backbone_equals_two_passes(resnet18, resnet18_rankings, foolbox_images):

@@ -35,8 +35,7 @@ class _MaskedDecision(nn.Module):
         super().__init__()
         self.base, self.site = defense.model, defense.split.site
         with torch.no_grad():
-            noisy = (x.unsqueeze(0) + defense.draw_noise(x)).flatten(0, 1)
-            self.mask = defense._soft_mask(defense.model(noisy), len(x))  # (B, neurons)
+            self.mask = defense.mask(x)  # (B, neurons)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask.repeat_interleave(len(x) // len(self.mask), 0)  # captum: each image's copies together
