@@ -53,13 +53,16 @@ class Study:
 
 
 def sensitivity(model: nn.Module, images: torch.Tensor, method: str, *, radius: float = 0.02, samples: int = 5,
-                seed: int = 0, **explain_options) -> torch.Tensor:
+                seed: int = 0, clean_maps: torch.Tensor | None = None, **explain_options) -> torch.Tensor:
     """captum's sensitivity_max (Yeh et al. 2019), for maps: per image, the largest
     ||map(x') - map(x)|| / ||map(x)|| over ``samples`` draws of x' = clip(x + U(-radius, radius)),
-    each explaining x's predicted class. (captum's own function needs maps shaped like the input.)"""
+    each explaining x's predicted class. (captum's own function needs maps shaped like the input.)
+    ``clean_maps``: map(x) when already drawn (with this ``seed``), to save drawing it again."""
     with torch.no_grad():
         target = model(images.to(model_device(model))).argmax(1)
-    clean = explain(model, images, target, method=method, seed=seed, **explain_options).flatten(1).double()
+    if clean_maps is None:
+        clean_maps = explain(model, images, target, method=method, seed=seed, **explain_options)
+    clean = clean_maps.flatten(1).double()
     g = torch.Generator().manual_seed(seed)
     worst = torch.zeros(len(images), dtype=torch.float64)
     for _ in range(samples):
@@ -141,7 +144,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
                 bar.update()
             if sensitivity_samples:
                 _append(study.sensitivity, method, sensitivity(model, x, method, samples=sensitivity_samples,
-                                                               seed=seed, **explain_options))
+                                                               seed=seed, clean_maps=clean_maps, **explain_options))
     bar.close()
     return study, {k: torch.cat(v) for k, v in perturbed.items()}
 
