@@ -15,6 +15,8 @@ benchmarks/results/explain_robustness-<setting>.{json,md} and grid-<setting>-<at
 from __future__ import annotations
 
 import argparse
+import json
+import time
 
 import torch
 from torch import nn
@@ -27,6 +29,7 @@ from igdefense.defense import IGDefense
 from igdefense.explain import explain
 from igdefense.explain.report import plot_grid, write_report
 from igdefense.explain.robustness import explanation_robustness
+from igdefense.machine import machine
 
 
 def efficientnet_lite0() -> nn.Module:
@@ -48,20 +51,32 @@ class _Normalize(nn.Module):
 
 
 def run(setting: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: list[str], args) -> dict:
+    """One setting's study, report and grids; a setting already reported with these options is read back
+    (the whole run takes hours on 2 CPU cores: a rerun resumes at the first missing setting)."""
+    out = RESULTS / f"explain_robustness-{setting}"
+    meta = {"setting": setting, "images": len(x), "eps": args.eps, "attacks": ["fgsm", "bim"],
+            "lime_samples": args.lime_samples, "sensitivity_samples": args.sensitivity, "q": 20}
+    done = out / "report.json"
+    if done.exists() and (out / "grid-bim.png").exists():
+        report = json.loads(done.read_text())
+        if {k: report.get(k) for k in meta} == meta:
+            print(f"{setting}: already reported in {out}")
+            return report["summary"]
     options = {"num_samples": args.lime_samples}
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
     study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=("fgsm", "bim"), seed=0,
                                               batch_size=args.batch_size, sensitivity_samples=args.sensitivity,
                                               **options)
-    meta = {"setting": setting, "images": len(x), "eps": args.eps, "attacks": ["fgsm", "bim"],
-            "lime_samples": args.lime_samples, "sensitivity_samples": args.sensitivity, "q": 20}
-    write_report(RESULTS / f"explain_robustness-{setting}", study, meta)
+    meta.update(study_seconds=round(time.perf_counter() - start, 1), machine=machine())
     rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
     for attack in ("fgsm", "bim"):
         adversarial = perturbed[attack][rows]
         maps = {m: (explain(model, x[rows], method=m, **options), explain(model, adversarial, method=m, **options))
                 for m in ("gradcam", "smoothgrad", "lime")}
-        plot_grid(x[rows], adversarial, maps, RESULTS / f"explain_robustness-{setting}" / f"grid-{attack}.png",
+        plot_grid(x[rows], adversarial, maps, out / f"grid-{attack}.png",
                   title=f"{setting}, {attack} eps {args.eps}", labels=[labels[i] for i in rows])
+    write_report(out, study, meta)  # last: its presence marks the setting done
     return study.summary()
 
 

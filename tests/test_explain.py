@@ -95,6 +95,13 @@ def test_smoothgrad_is_captums_and_lime_is_painted_superpixels(standard_cnn, tes
     ref = NoiseTunnel(Saliency(standard_cnn)).attribute(x, nt_type="smoothgrad", nt_samples=6, stdevs=0.1,
                                                          target=y, abs=True).sum(1)
     assert torch.allclose(explain(standard_cnn, x, y, method="smoothgrad", nt_samples=6, stdev=0.1, seed=5), ref)
+    # large images: noisy copies in chunks (captum's nt_samples_batch_size), one copy per image at a time here
+    torch.manual_seed(5)
+    ref = NoiseTunnel(Saliency(standard_cnn)).attribute(x, nt_type="smoothgrad", nt_samples=6, stdevs=0.1, target=y,
+                                                         abs=True, nt_samples_batch_size=1).sum(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("igdefense.explain.maps.SMOOTHGRAD_PIXELS", x[0, 0].numel() * len(x))
+        assert torch.allclose(explain(standard_cnn, x, y, method="smoothgrad", nt_samples=6, stdev=0.1, seed=5), ref)
     segments = segment(x)
     maps = explain(standard_cnn, x, y, method="lime", segments=segments, num_samples=200)
     scores = attribute(standard_cnn, x, segments, y, method="lime", num_samples=200)

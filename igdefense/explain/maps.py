@@ -25,6 +25,7 @@ from ..split import apply_neuron_mask, eval_mode, hooks, model_device, register_
 from ..validation import check_images, check_labels
 
 METHODS = ("gradcam", "smoothgrad", "lime")
+SMOOTHGRAD_PIXELS = 2**23
 Method = Literal["gradcam", "smoothgrad", "lime"]
 
 
@@ -132,9 +133,13 @@ def _smoothgrad(decision: nn.Module, x: torch.Tensor, target: torch.Tensor, nt_s
                 stdev: float) -> torch.Tensor:
     from captum.attr import NoiseTunnel, Saliency
 
+    # Noisy copies in chunks of about SMOOTHGRAD_PIXELS pixels: 20 copies of 50 ImageNet images at once
+    # would hold a 21 GB graph.
+    chunk = max(1, min(nt_samples, SMOOTHGRAD_PIXELS // x[0, 0].numel() // len(x)))
     with eval_mode(decision):
         grads = NoiseTunnel(Saliency(decision)).attribute(x, nt_type="smoothgrad", nt_samples=nt_samples,
-                                                          stdevs=stdev, target=target, abs=True)
+                                                          nt_samples_batch_size=chunk, stdevs=stdev,
+                                                          target=target, abs=True)
     return grads.sum(1).detach().float().cpu()
 
 
