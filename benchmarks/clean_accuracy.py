@@ -18,7 +18,7 @@ from common import print_table, write_results  # noqa: E402
 import igdefense  # noqa: E402
 from igdefense import zoo  # noqa: E402
 from igdefense.data import CIFAR10_CLASSES, cifar10_loader, foolbox_cifar10  # noqa: E402
-from igdefense.evaluate import evaluate  # noqa: E402
+from igdefense.eval.evaluate import evaluate  # noqa: E402
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 
-from igdefense.atomic import atomic_write
-from igdefense.machine import machine
+from igdefense._atomic import atomic_write
+from igdefense._machine import machine
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -87,9 +87,8 @@ def examples(path: Path, index: int = 7) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
-    from igdefense.atomic import atomic_path
+    from igdefense._atomic import atomic_path
     from igdefense.corruptions import NAMES, corrupt
 
     x = _data(10).__getitems__([index])[0]

@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 from common import RESULTS, write_results
 
 from igdefense import evaluate, zoo
-from igdefense.atomic import atomic_path, atomic_write
+from igdefense._atomic import atomic_path, atomic_write
 from igdefense.corruptions import NAMES, CorruptedCIFAR10, write_dataset
 from igdefense.data import CIFAR10, balanced_indices, cifar10_loader
 from igdefense.defense import IGDefense
-from igdefense.evaluate import EvalResult
-from igdefense.stats import paired_difference, paired_mean_difference
+from igdefense.eval import AttackSettings, EvalResult
+from igdefense.eval.stats import paired_difference, paired_mean_difference
 
 SEVERITIES = (1, 2, 3, 4, 5)
 ATTACK_SEVERITIES = (3, 5)
@@ -75,11 +75,12 @@ def main() -> None:
     results = {}
     clean_loader = cifar10_loader("test", per_class=args.n // 10, batch_size=1000)
     for name, model in nets.items():
-        correct = {"clean": evaluate(model, clean_loader, attacks=(), seed=args.seed, progress=False,
-                                     log_path=work / name / "clean.jsonl").correct["clean"]}
+        correct = {"clean": evaluate(model, clean_loader, attacks=(), settings=AttackSettings(seed=args.seed),
+                                     progress=False, log_path=work / name / "clean.jsonl").correct["clean"]}
         for c in tqdm(NAMES, desc=name):
             for s in SEVERITIES:
-                correct[f"{c}@{s}"] = evaluate(model, loader(root, c, s), attacks=(), seed=args.seed, progress=False,
+                correct[f"{c}@{s}"] = evaluate(model, loader(root, c, s), attacks=(),
+                                               settings=AttackSettings(seed=args.seed), progress=False,
                                                log_path=work / name / f"{c}@{s}.jsonl").correct["clean"]
         results[name] = EvalResult(correct)
 
@@ -89,7 +90,8 @@ def main() -> None:
     for name, model in nets.items():
         for c in tqdm(NAMES, desc=f"{name}, FGSM/PGD on corrupted"):
             for s in ATTACK_SEVERITIES:
-                r = evaluate(model, loader(root, c, s, rows), attacks=("fgsm", "pgd"), eps=0.01, seed=args.seed,
+                r = evaluate(model, loader(root, c, s, rows), attacks=("fgsm", "pgd"),
+                             settings=AttackSettings(eps=0.01, seed=args.seed),
                              log_path=work / name / f"attack-{c}@{s}.jsonl", progress=False)
                 attacked[name][f"{c}@{s}"] = {"clean": 100 * r.clean_accuracy,
                                               **{k: 100 * v for k, v in r.robust_accuracy.items()}}

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_results  # noqa: E402
 
-from igdefense import evaluate, lo_ir, stats, wrap, zoo  # noqa: E402
-from igdefense.atomic import atomic_path  # noqa: E402
+from igdefense import evaluate, lo_ir, wrap, zoo  # noqa: E402
+from igdefense.eval import AttackSettings, stats  # noqa: E402
+from igdefense._atomic import atomic_path  # noqa: E402
 from igdefense.data import CIFAR10, CIFAR10_CLASSES, cifar10_loader  # noqa: E402
 from igdefense.refine import RefineConfig, refine  # noqa: E402
 from igdefense.refine.loop import _batch, holdout_split  # noqa: E402
-from igdefense.sanity import run_sanity_checks  # noqa: E402
-from igdefense.zoo.models import SmallCNN  # noqa: E402
+from igdefense.eval.sanity import run_sanity_checks  # noqa: E402
 
 ROWS = {"a": "baseline (smallcnn-standard)", "b": "FGSM-RS fine-tune", "c": "refine, LIME",
         "d": "refine, input-gradient saliency", "e": "IG-Defense on (c)"}
@@ -109,15 +109,16 @@ def evaluated(row: str, model, x, y, work: Path, base=None) -> dict[str, list[in
     out = {}
     data = [(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)]  # resumable per batch; cache-sized
     for eps in PAPER_EPS:
-        r = evaluate(model, data, attacks=("fgsm", "pgd"), eps=eps, desc=f"({row}) FGSM/PGD eps {eps}",
+        r = evaluate(model, data, attacks=("fgsm", "pgd"), settings=AttackSettings(eps=eps),
+                     desc=f"({row}) FGSM/PGD eps {eps}",
                      log_path=work / f"log-{row}-{eps:.4f}.jsonl")
         out["clean"] = r.correct["clean"].int().tolist()
         out[f"fgsm {eps:.2f}"] = r.correct["fgsm"].int().tolist()
         out[f"pgd {eps:.2f}"] = r.correct["pgd"].int().tolist()
     for eps in APGD_EPS:
         attacks = ("apgd-ce", "apgd-t") + (("transfer",) if base is not None else ())
-        r = evaluate(model, data, attacks=attacks, eps=eps, cascade=True, base_model=base,
-                     transfer_from=("apgd-ce",), adv_cache=work / "adversarial", desc=f"({row}) APGD eps {eps:.4f}",
+        settings = AttackSettings(eps=eps, base_model=base, transfer_from=("apgd-ce",), cache=work / "adversarial")
+        r = evaluate(model, data, attacks=attacks, settings=settings, cascade=True, desc=f"({row}) APGD eps {eps:.4f}",
                      log_path=work / f"log-{row}-apgd-{eps:.4f}.jsonl")
         out[f"apgd {eps:.4f}"] = r.worst_case.int().tolist()
     with atomic_path(path) as tmp:

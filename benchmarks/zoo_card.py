@@ -22,7 +22,7 @@ from common import print_table, write_results  # noqa: E402
 
 from igdefense import zoo  # noqa: E402
 from igdefense.data import cache_dir, cifar10_loader  # noqa: E402
-from igdefense.evaluate import evaluate  # noqa: E402
+from igdefense.eval import AttackSettings, evaluate  # noqa: E402
 
 
 def main() -> None:
@@ -44,8 +44,8 @@ def main() -> None:
         n = 10 * args.per_class
         log = cache_dir() / "logs" / f"zoo_card_{args.model}_aa{n}.jsonl"
         aa = evaluate(model, cifar10_loader("test", per_class=args.per_class, batch_size=args.batch_size),
-                      attacks=["autoattack"], eps=args.eps, log_path=log, desc=f"AutoAttack, {n}",
-                      adv_cache=cache_dir() / "adversarial")  # reused as transfer source by `igdefense eval`
+                      attacks=["autoattack"], settings=AttackSettings(eps=args.eps, cache=cache_dir() / "adversarial"),
+                      log_path=log, desc=f"AutoAttack, {n}")  # reused as transfer source by `igdefense eval`
         row.update({f"clean_{n}": round(100 * aa.clean_accuracy, 2),
                     f"autoattack_{n}": round(100 * aa.robust_accuracy["autoattack"], 2)})
         payload.update({"autoattack": {"images": n, "eps": args.eps, "norm": "Linf", "version": "standard",

@@ -9,13 +9,11 @@
 __version__ = "0.1.0"
 
 from . import robustbench_compat  # noqa: F401  (lets robustbench 1.1.1 import beside pyautoattack)
-from .cd_ir import cd_ir
-from .defense import IGDefense, wrap
-from .evaluate import EvalResult, evaluate
-from .lo_ir import lo_ir
-from .rankings import Rankings, RankingsError
+from .defense import IGDefense, RandomizedDefense, wrap
+from .eval import EvalResult, evaluate
+from .rankings import Rankings, RankingsError, cd_ir, lo_ir
 from .split import Site, Split, SplitError, find_split
 from . import zoo
 
-__all__ = ["IGDefense", "wrap", "lo_ir", "cd_ir", "Rankings", "RankingsError", "Site", "Split", "SplitError",
-           "find_split", "evaluate", "EvalResult", "zoo", "__version__"]
+__all__ = ["IGDefense", "RandomizedDefense", "wrap", "lo_ir", "cd_ir", "Rankings", "RankingsError", "Site", "Split",
+           "SplitError", "find_split", "evaluate", "EvalResult", "zoo", "__version__"]

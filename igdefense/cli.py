@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import os
 import sys
 import textwrap
 import time
@@ -16,14 +14,13 @@ import numpy as np
 import torch
 
 from . import zoo
-from .atomic import atomic_path
+from ._atomic import atomic_path
 from .attribution.methods import METHODS
-from .attacks import ATTACKS, AttackSettings
 from .data import CIFAR10_CLASSES, DataNotFoundError, cache_dir, cifar10_loader
 from .defense import IGDefense
-from .lo_ir import lo_ir
-from .machine import machine
+from .eval.attacks import ATTACKS, AttackSettings
 from .rankings import Rankings
+from .rankings.lo_ir import lo_ir
 
 
 def _rankings_for(name: str, probe_per_class: int, data: str | None) -> Rankings:
@@ -43,8 +40,8 @@ def _rankings_for(name: str, probe_per_class: int, data: str | None) -> Rankings
 
 
 def cmd_demo(args) -> int:
-    from .evaluate import evaluate
-    from .stats import paired_difference
+    from .eval.evaluate import evaluate
+    from .eval.stats import paired_difference
 
     torch.manual_seed(args.seed)
     model = zoo.load(args.model)
@@ -55,10 +52,10 @@ def cmd_demo(args) -> int:
     attack = "autoattack" if args.full else "apgd-ce"
     # The base model's examples are cached, so the transfer attack (the defended model re-classifying
     # them) costs one forward pass.
-    common = dict(eps=args.eps, seed=args.seed, adv_cache=cache_dir() / "adversarial")
-    base = evaluate(model, loader, attacks=[attack], desc="undefended", **common)
-    dfd = evaluate(defended, loader, attacks=[attack, "transfer"], base_model=model, transfer_from=(attack,),
-                   desc="IG-defended", **common)
+    settings = AttackSettings(eps=args.eps, seed=args.seed, cache=cache_dir() / "adversarial", base_model=model,
+                              transfer_from=(attack,))
+    base = evaluate(model, loader, attacks=[attack], settings=settings, desc="undefended")
+    dfd = evaluate(defended, loader, attacks=[attack, "transfer"], settings=settings, desc="IG-defended")
     name = "AutoAttack" if args.full else "APGD-CE"
     print(f"\nmodel {args.model}, {len(loader.dataset)} CIFAR-10 (JPEG copy) test images ({per_class} per class), "
           f"L-inf eps {args.eps * 255:g}/255")
@@ -84,7 +81,7 @@ def cmd_rank(args) -> int:
     probe = "CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
     t0 = time.time()
     if args.method == "cd-ir":
-        from .cd_ir import cd_ir
+        from .rankings.cd_ir import cd_ir
 
         pretrained = None if args.pretrained.lower() == "none" else args.pretrained
         rankings = cd_ir(model, loader, CIFAR10_CLASSES, clip=args.clip, pretrained=pretrained, layer=args.layer,
@@ -98,7 +95,7 @@ def cmd_rank(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import plot_jaccard, topk_jaccard
+    from .rankings.compare import plot_jaccard, topk_jaccard
 
     a, b = Rankings.load(args.a), Rankings.load(args.b)
     jac = topk_jaccard(a, b, args.k)
@@ -112,22 +109,13 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def _init_distributed() -> tuple[int, torch.device]:
-    """Join the process group when started by torchrun (gloo on CPU, nccl on GPU); (rank, device)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    if torch.cuda.is_available():
-        return rank, torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return rank, torch.device("cpu")
-
-
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, shard
-    from .report import markdown_table, summary_rows, write_report
+    from .eval.benchmark import benchmark
+    from .eval.distributed import init_distributed
+    from .eval.report import markdown_table, summary_rows
 
     torch.manual_seed(args.seed)
-    rank, device = _init_distributed()
+    rank, device = init_distributed()
     base = zoo.load(args.model).to(device)
     rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args.model, args.probe_per_class,
                                                                                args.data)
@@ -136,68 +124,29 @@ def cmd_eval(args) -> int:
     if args.random_mask:
         models["random-mask"] = IGDefense(base, rankings.randomized(args.seed), k=args.k, sigma=args.sigma,
                                           seed=args.seed).eval()
-    attacks = [a for a in args.attacks.split(",") if a]
     corruptions = _corruption_names(args.corruptions)
     loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=args.batch_size, root=args.data)
-    out = Path(args.out)
     meta = {"model": args.model, "rankings": rankings.probe, "k": models[rankings.method].k, "sigma": args.sigma,
-            "eps": args.eps, "attacks": attacks, "cascade": args.cascade, "images": len(loader.dataset),
-            "seed": args.seed, "data": "CIFAR-10 (JPEG copy) test, class-balanced (ordered by class)"}
+            "images": len(loader.dataset), "data": "CIFAR-10 (JPEG copy) test, class-balanced (ordered by class)",
+            "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
     if corruptions:
         meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
                               f"severities {','.join(map(str, args.severities))}"
-    results = {}
-    # Batch by batch across the models, with the report rewritten after each model: an interrupted
-    # run still has a paired table on the images done so far.
-    world = shard()[1]
-    batches = []
-    for batch in loader:
-        batches.append(batch)  # earlier batches resume from the logs; each is loaded once
-        done = len(batches)
-        if done % world and done < len(loader):
-            continue  # under torchrun, one new batch per process each round: they run side by side
-        for name, model in models.items():
-            # The base model has no randomness: EOT and the transfer attack (from itself) add nothing there.
-            todo = [a for a in attacks if name != "base" or not (a.endswith("-eot") or a == "transfer")]
-            results[name] = evaluate(model, batches, attacks=todo,
-                                     eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, base_model=base,
-                                     desc=f"{name}, batch {done}/{len(loader)}", log_path=out / f"{name}.jsonl",
-                                     cascade=args.cascade, adv_cache=cache_dir() / "adversarial",
-                                     corruptions=corruptions, severities=args.severities)
-            if rank == 0:  # every model so far, on the images all have done (complete before the sanity checks)
-                n = min(len(r.correct["clean"]) for r in results.values())
-                write_report(out, {k: r.first(n) for k, r in results.items()}, "base", {**meta, "images_done": n})
-    if shard()[1] > 1:
-        torch.distributed.barrier()  # no process leaves (closing its connections) while another still gathers
-    if rank > 0:
-        return 0  # rank 0 reports
-    sanity = None
+    sanity_data = None
     if args.sanity:
-        from .atomic import atomic_write
-        from .report import plot_eps_curves
-        from .sanity import correct_vs_eps, run_sanity_checks
-
-        x, y = next(iter(cifar10_loader("test", per_class=max(1, args.sanity_n // 10), batch_size=args.sanity_n,
-                                        root=args.data)))
-        eps_values = sorted({2 / 255, 4 / 255, args.eps, 16 / 255, 32 / 255, 1.0})
-        per_image = {name: correct_vs_eps(models[name], x, y, eps_values) for name in ("base", rankings.method)}
-        curves = {name: {e: c.float().mean().item() for e, c in p.items()} for name, p in per_image.items()}
-        sanity = run_sanity_checks(models[rankings.method], x, y, eps=args.eps, sweep=per_image[rankings.method],
-                                   base_model=base, settings=AttackSettings(seed=args.seed, eot_iter=args.eot_iter))
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "eps_curve.json",
-                     json.dumps({name: {f"{255 * e:g}/255": a for e, a in c.items()} for name, c in curves.items()}))
-        try:
-            print(f"wrote {plot_eps_curves(curves, out / 'eps_curve.png', 'APGD-CE')}")
-        except ImportError:
-            print("matplotlib is missing (pip install 'igdefense[plot]'): eps_curve.json written, no plot")
-    meta["run"] = {"command": "igdefense " + " ".join(sys.argv[1:]), "machine": machine(),
-                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    path = write_report(out, results, "base", meta, sanity)
+        sanity_data = next(iter(cifar10_loader("test", per_class=max(1, args.sanity_n // 10),
+                                               batch_size=args.sanity_n, root=args.data)))
+    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, cache=cache_dir() / "adversarial")
+    results = benchmark(models, loader, out=args.out, attacks=[a for a in args.attacks.split(",") if a],
+                        settings=settings, baseline="base", cascade=args.cascade, corruptions=corruptions,
+                        severities=args.severities, sanity=[rankings.method] if args.sanity else (),
+                        sanity_data=sanity_data, meta=meta)
+    if rank > 0:
+        return 0
     print(markdown_table(summary_rows(results, "base")))
-    for c in sanity or []:
+    for c in results[rankings.method].sanity:
         print(c)
-    print(f"wrote {path} and report.json")
+    print(f"wrote {Path(args.out) / 'report.md'} and report.json")
     return 0
 
 

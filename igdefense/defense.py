@@ -12,15 +12,28 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype, register_at
+from ._validation import check_images
 from .rankings import Rankings, RankingsError
-from .split import (Site, apply_neuron_mask, find_split, head_fingerprint, hooks, model_device, model_dtype,
-                    register_at)
-from .validation import check_images
+from .split import Site, find_split, head_fingerprint
+
+
+@runtime_checkable
+class RandomizedDefense(Protocol):
+    """A model whose forward pass draws noise, as the evaluation sees it: ``reseed`` makes its noise
+    depend only on the batch and step (resumed and sharded runs agree; EOT attacks and the sanity
+    checks apply; its examples are never cached), ``smooth_gradients`` gives BPDA attacks a
+    surrogate gradient (``contextlib.nullcontext()`` when nothing in the forward pass saturates).
+    :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one."""
+
+    def reseed(self, seed: int | None) -> None: ...
+
+    def smooth_gradients(self, tau: float = 1.0) -> ContextManager: ...
 
 
 class IGDefense(nn.Module):

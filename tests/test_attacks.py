@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import igdefense
-from igdefense.attacks import ATTACKS, AttackSettings, _cw_loss, run_attack
-from igdefense.rays import RayS
+from igdefense.eval.attacks import ATTACKS, AttackSettings, _cw_loss, run_attack
+from igdefense.eval.rays import RayS
 
 
 def test_cw_loss_by_hand():
@@ -96,7 +96,8 @@ def test_eot_averages_over_noise_draws_and_breaks_images(robust_cnn, test_batch)
     calls = {eot: _forward_calls(defended, lambda: run_attack(
         "apgd-ce-eot", defended, x, y, AttackSettings(n_iter=10, eot_iter=eot))) for eot in (1, 3)}
     assert calls[3] >= 2.5 * calls[1]  # three forward/backward passes per step instead of one
-    result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], eot_iter=2, progress=False)
+    result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], settings=AttackSettings(eot_iter=2),
+                                progress=False)
     assert result.robust_accuracy["apgd-ce-eot"] < result.clean_accuracy  # the robust model still loses images
 
 

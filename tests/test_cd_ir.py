@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import igdefense
-from igdefense.cd_ir import SoftWPMI, load_clip, soft_wpmi
+from igdefense.rankings.cd_ir import SoftWPMI, load_clip, soft_wpmi
 from igdefense.data import CIFAR10_CLASSES
 
 pytest.importorskip("open_clip")

@@ -3,7 +3,7 @@
 import torch
 
 from igdefense import Rankings
-from igdefense.compare import plot_jaccard, topk_jaccard
+from igdefense.rankings.compare import plot_jaccard, topk_jaccard
 
 
 def _rankings(importance):

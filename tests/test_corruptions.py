@@ -13,6 +13,7 @@ pytest.importorskip("imagecorruptions")
 import reference_corruptions as ref  # noqa: E402
 
 from igdefense.corruptions import NAMES, blur, corrupt, digital, noise, weather  # noqa: E402
+from igdefense.eval import AttackSettings  # noqa: E402
 from igdefense.data import foolbox_cifar10  # noqa: E402
 
 SEED = 3
@@ -256,8 +257,8 @@ def test_evaluate_corruptions_match_the_written_dataset_and_resume(tmp_path, rob
     x, y = data.__getitems__(list(range(20)))
     names, severities = ("contrast", "spatter"), (2, 5)
     log = tmp_path / "log.jsonl"
-    result = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), eps=0.01, corruptions=names, severities=severities,
-                      log_path=log, progress=False)
+    result = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), settings=AttackSettings(eps=0.01), corruptions=names,
+                      severities=severities, log_path=log, progress=False)
     write_dataset(tmp_path / "c", data, names=names, progress=False)  # batch 0 == chunk 0: the same images
     for name in names:
         for s in severities:
@@ -270,9 +271,9 @@ def test_evaluate_corruptions_match_the_written_dataset_and_resume(tmp_path, rob
     assert result.mean_corruption_accuracy == pytest.approx(columns.mean().item())
     assert torch.equal(result.worst_case, result.correct["clean"] & result.correct["fgsm"])  # corruptions apart
     assert set(result.robust_accuracy) == {"fgsm"}
-    again = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), eps=0.01, corruptions=names, severities=severities,
-                     log_path=log, progress=False)  # everything read back from the log
+    again = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), settings=AttackSettings(eps=0.01), corruptions=names,
+                     severities=severities, log_path=log, progress=False)  # everything read back from the log
     assert all(torch.equal(again.correct[k], result.correct[k]) for k in result.correct)
     with pytest.raises(ValueError, match="holds a run with settings"):
-        evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), eps=0.01, corruptions=("fog",), log_path=log,
-                 progress=False)
+        evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), settings=AttackSettings(eps=0.01), corruptions=("fog",),
+                 log_path=log, progress=False)

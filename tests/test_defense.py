@@ -7,7 +7,8 @@ import torch
 
 import igdefense
 from igdefense import IGDefense
-from igdefense.split import head_fingerprint, hooks
+from igdefense.split import head_fingerprint
+from igdefense._hooks import hooks
 
 
 def _no_hooks(model):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from igdefense.evaluate import EvalResult, evaluate
+from igdefense.eval import AttackSettings, EvalResult, evaluate
 
 
 def test_apgd_breaks_a_standard_model(standard_cnn, test_batch):
@@ -97,3 +97,27 @@ def test_resume_mid_batch_matches_an_uninterrupted_run(robust_cnn, test_batch, t
     assert calls and max(calls) <= survivors  # only batch 2's apgd-dlr (on apgd-ce's survivors) ran again
     for k in ["clean", *attacks]:  # the defense's noise is seeded per batch and step: same results
         assert torch.equal(resumed.correct[k], full.correct[k]), k
+
+
+def test_keep_adversarial_returns_the_examples_that_fooled_the_model(robust_cnn, test_batch, tmp_path):
+    x, y = test_batch
+    result = evaluate(robust_cnn, [(x[:15], y[:15]), (x[15:], y[15:])], attacks=["fgsm"],
+                      settings=AttackSettings(eps=8 / 255), keep_adversarial=True, progress=False)
+    adv = result.adversarial["fgsm"]
+    assert adv.shape == x.shape and (adv - x).abs().max() <= 8 / 255 + 1e-6
+    with torch.no_grad():
+        assert torch.equal(robust_cnn(adv).argmax(1) == y, result.correct["fgsm"])  # fooled exactly where counted
+    assert torch.equal(adv[~result.correct["clean"]], x[~result.correct["clean"]])  # wrong already: left clean
+    log = tmp_path / "log.jsonl"
+    evaluate(robust_cnn, (x, y), attacks=["fgsm"], log_path=log, progress=False)
+    with pytest.raises(ValueError, match="keep_adversarial needs every attack run in this call"):
+        evaluate(robust_cnn, (x, y), attacks=["fgsm"], log_path=log, keep_adversarial=True, progress=False)
+
+
+def test_attack_budgets_are_part_of_a_log_s_settings(standard_cnn, test_batch, tmp_path):
+    log = tmp_path / "log.jsonl"
+    evaluate(standard_cnn, test_batch, attacks=["bim"], settings=AttackSettings(pgd_steps=2), log_path=log,
+             progress=False)
+    with pytest.raises(ValueError, match="holds a run with settings"):  # another budget is another run
+        evaluate(standard_cnn, test_batch, attacks=["bim"], settings=AttackSettings(pgd_steps=3), log_path=log,
+                 progress=False)

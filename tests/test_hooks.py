@@ -3,13 +3,12 @@ midway (captum keeps such a test for every method). The model is the zoo's real 
 a wrapper that raises on its n-th forward, after running (its hooks have fired by then)."""
 
 import pytest
-import torch
 from torch import nn
 
 import igdefense
-from igdefense.attacks import AttackSettings
+from igdefense.eval.attacks import AttackSettings
 from igdefense.data import CIFAR10_CLASSES
-from igdefense.sanity import run_sanity_checks
+from igdefense.eval.sanity import run_sanity_checks
 
 
 class FailOnCall(nn.Module):
@@ -75,7 +74,7 @@ def test_no_hook_left_behind(entry, robust_cnn, rankings, test_batch, tmp_path):
 
 def test_no_hook_left_behind_by_cd_ir(robust_cnn, rankings, test_batch, tmp_path):
     pytest.importorskip("open_clip")
-    from igdefense.cd_ir import SoftWPMI, load_clip
+    from igdefense.rankings.cd_ir import SoftWPMI, load_clip
 
     clip = load_clip("ViT-B-32", pretrained=None)  # no CLIP weights exist offline
 

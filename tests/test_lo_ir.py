@@ -5,7 +5,7 @@ import torch
 
 import igdefense
 from igdefense.data import cifar10_loader
-from igdefense.split import hooks
+from igdefense._hooks import hooks
 
 
 def test_closed_form_equals_brute_force_ablation(robust_cnn):

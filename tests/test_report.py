@@ -2,8 +2,8 @@
 
 import torch
 
-from igdefense.evaluate import EvalResult
-from igdefense.report import markdown_table, plot_eps_curves, summary_rows
+from igdefense.eval.evaluate import EvalResult
+from igdefense.eval.report import markdown_table, plot_eps_curves, summary_rows
 
 
 def test_table_shows_attacks_the_base_row_lacks():

@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from igdefense.attacks import AttackSettings
-from igdefense.evaluate import _spread_sample, evaluate
-from igdefense.sanity import run_sanity_checks
+from igdefense.eval.attacks import AttackSettings
+from igdefense.eval.evaluate import _spread_sample, evaluate
+from igdefense.eval.sanity import run_sanity_checks
 
 
 class _Quantize(nn.Module):

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..split import model_device
-from ..validation import check_images
+from .._hooks import model_device
+from .._validation import check_images
 from .segments import check_segments, hidden_fill
 
 

@@ -19,8 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..split import model_device
-from ..validation import check_images, check_labels
+from .._hooks import model_device
+from .._validation import check_images, check_labels
 from .lime import lime
 from .segments import check_segments, hidden_fill, superpixel_sum
 

@@ -23,7 +23,7 @@ def segment(images: torch.Tensor, method: Literal["slic", "quickshift"] = "slic"
         method: "slic" (``n_segments``, ``compactness``) or "quickshift" (``kernel_size``,
             ``max_dist``, ``ratio``, ``seed``), as scikit-image computes them.
     """
-    from ..validation import check_images
+    from .._validation import check_images
 
     try:
         from skimage.segmentation import quickshift, slic

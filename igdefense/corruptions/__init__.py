@@ -57,7 +57,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int | None 
     Returns:
         (B, 3, H, W) in [0, 1], the dtype and device of ``images``.
     """
-    from ..validation import check_images
+    from .._validation import check_images
 
     check_images(images)
     if images.shape[1] != 3:

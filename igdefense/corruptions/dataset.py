@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path, atomic_write
+from .._atomic import atomic_path, atomic_write
 from . import NAMES, SEVERITIES, check_name, check_severity, corrupt
 from .blur import to_8bit
 

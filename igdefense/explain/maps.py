@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..split import apply_neuron_mask, eval_mode, hooks, model_device, register_at
-from ..validation import check_images, check_labels
+from .._hooks import apply_neuron_mask, eval_mode, hooks, model_device, register_at
+from .._validation import check_images, check_labels
 
 METHODS = ("gradcam", "smoothgrad", "lime")
 SMOOTHGRAD_PIXELS = 2**23

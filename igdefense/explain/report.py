@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path, atomic_write
+from .._atomic import atomic_path, atomic_write
 from .robustness import Study
 
 ARROWS = {"iou_top": "higher = closer", "topk_intersection": "higher = closer", "spearman": "higher = closer",

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks import AttackSettings, check_in_ball, run_attack
-from ..split import model_device
-from ..stats import paired_difference, paired_mean_difference
-from ..validation import check_images, check_labels
+from .._hooks import model_device
+from .._validation import check_images, check_labels
+from ..defense import RandomizedDefense
+from ..eval.attacks import AttackSettings, check_in_ball, run_attack
+from ..eval.stats import paired_difference, paired_mean_difference
 from .maps import METHODS, explain
 from .metrics import compare
 
@@ -98,7 +99,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
         model: classifier or IGDefense, eval mode.
         images, labels: (N, 3, H, W) in [0, 1] and (N,) classes.
         eps: L-inf radius (the study: 0.025 on [0, 1] pixels).
-        attacks: names from :data:`igdefense.attacks.ATTACKS` (``bim``: 10 steps of eps / 4).
+        attacks: names from :data:`igdefense.eval.ATTACKS` (``bim``: 10 steps of eps / 4).
         q: the top-q% pixels for IoU and top-k intersection.
         sensitivity_samples: > 0 also measures :func:`sensitivity` (radius 0.02) with that many draws.
         explain_options: passed to :func:`igdefense.explain.explain` (``num_samples``, ``layer``...).
@@ -116,7 +117,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
                disable=not progress)
     for start in range(0, len(images), batch_size):
         x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
-        if hasattr(model, "reseed"):
+        if isinstance(model, RandomizedDefense):
             model.reseed(seed + start)
         with torch.no_grad():
             pred = model(x).argmax(1)
@@ -127,7 +128,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
         versions["noise"] = noise
         for name, x_p in versions.items():
             check_in_ball(name, x_p, x, eps)
-            if hasattr(model, "reseed"):
+            if isinstance(model, RandomizedDefense):
                 model.reseed(seed + start)
             with torch.no_grad():
                 pred_p = model(x_p).argmax(1)

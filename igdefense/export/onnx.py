@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from .._atomic import atomic_path
 from ..defense import IGDefense
 
 

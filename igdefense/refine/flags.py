@@ -115,7 +115,7 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 def check_same_classes(model: nn.Module, reference: nn.Module, probe: torch.Tensor) -> None:
     """Raise ValueError unless both models give the same number of classes on ``probe``."""
-    from ..split import model_device
+    from .._hooks import model_device
 
     with torch.no_grad():
         ours = model(probe.to(model_device(model))).shape[1]

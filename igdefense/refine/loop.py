@@ -27,16 +27,14 @@ from typing import Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
+from .._atomic import atomic_path
+from .._hooks import model_device
 from ..attribution import segment
 from ..attribution.methods import METHODS
-from ..attribution.segments import segment_counts
-from ..pgd import sign_gradient_attack
-from ..split import model_device
+from ..eval.pgd import sign_gradient_attack
 from .flags import check_same_classes, flag_spurious
 from .loss import refinement_loss
 

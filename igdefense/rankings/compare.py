@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .rankings import Rankings
+from .format import Rankings
 
 
 def topk_jaccard(a: Rankings, b: Rankings, k: int) -> torch.Tensor:

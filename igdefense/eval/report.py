@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import atomic_path, atomic_write
+from .._atomic import atomic_path, atomic_write
 from .evaluate import EvalResult, is_corruption
 from .stats import paired_difference, paired_mean_difference
 

@@ -12,9 +12,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .atomic import atomic_path
-from .split import Split
+from .. import __version__
+from .._atomic import atomic_path
+from ..split import Split
 
 _META_KEY = "igdefense"
 

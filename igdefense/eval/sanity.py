@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defense import RandomizedDefense
 from .attacks import ATTACKS, AttackSettings, run_attack
 from .stats import paired_difference
 
@@ -106,11 +107,11 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
     if base_model is not None:
         transfer = _correct(model, x, y, attack, base, source=base_model)
         checks.append(not_weaker("white-box vs transfer", many, transfer, attack, f"{attack} from the base model"))
-        if hasattr(model, "reseed") and f"{attack}-eot" in ATTACKS:
+        if isinstance(model, RandomizedDefense) and f"{attack}-eot" in ATTACKS:
             eot = _correct(model, x, y, f"{attack}-eot", base)
             checks.append(not_weaker("EOT white-box vs transfer", eot, transfer,
                                      f"{attack}-eot ({base.eot_iter} draws)", f"{attack} from the base model"))
-        if hasattr(model, "smooth_gradients") and attack == "apgd-ce":
+        if isinstance(model, RandomizedDefense) and attack == "apgd-ce":
             bpda = _correct(model, x, y, "apgd-ce-bpda", base)
             checks.append(not_weaker("BPDA white-box vs transfer", bpda, transfer, "apgd-ce-bpda (tau=1 gradients)",
                                      "apgd-ce from the base model"))

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .rankings import Rankings
-from .split import Site, Split, apply_neuron_mask, find_split, head_fingerprint, hooks, model_device, register_at
-from .validation import check_images
+from .._hooks import apply_neuron_mask, hooks, model_device, register_at
+from .._validation import check_images
+from ..split import Site, Split, find_split, head_fingerprint
+from .format import Rankings
 
 Mode = Literal["auto", "closed", "ablation"]
 

@@ -7,7 +7,7 @@ White-box (on the model evaluated): ``apgd-ce``, ``apgd-dlr``, ``apgd-cw`` (CW m
 IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo-label: BPDA),
 ``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models);
 ``fgsm``, ``bim`` (10 steps of eps/4) and ``pgd`` (the same from a random start), the weaker
-classic attacks some papers report (:mod:`igdefense.pgd`).
+classic attacks some papers report (:mod:`igdefense.eval.pgd`).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model (``AttackSettings.transfer_from`` chooses).
@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .atomic import atomic_path
+from .._atomic import atomic_path
+from ..defense import RandomizedDefense
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
              "autoattack-rand", "fgsm", "bim", "pgd")
@@ -55,6 +56,14 @@ class AttackSettings:
     transfer_from: tuple[str, ...] = TRANSFER_SOURCES  # attacks crafted on base_model by "transfer"
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
 
+    def __post_init__(self) -> None:
+        if self.norm not in ("Linf", "L2", "L1"):
+            raise ValueError(f"norm must be 'Linf', 'L2' or 'L1', got {self.norm!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        self.transfer_from = tuple(self.transfer_from)
+        self.cache = Path(self.cache) if self.cache is not None else None
+
 
 def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: int | None = None):
     from pyautoattack.autopgd_base import APGDAttack
@@ -68,9 +77,9 @@ def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: 
 
 
 def _apgd_bpda(model, x, y, s: AttackSettings):
-    if not hasattr(model, "smooth_gradients"):
-        raise ValueError("apgd-ce-bpda attacks an IGDefense (it smooths the gradient of the defense's "
-                         "pseudo-label); use apgd-ce for other models")
+    if not isinstance(model, RandomizedDefense):
+        raise ValueError("apgd-ce-bpda attacks a randomized defense through its smooth_gradients() (an "
+                         "IGDefense: the gradient of a softer pseudo-label); use apgd-ce for other models")
     with model.smooth_gradients():
         return _apgd(model, x, y, s, "ce")
 
@@ -181,7 +190,7 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
 
 def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | None:
     """Cache file of attack ``name`` on this deterministic model and batch, or None (no caching)."""
-    if s.cache is None or hasattr(model, "reseed") or name == "transfer":
+    if s.cache is None or isinstance(model, RandomizedDefense) or name == "transfer":
         return None
     budget = (s.pgd_steps,) if name in ("bim", "pgd") else ()  # (older cache keys stay valid)
     h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.n_iter, s.eot_iter, s.square_queries,

@@ -17,11 +17,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
+from .._atomic import atomic_write
+from .._hooks import model_device
+from .._validation import check_images, check_labels
+from ..corruptions import SEVERITIES
+from ..defense import RandomizedDefense
 from .attacks import ATTACKS, TRANSFER_SOURCES, AttackSettings, check_in_ball, run_attack
-from .corruptions import SEVERITIES
-from .split import model_device
-from .validation import check_images, check_labels
+from .distributed import shard
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,8 @@ class EvalResult:
     correct: dict[str, torch.Tensor] = field(default_factory=dict)
     eps: float = 8 / 255
     cascade: bool = False  # True: each attack after the first counts the images surviving it *and* all before
-    sanity: list = field(default_factory=list)  # igdefense.sanity.Check results (evaluate(..., sanity=True))
+    sanity: list = field(default_factory=list)  # igdefense.eval.sanity.Check results (evaluate(..., sanity=True))
+    adversarial: dict[str, torch.Tensor] = field(default_factory=dict)  # evaluate(..., keep_adversarial=True)
 
     @property
     def clean_accuracy(self) -> float:
@@ -95,23 +98,21 @@ def is_corruption(key: str) -> bool:
 
 
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
-             attacks: Sequence[str] = ("apgd-ce",), eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
-             eot_iter: int = 20, base_model: nn.Module | None = None, progress: bool = True,
-             desc: str = "evaluating", log_path: str | os.PathLike | None = None, cascade: bool = False,
-             adv_cache: str | os.PathLike | None = None, sanity: bool = False, sanity_n: int = 100,
-             transfer_from: Sequence[str] = TRANSFER_SOURCES, corruptions: Sequence[str] = (),
-             severities: Sequence[int] = SEVERITIES) -> EvalResult:
+             attacks: Sequence[str] = ("apgd-ce",), *, settings: AttackSettings | None = None,
+             progress: bool = True, desc: str = "evaluating", log_path: str | os.PathLike | None = None,
+             cascade: bool = False, sanity: bool = False, sanity_n: int = 100, corruptions: Sequence[str] = (),
+             severities: Sequence[int] = SEVERITIES, keep_adversarial: bool = False) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
         model: classifier or defended model (eval mode is set by the caller).
         data: a DataLoader of (images, labels) or one (images, labels) pair of tensors; images
             (B, C, H, W) float in [0, 1], labels (B,) integer class indices.
-        attacks: names from :data:`igdefense.attacks.ATTACKS`.
-        eps: L-p radius; norm: "Linf", "L2" or "L1".
-        eot_iter: noise draws averaged per gradient step in the ``*-eot`` attacks.
-        base_model: the undefended model, the source of the ``transfer`` attack.
-        transfer_from: the attacks ``transfer`` crafts on ``base_model`` (default: the paper's four).
+        attacks: names from :data:`igdefense.eval.ATTACKS`.
+        settings: eps, norm, seed and every attack's budget (steps, queries, EOT draws), the
+            ``base_model`` that ``transfer`` crafts on and the attacks it crafts (``transfer_from``),
+            the ``cache`` directory; None: :class:`AttackSettings`' defaults (L-inf 8/255,
+            AutoAttack's budgets).
         log_path: a JSONL file that gets a line after the clean pass and after each attack of a
             batch; an interrupted run given the same file (and the same data, in the same order)
             resumes at the step it was in.
@@ -119,17 +120,19 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             is the same, at a fraction of the cost). The first attack's accuracy is its own; each
             later one's is cumulative (right under it and under every attack before it). Attacks
             whose examples do not depend on the model (``transfer``) still see the whole batch.
-        adv_cache: directory where examples crafted on deterministic models are kept (see
-            :mod:`igdefense.attacks`), so the base model's runs also serve as transfer sources.
         corruptions: names from :data:`igdefense.corruptions.NAMES` (CIFAR-10-C-style, CIFAR
             parameters): accuracy on each clean image corrupted at each of ``severities``, under
             the keys "name@severity". Batch i is corrupted with the seeds the dataset writer gives
             chunk i, so with batches of 1,000 the images are those of ``igdefense corruptions``.
-        sanity: also run :func:`igdefense.sanity.run_sanity_checks` (APGD-CE, with ``base_model``
+        sanity: also run :func:`igdefense.eval.run_sanity_checks` (APGD-CE, with ``base_model``
             the transfer comparisons too) on ``sanity_n`` images spread evenly over the data;
             the checks land in ``result.sanity`` and failures are printed loudly.
+        keep_adversarial: keep each attack's examples in ``result.adversarial`` (on the CPU): per
+            image the first candidate that fooled the model, else the clean image (as AutoAttack's
+            x_adv); memory grows with the data, and every step must run in this call (not
+            resumed from ``log_path``), in one process.
 
-    A model with ``reseed`` (IGDefense) is reseeded from the seed, the batch index and the step
+    A :class:`~igdefense.defense.RandomizedDefense` (IGDefense) is reseeded from the seed, the batch index and the step
     before the clean pass and each attack, so its noise does not depend on what ran before: a
     resumed or sharded run gets the same results as an uninterrupted one. Under
     ``torch.distributed`` (e.g. torchrun) batches are sharded round-robin across processes and
@@ -141,15 +144,19 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     batches = [data] if isinstance(data, tuple) else data
     device = model_device(model)
-    settings = AttackSettings(eps=eps, norm=norm, seed=seed, eot_iter=eot_iter, base_model=base_model,
-                              transfer_from=tuple(transfer_from), cache=Path(adv_cache) if adv_cache else None)
+    settings = settings or AttackSettings()
+    eps, seed = settings.eps, settings.seed
     if corruptions:
-        from .corruptions import check_name, check_severity
+        from ..corruptions import check_name, check_severity
 
         keys = [corruption_key(check_name(c), check_severity(s)) for c in corruptions for s in severities]
     else:
         keys = []
-    header = {"attacks": list(attacks), "eps": eps, "norm": norm, "seed": seed, "eot_iter": eot_iter}
+    header = {"attacks": list(attacks), "eps": eps, "norm": settings.norm, "seed": seed, "eot_iter": settings.eot_iter}
+    budgets = {k: getattr(settings, k) for k in ("n_iter", "square_queries", "rays_queries", "pgd_steps")
+               if getattr(settings, k) != getattr(AttackSettings, k)}
+    if budgets:  # (logs at the default budgets stay resumable)
+        header["budgets"] = budgets
     if keys:  # (older logs, without corruptions, stay resumable)
         header["corruptions"] = keys
     if cascade:
@@ -157,6 +164,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     if "transfer" in attacks and settings.transfer_from != TRANSFER_SOURCES:  # (older logs stay resumable)
         header["transfer_from"] = list(settings.transfer_from)
     rank, world = shard()
+    if keep_adversarial and world > 1:
+        raise ValueError("keep_adversarial works in one process; under torchrun write the examples per shard yourself")
+    adversarial: dict[str, list[torch.Tensor]] | None = {a: [] for a in attacks} if keep_adversarial else None
     own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
@@ -178,10 +188,13 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             if own_log and write:
                 _append_log(own_log, record)
 
+        if adversarial is not None and any(a in record for a in attacks):
+            raise ValueError(f"keep_adversarial needs every attack run in this call, but {log_path} already holds "
+                             f"batch {i}'s results: use a new log file")
         if not all(k in record for k in ["clean", *keys, *attacks]):
             known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k != "batch"}
             x, y = x.to(device), y.to(device)
-            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save)
+            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
         mine[i] = record
     if world > 1:
@@ -191,12 +204,14 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     order = sorted(mine)
     result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
                          for k in ["clean", *attacks, *keys]}, eps, cascade)
+    if adversarial is not None:
+        result.adversarial = {a: torch.cat(v) for a, v in adversarial.items()}
     if sanity and rank == 0:
         from .sanity import run_sanity_checks
 
         x, y = _spread_sample(batches, total, sanity_n)
         result.sanity = run_sanity_checks(model, x.to(device), y.to(device), eps=eps, settings=settings,
-                                          base_model=base_model)
+                                          base_model=settings.base_model)
     return result
 
 
@@ -212,25 +227,20 @@ def _spread_sample(batches: Iterable, total: int, n: int) -> tuple[torch.Tensor,
     return torch.cat(xs), torch.cat(ys)
 
 
-def shard() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed (e.g. torchrun), else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
 
 
 def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
-                    known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None]) -> None:
+                    known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None],
+                    adversarial: dict[str, list[torch.Tensor]] | None = None) -> None:
     """Clean and attack results of one batch, each passed to ``save`` when finished; steps in
-    ``known`` (from an interrupted run) are not redone."""
+    ``known`` (from an interrupted run) are not redone. ``adversarial``: each attack's examples
+    (first fooling candidate, else the clean image) are appended there."""
     steps = ["clean", *attacks]
     for step_index, name in enumerate(steps):
         if name in known:
             continue
-        if hasattr(model, "reseed"):
+        if isinstance(model, RandomizedDefense):
             # Noise depends on (batch, step) only, not on what ran before: shards and resumed runs agree.
             model.reseed(batch_seed * 1000 + step_index)
         if name == "clean":
@@ -251,14 +261,21 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
             rows = alive.nonzero().squeeze(1)
         survived = torch.zeros_like(ok)
         survived[rows] = ok[rows]
+        kept = x.detach().cpu().clone() if adversarial is not None else None
         if len(rows):
             xs, ys = x[rows.to(x.device)], y[rows.to(y.device)]
             for x_adv in run_attack(name, model, xs, ys, settings):
                 if settings.norm == "Linf":
                     check_in_ball(name, x_adv, xs, settings.eps)
                 with torch.no_grad():
-                    survived[rows] &= (model(x_adv).argmax(1) == ys).cpu()
+                    right = (model(x_adv).argmax(1) == ys).cpu()
+                if kept is not None:  # the first candidate that fools the model on an image still fooled by none
+                    first = ~right & survived[rows]
+                    kept[rows[first]] = x_adv.detach().cpu()[first]
+                survived[rows] &= right
         known[name] = survived & alive if cascade else survived
+        if adversarial is not None:
+            adversarial[name].append(kept)
         save(name, known[name])
 
 
@@ -266,13 +283,13 @@ def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: in
                           save: Callable[..., None]) -> None:
     """Accuracy on the batch corrupted by each "name@severity" in ``keys`` not already ``known``,
     saved once at the end: a log line per key would repeat the batch's results 95 times over."""
-    from .corruptions import corrupt
-    from .corruptions.dataset import chunk_seed
+    from ..corruptions import corrupt
+    from ..corruptions.dataset import chunk_seed
 
     todo = [(step, key) for step, key in enumerate(keys) if key not in known]
     for step, key in todo:
         name, severity = key.split("@")
-        if hasattr(model, "reseed"):
+        if isinstance(model, RandomizedDefense):
             model.reseed((seed + batch) * 1000 + 500 + step)  # apart from the attacks' steps (< 500)
         x_c = corrupt(x, name, int(severity), seed=chunk_seed(seed, name, int(severity), batch))
         with torch.no_grad():

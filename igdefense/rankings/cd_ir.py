@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .rankings import Rankings
-from .split import find_split, head_fingerprint, hooks, model_device, neuron_axis, register_at
-from .validation import check_images
+from .._hooks import hooks, model_device, neuron_axis, register_at
+from .._validation import check_images
+from ..split import find_split, head_fingerprint
+from .format import Rankings
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""Several models on the same images, one report: what ``igdefense eval`` runs, as a library call.
+
+    results = benchmark({"base": model, "defended": defended}, loader, attacks=["autoattack", "transfer"],
+                        settings=AttackSettings(eps=8 / 255), out="eval-out", sanity=["defended"])
+
+Batch by batch across the models, the report rewritten after each one: an interrupted run keeps a
+paired table on the images every model has done, and resumes from the per-model logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .._atomic import atomic_write
+from .._hooks import model_device
+from .._machine import machine
+from ..corruptions import SEVERITIES
+from ..defense import RandomizedDefense
+from .attacks import AttackSettings
+from .distributed import shard
+from .evaluate import EvalResult, _spread_sample, evaluate
+from .report import plot_eps_curves, write_report
+from .sanity import correct_vs_eps, run_sanity_checks
+
+SANITY_EPS = (2 / 255, 4 / 255, 16 / 255, 32 / 255, 1.0)  # with the evaluation's own eps: the eps curve
+
+
+def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.PathLike,
+              attacks: Sequence[str] = ("apgd-ce",), settings: AttackSettings | None = None,
+              baseline: str | None = None, cascade: bool = True, sanity: Sequence[str] = (),
+              sanity_data: tuple[torch.Tensor, torch.Tensor] | None = None, sanity_n: int = 100,
+              corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES, meta: dict | None = None,
+              progress: bool = True) -> dict[str, EvalResult]:
+    """Evaluate every model on the same images; write ``out/report.{md,json}`` with paired intervals.
+
+    Args:
+        models: {name: model in eval mode}; the same devices as the data will be moved to.
+        data: a DataLoader (or list) of (images, labels) batches, the same order on every run.
+        out: the report's folder; it also holds ``<name>.jsonl``, the logs a rerun resumes from.
+        attacks, settings, cascade, corruptions, severities: as in :func:`evaluate`; a deterministic
+            model (no :class:`~igdefense.defense.RandomizedDefense`) skips the EOT attacks, and the
+            transfer source skips ``transfer`` (they add nothing there).
+        baseline: the model the others are compared with (default: the first); also the transfer
+            source unless ``settings.base_model`` is set.
+        sanity: names of models to run :func:`run_sanity_checks` on, after the attacks, on
+            ``sanity_data`` (default: ``sanity_n`` images spread over the data); their APGD-CE
+            accuracy-vs-eps curves, and the baseline's, go to ``eps_curve.{json,png}``.
+        meta: written at the top of the report (e.g. the model and data names, the command).
+
+    Returns:
+        {name: EvalResult}; the sanity checks are in ``result.sanity`` of the models checked.
+    """
+    if not models:
+        raise ValueError("models is empty: pass {name: model}")
+    baseline = baseline or next(iter(models))
+    unknown = [n for n in [baseline, *sanity] if n not in models]
+    if unknown:
+        raise ValueError(f"{unknown} are not among the models {list(models)}")
+    settings = settings or AttackSettings()
+    if settings.base_model is None:
+        settings = dataclasses.replace(settings, base_model=models[baseline])
+    out = Path(out)
+    meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade, "seed": settings.seed}
+    rank, world = shard()
+    results: dict[str, EvalResult] = {}
+    batches: list = []
+    data = [data] if isinstance(data, tuple) else data
+    total = len(data) if hasattr(data, "__len__") else None
+    for batch in data:
+        batches.append(batch)  # earlier batches resume from the logs; each is loaded once
+        done = len(batches)
+        if done % world and done != total:
+            continue  # under torchrun, one new batch per process each round: they run side by side
+        for name, model in models.items():
+            todo = [a for a in attacks if not _adds_nothing(a, model, settings)]
+            results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
+                                     desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
+                                     log_path=out / f"{name}.jsonl", corruptions=corruptions,
+                                     severities=severities, progress=progress)
+            if rank == 0:  # every model so far, on the images all have done
+                n = min(len(r.correct["clean"]) for r in results.values())
+                write_report(out, {k: r.first(n) for k, r in results.items()}, baseline, {**meta, "images_done": n})
+    if not batches:
+        raise ValueError("data holds no batches")
+    if world > 1:
+        torch.distributed.barrier()  # no process leaves (closing its connections) while another still gathers
+    if rank > 0:
+        return results  # rank 0 reports
+    checks = []
+    if sanity:
+        x, y = sanity_data if sanity_data is not None else _spread_sample(batches, sum(len(b[1]) for b in batches),
+                                                                            sanity_n)
+        device = model_device(models[baseline])
+        checks = _sanity(models, results, baseline, sanity, x.to(device), y.to(device), settings, out)
+    meta["run"] = {**meta.get("run", {}), "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"])}, checks)
+    return results
+
+
+def _adds_nothing(attack: str, model: nn.Module, settings: AttackSettings) -> bool:
+    if isinstance(model, RandomizedDefense):
+        return False
+    return attack.endswith("-eot") or (attack == "transfer" and model is settings.base_model)
+
+
+def _sanity(models, results: dict[str, EvalResult], baseline: str, names: Sequence[str], x, y,
+            settings: AttackSettings, out: Path) -> list:
+    """The checks on each named model (their results land in its EvalResult too) and the eps curves."""
+    eps_values = sorted({*SANITY_EPS, settings.eps})
+    per_image = {name: correct_vs_eps(models[name], x, y, eps_values, settings=settings)
+                 for name in dict.fromkeys([baseline, *names])}
+    checks = []
+    for name in names:
+        found = run_sanity_checks(models[name], x, y, eps=settings.eps, sweep=per_image[name],
+                                  base_model=None if name == baseline else settings.base_model, settings=settings)
+        results[name].sanity = found
+        checks += [dataclasses.replace(c, name=f"{name}: {c.name}") for c in found] if len(names) > 1 else found
+    curves = {name: {e: c.float().mean().item() for e, c in p.items()} for name, p in per_image.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "eps_curve.json",
+                 json.dumps({name: {f"{255 * e:g}/255": a for e, a in c.items()} for name, c in curves.items()}))
+    try:
+        plot_eps_curves(curves, out / "eps_curve.png", "APGD-CE")
+    except ImportError:
+        print("matplotlib is missing (pip install 'igdefense[plot]'): eps_curve.json written, no plot")
+    return checks

@@ -1,0 +1,69 @@
+"""benchmark(): several models on the same images, one report, resumable; what `igdefense eval` runs."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from igdefense import IGDefense, RandomizedDefense, zoo
+from igdefense.eval import AttackSettings, evaluate
+from igdefense.eval import attacks as attacks_module
+from igdefense.eval.benchmark import benchmark
+
+
+@pytest.fixture
+def models(robust_cnn):
+    return {"base": robust_cnn, "lo-ir": IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()}
+
+
+def test_report_paired_and_resumed(models, test_batch, tmp_path, monkeypatch):
+    x, y = test_batch
+    data = [(x[:10], y[:10]), (x[10:20], y[10:20])]
+    settings = AttackSettings(eps=0.01, transfer_from=("fgsm",), n_iter=5, eot_iter=2)
+    results = benchmark(models, data, out=tmp_path, attacks=["fgsm", "apgd-ce-eot", "transfer"], settings=settings,
+                        progress=False, meta={"model": "smallcnn-robust"})
+    # the deterministic base model skips EOT and the transfer from itself; the defense gets every attack
+    assert set(results["base"].correct) == {"clean", "fgsm"}
+    assert set(results["lo-ir"].correct) == {"clean", "fgsm", "apgd-ce-eot", "transfer"}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["model"] == "smallcnn-robust" and report["images_done"] == 20 and report["eps"] == 0.01
+    assert [r["model"] for r in report["summary"]] == ["base", "lo-ir"]
+    assert report["per_image"]["lo-ir"]["transfer"] == results["lo-ir"].correct["transfer"].int().tolist()
+    # the same as evaluate() on each model alone (the defense is reseeded per batch and step)
+    alone = evaluate(models["lo-ir"], data, attacks=["fgsm", "apgd-ce-eot", "transfer"], cascade=True,
+                     settings=dataclasses.replace(settings, base_model=models["base"]),
+                     progress=False)
+    assert all(torch.equal(alone.correct[k], results["lo-ir"].correct[k]) for k in alone.correct)
+    calls = []
+    monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
+    again = benchmark(models, data, out=tmp_path, attacks=["fgsm", "apgd-ce-eot", "transfer"], settings=settings,
+                      progress=False)
+    assert not calls  # read back from the logs
+    assert all(torch.equal(again["lo-ir"].correct[k], results["lo-ir"].correct[k]) for k in alone.correct)
+
+
+def test_sanity_checks_land_in_the_result_and_the_eps_curve(models, test_batch, tmp_path):
+    x, y = test_batch
+    settings = AttackSettings(eps=8 / 255, n_iter=5, square_queries=50, eot_iter=2)
+    results = benchmark({"base": models["base"]}, [(x[:10], y[:10])], out=tmp_path, attacks=["fgsm"],
+                        settings=settings, sanity=["base"], sanity_n=6, progress=False)
+    names = [c.name for c in results["base"].sanity]
+    assert names[:3] == ["gradients", "eps sweep", "more steps"]
+    curve = json.loads((tmp_path / "eps_curve.json").read_text())
+    assert set(curve) == {"base"} and curve["base"]["255/255"] == 0.0
+    assert "Sanity checks" in (tmp_path / "report.md").read_text()
+
+
+def test_bad_arguments_say_what_is_wrong(models, test_batch, tmp_path):
+    with pytest.raises(ValueError, match="not among the models"):
+        benchmark(models, [test_batch], out=tmp_path, sanity=["ig"], progress=False)
+    with pytest.raises(ValueError, match="models is empty"):
+        benchmark({}, [test_batch], out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        AttackSettings(eps=0)
+
+
+def test_randomized_defense_protocol(models):
+    assert isinstance(models["lo-ir"], RandomizedDefense)
+    assert not isinstance(models["base"], RandomizedDefense)
