@@ -1,0 +1,145 @@
+"""Any classifier by one name, as the command line takes it (``--model SPEC``).
+
+    zoo name                 smallcnn-robust, smallcnn-standard, pyautoattack-resnet18 (igdefense.zoo)
+    robustbench:NAME         RobustBench's model zoo: read from model_dir/<dataset>/<threat_model>/NAME.pt,
+                             downloaded only when that file is missing (RobustBench's own rule)
+    torchvision:NAME         torchvision.models.get_model(NAME): the checkpoint's weights, or without one
+    timm:NAME                the pretrained ones (downloaded once into torch's / Hugging Face's cache)
+    path/to/file.py:factory  factory() from that file, returning an nn.Module
+
+Every model takes [0, 1] images: RobustBench models normalise inside themselves; pretrained
+torchvision / timm weights get their own mean and std put in front; for a checkpoint or a file,
+``normalize=(mean, std)`` does it (None: the model takes [0, 1] images as they are).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from . import zoo
+
+PREFIXES = ("robustbench:", "torchvision:", "timm:")
+
+
+class Normalized(nn.Module):
+    """``model((x - mean) / std)``: a model trained on normalised inputs, taking [0, 1] images."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def load_model(spec: str, *, model_dir: str | os.PathLike | None = None, dataset: str = "cifar10",
+               threat_model: str = "Linf", checkpoint: str | os.PathLike | None = None,
+               num_classes: int | None = None,
+               normalize: tuple[Sequence[float], Sequence[float]] | None = None) -> nn.Module:
+    """The classifier named by ``spec`` (see the module docstring), in eval mode, taking [0, 1] images.
+
+    Args:
+        model_dir, dataset, threat_model: where and which RobustBench model (``robustbench:`` only).
+        checkpoint: a state dict file (``{"state_dict": ...}`` and ``{"model": ...}`` too) for
+            ``torchvision:`` / ``timm:``; None loads the pretrained weights.
+        num_classes: the classifier's outputs when built from a checkpoint (default: the library's).
+        normalize: (mean, std) per channel, put in front of a checkpoint's or a file's model.
+    """
+    prefix, _, name = spec.partition(":") if spec.startswith(PREFIXES) else ("", "", spec)
+    if checkpoint is not None and prefix not in ("torchvision", "timm"):
+        raise ValueError(f"checkpoint= is for torchvision:NAME and timm:NAME models, not {spec!r}")
+    if prefix == "robustbench":
+        model = _robustbench(name, model_dir, dataset, threat_model)
+    elif prefix in ("torchvision", "timm"):
+        model = _library_model(prefix, name, checkpoint, num_classes, normalize)
+    elif ":" in spec and spec.split(":")[0].endswith(".py"):
+        model = _from_file(spec, normalize)
+    elif spec in zoo.available():
+        model = zoo.load(spec)
+    else:
+        raise ValueError(f"unknown model {spec!r}: use a zoo name ({', '.join(zoo.available())}), "
+                         "robustbench:NAME, torchvision:NAME, timm:NAME or path/to/file.py:factory")
+    return model.eval()
+
+
+def _robustbench(name: str, model_dir, dataset: str, threat_model: str) -> nn.Module:
+    from .robustbench_compat import load_model as robustbench_load
+
+    from robustbench.model_zoo import model_dicts  # the registry load_model reads
+
+    known = {m for d in model_dicts.values() for models in d.values() for m in models}
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        raise ValueError(f"RobustBench has no model {name!r}" + (f"; did you mean {close}?" if close else ""))
+    return robustbench_load(name, model_dir=model_dir or "./models", dataset=dataset, threat_model=threat_model)
+
+
+def _library_model(library: str, name: str, checkpoint, num_classes: int | None, normalize) -> nn.Module:
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (a state dict saved with torch.save)")
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    pretrained = checkpoint is None
+    if library == "torchvision":
+        import torchvision
+
+        names = torchvision.models.list_models()
+        if name not in names:
+            raise ValueError(f"torchvision has no model {name!r}; close: {difflib.get_close_matches(name, names)}")
+        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+        model = torchvision.models.get_model(name, weights=weights, **kwargs)
+        if pretrained:
+            normalize = (weights.transforms().mean, weights.transforms().std)
+    else:
+        import timm
+
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models())
+            raise ValueError(f"timm has no model {name!r}; close: {close}")
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        if pretrained:
+            normalize = (model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    if checkpoint is not None:
+        _load_state(model, checkpoint, num_classes)
+    return Normalized(model, *normalize) if normalize else model
+
+
+def _load_state(model: nn.Module, checkpoint, num_classes: int | None) -> None:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel / DDP
+    own = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        key, theirs, ours = wrong[-1]
+        hint = f": pass num_classes={theirs[0]} (--num-classes {theirs[0]})" if theirs[1:] == ours[1:] else ""
+        raise ValueError(f"{checkpoint} does not fit the model: {key} has shape {theirs} there, {ours} here{hint}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{checkpoint} is for another architecture: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+
+
+def _from_file(spec: str, normalize) -> nn.Module:
+    path, _, factory = spec.rpartition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected path/to/file.py:factory)")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, factory, None)):
+        raise ValueError(f"{path} has no function {factory!r}")
+    model = getattr(module, factory)()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+    return Normalized(model, *normalize) if normalize else model
