@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import dataclasses
 import logging
 import sys
@@ -12,28 +13,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import zoo
 from ._atomic import atomic_path
 from .attribution.methods import METHODS
-from .data import CIFAR10_CLASSES, DataNotFoundError, cache_dir, cifar10_loader
+from .data import CIFAR10_CLASSES, cache_dir, cifar10_loader
 from .defense import IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
+from .models import load_model
 from .rankings import Rankings
 from .rankings.lo_ir import lo_ir
+from .split import find_split, head_fingerprint
 
 
-def _rankings_for(name: str, probe_per_class: int, data: str | None) -> Rankings:
-    """Shipped rankings for zoo models that have them; else LO-IR on a probe subset, cached."""
-    shipped = zoo.rankings(name) if name in zoo.with_rankings() else None
-    if shipped is not None:
-        return shipped
-    path = cache_dir() / "rankings" / f"{name}-lo-ir-train{probe_per_class}.safetensors"
+def _rankings_for(name: str, model: nn.Module, probe_per_class: int, data: str | None) -> Rankings:
+    """Shipped rankings for zoo models that have them; else LO-IR on a probe subset, cached (keyed by the
+    model's head weights: another checkpoint under the same name gets its own)."""
+    if name in zoo.with_rankings():
+        return zoo.rankings(name)
+    x = next(iter(cifar10_loader("test", per_class=1, batch_size=1, root=data)))[0]
+    key = re.sub(r"[^\w.-]+", "_", name)[-60:] + "-" + head_fingerprint(model, find_split(model, x).head)
+    path = cache_dir() / "rankings" / f"{key}-lo-ir-train{probe_per_class}.safetensors"
     if path.exists():
         return Rankings.load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     loader = cifar10_loader("train", per_class=probe_per_class, batch_size=200, root=data)
-    rankings = lo_ir(zoo.load(name), loader, class_names=CIFAR10_CLASSES,
+    rankings = lo_ir(model, loader, class_names=CIFAR10_CLASSES,
                      probe=f"CIFAR-10 (JPEG copy) train, first {probe_per_class} per class")
     rankings.save(path)
     return rankings
@@ -44,8 +50,8 @@ def cmd_demo(args) -> int:
     from .eval.stats import paired_difference
 
     torch.manual_seed(args.seed)
-    model = zoo.load(args.model)
-    rankings = _rankings_for(args.model, args.probe_per_class, args.data)
+    model = _model(args)
+    rankings = _rankings_for(args.model, model, args.probe_per_class, args.data)
     defended = IGDefense(model, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()
     per_class = max(1, args.n // 10)
     loader = cifar10_loader("test", per_class=per_class, batch_size=args.batch_size, root=args.data)
@@ -76,7 +82,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    model = zoo.load(args.model)
+    model = _model(args)
     loader = cifar10_loader("train", per_class=args.per_class, batch_size=args.batch_size, root=args.data)
     probe = "CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
     t0 = time.time()
@@ -116,9 +122,9 @@ def cmd_eval(args) -> int:
 
     torch.manual_seed(args.seed)
     rank, device = init_distributed()
-    base = zoo.load(args.model).to(device)
-    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args.model, args.probe_per_class,
-                                                                               args.data)
+    base = _model(args).to(device)
+    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args.model, base,
+                                                                               args.probe_per_class, args.data)
     models = {"base": base,
               f"{rankings.method}": IGDefense(base, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()}
     if args.random_mask:
@@ -196,10 +202,11 @@ def cmd_explain_robustness(args) -> int:
         if m not in MAP_METHODS:
             raise ValueError(f"unknown method {m!r}; choose from {MAP_METHODS}")
     attacks = tuple(a for a in args.attacks.split(",") if a)
-    model = zoo.load(args.model)
+    model = _model(args)
     name = args.model
     if args.defense:
-        model = IGDefense(model, _rankings_for(args.model, args.probe_per_class, args.data), seed=args.seed).eval()
+        model = IGDefense(model, _rankings_for(args.model, model, args.probe_per_class, args.data),
+                          seed=args.seed).eval()
         name += " + IG-Defense (LO-IR)"
     per_class = max(1, args.images // 10)
     x, y = next(iter(cifar10_loader("test", per_class=per_class, batch_size=10 * per_class, root=args.data)))
@@ -261,9 +268,11 @@ def cmd_corruptions(args) -> int:
     return 0
 
 
-def _defended(model_name: str, rankings_path, probe_per_class: int, data, **kw) -> IGDefense:
-    rankings = Rankings.load(rankings_path) if rankings_path else _rankings_for(model_name, probe_per_class, data)
-    return IGDefense(zoo.load(model_name), rankings, **kw).eval()
+def _defended(args, model_name: str, rankings_path, **kw) -> IGDefense:
+    model = _model(args, model_name)
+    rankings = (Rankings.load(rankings_path) if rankings_path
+                else _rankings_for(model_name, model, args.probe_per_class, args.data))
+    return IGDefense(model, rankings, **kw).eval()
 
 
 def cmd_export(args) -> int:
@@ -277,7 +286,7 @@ def cmd_export(args) -> int:
             print("igdefense: this ONNX file has no igdefense metadata; pass --model and --rankings", file=sys.stderr)
             return 2
         rankings = args.rankings or (None if meta.get("rankings") == "zoo" else meta.get("rankings"))
-        defended = _defended(model_name, rankings, args.probe_per_class, args.data, k=cfg["k"],
+        defended = _defended(args, model_name, rankings, k=cfg["k"],
                              sigma=cfg["sigma"], tau=cfg["tau"], n_samples=cfg["n_samples"], seed=args.seed)
         loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=250, root=args.data)
         report = check_parity(session, defended, loader, seed=args.seed)
@@ -293,11 +302,30 @@ def cmd_export(args) -> int:
         print("igdefense: export needs -o model.onnx (or --check model.onnx)", file=sys.stderr)
         return 2
     model_name = args.model or zoo.default_model()
-    defended = _defended(model_name, args.rankings, args.probe_per_class, args.data, k=args.k, sigma=args.sigma)
+    defended = _defended(args, model_name, args.rankings, k=args.k, sigma=args.sigma)
     meta = {"zoo_model": model_name, "rankings": str(Path(args.rankings).resolve()) if args.rankings else "zoo"}
     to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=meta)
     print(f"wrote {args.output} ({args.noise} noise, k={defended.k}, sigma={defended.sigma:.4g}, opset {args.opset})")
     return 0
+
+
+def _model(args, spec: str | None = None) -> nn.Module:
+    """The model ``--model`` (or ``spec``) names, with the options that go with it."""
+    return load_model(spec or args.model, model_dir=args.model_dir, dataset=args.dataset,
+                      threat_model=args.threat_model, checkpoint=args.checkpoint, num_classes=args.num_classes)
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--model", default=default, help="a zoo name (" + ", ".join(zoo.available()) + "), "
+                   "robustbench:NAME, torchvision:NAME, timm:NAME or path/to/file.py:factory; the model takes "
+                   "[0,1] images (normalisation inside it)" + (f" (default {default})" if default else ""))
+    p.add_argument("--model-dir", default=None, help="RobustBench's model folder: <dir>/<dataset>/<threat>/NAME.pt "
+                   "is read, downloaded only when missing (default ./models)")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet"],
+                   help="the RobustBench model's dataset")
+    p.add_argument("--threat-model", default="Linf", choices=["Linf", "L2", "corruptions"])
+    p.add_argument("--checkpoint", default=None, help="state dict for torchvision:NAME / timm:NAME")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs of the checkpoint's model")
 
 
 def _fraction(text: str) -> float:
@@ -314,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="undefended vs defended on CIFAR-10 test images: clean, APGD-CE, transfer "
                                     "from the base model, image-wise worst case")
-    d.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
+    _add_model_args(d, zoo.default_model())
     d.add_argument("--images", "--n", dest="n", type=int, default=200, help="test images, class-balanced (default 200)")
     d.add_argument("--k", type=int, default=None, help="neurons kept per class (default: 10%% of them, rounded)")
     d.add_argument("--sigma", type=_fraction, default=4 / 255, help="pass-1 noise std (default 4/255)")
@@ -327,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("rank", help="compute neuron importance rankings for a model")
-    r.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
+    _add_model_args(r, zoo.default_model())
     r.add_argument("--method", default="lo-ir", choices=["lo-ir", "cd-ir"])
     r.add_argument("--clip", default="ViT-B-16", help="open_clip architecture for cd-ir")
     r.add_argument("--pretrained", default="openai", help="CLIP weights: tag (downloads), local path, or 'none'")
@@ -347,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("eval", help="base vs defended under several attacks; image-wise worst case; report")
-    v.add_argument("--model", default=zoo.default_model(), choices=zoo.available())
+    _add_model_args(v, zoo.default_model())
     v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
     v.add_argument("--attacks", default="autoattack,transfer,apgd-ce-eot,rays",
                    help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set)")
@@ -382,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("explain-robustness", help="do Grad-CAM / SmoothGrad / LIME maps see an attack? metrics "
                                                   "between clean and adversarial maps vs a noise control, figures")
-    x.add_argument("--model", default="smallcnn-standard", choices=zoo.available())
+    _add_model_args(x, "smallcnn-standard")
     x.add_argument("--defense", action="store_true", help="explain the model wrapped in IG-Defense (LO-IR)")
     x.add_argument("--images", type=int, default=200, help="test images, class-balanced (default 200)")
     x.add_argument("--eps", type=_fraction, default=0.025, help="L-inf radius (default 0.025, the study's)")
@@ -435,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", default=None, help=data_help)
     f.set_defaults(func=cmd_refine)
     e = sub.add_parser("export", help="export a defended model to ONNX, or check an export's parity")
-    e.add_argument("--model", default=None, choices=zoo.available(), help="default: the demo's model")
+    _add_model_args(e, None)
     e.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
     e.add_argument("--k", type=int, default=None)
     e.add_argument("--sigma", type=_fraction, default=4 / 255)
@@ -458,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)
     try:
         return args.func(args)
-    except (DataNotFoundError, ValueError, TypeError) as e:  # bad input (RankingsError, SplitError too): no traceback
+    except (FileNotFoundError, ValueError, TypeError) as e:  # bad input (missing data, RankingsError...): no traceback
         if args.verbose:
             raise
         print(f"igdefense: {e}\n(run igdefense -v ... for the traceback)", file=sys.stderr)

@@ -28,3 +28,28 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, tmp_path):
     assert not (tmp_path / "d.onnx").exists()
     assert main(["demo", "--k", "0"]) == 2
     assert "k=0 must be between 1 and the number of neurons (128)" in capsys.readouterr().err
+
+
+def test_rank_and_eval_a_robustbench_model_offline(capsys, tmp_path):
+    # RobustBench's ResNet-18 with pyautoattack's shipped CIFAR-10 weights, in RobustBench's offline layout
+    import json
+    from pathlib import Path
+
+    import pyautoattack.examples as ex
+    import torch
+
+    name = "Addepalli2021Towards_RN18"
+    (tmp_path / "models" / "cifar10" / "Linf").mkdir(parents=True)
+    state = torch.load(Path(list(ex.__path__)[0]) / "model_test.pt", map_location="cpu", weights_only=True)
+    torch.save({"state_dict": state}, tmp_path / "models" / "cifar10" / "Linf" / f"{name}.pt")
+    spec = ["--model", f"robustbench:{name}", "--model-dir", str(tmp_path / "models")]
+    assert main(["rank", *spec, "--per-class", "5", "-o", str(tmp_path / "r.safetensors")]) == 0
+    assert "512 neurons" in capsys.readouterr().out
+    assert main(["eval", *spec, "--rankings", str(tmp_path / "r.safetensors"), "--images", "10", "--attacks", "fgsm",
+                 "--batch-size", "10", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["model"] == f"robustbench:{name}" and report["images_done"] == 10
+    assert set(report["per_image"]) == {"base", "lo-ir"}
+    assert main(["eval", "--model", "torchvision:resnet18", "--checkpoint", str(tmp_path / "none.pt"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "none.pt does not exist" in capsys.readouterr().err
