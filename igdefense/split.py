@@ -10,12 +10,13 @@ last registered module. An explicit ``layer="name"`` selects the *output* of tha
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn
+
+from ._hooks import eval_mode, hooks, neuron_axis
 
 
 class SplitError(ValueError):
@@ -52,63 +53,10 @@ class Split:
     fast: bool
 
 
-def neuron_axis(ndim: int) -> int:
-    """Axis holding the neurons: channels for (B,C) and (B,C,H,W), features for tokens (B,T,D)."""
-    return -1 if ndim == 3 else 1
-
-
-def apply_neuron_mask(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Multiply features (B, ...) by a per-row neuron mask (B, neurons), broadcasting over H, W or tokens."""
-    shape = [mask.shape[0]] + [1] * (features.ndim - 1)
-    shape[neuron_axis(features.ndim)] = mask.shape[1]
-    return features * mask.view(shape)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for a parameter-free model)."""
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """Floating dtype of the model's first floating parameter (float32 for a parameter-free model)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
 def _is_classifier(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear):
         return True
     return isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
-
-
-@contextmanager
-def hooks(handles: list) -> Iterator[list]:
-    """Remove every hook handle appended to ``handles`` on exit, even when the body raises."""
-    try:
-        yield handles
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
-
-
-def register_at(model: nn.Module, site: Site, fn: Callable[[torch.Tensor], torch.Tensor]):
-    """Hook ``fn`` to rewrite the tensor at ``site``; returns the handle."""
-    module = model.get_submodule(site.module)
-    if site.at == "output":
-        return module.register_forward_hook(lambda m, args, out: fn(out))
-    return module.register_forward_pre_hook(lambda m, args: (fn(args[0]), *args[1:]))
 
 
 def head_fingerprint(model: nn.Module, head: str) -> str:
