@@ -60,8 +60,8 @@ def test_bad_arguments_say_what_is_wrong(models, test_batch, tmp_path):
         benchmark(models, [test_batch], out=tmp_path, sanity=["ig"], progress=False)
     with pytest.raises(ValueError, match="models is empty"):
         benchmark({}, [test_batch], out=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="eps must be > 0"):
-        AttackSettings(eps=0)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        AttackSettings(eps=-8 / 255)
 
 
 def test_randomized_defense_protocol(models):

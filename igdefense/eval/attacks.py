@@ -59,8 +59,8 @@ class AttackSettings:
     def __post_init__(self) -> None:
         if self.norm not in ("Linf", "L2", "L1"):
             raise ValueError(f"norm must be 'Linf', 'L2' or 'L1', got {self.norm!r}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if not self.eps >= 0:  # (0: no perturbation, a control)
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
         self.transfer_from = tuple(self.transfer_from)
         self.cache = Path(self.cache) if self.cache is not None else None
 
