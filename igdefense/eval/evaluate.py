@@ -124,7 +124,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             parameters): accuracy on each clean image corrupted at each of ``severities``, under
             the keys "name@severity". Batch i is corrupted with the seeds the dataset writer gives
             chunk i, so with batches of 1,000 the images are those of ``igdefense corruptions``.
-        sanity: also run :func:`igdefense.eval.run_sanity_checks` (APGD-CE, with ``base_model``
+        sanity: also run :func:`igdefense.eval.run_sanity_checks` (APGD-CE; with ``settings.base_model``
             the transfer comparisons too) on ``sanity_n`` images spread evenly over the data;
             the checks land in ``result.sanity`` and failures are printed loudly.
         keep_adversarial: keep each attack's examples in ``result.adversarial`` (on the CPU): per
