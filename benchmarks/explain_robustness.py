@@ -29,7 +29,7 @@ from igdefense.defense import IGDefense
 from igdefense.explain import explain
 from igdefense.explain.report import plot_grid, write_report
 from igdefense.explain.robustness import explanation_robustness
-from igdefense.machine import machine
+from igdefense._machine import machine
 
 
 def efficientnet_lite0() -> nn.Module:
