@@ -13,5 +13,5 @@ from .evaluate import EvalResult, evaluate
 from .sanity import Check, run_sanity_checks
 from .stats import PairedDifference, paired_difference, paired_mean_difference
 
-__all__ = ["ATTACKS", "AttackSettings", "run_attack", "benchmark", "EvalResult", "evaluate", "Check", "run_sanity_checks",
-           "PairedDifference", "paired_difference", "paired_mean_difference"]
+__all__ = ["ATTACKS", "AttackSettings", "run_attack", "benchmark", "EvalResult", "evaluate", "Check",
+           "run_sanity_checks", "PairedDifference", "paired_difference", "paired_mean_difference"]

@@ -197,4 +197,4 @@ def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | N
                              s.rays_queries, *budget)).encode())
     for t in [*model.state_dict().values(), x, y]:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return Path(s.cache) / f"{name}-{h.hexdigest()[:32]}.pt"
+    return s.cache / f"{name}-{h.hexdigest()[:32]}.pt"  # (a Path: AttackSettings converts it)

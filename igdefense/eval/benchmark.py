@@ -100,7 +100,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
                                                                             sanity_n)
         device = model_device(models[baseline])
         checks = _sanity(models, results, baseline, sanity, x.to(device), y.to(device), settings, out)
-    meta["run"] = {**meta.get("run", {}), "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    meta["run"] = {**meta.get("run", {}), "machine": machine(),
+                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"])}, checks)
     return results
 
