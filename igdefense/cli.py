@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 import dataclasses
+import hashlib
+import re
 import logging
 import sys
 import textwrap
@@ -18,7 +19,8 @@ from torch import nn
 from . import zoo
 from ._atomic import atomic_path
 from .attribution.methods import METHODS
-from .data import CIFAR10_CLASSES, cache_dir, cifar10_loader
+from .data import DATA_FORMS, balanced_loader, cache_dir, open_dataset
+from ._hooks import model_device, model_dtype
 from .defense import IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
 from .models import load_model
@@ -27,22 +29,55 @@ from .rankings.lo_ir import lo_ir
 from .split import find_split, head_fingerprint
 
 
-def _rankings_for(name: str, model: nn.Module, probe_per_class: int, data: str | None) -> Rankings:
-    """Shipped rankings for zoo models that have them; else LO-IR on a probe subset, cached (keyed by the
-    model's head weights: another checkpoint under the same name gets its own)."""
+def _data(args, split: str):
+    """The dataset ``--data`` names (``--image-size`` for image folders)."""
+    return open_dataset(args.data, split, image_size=args.image_size)
+
+
+def _test_images(args, n: int, batch_size: int):
+    """``n`` class-balanced test images of ``--data``: (loader, its dataset)."""
+    data = _data(args, "test")
+    return balanced_loader(data, n, batch_size), data
+
+
+def _rankings_for(args, name: str, model: nn.Module) -> Rankings:
+    """Shipped rankings for zoo models on the default data; else LO-IR on ``--probe-per-class`` training
+    images per class, cached (keyed by the data and the model's head weights: another checkpoint under
+    the same name gets its own)."""
     if name in zoo.with_rankings():
         return zoo.rankings(name)
-    x = next(iter(cifar10_loader("test", per_class=1, batch_size=1, root=data)))[0]
+    data = _data(args, "train")
+    outputs = _check_classes(model, data)
+    x = data.__getitems__([0])[0]
+    source = hashlib.sha256(data.description.encode()).hexdigest()[:8]
     key = re.sub(r"[^\w.-]+", "_", name)[-60:] + "-" + head_fingerprint(model, find_split(model, x).head)
-    path = cache_dir() / "rankings" / f"{key}-lo-ir-train{probe_per_class}.safetensors"
+    path = cache_dir() / "rankings" / f"{key}-lo-ir-{source}-train{args.probe_per_class}.safetensors"
     if path.exists():
         return Rankings.load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    loader = cifar10_loader("train", per_class=probe_per_class, batch_size=200, root=data)
-    rankings = lo_ir(model, loader, class_names=CIFAR10_CLASSES,
-                     probe=f"CIFAR-10 (JPEG copy) train, first {probe_per_class} per class")
+    loader = balanced_loader(data, batch_size=200, per_class=args.probe_per_class)
+    rankings = lo_ir(model, loader, class_names=_class_names(data, outputs),
+                     probe=f"{data.description}, first {args.probe_per_class} per class")
     rankings.save(path)
     return rankings
+
+
+def _check_classes(model: nn.Module, data) -> int:
+    """The model's number of outputs; a clear error when ``--data``'s labels do not fit them (e.g.
+    CIFAR-100 for a CIFAR-10 model)."""
+    x = data.__getitems__([0])[0]
+    with torch.no_grad():
+        outputs = model(x.to(model_dtype(model)).to(model_device(model))).shape[-1]
+    top = int(np.max(data.labels))
+    if top >= outputs:
+        raise ValueError(f"{data.description} has labels up to {top}, but the model has {outputs} outputs: "
+                         "--data and --model do not belong together")
+    return outputs
+
+
+def _class_names(data, outputs: int) -> list[str] | None:
+    """The dataset's class names, when they name the model's outputs one to one."""
+    return list(data.classes) if len(data.classes) == outputs else None
 
 
 def cmd_demo(args) -> int:
@@ -51,10 +86,10 @@ def cmd_demo(args) -> int:
 
     torch.manual_seed(args.seed)
     model = _model(args)
-    rankings = _rankings_for(args.model, model, args.probe_per_class, args.data)
+    loader, data = _test_images(args, args.n, args.batch_size)
+    _check_classes(model, data)
+    rankings = _rankings_for(args, args.model, model)
     defended = IGDefense(model, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()
-    per_class = max(1, args.n // 10)
-    loader = cifar10_loader("test", per_class=per_class, batch_size=args.batch_size, root=args.data)
     attack = "autoattack" if args.full else "apgd-ce"
     # The base model's examples are cached, so the transfer attack (the defended model re-classifying
     # them) costs one forward pass.
@@ -63,7 +98,7 @@ def cmd_demo(args) -> int:
     base = evaluate(model, loader, attacks=[attack], settings=settings, desc="undefended")
     dfd = evaluate(defended, loader, attacks=[attack, "transfer"], settings=settings, desc="IG-defended")
     name = "AutoAttack" if args.full else "APGD-CE"
-    print(f"\nmodel {args.model}, {len(loader.dataset)} CIFAR-10 (JPEG copy) test images ({per_class} per class), "
+    print(f"\nmodel {args.model}, {len(data)} class-balanced images of {data.description}, "
           f"L-inf eps {args.eps * 255:g}/255")
     print(f"defense: LO-IR k={defended.k}/{defended.split.num_neurons}, sigma={args.sigma * 255:g}/255, "
           f"tau={defended.tau}, rankings from {rankings.probe}\n")
@@ -83,17 +118,20 @@ def cmd_demo(args) -> int:
 
 def cmd_rank(args) -> int:
     model = _model(args)
-    loader = cifar10_loader("train", per_class=args.per_class, batch_size=args.batch_size, root=args.data)
-    probe = "CIFAR-10 (JPEG copy) train, " + (f"first {args.per_class} per class" if args.per_class else "all")
+    data = _data(args, "train")
+    outputs = _check_classes(model, data)
+    loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
+    probe = f"{data.description}, " + (f"first {args.per_class} per class" if args.per_class else "all")
     t0 = time.time()
     if args.method == "cd-ir":
         from .rankings.cd_ir import cd_ir
 
         pretrained = None if args.pretrained.lower() == "none" else args.pretrained
-        rankings = cd_ir(model, loader, CIFAR10_CLASSES, clip=args.clip, pretrained=pretrained, layer=args.layer,
+        rankings = cd_ir(model, loader, list(data.classes), clip=args.clip, pretrained=pretrained, layer=args.layer,
                          probe=probe + f", CLIP {args.clip} ({pretrained or 'random init'})")
     else:
-        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=CIFAR10_CLASSES, probe=probe)
+        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=_class_names(data, outputs),
+                         probe=probe)
     rankings.save(args.output)
     print(f"wrote {args.output}: {rankings.method} at {rankings.layer}, {rankings.num_classes} classes x "
           f"{rankings.num_neurons} neurons, {time.time() - t0:.1f}s")
@@ -123,25 +161,24 @@ def cmd_eval(args) -> int:
     torch.manual_seed(args.seed)
     rank, device = init_distributed()
     base = _model(args).to(device)
-    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args.model, base,
-                                                                               args.probe_per_class, args.data)
+    loader, data = _test_images(args, args.n, args.batch_size)
+    _check_classes(base, data)
+    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args, args.model, base)
     models = {"base": base,
               f"{rankings.method}": IGDefense(base, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()}
     if args.random_mask:
         models["random-mask"] = IGDefense(base, rankings.randomized(args.seed), k=args.k, sigma=args.sigma,
                                           seed=args.seed).eval()
     corruptions = _corruption_names(args.corruptions)
-    loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=args.batch_size, root=args.data)
     meta = {"model": args.model, "rankings": rankings.probe, "k": models[rankings.method].k, "sigma": args.sigma,
-            "images": len(loader.dataset), "data": "CIFAR-10 (JPEG copy) test, class-balanced (ordered by class)",
+            "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
             "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
     if corruptions:
         meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
                               f"severities {','.join(map(str, args.severities))}"
     sanity_data = None
     if args.sanity:
-        sanity_data = next(iter(cifar10_loader("test", per_class=max(1, args.sanity_n // 10),
-                                               batch_size=args.sanity_n, root=args.data)))
+        sanity_data = next(iter(_test_images(args, args.sanity_n, args.sanity_n)[0]))
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, cache=cache_dir() / "adversarial")
     results = benchmark(models, loader, out=args.out, attacks=[a for a in args.attacks.split(",") if a],
                         settings=settings, baseline="base", cascade=args.cascade, corruptions=corruptions,
@@ -205,17 +242,17 @@ def cmd_explain_robustness(args) -> int:
     model = _model(args)
     name = args.model
     if args.defense:
-        model = IGDefense(model, _rankings_for(args.model, model, args.probe_per_class, args.data),
-                          seed=args.seed).eval()
+        model = IGDefense(model, _rankings_for(args, args.model, model), seed=args.seed).eval()
         name += " + IG-Defense (LO-IR)"
-    per_class = max(1, args.images // 10)
-    x, y = next(iter(cifar10_loader("test", per_class=per_class, batch_size=10 * per_class, root=args.data)))
+    loader, data = _test_images(args, args.images, args.images)
+    _check_classes(model, data)
+    x, y = next(iter(loader))
     options = {"num_samples": args.num_samples}
     study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=attacks, methods=methods, q=args.q,
                                               seed=args.seed, progress=not args.quiet,
                                               sensitivity_samples=args.sensitivity, **options)
     out = Path(args.out)
-    meta = {"model": name, "images": len(x), "data": "CIFAR-10 (JPEG copy) test, class-balanced", "eps": args.eps,
+    meta = {"model": name, "images": len(x), "data": f"{data.description}, class-balanced", "eps": args.eps,
             "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
             "sensitivity_samples": args.sensitivity, "seed": args.seed}
     report = write_report(out, study, meta)
@@ -224,7 +261,7 @@ def cmd_explain_robustness(args) -> int:
         maps = {m: (explain(model, x[rows], method=m, seed=args.seed, **options),
                     explain(model, perturbed[attack][rows], method=m, seed=args.seed, **options)) for m in methods}
         plot_grid(x[rows], perturbed[attack][rows], maps, out / f"grid-{attack}.png",
-                  title=f"{name}, {attack} eps {args.eps:.3g}", labels=[CIFAR10_CLASSES[int(c)] for c in y[rows]])
+                  title=f"{name}, {attack} eps {args.eps:.3g}", labels=[data.classes[int(c)] for c in y[rows]])
     print(report.read_text())
     print(f"wrote {report}, report.json and grid-<attack>.png in {out}")
     return 0
@@ -271,7 +308,7 @@ def cmd_corruptions(args) -> int:
 def _defended(args, model_name: str, rankings_path, **kw) -> IGDefense:
     model = _model(args, model_name)
     rankings = (Rankings.load(rankings_path) if rankings_path
-                else _rankings_for(model_name, model, args.probe_per_class, args.data))
+                else _rankings_for(args, model_name, model))
     return IGDefense(model, rankings, **kw).eval()
 
 
@@ -288,7 +325,7 @@ def cmd_export(args) -> int:
         rankings = args.rankings or (None if meta.get("rankings") == "zoo" else meta.get("rankings"))
         defended = _defended(args, model_name, rankings, k=cfg["k"],
                              sigma=cfg["sigma"], tau=cfg["tau"], n_samples=cfg["n_samples"], seed=args.seed)
-        loader = cifar10_loader("test", per_class=max(1, args.n // 10), batch_size=250, root=args.data)
+        loader = _test_images(args, args.n, 250)[0]
         report = check_parity(session, defended, loader, seed=args.seed)
         for key, value in report.items():
             print(f"{key:22} {value}")
@@ -328,6 +365,12 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs of the checkpoint's model")
 
 
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="the images: " + "; ".join(DATA_FORMS) + " (class-balanced subsets)")
+    p.add_argument("--image-size", type=int, default=224, help="image folders: side of the centre crop, after "
+                   "resizing the shorter side to size / 0.875 (default 224)")
+
+
 def _fraction(text: str) -> float:
     """Parse '8/255' or '0.03'."""
     num, _, den = text.partition("/")
@@ -340,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     data_help = "CIFAR-10 location (tar.gz, JPEG tree or torchvision root); default: search, see docs"
 
-    d = sub.add_parser("demo", help="undefended vs defended on CIFAR-10 test images: clean, APGD-CE, transfer "
+    d = sub.add_parser("demo", help="undefended vs defended on test images: clean, APGD-CE, transfer "
                                     "from the base model, image-wise worst case")
     _add_model_args(d, zoo.default_model())
     d.add_argument("--images", "--n", dest="n", type=int, default=200, help="test images, class-balanced (default 200)")
@@ -351,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--probe-per-class", type=int, default=200, help="LO-IR probe images per class")
     d.add_argument("--batch-size", type=int, default=100)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--data", default=None, help=data_help)
+    _add_data_args(d)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("rank", help="compute neuron importance rankings for a model")
@@ -363,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--layer", default=None, help="module name (its output is ranked); default: penultimate")
     r.add_argument("--per-class", type=int, default=None, help="probe images per class (default: all 5,000)")
     r.add_argument("--batch-size", type=int, default=256)
-    r.add_argument("--data", default=None, help=data_help)
+    _add_data_args(r)
     r.add_argument("-o", "--output", required=True, type=Path)
     r.set_defaults(func=cmd_rank)
 
@@ -397,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--probe-per-class", type=int, default=200)
     v.add_argument("--batch-size", type=int, default=250, help="large batches are far faster on CPUs")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--data", default=None, help=data_help)
+    _add_data_args(v)
     v.add_argument("--out", default="igdefense-eval", help="directory for logs (resumable) and the report")
     v.set_defaults(func=cmd_eval)
 
@@ -422,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--probe-per-class", type=int, default=200)
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
-    x.add_argument("--data", default=None, help=data_help)
+    _add_data_args(x)
     x.add_argument("--out", default="igdefense-explain", help="report.json, report.md, grid-<attack>.png")
     x.set_defaults(func=cmd_explain_robustness)
 
@@ -474,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--check", type=Path, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
     e.add_argument("--n", type=int, default=1000, help="test images for --check (default 1000)")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--data", default=None, help=data_help)
+    _add_data_args(e)
     e.set_defaults(func=cmd_export)
     return ap
 

@@ -1,4 +1,8 @@
-"""CIFAR-10 without downloads: find it, decode it once into a cache, stream it in batches.
+"""Datasets without downloads: CIFAR-10 found in the usual places, CIFAR-100 from a torchvision root,
+any image folder (:mod:`igdefense.image_folder`); class-balanced subsets, streamed in batches.
+
+    data = open_dataset("path/to/imagenet/val", "test", image_size=224)   # what --data takes
+    loader = balanced_loader(data, n=500, batch_size=100)
 
 Where CIFAR-10 is looked for, in order:
 1. ``root`` passed by the caller, or the ``IGDEFENSE_DATA`` environment variable: a
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import tarfile
 from pathlib import Path
 from typing import Sequence
@@ -160,6 +165,105 @@ class CIFAR10(Dataset):
         batch[order] = self.images[idx[order]]
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255).contiguous()
         return x, torch.from_numpy(self.labels[idx])
+
+
+class CIFAR100(CIFAR10):
+    """CIFAR-100 (fine labels) from a torchvision root holding ``cifar-100-python``; never downloads.
+
+    The pickles are read as torchvision reads them, without its checksum (so a root made elsewhere works).
+    """
+
+    def __init__(self, split: str = "test", root: str | os.PathLike = "data", indices: Sequence[int] | None = None):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        folder = Path(root).expanduser() / "cifar-100-python"
+        if not (folder / split).is_file():
+            raise DataNotFoundError(f"CIFAR-100 not found: no {folder / split} (a torchvision root holds "
+                                    "cifar-100-python/{train,test,meta}; torchvision.datasets.CIFAR100(root, "
+                                    "download=True) makes one where there is internet)")
+        self.split, self.kind, self.source = split, "torchvision", folder.parent.resolve()
+        with open(folder / split, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        self.images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+        with open(folder / "meta", "rb") as f:
+            self.classes = tuple(pickle.load(f, encoding="latin1")["fine_label_names"])
+        self.indices = np.arange(len(self.labels)) if indices is None else np.asarray(indices)
+
+
+DATA_FORMS = ("nothing (CIFAR-10 found in the usual places)", "a CIFAR-10 source (torchvision root, JPEG tree or "
+              ".tar.gz)", "cifar100:ROOT or a torchvision root holding cifar-100-python", "an image folder "
+              "ROOT/<class>/*.jpg (or ROOT/{train,val}/<class>/*.jpg)")
+
+
+def open_dataset(data: str | os.PathLike | None = None, split: str = "test", *, image_size: int = 224) -> Dataset:
+    """The dataset ``--data`` names (see ``DATA_FORMS``), with ``labels`` (all images), ``indices``
+    (those kept), ``classes`` and ``description``.
+
+    Image folders with ``train`` and ``val`` (or ``test``) sub-folders give those splits; a folder
+    without them is both splits (rankings probe the images they defend: say so when reporting).
+    """
+    from .image_folder import ImageFolder, class_folders
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    text = None if data is None else str(data)
+    if text is None or text.startswith("cifar10:"):
+        ds = CIFAR10(split, None if text is None else Path(text[len("cifar10:"):]))
+        ds.description = f"CIFAR-10 ({'JPEG copy' if ds.kind.startswith('jpeg') else ds.kind}) {split}"
+        return ds
+    if text.startswith("cifar100:"):
+        root = Path(text[len("cifar100:"):])
+    else:
+        root = Path(text).expanduser()
+        if _kind(root) and (root / "cifar-100-python").is_dir():
+            raise ValueError(f"{root} holds both CIFAR-10 and CIFAR-100: pass cifar10:{root} or cifar100:{root}")
+        if _kind(root):
+            return open_dataset("cifar10:" + text, split)
+        if not (root / "cifar-100-python").is_dir():
+            subsets = {"train": ["train"], "test": ["val", "test"]}[split]
+            folder = next((root / s for s in subsets if class_folders(root / s)), root)
+            if not class_folders(folder):
+                raise DataNotFoundError(f"--data {text}: found no dataset there; it takes " + "; ".join(DATA_FORMS))
+            ds = ImageFolder(folder, image_size=image_size)
+            ds.description = f"image folder {folder} ({image_size} x {image_size} centre crops)"
+            return ds
+    ds = CIFAR100(split, root)
+    ds.description = f"CIFAR-100 {split}"
+    return ds
+
+
+def _rank_in_class(labels: np.ndarray) -> np.ndarray:
+    rank = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rank[members] = np.arange(len(members))
+    return rank
+
+
+def balanced_subset(labels: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    """``n`` class-balanced indices: the first image of every class, then the second, ... (classes
+    with fewer images drop out), returned in class order. With ``n`` a multiple of the class count
+    these are the first n / C images of each class, as ``balanced_indices`` gives them."""
+    labels = np.asarray(labels)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
+        raise ValueError(f"asked for {n!r} images; the dataset has {len(labels)}")
+    rank = _rank_in_class(labels)
+    chosen = np.lexsort((labels, rank))[:n]  # by rank, then class: round robin
+    return chosen[np.lexsort((rank[chosen], labels[chosen]))]
+
+
+def balanced_loader(dataset: Dataset, n: int | None = None, batch_size: int = 256, *,
+                    per_class: int | None = None) -> DataLoader:
+    """A DataLoader over ``n`` class-balanced images of ``dataset``, or the first ``per_class`` of each
+    class (all of a class that has fewer), or (neither given) all of them. Sets ``dataset.indices``."""
+    labels = np.asarray(dataset.labels)
+    if per_class is not None:
+        kept = np.flatnonzero(_rank_in_class(labels) < per_class)
+        dataset.indices = kept[np.argsort(labels[kept], kind="stable")]
+    else:
+        dataset.indices = np.arange(len(labels)) if n is None else balanced_subset(labels, n)
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=_collate)
 
 
 def _collate(batch):

@@ -1,7 +1,12 @@
 import os
+import pickle
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip / timm never wait on a hub here
 torch.set_num_threads(2)
@@ -60,3 +65,53 @@ def test_batch():
     from igdefense.data import cifar10_loader
 
     return next(iter(cifar10_loader("test", per_class=3, batch_size=30)))
+
+
+def _foolbox_files(prefix: str) -> list[Path]:
+    import foolbox
+
+    return sorted((Path(foolbox.__file__).parent / "data").glob(prefix + "_*"))
+
+
+def _label(path: Path) -> int:
+    return int(path.stem.split("_")[-1])
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory) -> Path:
+    """A torchvision-layout CIFAR-100 root holding foolbox's 20 real CIFAR-100 test images. Its train split
+    repeats them under all 100 labels, so that a rankings probe sees every class."""
+    root = tmp_path_factory.mktemp("cifar100")
+    files = _foolbox_files("cifar100")
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])  # (20, 32, 32, 3)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+
+    def write(name, images, labels):
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+                         "fine_labels": list(labels)}, f)
+
+    write("test", pixels, [_label(f) for f in files])
+    write("train", np.concatenate([pixels] * 5), range(100))
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def imagenet_folder():
+    """``make(root, naming)``: foolbox's 20 ImageNet validation images sorted into class folders
+    (ImageNet-val style), named by WordNet id ("wnid"), class number ("number") or otherwise ("name")."""
+    from timm.data import ImageNetInfo
+
+    wnids = ImageNetInfo().label_names()
+
+    def make(root: Path, naming: str = "wnid") -> Path:
+        for f in _foolbox_files("imagenet"):
+            name = {"wnid": wnids[_label(f)], "number": str(_label(f)), "name": f"c{_label(f):04d}"}[naming]
+            (root / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, root / name / f.name)
+        return root
+
+    return make

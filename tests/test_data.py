@@ -1,9 +1,16 @@
-"""CIFAR-10 from the JPEG copy: found, decoded once, class-balanced subsets; clear error when missing."""
+"""Datasets: CIFAR-10 from the JPEG copy (found, decoded once), CIFAR-100 from a torchvision root, image
+folders (ImageNet-val style); class-balanced subsets; clear errors when missing."""
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from igdefense.data import CIFAR10, DataNotFoundError, balanced_indices, cifar10_loader
+from igdefense.data import (CIFAR10, DataNotFoundError, balanced_indices, balanced_loader, balanced_subset,
+                            cifar10_loader, open_dataset)
 
 
 def test_test_split_shape_and_balance():
@@ -28,3 +35,57 @@ def test_missing_data_says_where_it_looked(tmp_path):
     with pytest.raises(DataNotFoundError, match="IGDEFENSE_DATA") as err:
         CIFAR10("test", root=tmp_path / "nowhere")
     assert "nowhere" in str(err.value)
+
+
+def _foolbox_files(prefix: str) -> list[Path]:
+    import foolbox
+
+    return sorted((Path(foolbox.__file__).parent / "data").glob(prefix + "_*"))
+
+
+def _label(path: Path) -> int:
+    return int(path.stem.split("_")[-1])
+
+
+def test_cifar100_from_a_torchvision_root(tmp_path, cifar100_root):
+    root = cifar100_root
+    files = _foolbox_files("cifar100")
+    for spec in (root, f"cifar100:{root}"):
+        ds = open_dataset(spec, "test")
+        x, y = ds.__getitems__(list(range(20)))
+        expected = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))) for f in files])
+        assert torch.equal((x * 255).round().byte(), expected.permute(0, 3, 1, 2))
+        assert y.tolist() == [_label(f) for f in files] and len(ds.classes) == 100
+    assert np.bincount(open_dataset(root, "train").labels).tolist() == [1] * 100
+    with pytest.raises(DataNotFoundError, match="cifar-100-python"):
+        open_dataset(f"cifar100:{tmp_path / 'nowhere'}")
+
+
+def test_an_imagenet_style_folder_gets_imagenet_labels_and_centre_crops(tmp_path, imagenet_folder):
+    files = _foolbox_files("imagenet")
+    truth = sorted(_label(f) for f in files)
+    for naming in ("wnid", "number"):
+        ds = open_dataset(imagenet_folder(tmp_path / naming, naming), "test", image_size=96)
+        x, y = next(iter(balanced_loader(ds, 20, batch_size=20)))
+        assert x.shape == (20, 3, 96, 96) and 0 <= x.min() and x.max() <= 1
+        assert sorted(y.tolist()) == truth
+    assert open_dataset(tmp_path / "wnid").classes[243] == "bull mastiff"
+    other = open_dataset(imagenet_folder(tmp_path / "name", "name"))  # torchvision's numbering: sorted folders
+    assert other.classes[0] == "c0022" and other.labels.max() == 18
+    (tmp_path / "split" / "val").mkdir(parents=True)
+    shutil.copytree(tmp_path / "wnid", tmp_path / "split" / "val", dirs_exist_ok=True)
+    assert len(open_dataset(tmp_path / "split", "test")) == 20
+    with pytest.raises(DataNotFoundError, match="cifar100:ROOT"):
+        open_dataset(tmp_path / "split" / "nothing")
+
+
+def test_balanced_subsets_of_any_size():
+    labels = np.array([2, 0, 0, 1, 0, 2, 1, 0])
+    assert balanced_subset(labels, 5).tolist() == [1, 2, 3, 6, 0]  # two of 0 and 1, one of 2, class order
+    cifar = CIFAR10("test").labels
+    assert balanced_subset(cifar, 30).tolist() == balanced_indices(cifar, 3)
+    with pytest.raises(ValueError, match="the dataset has 8"):
+        balanced_subset(labels, 9)
+    ds = CIFAR10("test")
+    balanced_loader(ds, per_class=2)
+    assert np.bincount(ds.labels[ds.indices]).tolist() == [2] * 10

@@ -61,7 +61,7 @@ def _register_smallcnn(name: str) -> None:
     register(name)(build)
 
 
-for _name in ("smallcnn-robust", "smallcnn-standard"):
+for _name in ("smallcnn-robust", "smallcnn-standard", "smallcnn-refined"):
     _register_smallcnn(_name)
 
 
