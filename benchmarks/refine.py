@@ -14,7 +14,8 @@ nesterov, wd 5e-4, batch 128, no augmentation, and the same 500 random training 
 Evaluation on the first --n CIFAR-10 (JPEG copy) test images (class-balanced): clean; FGSM and PGD
 (10 steps of eps/4, random start) at eps 0.01, 0.02, 0.03; APGD-CE then APGD-T on its survivors
 at eps 0.01 and 8/255 (their image-wise worst case; for (e) also APGD-CE transferred from (c));
-the sanity checks on (c). Paired 95% intervals against (b). Every piece is cached under --work,
+the sanity checks on (c); the 19 x 5 CIFAR-10-C-style corruptions (seed 0) for every row. Paired 95%
+intervals against (b). Every piece is cached under --work,
 so a killed run resumes where it was.
 
     python benchmarks/refine.py [--budget-cpu 1800] [--attribute 64] [--n 1000] [--work runs/refine-experiment]
@@ -37,6 +38,7 @@ from common import RESULTS, write_results  # noqa: E402
 from igdefense import evaluate, lo_ir, wrap, zoo  # noqa: E402
 from igdefense.eval import AttackSettings, stats  # noqa: E402
 from igdefense._atomic import atomic_path  # noqa: E402
+from igdefense.corruptions import NAMES  # noqa: E402
 from igdefense.data import CIFAR10, CIFAR10_CLASSES, cifar10_loader  # noqa: E402
 from igdefense.refine import RefineConfig, refine  # noqa: E402
 from igdefense.refine.loop import _batch, holdout_split  # noqa: E402
@@ -126,6 +128,22 @@ def evaluated(row: str, model, x, y, work: Path, base=None) -> dict[str, list[in
     return out
 
 
+def corrupted(row: str, model, x, y, work: Path) -> dict[str, list[float]]:
+    """Per-image share of the 19 x 5 CIFAR-10-C-style corrupted copies classified right, and the
+    accuracy per corruption (seed 0; the same corrupted images for every row; cached in ``work``)."""
+    path = work / f"corruptions-{row}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    data = [(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)]
+    r = evaluate(model, data, attacks=(), corruptions=NAMES, desc=f"({row}) corruptions",
+                 log_path=work / f"log-{row}-corruptions.jsonl")
+    out = {"per_image": r.corruption_per_image.tolist(),
+           "per_corruption": {c: sum(s.values()) / len(s) for c, s in r.corruption_accuracy.items()}}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(out))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget-cpu", type=float, default=1800.0, help="training budget per row, CPU seconds")
@@ -146,6 +164,7 @@ def main() -> None:
     models["e"] = wrap(models["c"], str(rankings_path))
     results = {row: evaluated(row, m, x, y, work, base=models["c"] if row == "e" else None)
                for row, m in models.items()}
+    corruption = {row: corrupted(row, m, x, y, work) for row, m in models.items()}
     sanity_path = work / "sanity-c.json"
     if not sanity_path.exists():
         checks = run_sanity_checks(models["c"], x[::max(1, args.n // 100)], y[::max(1, args.n // 100)], eps=8 / 255)
@@ -159,10 +178,14 @@ def main() -> None:
     versus_b = {row: {c: vars(stats.paired_difference(torch.tensor(results["b"][c], dtype=torch.bool),
                                                         torch.tensor(res[c], dtype=torch.bool)))
                       for c in columns} for row, res in results.items() if row != "b"}
+    corruption_summary = {
+        row: {"mean": sum(c["per_image"]) / len(c["per_image"]), "per_corruption": c["per_corruption"],
+              "versus_b": None if row == "b" else vars(stats.paired_mean_difference(
+                  torch.tensor(corruption["b"]["per_image"]), torch.tensor(c["per_image"])))}
+        for row, c in corruption.items()}
     payload = {"rows": ROWS, "n": args.n, "budget_cpu_seconds": args.budget_cpu, "attribute_per_round": args.attribute,
-               "accuracy": table,
-               "versus_b": versus_b, "train": train, "refine_rounds": rounds, "sanity_c": sanity,
-               "per_image": results}
+               "accuracy": table, "versus_b": versus_b, "corruptions": corruption_summary, "train": train,
+               "refine_rounds": rounds, "sanity_c": sanity, "per_image": results}
     write_results("refine", payload)
     _markdown(payload, columns)
 
@@ -183,6 +206,13 @@ def _markdown(p: dict, columns: list[str]) -> None:
         cells = " | ".join(f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
                            for d in diffs.values())
         lines.append(f"| ({row}) | {cells} |")
+    lines += ["", "Mean accuracy over the 19 CIFAR-10-C-style corruptions x 5 severities (seed 0), same images; "
+              "paired difference against (b), points [95% CI]:", "", "| row | mean corruption accuracy | vs (b) |",
+              "|---|---|---|"]
+    for row, c in p["corruptions"].items():
+        d = c["versus_b"]
+        vs = "" if d is None else f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+        lines.append(f"| ({row}) | {100 * c['mean']:.1f} | {vs} |")
     lines += ["", "Sanity checks on (c): " + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} {c['name']}"
                                                       for c in p["sanity_c"])]
     (RESULTS / "refine.md").write_text("\n".join(lines) + "\n")

@@ -10,7 +10,8 @@ from igdefense.data import cifar10_loader
 # Clean accuracy measured on the CIFAR-10 JPEG copy (benchmarks/results/zoo_*.json and
 # clean_accuracy_pyautoattack-resnet18.json). On a 100-image sample, 15 points below is three
 # standard errors; a broken load scores ~0.10.
-MEASURED = {"smallcnn-robust": 0.672, "smallcnn-standard": 0.816, "smallcnn-refined": 0.696, "pyautoattack-resnet18": 0.838}
+MEASURED = {"smallcnn-robust": 0.672, "smallcnn-standard": 0.816, "smallcnn-refined": 0.696,
+            "pyautoattack-resnet18": 0.838}
 
 
 @pytest.fixture(scope="module")
