@@ -75,6 +75,29 @@ def test_cascade_gives_the_same_worst_case_for_less_work(robust_cnn, test_batch)
     assert 0 < survivors < len(y) and max(attacked[-5:]) <= survivors  # apgd-dlr saw only the survivors
 
 
+def test_a_cascade_runs_the_transfer_first_and_white_box_attacks_on_its_survivors(standard_cnn, robust_cnn,
+                                                                                  test_batch):
+    from igdefense import IGDefense, zoo
+
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
+    x, y = test_batch
+    settings = AttackSettings(eps=8 / 255, n_iter=10, base_model=standard_cnn, transfer_from=("apgd-ce",))
+    attacked = []
+    handle = defended.register_forward_pre_hook(lambda m, a: attacked.append(len(a[0])))
+    try:
+        cascade = evaluate(defended, (x, y), attacks=["apgd-ce", "transfer"], settings=settings, cascade=True,
+                           progress=False)
+    finally:
+        handle.remove()
+    assert list(cascade.correct) == ["clean", "transfer", "apgd-ce"]  # the run's order: cumulative columns
+    survivors = int(cascade.correct["transfer"].sum())
+    assert 0 < survivors < int(cascade.correct["clean"].sum())
+    assert max(attacked[3:]) <= survivors  # after clean + the transfer's check, APGD-CE saw only its survivors
+    full = evaluate(defended, (x, y), attacks=["apgd-ce", "transfer"], settings=settings, progress=False)
+    assert torch.equal(cascade.correct["transfer"], full.correct["transfer"])  # same noise per attack
+    assert torch.equal(cascade.worst_case, full.worst_case)
+
+
 def test_resume_mid_batch_matches_an_uninterrupted_run(robust_cnn, test_batch, tmp_path):
     from igdefense import IGDefense, zoo
 

@@ -117,9 +117,11 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             batch; an interrupted run given the same file (and the same data, in the same order)
             resumes at the step it was in.
         cascade: attack only the images no earlier attack has broken (the image-wise worst case
-            is the same, at a fraction of the cost). The first attack's accuracy is its own; each
-            later one's is cumulative (right under it and under every attack before it). Attacks
-            whose examples do not depend on the model (``transfer``) still see the whole batch.
+            is the same, at a fraction of the cost). Attacks whose examples do not depend on the
+            model (``transfer``: the base model's examples, on disk after its own run) go first and
+            see the whole batch, so the expensive white-box attacks only see their survivors; the
+            others follow in the order given. The first attack run reports its own accuracy, each
+            later one a cumulative one (right under it and under every attack run before it).
         corruptions: names from :data:`igdefense.corruptions.NAMES` (CIFAR-10-C-style, CIFAR
             parameters): accuracy on each clean image corrupted at each of ``severities``, under
             the keys "name@severity". Batch i is corrupted with the seeds the dataset writer gives
@@ -161,6 +163,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         header["corruptions"] = keys
     if cascade:
         header["cascade"] = True
+        if run_order(attacks) != list(attacks):  # (logs of the given order, older ones, are not mixed in)
+            header["order"] = run_order(attacks)
     if "transfer" in attacks and settings.transfer_from != TRANSFER_SOURCES:  # (older logs stay resumable)
         header["transfer_from"] = list(settings.transfer_from)
     rank, world = shard()
@@ -203,7 +207,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         mine = {i: r for part in gathered for i, r in part.items()}
     order = sorted(mine)
     result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
-                         for k in ["clean", *attacks, *keys]}, eps, cascade)
+                         for k in ["clean", *(run_order(attacks) if cascade else attacks), *keys]}, eps, cascade)
     if adversarial is not None:
         result.adversarial = {a: torch.cat(v) for a, v in adversarial.items()}
     if sanity and rank == 0:
@@ -230,6 +234,11 @@ def _spread_sample(batches: Iterable, total: int, n: int) -> tuple[torch.Tensor,
 MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
 
 
+def run_order(attacks: Sequence[str]) -> list[str]:
+    """The order a cascade runs ``attacks`` in: model-free ones (cheap: their examples are on disk) first."""
+    return [a for a in attacks if a in MODEL_FREE] + [a for a in attacks if a not in MODEL_FREE]
+
+
 def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
                     known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None],
                     adversarial: dict[str, list[torch.Tensor]] | None = None) -> None:
@@ -237,12 +246,13 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
     ``known`` (from an interrupted run) are not redone. ``adversarial``: each attack's examples
     (first fooling candidate, else the clean image) are appended there."""
     steps = ["clean", *attacks]
-    for step_index, name in enumerate(steps):
+    order = ["clean", *run_order(attacks)] if cascade else steps
+    for done_before, name in enumerate(order):
         if name in known:
             continue
         if isinstance(model, RandomizedDefense):
-            # Noise depends on (batch, step) only, not on what ran before: shards and resumed runs agree.
-            model.reseed(batch_seed * 1000 + step_index)
+            # Noise depends on (batch, attack) only, not on what ran before: shards and resumed runs agree.
+            model.reseed(batch_seed * 1000 + steps.index(name))
         if name == "clean":
             with torch.no_grad():
                 logits = model(x)
@@ -252,7 +262,7 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
             continue
         ok = known["clean"]
         alive = ok.clone()  # right on the clean image and under every attack before this one
-        for prev in steps[1:step_index]:
+        for prev in order[1:done_before]:
             alive &= known[prev]
         # Attacks skip misclassified images themselves, so until an attack breaks an image the
         # whole batch is attacked (identical batches let cached base-model examples be reused).
