@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import re
 import logging
 import sys
@@ -322,6 +323,8 @@ def cmd_export(args) -> int:
         if not cfg or not model_name:
             print("igdefense: this ONNX file has no igdefense metadata; pass --model and --rankings", file=sys.stderr)
             return 2
+        if not args.model:  # the model the file was exported from, with its options (checkpoint, model dir...)
+            args = argparse.Namespace(**{**vars(args), **json.loads(meta.get("model_options", "{}"))})
         rankings = args.rankings or (None if meta.get("rankings") == "zoo" else meta.get("rankings"))
         defended = _defended(args, model_name, rankings, k=cfg["k"],
                              sigma=cfg["sigma"], tau=cfg["tau"], n_samples=cfg["n_samples"], seed=args.seed)
@@ -340,10 +343,18 @@ def cmd_export(args) -> int:
         return 2
     model_name = args.model or zoo.default_model()
     defended = _defended(args, model_name, args.rankings, k=args.k, sigma=args.sigma)
-    meta = {"zoo_model": model_name, "rankings": str(Path(args.rankings).resolve()) if args.rankings else "zoo"}
+    meta = {"zoo_model": model_name, "rankings": str(Path(args.rankings).resolve()) if args.rankings else "zoo",
+            "model_options": json.dumps(_model_options(args))}
     to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=meta)
     print(f"wrote {args.output} ({args.noise} noise, k={defended.k}, sigma={defended.sigma:.4g}, opset {args.opset})")
     return 0
+
+
+def _model_options(args) -> dict:
+    """The options besides --model that rebuild the model (paths made absolute)."""
+    resolve = lambda v: None if v is None else str(Path(v).resolve())  # noqa: E731
+    return {"model_dir": resolve(args.model_dir), "dataset": args.dataset, "threat_model": args.threat_model,
+            "checkpoint": resolve(args.checkpoint), "num_classes": args.num_classes}
 
 
 def _model(args, spec: str | None = None) -> nn.Module:

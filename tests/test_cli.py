@@ -50,6 +50,11 @@ def test_rank_and_eval_a_robustbench_model_offline(capsys, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["model"] == f"robustbench:{name}" and report["images_done"] == 10
     assert set(report["per_image"]) == {"base", "lo-ir"}
+    # the ONNX file remembers the model dir: --check rebuilds the model without being told again
+    assert main(["export", *spec, "--rankings", str(tmp_path / "r.safetensors"), "--noise", "input",
+                 "-o", str(tmp_path / "m.onnx")]) == 0  # input noise: logits must match exactly
+    assert main(["export", "--check", str(tmp_path / "m.onnx"), "--n", "10"]) == 0
+    assert "parity: OK" in capsys.readouterr().out
     assert main(["eval", "--model", "torchvision:resnet18", "--checkpoint", str(tmp_path / "none.pt"),
                  "--out", str(tmp_path / "x")]) == 2
     assert "none.pt does not exist" in capsys.readouterr().err
