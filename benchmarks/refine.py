@@ -14,9 +14,9 @@ nesterov, wd 5e-4, batch 128, no augmentation, and the same 500 random training 
 Evaluation on the first --n CIFAR-10 (JPEG copy) test images (class-balanced): clean; FGSM and PGD
 (10 steps of eps/4, random start) at eps 0.01, 0.02, 0.03; APGD-CE then APGD-T on its survivors
 at eps 0.01 and 8/255 (their image-wise worst case; for (e) also APGD-CE transferred from (c));
-the sanity checks on (c); the 19 x 5 CIFAR-10-C-style corruptions (seed 0) for every row. Paired 95%
-intervals against (b). Every piece is cached under --work,
-so a killed run resumes where it was.
+the sanity checks on (c) and (d); the 19 x 5 CIFAR-10-C-style corruptions (seed 0) for every row.
+Paired 95% intervals against (b). Every piece is cached under --work, so a killed run resumes where
+it was.
 
     python benchmarks/refine.py [--budget-cpu 1800] [--attribute 64] [--n 1000] [--work runs/refine-experiment]
 """
@@ -165,11 +165,15 @@ def main() -> None:
     results = {row: evaluated(row, m, x, y, work, base=models["c"] if row == "e" else None)
                for row, m in models.items()}
     corruption = {row: corrupted(row, m, x, y, work) for row, m in models.items()}
-    sanity_path = work / "sanity-c.json"
-    if not sanity_path.exists():
-        checks = run_sanity_checks(models["c"], x[::max(1, args.n // 100)], y[::max(1, args.n // 100)], eps=8 / 255)
-        sanity_path.write_text(json.dumps([{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks]))
-    sanity = json.loads(sanity_path.read_text())
+    sanity = {}
+    for row in "cd":  # the refined rows: a gradient penalty can mask gradients
+        sanity_path = work / f"sanity-{row}.json"
+        if not sanity_path.exists():
+            every = max(1, args.n // 100)
+            checks = run_sanity_checks(models[row], x[::every], y[::every], eps=8 / 255)
+            sanity_path.write_text(json.dumps([{"name": c.name, "passed": c.passed, "detail": c.detail}
+                                               for c in checks]))
+        sanity[row] = json.loads(sanity_path.read_text())
     train = {row: {k: v for k, v in torch.load(work / f"{row}.pt")["train"].items() if k != "rounds"}
              for row in "bcd"}
     rounds = {row: torch.load(work / f"{row}.pt")["train"].get("rounds") for row in "cd"}
@@ -185,7 +189,7 @@ def main() -> None:
         for row, c in corruption.items()}
     payload = {"rows": ROWS, "n": args.n, "budget_cpu_seconds": args.budget_cpu, "attribute_per_round": args.attribute,
                "accuracy": table, "versus_b": versus_b, "corruptions": corruption_summary, "train": train,
-               "refine_rounds": rounds, "sanity_c": sanity, "per_image": results}
+               "refine_rounds": rounds, "sanity": sanity, "per_image": results}
     write_results("refine", payload)
     _markdown(payload, columns)
 
@@ -213,8 +217,9 @@ def _markdown(p: dict, columns: list[str]) -> None:
         d = c["versus_b"]
         vs = "" if d is None else f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
         lines.append(f"| ({row}) | {100 * c['mean']:.1f} | {vs} |")
-    lines += ["", "Sanity checks on (c): " + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} {c['name']}"
-                                                      for c in p["sanity_c"])]
+    for row, checks in p["sanity"].items():
+        lines += ["", f"Sanity checks on ({row}): " + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} {c['name']}"
+                                                               for c in checks)]
     (RESULTS / "refine.md").write_text("\n".join(lines) + "\n")
 
 
