@@ -194,6 +194,53 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .eval.sweep import SWEEP_ATTACKS, adversarial_probe, one_at_a_time, sweep
+
+    torch.manual_seed(args.seed)
+    model = _model(args)
+    loader, data = _test_images(args, args.n, args.batch_size)
+    _check_classes(model, data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, cache=cache_dir() / "adversarial")
+    rankings = {"clean": _rankings_for(args, args.model, model)}
+
+    def probe():
+        train = _data(args, "train")
+        return balanced_loader(train, batch_size=200, per_class=args.probe_per_class), train.description
+
+    def saved(name: str, compute) -> Rankings:  # computed once per sweep folder
+        path = out / ("rankings-" + re.sub(r"[^\w.-]+", "_", name) + ".safetensors")
+        if not path.exists():
+            compute().save(path)
+        return Rankings.load(path)
+
+    if args.adversarial_rankings:
+        def adversarial():
+            loader_, source = probe()
+            return lo_ir(model, adversarial_probe(model, loader_, settings), class_names=rankings["clean"].class_names,
+                         probe=f"PGD-10 (eps {args.eps:.4g}) examples of {source}, first {args.probe_per_class} "
+                               "per class")
+        rankings["adversarial"] = saved("adversarial", adversarial)
+    if args.deep_layer:
+        def deeper():
+            loader_, source = probe()
+            return lo_ir(model, loader_, layer=args.deep_layer, class_names=rankings["clean"].class_names,
+                         probe=f"{source}, first {args.probe_per_class} per class")
+        rankings[f"layer {args.deep_layer}"] = saved(f"layer-{args.deep_layer}", deeper)
+    grid = one_at_a_time(tuple(rankings), ks=[v / 100 for v in args.ks], sigmas=args.sigmas, n_samples=args.n_samples)
+    meta = {"model": args.model, "images": len(data), "data": f"{data.description}, class-balanced",
+            "rankings": {k: r.probe for k, r in rankings.items()},
+            "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
+    result = sweep(model, rankings, loader, out=out, grid=grid, attacks=[a for a in args.attacks.split(",") if a]
+                   or SWEEP_ATTACKS, settings=settings, random_control=not args.no_random_control, seed=args.seed,
+                   meta=meta)
+    print(result.table())
+    print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .zoo.train import TrainConfig, train
 
@@ -454,6 +501,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(v)
     v.add_argument("--out", default="igdefense-eval", help="directory for logs (resumable) and the report")
     v.set_defaults(func=cmd_eval)
+
+    w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
+                                     "(transfer first, then AutoAttack, EOT, RayS); table + plot (resumable)")
+    _add_model_args(w, zoo.default_model())
+    w.add_argument("--images", "--n", dest="n", type=int, default=500, help="test images, class-balanced")
+    w.add_argument("--ks", type=lambda t: [float(v) for v in t.split(",")], default=[2, 5, 10, 25, 50],
+                   help="k values, %% of the masked layer's neurons (default 2,5,10,25,50)")
+    w.add_argument("--sigmas", type=lambda t: [_fraction(v) for v in t.split(",")],
+                   default=[2 / 255, 4 / 255, 8 / 255], help="noise std values (default 2/255,4/255,8/255)")
+    w.add_argument("--n-samples", type=lambda t: [int(v) for v in t.split(",")], default=[1, 8],
+                   help="noise draws (default 1,8)")
+    w.add_argument("--adversarial-rankings", action="store_true",
+                   help="also LO-IR on the model's PGD-10 examples of the probe images")
+    w.add_argument("--deep-layer", default=None, help="also rankings (ablation LO-IR) at this module's output")
+    w.add_argument("--no-random-control", action="store_true", help="skip random rankings at the best setting")
+    w.add_argument("--attacks", default=",".join(("transfer", "autoattack", "apgd-ce-eot", "rays")))
+    w.add_argument("--eps", type=_fraction, default=8 / 255)
+    w.add_argument("--eot-iter", type=int, default=20)
+    w.add_argument("--probe-per-class", type=int, default=200)
+    w.add_argument("--batch-size", type=int, default=250)
+    w.add_argument("--seed", type=int, default=0)
+    _add_data_args(w)
+    w.add_argument("--out", default="igdefense-sweep", help="logs (resumable), sweep.{md,json,png}, report.*")
+    w.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
     t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")

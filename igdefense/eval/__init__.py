@@ -12,6 +12,8 @@ from .benchmark import benchmark
 from .evaluate import EvalResult, evaluate
 from .sanity import Check, run_sanity_checks
 from .stats import PairedDifference, paired_difference, paired_mean_difference
+from .sweep import DefenseSetting, SweepResult, adversarial_probe, one_at_a_time, sweep
 
 __all__ = ["ATTACKS", "AttackSettings", "run_attack", "benchmark", "EvalResult", "evaluate", "Check",
-           "run_sanity_checks", "PairedDifference", "paired_difference", "paired_mean_difference"]
+           "run_sanity_checks", "PairedDifference", "paired_difference", "paired_mean_difference", "sweep",
+           "DefenseSetting", "SweepResult", "one_at_a_time", "adversarial_probe"]

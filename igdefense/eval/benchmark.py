@@ -38,7 +38,7 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
               baseline: str | None = None, cascade: bool = True, sanity: Sequence[str] = (),
               sanity_data: tuple[torch.Tensor, torch.Tensor] | None = None, sanity_n: int = 100,
               corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES, meta: dict | None = None,
-              progress: bool = True) -> dict[str, EvalResult]:
+              progress: bool = True, seconds: dict[str, float] | None = None) -> dict[str, EvalResult]:
     """Evaluate every model on the same images; write ``out/report.{md,json}`` with paired intervals.
 
     Args:
@@ -54,6 +54,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
             ``sanity_data`` (default: ``sanity_n`` images spread over the data); their APGD-CE
             accuracy-vs-eps curves, and the baseline's, go to ``eps_curve.{json,png}``.
         meta: written at the top of the report (e.g. the model and data names, the command).
+        seconds: a dict that gets each model's evaluation wall-clock seconds in this call added
+            (parts read back from the logs cost nothing); also in the report.
 
     Returns:
         {name: EvalResult}; the sanity checks are in ``result.sanity`` of the models checked.
@@ -70,6 +72,7 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
     out = Path(out)
     meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade, "seed": settings.seed}
     rank, world = shard()
+    seconds = {} if seconds is None else seconds
     results: dict[str, EvalResult] = {}
     batches: list = []
     data = [data] if isinstance(data, tuple) else data
@@ -81,13 +84,16 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
             continue  # under torchrun, one new batch per process each round: they run side by side
         for name, model in models.items():
             todo = [a for a in attacks if not _adds_nothing(a, model, settings)]
+            start = time.perf_counter()
             results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
                                      desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
                                      log_path=out / f"{name}.jsonl", corruptions=corruptions,
                                      severities=severities, progress=progress)
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
             if rank == 0:  # every model so far, on the images all have done
                 n = min(len(r.correct["clean"]) for r in results.values())
-                write_report(out, {k: r.first(n) for k, r in results.items()}, baseline, {**meta, "images_done": n})
+                write_report(out, {k: r.first(n) for k, r in results.items()}, baseline,
+                             {**meta, "images_done": n, "seconds_this_run": _rounded(seconds)})
     if not batches:
         raise ValueError("data holds no batches")
     if world > 1:
@@ -102,8 +108,13 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
         checks = _sanity(models, results, baseline, sanity, x.to(device), y.to(device), settings, out)
     meta["run"] = {**meta.get("run", {}), "machine": machine(),
                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"])}, checks)
+    write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
+                                          "seconds_this_run": _rounded(seconds)}, checks)
     return results
+
+
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in seconds.items()}
 
 
 def _adds_nothing(attack: str, model: nn.Module, settings: AttackSettings) -> bool:

@@ -1,0 +1,218 @@
+"""A grid of IG-Defense settings for one model, each under the full adaptive evaluation.
+
+    rankings = {"clean": lo_ir(model, train_loader),
+                "adversarial": lo_ir(model, adversarial_probe(model, train_loader))}
+    result = sweep(model, rankings, test_loader, out="sweep-out")  # one_at_a_time() around the defaults
+    print(result.table())
+
+Every setting is one model of :func:`igdefense.eval.benchmark`: the same images, a cascade with
+the transfer from the undefended model first (its examples are crafted once, cached, shared by
+every setting), then AutoAttack, EOT and RayS on the survivors; per-setting logs, so a rerun resumes.
+The number that counts is the image-wise worst case, paired against the undefended model. After
+the grid a random-ranking control runs at the k whose worst case was best: a ranking that does no
+better than random neurons is not what gains anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .._atomic import atomic_write
+from ..defense import IGDefense
+from ..rankings import Rankings
+from .attacks import AttackSettings, run_attack
+from .benchmark import benchmark
+from .evaluate import EvalResult
+from .stats import paired_difference
+
+SWEEP_ATTACKS = ("transfer", "autoattack", "apgd-ce-eot", "rays")
+UNDEFENDED = "undefended"
+
+
+@dataclass(frozen=True)
+class DefenseSetting:
+    """One point of the grid: ``k`` as a fraction of the masked layer's neurons, the noise ``sigma``,
+    ``n_samples`` noise draws, and the name of the rankings (a key of the rankings given to
+    :func:`sweep`; their layer is the layer masked)."""
+
+    k: float = 0.10
+    sigma: float = 4 / 255
+    n_samples: int = 1
+    rankings: str = "clean"
+
+    @property
+    def name(self) -> str:
+        return f"k={100 * self.k:g}% sigma={255 * self.sigma:g}/255 n={self.n_samples} {self.rankings}"
+
+    def build(self, model: nn.Module, rankings: Rankings, seed: int = 0) -> IGDefense:
+        k = max(1, round(self.k * rankings.num_neurons))
+        return IGDefense(model, rankings, k=k, sigma=self.sigma, n_samples=self.n_samples, seed=seed).eval()
+
+
+def one_at_a_time(rankings: Sequence[str] = ("clean",), ks: Sequence[float] = (0.02, 0.05, 0.10, 0.25, 0.50),
+                  sigmas: Sequence[float] = (2 / 255, 4 / 255, 8 / 255), n_samples: Sequence[int] = (1, 8)
+                  ) -> list[DefenseSetting]:
+    """The grid that varies one thing at a time around the paper's defaults (k 10%, sigma 4/255, one
+    draw, the first rankings): every k, every sigma, every n_samples, every other rankings. A full
+    product (``itertools.product``) costs |ks| x |sigmas| x ... full evaluations instead of their sum."""
+    default = DefenseSetting(rankings=rankings[0])
+    grid = [dataclasses.replace(default, k=k) for k in ks]
+    grid += [dataclasses.replace(default, sigma=s) for s in sigmas]
+    grid += [dataclasses.replace(default, n_samples=n) for n in n_samples]
+    grid += [dataclasses.replace(default, rankings=r) for r in rankings]
+    return list(dict.fromkeys(grid))  # the default appears once
+
+
+def adversarial_probe(model: nn.Module, loader: Iterable, settings: AttackSettings | None = None,
+                      attack: str = "pgd") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The probe batches replaced by ``model``'s adversarial examples (PGD-10 at ``settings.eps`` by
+    default), with the true labels: LO-IR on them ranks the neurons that matter under attack."""
+    settings = settings or AttackSettings()
+    for x, y in loader:
+        yield run_attack(attack, model, x, y, settings)[0].detach(), y
+
+
+@dataclass
+class SweepResult:
+    results: dict[str, EvalResult]  # "undefended" and one per setting, by name
+    settings: dict[str, DefenseSetting]
+    seconds: dict[str, float]  # this run's evaluation time per model (a resumed part costs nothing)
+
+    def rows(self) -> list[dict]:
+        """Per model: clean and worst-case accuracy and their paired differences to the undefended model."""
+        base = self.results[UNDEFENDED]
+        rows = []
+        for name, r in self.results.items():
+            row = {"setting": name, "n": len(r.correct["clean"]), "clean": r.clean_accuracy,
+                   "worst_case": r.worst_case_accuracy, "seconds": self.seconds.get(name)}
+            if name != UNDEFENDED:
+                row["clean_vs_undefended"] = vars(paired_difference(base.correct["clean"], r.correct["clean"]))
+                row["worst_case_vs_undefended"] = vars(paired_difference(base.worst_case, r.worst_case))
+                row.update(dataclasses.asdict(self.settings[name]))
+            rows.append(row)
+        return rows
+
+    def best(self) -> dict | None:
+        """The setting with the highest worst case (None before any has results)."""
+        rows = [r for r in self.rows() if r["setting"] != UNDEFENDED and not r["rankings"].startswith("random")]
+        return max(rows, key=lambda r: r["worst_case"], default=None)
+
+    def table(self) -> str:
+        """Markdown: one row per model, differences in points with their 95% intervals."""
+        def diff(d):
+            return f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+
+        lines = ["| setting | clean | worst case | clean vs undefended | worst case vs undefended | seconds |",
+                 "|---|---|---|---|---|---|"]
+        for r in self.rows():
+            extra = [diff(r["clean_vs_undefended"]), diff(r["worst_case_vs_undefended"])] if "k" in r else ["", ""]
+            secs = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
+            lines.append(f"| {r['setting']} | {100 * r['clean']:.1f} | {100 * r['worst_case']:.1f} | "
+                         + " | ".join(extra) + f" | {secs} |")
+        return "\n".join(lines)
+
+
+def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, out: str | os.PathLike,
+          grid: Sequence[DefenseSetting] | None = None, attacks: Sequence[str] = SWEEP_ATTACKS,
+          settings: AttackSettings | None = None, random_control: bool = True, seed: int = 0,
+          meta: dict | None = None, progress: bool = True) -> SweepResult:
+    """Evaluate the undefended ``model`` and IG-Defense at every setting of ``grid`` on ``data``.
+
+    Args:
+        model: the undefended classifier (eval mode), taking [0, 1] images.
+        rankings: {name: Rankings} the settings refer to, e.g. LO-IR on clean and on adversarial
+            training images, or at another layer.
+        data: the same (images, labels) batches on every run (class-balanced, e.g. 500 test images).
+        out: report folder; per-setting logs there make a rerun resume; ``sweep.{json,md,png}``.
+        grid: the settings (default :func:`one_at_a_time` over the rankings given).
+        attacks, settings: as in :func:`benchmark` (a cascade; the transfer source is ``model``).
+        random_control: after the grid, IG-Defense with random rankings (of the best setting's layer)
+            at the best setting's k, sigma and n_samples.
+    """
+    grid = list(grid or one_at_a_time(tuple(rankings)))
+    missing = sorted({s.rankings for s in grid} - set(rankings))
+    if missing:
+        raise ValueError(f"the grid names rankings {missing}; given: {sorted(rankings)}")
+    data = [data] if isinstance(data, tuple) else list(data)  # every pass sees the same batches
+    settings = dataclasses.replace(settings or AttackSettings(), base_model=model)
+    by_name = {s.name: s for s in grid}
+    models = {UNDEFENDED: model, **{n: s.build(model, rankings[s.rankings], seed) for n, s in by_name.items()}}
+    meta = {**(meta or {}), "grid": [dataclasses.asdict(s) for s in grid]}
+    seconds: dict[str, float] = {}
+    results = benchmark(models, data, out=out, attacks=attacks, settings=settings, baseline=UNDEFENDED,
+                        cascade=True, meta=meta, progress=progress, seconds=seconds)
+    result = SweepResult(results, by_name, seconds)
+    best = result.best()
+    if random_control and best is not None:
+        control = DefenseSetting(best["k"], best["sigma"], best["n_samples"], f"random({seed})")
+        rankings = {**rankings, control.rankings: rankings[best["rankings"]].randomized(seed)}
+        by_name[control.name] = control
+        models[control.name] = control.build(model, rankings[control.rankings], seed)
+        results = benchmark(models, data, out=out, attacks=attacks, settings=settings, baseline=UNDEFENDED,
+                            cascade=True, meta=meta, progress=progress, seconds=seconds)  # the others: from logs
+        result = SweepResult(results, by_name, seconds)
+    _write(result, Path(out), meta)
+    return result
+
+
+def _write(result: SweepResult, out: Path, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "sweep.json", json.dumps({**meta, "rows": result.rows()}, indent=1) + "\n")
+    best = result.best()
+    lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), ""]
+    if best is not None:
+        d = best["worst_case_vs_undefended"]
+        verdict = "beyond noise" if d["low"] > 0 else "within noise"
+        lines.append(f"Best worst case: {best['setting']}, {100 * best['worst_case']:.1f}% vs "
+                     f"{100 * result.results[UNDEFENDED].worst_case_accuracy:.1f}% undefended "
+                     f"({100 * d['difference']:+.1f} points, 95% CI [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+                     f"{verdict}).")
+    atomic_write(out / "sweep.md", "\n".join(lines) + "\n")
+    try:
+        plot_sweep(result, out / "sweep.png")
+    except ImportError:
+        print("matplotlib is missing (pip install 'igdefense[plot]'): sweep.json and sweep.md written, no plot")
+
+
+def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
+    """Clean vs worst-case accuracy, one point per setting with its paired 95% intervals (as error
+    bars around the point), the undefended model as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    base = result.results[UNDEFENDED]
+    bx, by = 100 * base.clean_accuracy, 100 * base.worst_case_accuracy
+    for r in result.rows():
+        if r["setting"] == UNDEFENDED:
+            continue
+        x, y = 100 * r["clean"], 100 * r["worst_case"]
+        cx, cy = r["clean_vs_undefended"], r["worst_case_vs_undefended"]
+        # the intervals are of the differences to the undefended model, drawn around this point
+        xerr = [[100 * (cx["difference"] - cx["low"])], [100 * (cx["high"] - cx["difference"])]]
+        yerr = [[100 * (cy["difference"] - cy["low"])], [100 * (cy["high"] - cy["difference"])]]
+        random = r["rankings"].startswith("random")
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="s" if random else "o", color="0.5" if random else "C0",
+                    ms=5, capsize=2, lw=0.8)
+        ax.annotate(r["setting"], (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    ax.plot([bx], [by], "*", color="C3", ms=14, label=f"undefended ({bx:.1f}, {by:.1f})")
+    ax.axhline(by, color="C3", lw=0.6, ls="--")
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel("image-wise worst-case accuracy (%)")
+    n = len(base.correct["clean"])
+    ax.set_title(f"IG-Defense settings, {n} images: error bars = paired 95% intervals vs undefended", fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return Path(path)

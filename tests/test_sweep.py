@@ -1,0 +1,67 @@
+"""The settings sweep: every setting on the same images against the undefended model, base-model
+attacks crafted once and shared, resumable, a table and a plot; the CLI with every kind of rankings."""
+
+import json
+
+import pytest
+import torch
+
+from igdefense import zoo
+from igdefense.cli import main
+from igdefense.eval import AttackSettings, DefenseSetting, one_at_a_time, sweep
+from igdefense.eval import attacks as attacks_module
+
+
+def test_one_at_a_time_varies_one_thing_around_the_defaults():
+    grid = one_at_a_time(("clean", "adversarial"), ks=(0.05, 0.10), sigmas=(4 / 255, 8 / 255), n_samples=(1, 8))
+    default = DefenseSetting()
+    assert grid[0] == DefenseSetting(k=0.05) and grid.count(default) == 1
+    assert set(grid) == {default, DefenseSetting(k=0.05), DefenseSetting(sigma=8 / 255), DefenseSetting(n_samples=8),
+                         DefenseSetting(rankings="adversarial")}
+
+
+def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp_path, monkeypatch):
+    x, y = test_batch
+    data = [(x[:15], y[:15]), (x[15:], y[15:])]
+    settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
+    grid = [DefenseSetting(k=0.10), DefenseSetting(k=0.50, sigma=8 / 255)]
+    rankings = {"clean": zoo.rankings("smallcnn-robust")}
+    result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
+                   settings=settings, progress=False)
+    rows = {r["setting"]: r for r in result.rows()}
+    control = f"k=10% sigma=4/255 n=1 random(0)" if result.best()["k"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
+    assert set(rows) == {"undefended", *(s.name for s in grid), control}
+    for name, r in rows.items():
+        assert r["n"] == 30 and r["worst_case"] <= r["clean"], name
+        if name != "undefended":
+            d = r["worst_case_vs_undefended"]
+            assert d["low"] <= d["difference"] <= d["high"] and d["n"] == 30
+    assert rows[control]["clean"] < rows["undefended"]["clean"]  # random neurons cost clean accuracy
+    # the base model's examples (the transfer source, also its own fgsm): one file per batch, for every setting
+    assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 2
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"sweep.json", "sweep.md", "sweep.png", "report.json"}
+    assert (tmp_path / "out" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Best worst case: " in (tmp_path / "out" / "sweep.md").read_text()
+    saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [r["setting"] for r in saved["rows"]] == list(rows)
+    calls = []
+    monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
+    again = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
+                  settings=settings, progress=False)
+    assert not calls  # every setting read back from its log
+    assert all(torch.equal(again.results[n].worst_case, result.results[n].worst_case) for n in rows)
+    with pytest.raises(ValueError, match="names rankings \\['deeper'\\]"):
+        sweep(robust_cnn, rankings, data, out=tmp_path / "x", grid=[DefenseSetting(rankings="deeper")])
+
+
+def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
+    assert main(["sweep", "--model", "smallcnn-robust", "--images", "10", "--ks", "10", "--sigmas", "4/255",
+                 "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings", "--deep-layer",
+                 "features.16", "--probe-per-class", "2", "--batch-size", "10", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    names = {r["setting"] for r in saved["rows"]}
+    assert {"k=10% sigma=4/255 n=1 clean", "k=10% sigma=4/255 n=1 adversarial",
+            "k=10% sigma=4/255 n=1 layer features.16"} < names
+    assert "PGD-10" in saved["rankings"]["adversarial"]
+    assert (tmp_path / "rankings-layer-features.16.safetensors").exists()
+    assert "| undefended |" in capsys.readouterr().out
