@@ -29,7 +29,7 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
                    settings=settings, progress=False)
     rows = {r["setting"]: r for r in result.rows()}
-    control = f"k=10% sigma=4/255 n=1 random(0)" if result.best()["k"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
+    control = "k=10% sigma=4/255 n=1 random(0)" if result.best()["k"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
     assert set(rows) == {"undefended", *(s.name for s in grid), control}
     for name, r in rows.items():
         assert r["n"] == 30 and r["worst_case"] <= r["clean"], name
