@@ -193,6 +193,8 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     base = result.results[UNDEFENDED]
     bx, by = 100 * base.clean_accuracy, 100 * base.worst_case_accuracy
+    labels: dict[tuple[float, float], list[str]] = {}  # settings on the same point share one label
+    seen: set[str] = set()
     for r in result.rows():
         if r["setting"] == UNDEFENDED:
             continue
@@ -202,9 +204,13 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
         xerr = [[100 * (cx["difference"] - cx["low"])], [100 * (cx["high"] - cx["difference"])]]
         yerr = [[100 * (cy["difference"] - cy["low"])], [100 * (cy["high"] - cy["difference"])]]
         random = r["rankings"].startswith("random")
+        kind = "random-ranking control" if random else "IG-Defense setting"
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="s" if random else "o", color="0.5" if random else "C0",
-                    ms=5, capsize=2, lw=0.8)
-        ax.annotate(r["setting"], (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
+                    ms=5, capsize=2, lw=0.8, label=None if kind in seen else kind)
+        seen.add(kind)
+        labels.setdefault((x, y), []).append(r["setting"])
+    for (x, y), names in labels.items():
+        ax.annotate("\n".join(names), (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
     ax.plot([bx], [by], "*", color="C3", ms=14, label=f"undefended ({bx:.1f}, {by:.1f})")
     ax.axhline(by, color="C3", lw=0.6, ls="--")
     ax.set_xlabel("clean accuracy (%)")
