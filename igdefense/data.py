@@ -125,7 +125,22 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     return np.load(images_file, mmap_mode="r"), labels
 
 
-class CIFAR10(Dataset):
+class LabelledImages(Dataset):
+    """Images with ``labels`` (of every image) of which ``indices`` are kept (a class-balanced subset,
+    say); subclasses read a batch at once in ``__getitems__(indices) -> (images, labels)``."""
+
+    labels: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.__getitems__([i])
+        return x[0], int(y[0])
+
+
+class CIFAR10(LabelledImages):
     """CIFAR-10 split as float [0,1] CHW tensors (batch-fetched, memory-mapped for JPEG sources).
 
     Args:
@@ -149,13 +164,6 @@ class CIFAR10(Dataset):
         else:
             self.images, self.labels = _decode_jpegs(self.kind, self.source, split)
         self.indices = np.arange(len(self.labels)) if indices is None else np.asarray(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.__getitems__([i])
-        return x[0], int(y[0])
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         # One fancy-index read per batch instead of one per image.

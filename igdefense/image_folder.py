@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+
+from .data import LabelledImages
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 CROP_FRACTION = 0.875  # resize the shorter side to size / 0.875, crop the centre: 256 -> 224 (ImageNet's eval)
@@ -56,7 +57,7 @@ def _label_scheme(names: list[str]) -> tuple[tuple[str, ...], list[int]]:
     return tuple(names), list(range(len(names)))
 
 
-class ImageFolder(Dataset):
+class ImageFolder(LabelledImages):
     """Images under ``root/<class>/`` as float [0, 1] (3, size, size) tensors.
 
     Args:
@@ -79,13 +80,6 @@ class ImageFolder(Dataset):
         self.labels = np.array([label for _, label in files], dtype=np.int64)
         self.image_size = image_size
         self.indices = np.arange(len(self.files)) if indices is None else np.asarray(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.__getitems__([i])
-        return x[0], int(y[0])
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.indices[np.asarray(indices)]
