@@ -64,11 +64,17 @@ def worker(args) -> None:
                       "order": list(r.correct)}))
 
 
-def _run(code: Path, args, extra: list[str] = ()) -> dict:
+def _run(label: str, code: Path, args, extra: list[str] = ()) -> dict:
+    """A variant's measurement, kept in --work: a rerun after a kill measures only what is missing."""
+    done = Path(args.work) / f"{label}-{args.n}.json"
+    if done.exists():
+        return json.loads(done.read_text())
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run([sys.executable, __file__, "--worker", "--n", str(args.n), "--work", args.work, *extra],
                          env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    done.write_text(json.dumps(result))
+    return result
 
 
 def main() -> None:
@@ -95,13 +101,13 @@ def main() -> None:
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old), args.before], check=True,
                        capture_output=True)
         try:
-            before = _run(old, args)
+            before = _run("before", old, args)
         finally:
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(old)], check=True)
-        after = _run(repo, args)
+        after = _run("after", repo, args)
         survivors = [i for i, ok in enumerate(after["worst_case"]) if ok]
         (Path(tmp) / "keep.json").write_text(json.dumps(survivors))
-        floor = _run(repo, args, ["--only", str(Path(tmp) / "keep.json")]) if survivors else {"seconds": 0.0}
+        floor = _run("floor", repo, args, ["--only", str(Path(tmp) / "keep.json")]) if survivors else {"seconds": 0}
     diff = stats.paired_difference(torch.tensor(before["worst_case"], dtype=torch.bool),
                                    torch.tensor(after["worst_case"], dtype=torch.bool))
     payload = {"images": args.n, "attacks": ATTACKS, "model": "smallcnn-robust + IG-Defense (LO-IR, defaults)",
