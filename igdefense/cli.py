@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import re
 import logging
+import re
 import sys
 import textwrap
 import time
@@ -19,9 +19,9 @@ from torch import nn
 
 from . import zoo
 from ._atomic import atomic_path
+from ._hooks import model_device, model_dtype
 from .attribution.methods import METHODS
 from .data import DATA_FORMS, balanced_loader, cache_dir, open_dataset
-from ._hooks import model_device, model_dtype
 from .defense import IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
 from .models import load_model
@@ -42,7 +42,7 @@ def _test_images(args, n: int, batch_size: int):
 
 
 def _rankings_for(args, name: str, model: nn.Module) -> Rankings:
-    """Shipped rankings for zoo models on the default data; else LO-IR on ``--probe-per-class`` training
+    """Shipped rankings for zoo models that have them; else LO-IR on ``--probe-per-class`` training
     images per class, cached (keyed by the data and the model's head weights: another checkpoint under
     the same name gets its own)."""
     if name in zoo.with_rankings():
