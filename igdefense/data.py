@@ -224,11 +224,12 @@ def open_dataset(data: str | os.PathLike | None = None, split: str = "test", *, 
         root = Path(text[len("cifar100:"):])
     else:
         root = Path(text).expanduser()
-        if _kind(root) and (root / "cifar-100-python").is_dir():
+        cifar10, cifar100 = _kind(root) is not None, (root / "cifar-100-python").is_dir()
+        if cifar10 and cifar100:
             raise ValueError(f"{root} holds both CIFAR-10 and CIFAR-100: pass cifar10:{root} or cifar100:{root}")
-        if _kind(root):
+        if cifar10:
             return open_dataset("cifar10:" + text, split)
-        if not (root / "cifar-100-python").is_dir():
+        if not cifar100:
             subsets = {"train": ["train"], "test": ["val", "test"]}[split]
             folder = next((root / s for s in subsets if class_folders(root / s)), root)
             if not class_folders(folder):

@@ -29,11 +29,15 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _has_images(folder: Path) -> bool:
+    return any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in folder.iterdir())  # stops at the first
+
+
 def class_folders(root: Path) -> list[Path]:
     """The sub-folders of ``root`` that hold images (empty when ``root`` is no image folder)."""
     if not root.is_dir():
         return []
-    return sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
+    return sorted(d for d in root.iterdir() if d.is_dir() and _has_images(d))
 
 
 def _label_scheme(names: list[str]) -> tuple[tuple[str, ...], list[int]]:
