@@ -7,7 +7,8 @@
 
 eps 0.025 on [0, 1] pixels (the study's), FGSM and BIM (10 steps of eps / 4), every metric against
 the matched random sign-noise control (igdefense.explain.explanation_robustness). Writes
-benchmarks/results/explain_robustness-<setting>.{json,md} and grid-<setting>-<attack>.png.
+benchmarks/results/explain_robustness-<setting>/{report.json,report.md,grid-<attack>.png} and, over the
+settings, explain_robustness[-<only>].{json,md} (the .md: each metric's AUROC, attacked vs noise).
 
     python benchmarks/explain_robustness.py [--n 200] [--lime-samples 1000] [--only imagenet|cifar]
 """
@@ -24,11 +25,14 @@ from torch import nn
 from common import RESULTS, write_results
 
 from igdefense import zoo
+from igdefense._atomic import atomic_write
 from igdefense.data import CIFAR10_CLASSES, cifar10_loader, foolbox_imagenet
 from igdefense.defense import IGDefense
 from igdefense.explain import explain
+from igdefense.eval.stats import paired_mean_difference
+from igdefense.explain.metrics import METRICS
 from igdefense.explain.report import plot_grid, write_report
-from igdefense.explain.robustness import explanation_robustness
+from igdefense.explain.robustness import explanation_robustness, separation
 from igdefense._machine import machine
 
 
@@ -80,6 +84,31 @@ def run(setting: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels
     return study.summary()
 
 
+def overview(settings: list[str]) -> str:
+    """One Markdown table per attack over the settings' reports: per model and method, each metric's AUROC
+    (attack vs noise control; 0.5 = blind) and whether attack - noise is beyond noise (paired 95%)."""
+    reports = {s: json.loads((RESULTS / f"explain_robustness-{s}" / "report.json").read_text()) for s in settings}
+    lines = []
+    for attack in ("fgsm", "bim"):
+        lines += [f"## {attack}: AUROC of each metric, attacked vs noise-perturbed images "
+                  "(* = attack - noise beyond noise, paired 95%)", "",
+                  "| setting | accuracy clean -> attacked | method | " + " | ".join(METRICS) + " |",
+                  "|---|---|---|" + "---|" * len(METRICS)]
+        for setting, report in reports.items():
+            acc = report["summary"]["accuracy"]
+            metrics = report["per_image"]["metrics"]
+            for method, values in metrics[attack].items():
+                cells = []
+                for metric, v in values.items():
+                    attacked, noise = torch.tensor(v), torch.tensor(metrics["noise"][method][metric])
+                    seen = paired_mean_difference(noise, attacked).significant
+                    cells.append(f"{separation(attacked, noise, metric):.2f}" + ("*" if seen else ""))
+                lines.append(f"| {setting} | {acc['clean']:.1f} -> {acc[attack]:.1f} | {method} | "
+                             + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="CIFAR-10 test images (class-balanced)")
@@ -102,7 +131,9 @@ def main() -> None:
                   "cifar-smallcnn-refined": zoo.load("smallcnn-refined")}
         for setting, model in models.items():
             summaries[setting] = run(setting, model, x, y, [CIFAR10_CLASSES[int(c)] for c in y], args)
-    write_results("explain_robustness" + (f"-{args.only}" if args.only else ""), {"summaries": summaries})
+    name = "explain_robustness" + (f"-{args.only}" if args.only else "")
+    write_results(name, {"summaries": summaries})
+    atomic_write(RESULTS / f"{name}.md", f"# Explanation robustness, eps {args.eps}\n\n" + overview(list(summaries)))
 
 
 if __name__ == "__main__":

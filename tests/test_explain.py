@@ -140,6 +140,18 @@ def test_no_perturbation_moves_no_map_and_the_attack_does(standard_cnn, test_bat
     assert summary["accuracy"]["fgsm"] < summary["accuracy"]["clean"]
     iou = summary["attacks"]["fgsm"]["methods"]["gradcam"]["iou_top"]
     assert iou["all"]["mean"] < iou["noise"]["mean"]  # on this model the attack moves Grad-CAM more than noise
+    assert iou["auroc"] > 0.5
+
+
+def test_separation_is_an_auroc_oriented_by_the_metric():
+    from igdefense.explain import separation
+
+    far, near = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.8, 0.9, 0.25])  # IoU: lower = further apart
+    assert separation(far, near, "iou_top") == pytest.approx(8 / 9)  # 0.3 > 0.25 is the one pair out of order
+    assert separation(near, far, "iou_top") == pytest.approx(1 / 9)
+    assert separation(1 - far, 1 - near, "rmse") == pytest.approx(8 / 9)  # RMSE: higher = further apart
+    same = torch.rand(50, generator=torch.Generator().manual_seed(0))
+    assert separation(same, same, "ssim") == 0.5
 
 
 def test_cli_writes_report_and_figure(tmp_path):

@@ -2,7 +2,7 @@
 
 from .maps import METHODS, cam_layer, explain
 from .metrics import METRICS, compare, iou_top, rmse, spearman, ssim, topk_intersection
-from .robustness import Study, explanation_robustness
+from .robustness import Study, explanation_robustness, separation
 
 __all__ = ["METHODS", "METRICS", "Study", "cam_layer", "compare", "explain", "explanation_robustness", "iou_top",
-           "rmse", "spearman", "ssim", "topk_intersection"]
+           "rmse", "separation", "spearman", "ssim", "topk_intersection"]

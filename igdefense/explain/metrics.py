@@ -97,6 +97,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 METRICS = {"iou_top": iou_top, "rmse": rmse, "spearman": spearman, "topk_intersection": topk_intersection,
            "ssim": ssim}
+LOWER_IS_CLOSER = {"rmse"}  # a distance; the others are similarities
 
 
 def compare(a: torch.Tensor, b: torch.Tensor, q: float = 20) -> dict[str, torch.Tensor]:

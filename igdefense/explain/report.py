@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_path, atomic_write
+from .metrics import LOWER_IS_CLOSER, METRICS
 from .robustness import Study
 
-ARROWS = {"iou_top": "higher = closer", "topk_intersection": "higher = closer", "spearman": "higher = closer",
-          "ssim": "higher = closer", "rmse": "lower = closer"}
+ARROWS = {m: "lower = closer" if m in LOWER_IS_CLOSER else "higher = closer" for m in METRICS}
 
 
 def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
@@ -32,13 +32,14 @@ def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
         md += [f"## {attack} (eps {meta.get('eps')}): prediction flipped on {a['flipped']} of {a['n']} images; "
                f"accuracy {a['accuracy_drop']}", "",
                "Clean vs perturbed map, mean [95% interval]. 'noise': random +-eps sign noise of the same size. "
-               "The attack is seen when attack - noise is beyond noise.", "",
-               "| method | metric | all | flipped | not flipped | noise | attack - noise (paired) |",
-               "|---|---|---|---|---|---|---|"]
+               "The attack is seen when attack - noise is beyond noise. AUROC: how well the metric alone tells "
+               "the attacked images from the noise-perturbed ones (0.5 = not at all, 1 = perfectly).", "",
+               "| method | metric | all | flipped | not flipped | noise | attack - noise (paired) | AUROC |",
+               "|---|---|---|---|---|---|---|---|"]
         for method, metrics in a["methods"].items():
             for metric, v in metrics.items():
                 md.append(f"| {method} | {metric} ({ARROWS[metric]}) | {_fmt(v['all'])} | {_fmt(v['flipped'])} | "
-                          f"{_fmt(v['not_flipped'])} | {_fmt(v['noise'])} | {v['attack_minus_noise']} |")
+                          f"{_fmt(v['not_flipped'])} | {_fmt(v['noise'])} | {v['attack_minus_noise']} | {v['auroc']:.3f} |")
         md.append("")
     if summary["sensitivity_max"]:
         md += ["## Sensitivity (captum's sensitivity_max: largest relative map change under U(-0.02, 0.02) noise)", "",

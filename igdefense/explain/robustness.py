@@ -22,7 +22,7 @@ from ..defense import RandomizedDefense
 from ..eval.attacks import AttackSettings, check_in_ball, run_attack
 from ..eval.stats import paired_difference, paired_mean_difference
 from .maps import METHODS, explain
-from .metrics import compare
+from .metrics import LOWER_IS_CLOSER, compare
 
 
 @dataclass
@@ -37,14 +37,16 @@ class Study:
 
     def summary(self) -> dict:
         """Accuracies, and per attack, method and metric: the mean (95% interval) over all images, over
-        the flipped and the unflipped ones, under the noise control, and attack - noise (paired)."""
+        the flipped and the unflipped ones, under the noise control, attack - noise (paired) and
+        :func:`separation` (AUROC attack vs noise)."""
         out: dict = {"accuracy": {k: 100 * v.float().mean().item() for k, v in self.correct.items()}, "attacks": {}}
         for attack in (a for a in self.metrics if a != "noise"):
             flipped = self.flipped[attack]
             out["attacks"][attack] = {"flipped": int(flipped.sum()), "n": len(flipped), "methods": {
                 method: {metric: {"all": _mean(v), "flipped": _mean(v[flipped]), "not_flipped": _mean(v[~flipped]),
                                   "noise": _mean(self.metrics["noise"][method][metric]),
-                                  "attack_minus_noise": _difference(self.metrics["noise"][method][metric], v)}
+                                  "attack_minus_noise": _difference(self.metrics["noise"][method][metric], v),
+                                  "auroc": separation(v, self.metrics["noise"][method][metric], metric)}
                          for metric, v in values.items()}
                 for method, values in self.metrics[attack].items()}}
             drop = paired_difference(self.correct["clean"], self.correct[attack])
@@ -71,6 +73,17 @@ def sensitivity(model: nn.Module, images: torch.Tensor, method: str, *, radius: 
         moved = explain(model, noisy, target, method=method, seed=seed, **explain_options).flatten(1).double()
         worst = torch.maximum(worst, (moved - clean).norm(dim=1) / clean.norm(dim=1).clamp_min(1e-12))
     return worst
+
+
+def separation(attacked: torch.Tensor, control: torch.Tensor, metric: str) -> float:
+    """AUROC of telling the attacked images' map changes from the noise control's by ``metric`` alone:
+    0.5 = the metric cannot see the attack, 1 = every attacked image moved its map more than any noise
+    did. Unlike the mean difference, it is in the same units for every metric, so metrics compare."""
+    from sklearn.metrics import roc_auc_score
+
+    moved = torch.cat([attacked, control]).double()
+    moved = moved if metric in LOWER_IS_CLOSER else -moved  # larger = the maps further apart
+    return float(roc_auc_score([1] * len(attacked) + [0] * len(control), moved.numpy()))
 
 
 def _difference(control: torch.Tensor, attacked: torch.Tensor) -> str:
