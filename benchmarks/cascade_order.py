@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from igdefense._atomic import atomic_write
+
 ATTACKS = ["autoattack", "transfer", "apgd-ce-eot", "rays"]  # the committed table's
 
 
@@ -73,7 +75,7 @@ def _run(label: str, code: Path, args, extra: list[str] = ()) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", "--n", str(args.n), "--work", args.work, *extra],
                          env=env, check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    done.write_text(json.dumps(result))
+    atomic_write(done, json.dumps(result))  # a kill mid-write must not leave a half file that reads as done
     return result
 
 
