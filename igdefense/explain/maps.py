@@ -16,6 +16,7 @@ defense, noise included, as the black box it is.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 import torch
@@ -45,21 +46,29 @@ class _MaskedDecision(nn.Module):
 
 
 def cam_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """Name of the last leaf module run before the classifier whose output is (B, C, H, W) with H, W > 1."""
+    """Name of the module that finishes last among those whose output is (B, C, H, W) with H, W > 1
+    (a ResNet's ``layer4``: the last block's output, after its residual add and ReLU).
+
+    A module run more than once per forward is skipped: Grad-CAM's hooks would take its first call
+    (ResNet blocks apply one ``relu`` twice; EfficientNet-PyTorch one ``_swish`` after the stem, 112 x 112,
+    and after the head)."""
     names = {m: n for n, m in model.named_modules()}
+    calls: Counter[str] = Counter()
     spatial: list[str] = []
 
     def record(m, args, out):
+        calls[names[m]] += 1
         if isinstance(out, torch.Tensor) and out.ndim == 4 and min(out.shape[2:]) > 1:
             spatial.append(names[m])
 
     with hooks([]) as hs, eval_mode(model), torch.no_grad():
-        hs += [m.register_forward_hook(record) for m in model.modules() if m is not model and not list(m.children())]
+        hs += [m.register_forward_hook(record) for m in model.modules() if m is not model]
         model(example[:1])
+    spatial = [n for n in spatial if calls[n] == 1]
     if not spatial:
-        raise ValueError("Grad-CAM needs a layer with a spatial (B, C, H, W) output and this model runs none (a "
-                         "transformer or an MLP?); pass layer='<module name>' (for ViTs, a block's output with "
-                         "a reshape) or use method='smoothgrad' or 'lime'")
+        raise ValueError("Grad-CAM needs a layer with a spatial (B, C, H, W) output, run once per forward, and "
+                         "this model has none (a transformer or an MLP?); pass layer='<module name>' (for ViTs, a "
+                         "block's output with a reshape) or use method='smoothgrad' or 'lime'")
     return spatial[-1]
 
 

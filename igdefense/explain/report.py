@@ -21,7 +21,8 @@ def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     summary = study.summary()
     per_image = {"correct": {k: v.int().tolist() for k, v in study.correct.items()},
-                 "sensitivity_max": {k: v.tolist() for k, v in study.sensitivity.items()},
+                 "sensitivity_max": {k: [None if a != a else a for a in v.tolist()]  # NaN (empty map): null
+                                     for k, v in study.sensitivity.items()},
                  "flipped": {k: v.int().tolist() for k, v in study.flipped.items()},
                  "metrics": {p: {m: {k: v.tolist() for k, v in d.items()} for m, d in methods.items()}
                              for p, methods in study.metrics.items()}}
@@ -43,8 +44,10 @@ def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
         md.append("")
     if summary["sensitivity_max"]:
         md += ["## Sensitivity (captum's sensitivity_max: largest relative map change under U(-0.02, 0.02) noise)", "",
-               "| method | mean [95% interval] |", "|---|---|"]
-        md += [f"| {m} | {_fmt(v)} |" for m, v in summary["sensitivity_max"].items()]
+               "Images whose clean map is empty (all zero) have no relative change and are left out.", "",
+               "| method | mean [95% interval] | images |", "|---|---|---|"]
+        md += [f"| {m} | {_fmt(v)} | {v['n']} of {len(study.sensitivity[m])} |"
+               for m, v in summary["sensitivity_max"].items()]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     return out / "report.md"
 

@@ -51,7 +51,7 @@ class Study:
                 for method, values in self.metrics[attack].items()}}
             drop = paired_difference(self.correct["clean"], self.correct[attack])
             out["attacks"][attack]["accuracy_drop"] = str(drop)
-        out["sensitivity_max"] = {method: _mean(v) for method, v in self.sensitivity.items()}
+        out["sensitivity_max"] = {method: _mean(v[~v.isnan()]) for method, v in self.sensitivity.items()}
         return out
 
 
@@ -60,19 +60,22 @@ def sensitivity(model: nn.Module, images: torch.Tensor, method: str, *, radius: 
     """captum's sensitivity_max (Yeh et al. 2019), for maps: per image, the largest
     ||map(x') - map(x)|| / ||map(x)|| over ``samples`` draws of x' = clip(x + U(-radius, radius)),
     each explaining x's predicted class. (captum's own function needs maps shaped like the input.)
+    NaN where map(x) is empty (all zero, e.g. Grad-CAM with no positive evidence): a relative change is
+    undefined there (captum divides by 1 instead, which mixes units into the mean).
     ``clean_maps``: map(x) when already drawn (with this ``seed``), to save drawing it again."""
     with torch.no_grad():
         target = model(images.to(model_device(model))).argmax(1)
     if clean_maps is None:
         clean_maps = explain(model, images, target, method=method, seed=seed, **explain_options)
     clean = clean_maps.flatten(1).double()
+    size = clean.norm(dim=1)
     g = torch.Generator().manual_seed(seed)
     worst = torch.zeros(len(images), dtype=torch.float64)
     for _ in range(samples):
         noisy = (images + (torch.rand(images.shape, generator=g) * 2 - 1).to(images) * radius).clamp(0, 1)
         moved = explain(model, noisy, target, method=method, seed=seed, **explain_options).flatten(1).double()
-        worst = torch.maximum(worst, (moved - clean).norm(dim=1) / clean.norm(dim=1).clamp_min(1e-12))
-    return worst
+        worst = torch.maximum(worst, (moved - clean).norm(dim=1) / size.clamp_min(1e-12))
+    return worst.masked_fill(size == 0, float("nan"))
 
 
 def separation(attacked: torch.Tensor, control: torch.Tensor, metric: str) -> float:
@@ -126,8 +129,8 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
     study = Study()
     perturbed: dict[str, list[torch.Tensor]] = {a: [] for a in (*attacks, "noise")}
     batches = -(-len(images) // batch_size)
-    bar = tqdm(total=batches * len(methods) * (len(attacks) + 2), desc="explanation robustness",
-               disable=not progress)
+    steps = len(attacks) + 2 + bool(sensitivity_samples)  # per method: clean, attacks, noise, sensitivity
+    bar = tqdm(total=batches * len(methods) * steps, desc="explanation robustness", disable=not progress)
     for start in range(0, len(images), batch_size):
         x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
         if isinstance(model, RandomizedDefense):
@@ -159,6 +162,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
             if sensitivity_samples:
                 _append(study.sensitivity, method, sensitivity(model, x, method, samples=sensitivity_samples,
                                                                seed=seed, clean_maps=clean_maps, **explain_options))
+                bar.update()
     bar.close()
     return study, {k: torch.cat(v) for k, v in perturbed.items()}
 
