@@ -87,7 +87,6 @@ def test_smoothgrad_is_captums_and_lime_is_painted_superpixels(standard_cnn, tes
     from captum.attr import NoiseTunnel, Saliency
 
     from igdefense.attribution import attribute, segment
-    from igdefense.explain import explain
 
     x, y = test_batch[0][:4], test_batch[1][:4]
     torch.manual_seed(5)
@@ -127,7 +126,6 @@ def test_gradcam_layer_is_the_last_feature_map_not_a_shared_activation():
 
 
 def test_gradcam_needs_a_spatial_layer():
-    from igdefense.explain import explain
 
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
     with pytest.raises(ValueError, match="layer="):
