@@ -235,7 +235,7 @@ def cmd_sweep(args) -> int:
             "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
     attacks = [a for a in args.attacks.split(",") if a] if args.attacks else SWEEP_ATTACKS
     result = sweep(model, rankings, loader, out=out, grid=grid, attacks=attacks, settings=settings,
-                   random_control=not args.no_random_control, seed=args.seed, meta=meta)
+                   random_control=not args.no_random_control, screen=not args.no_screen, seed=args.seed, meta=meta)
     print(result.table())
     print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
     return 0
@@ -516,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also LO-IR on the model's PGD-10 examples of the probe images")
     w.add_argument("--deep-layer", default=None, help="also rankings (ablation LO-IR) at this module's output")
     w.add_argument("--no-random-control", action="store_true", help="skip random rankings at the best setting")
+    w.add_argument("--no-screen", action="store_true", help="run every attack on every setting, also those "
+                   "that the transfer attack alone shows cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
                    "transfer,autoattack,apgd-ce-eot,rays)")
     w.add_argument("--eps", type=_fraction, default=8 / 255)

@@ -8,8 +8,9 @@ import torch
 
 from igdefense import zoo
 from igdefense.cli import main
-from igdefense.eval import AttackSettings, DefenseSetting, one_at_a_time, sweep
+from igdefense.eval import AttackSettings, DefenseSetting, evaluate, one_at_a_time, sweep
 from igdefense.eval import attacks as attacks_module
+from igdefense.eval.sweep import might_gain
 
 
 def test_one_at_a_time_varies_one_thing_around_the_defaults():
@@ -27,7 +28,7 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     grid = [DefenseSetting(k=0.10), DefenseSetting(k=0.50, sigma=8 / 255)]
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
-                   settings=settings, progress=False)
+                   settings=settings, screen=False, progress=False)
     rows = {r["setting"]: r for r in result.rows()}
     control = "k=10% sigma=4/255 n=1 random(0)" if result.best()["k"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
     assert set(rows) == {"undefended", *(s.name for s in grid), control}
@@ -47,11 +48,49 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     calls = []
     monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
     again = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
-                  settings=settings, progress=False)
+                  settings=settings, screen=False, progress=False)
     assert not calls  # every setting read back from its log
     assert all(torch.equal(again.results[n].worst_case, result.results[n].worst_case) for n in rows)
     with pytest.raises(ValueError, match="names rankings \\['deeper'\\]"):
         sweep(robust_cnn, rankings, data, out=tmp_path / "x", grid=[DefenseSetting(rankings="deeper")])
+
+
+def test_might_gain_counts_images_gained_against_images_lost():
+    undefended = torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool)
+    assert not might_gain(undefended, torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool))  # one gained, one lost
+    assert might_gain(undefended, torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool))
+    assert not might_gain(undefended, undefended)
+
+
+def test_screen_attacks_further_only_the_settings_that_might_gain(robust_cnn, test_batch, tmp_path):
+    x, y = test_batch
+    data = [(x[:15], y[:15]), (x[15:], y[15:])]
+    # The transfer source (FGSM on the model) is weaker than APGD-CE on the model itself: keeping every
+    # neuron (with little noise) gains images under the transfer attack alone, so it is attacked on;
+    # noise of half the pixel range in the first pass picks other classes' masks, loses images, is screened.
+    settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
+    keep_all, noisy = DefenseSetting(k=1.0, sigma=1 / 255), DefenseSetting(sigma=0.5)
+    rankings = {"clean": zoo.rankings("smallcnn-robust")}
+    out = tmp_path / "out"
+    result = sweep(robust_cnn, rankings, data, out=out, grid=[keep_all, noisy], attacks=("apgd-ce", "transfer"),
+                   settings=settings, random_control=False, progress=False)
+    base = result.results["undefended"].worst_case
+    assert result.screened == {noisy.name}
+    assert set(result.results[noisy.name].correct) == {"clean", "transfer"}
+    assert not might_gain(base, result.results[noisy.name].worst_case)
+    assert not (out / f"{noisy.name}.jsonl").exists()  # no attack beyond the screen
+    full = result.results[keep_all.name]
+    assert set(full.correct) == {"clean", "transfer", "apgd-ce"}
+    # the screen's noise draws are the full run's: its bound is the full run's transfer column
+    screen = evaluate(keep_all.build(robust_cnn, rankings["clean"]), data, ["transfer"], settings=settings,
+                      cascade=True, log_path=out / "screen" / f"{keep_all.name}.jsonl", progress=False)
+    assert torch.equal(screen.correct["transfer"], full.correct["transfer"])
+    rows = {r["setting"]: r for r in result.rows()}
+    assert rows[noisy.name]["screened"] and not rows[keep_all.name]["screened"]
+    assert result.best()["setting"] == keep_all.name
+    report = (out / "sweep.md").read_text()
+    assert "Screened (1)" in report and "(screened)" in report
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):

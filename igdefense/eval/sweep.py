@@ -11,6 +11,12 @@ every setting), then AutoAttack, EOT and RayS on the survivors; per-setting logs
 The number that counts is the image-wise worst case, paired against the undefended model. After
 the grid a random-ranking control runs at the k whose worst case was best: a ranking that does no
 better than random neurons is not what gains anything.
+
+Screening (on by default): the undefended model is evaluated first, then every setting under the
+transfer attack alone (seconds). A setting that gains no more images than it loses against the
+undefended worst case even there is not attacked further: every later attack can only lower its
+worst case, so it cannot beat the undefended model on these images. Its row shows that upper bound,
+marked; the hour of white-box and black-box attacks goes to the settings that might gain.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -30,7 +37,7 @@ from ..defense import IGDefense
 from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
 from .benchmark import benchmark
-from .evaluate import EvalResult
+from .evaluate import EvalResult, evaluate, run_order
 from .stats import paired_difference
 
 SWEEP_ATTACKS = ("transfer", "autoattack", "apgd-ce-eot", "rays")
@@ -85,24 +92,30 @@ class SweepResult:
     results: dict[str, EvalResult]  # "undefended" and one per setting, by name
     settings: dict[str, DefenseSetting]
     seconds: dict[str, float]  # this run's evaluation time per model (a resumed part costs nothing)
+    screened: set[str] = dataclasses.field(default_factory=set)  # results hold only clean and transfer
+
 
     def rows(self) -> list[dict]:
-        """Per model: clean and worst-case accuracy and their paired differences to the undefended model."""
+        """Per model: clean and worst-case accuracy and their paired differences to the undefended
+        model; for a screened setting (``"screened": True``) the worst case is an upper bound."""
         base = self.results[UNDEFENDED]
         rows = []
         for name, r in self.results.items():
             row = {"setting": name, "n": len(r.correct["clean"]), "clean": r.clean_accuracy,
                    "worst_case": r.worst_case_accuracy, "seconds": self.seconds.get(name)}
             if name != UNDEFENDED:
+                row["screened"] = name in self.screened
                 row["clean_vs_undefended"] = vars(paired_difference(base.correct["clean"], r.correct["clean"]))
                 row["worst_case_vs_undefended"] = vars(paired_difference(base.worst_case, r.worst_case))
                 row.update(dataclasses.asdict(self.settings[name]))
             rows.append(row)
         return rows
 
-    def best(self) -> dict | None:
-        """The setting with the highest worst case (None before any has results)."""
-        rows = [r for r in self.rows() if r["setting"] != UNDEFENDED and not r["rankings"].startswith("random")]
+    def best(self, screened: bool = False) -> dict | None:
+        """The fully evaluated setting with the highest worst case (None if there is none); with
+        ``screened`` the screened ones count too, by their upper bounds."""
+        rows = [r for r in self.rows() if r["setting"] != UNDEFENDED and not r["rankings"].startswith("random")
+                and (screened or not r["screened"])]
         return max(rows, key=lambda r: r["worst_case"], default=None)
 
     def table(self) -> str:
@@ -113,16 +126,19 @@ class SweepResult:
         lines = ["| setting | clean | worst case | clean vs undefended | worst case vs undefended | seconds |",
                  "|---|---|---|---|---|---|"]
         for r in self.rows():
+            wc = f"{100 * r['worst_case']:.1f}"
             extra = [diff(r["clean_vs_undefended"]), diff(r["worst_case_vs_undefended"])] if "k" in r else ["", ""]
+            if r.get("screened"):  # an upper bound: its interval would claim a precision the bound has not
+                wc = f"≤ {wc} (screened)"
+                extra[1] = f"≤ {100 * r['worst_case_vs_undefended']['difference']:+.1f}"
             secs = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
-            lines.append(f"| {r['setting']} | {100 * r['clean']:.1f} | {100 * r['worst_case']:.1f} | "
-                         + " | ".join(extra) + f" | {secs} |")
+            lines.append(f"| {r['setting']} | {100 * r['clean']:.1f} | {wc} | " + " | ".join(extra) + f" | {secs} |")
         return "\n".join(lines)
 
 
 def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, out: str | os.PathLike,
           grid: Sequence[DefenseSetting] | None = None, attacks: Sequence[str] = SWEEP_ATTACKS,
-          settings: AttackSettings | None = None, random_control: bool = True, seed: int = 0,
+          settings: AttackSettings | None = None, random_control: bool = True, screen: bool = True, seed: int = 0,
           meta: dict | None = None, progress: bool = True) -> SweepResult:
     """Evaluate the undefended ``model`` and IG-Defense at every setting of ``grid`` on ``data``.
 
@@ -136,45 +152,78 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
         attacks, settings: as in :func:`benchmark` (a cascade; the transfer source is ``model``).
         random_control: after the grid, IG-Defense with random rankings (of the best setting's layer)
             at the best setting's k, sigma and n_samples.
+        screen: with "transfer" among the attacks, attack further only the settings that gain more
+            images than they lose against the undefended worst case under the transfer attack
+            (its logs: ``out/screen/``); the others keep that upper bound, marked as screened.
     """
     grid = list(grid or one_at_a_time(tuple(rankings)))
     missing = sorted({s.rankings for s in grid} - set(rankings))
     if missing:
         raise ValueError(f"the grid names rankings {missing}; given: {sorted(rankings)}")
     data = [data] if isinstance(data, tuple) else list(data)  # every pass sees the same batches
+    attacks = run_order(attacks)  # transfer first: the screen's noise draws are then the full run's
     settings = dataclasses.replace(settings or AttackSettings(), base_model=model)
     by_name = {s.name: s for s in grid}
     models = {UNDEFENDED: model, **{n: s.build(model, rankings[s.rankings], seed) for n, s in by_name.items()}}
-    meta = {**(meta or {}), "grid": [dataclasses.asdict(s) for s in grid]}
+    meta = {**(meta or {}), "grid": [dataclasses.asdict(s) for s in grid], "screen": screen and "transfer" in attacks}
     seconds: dict[str, float] = {}
-    results = benchmark(models, data, out=out, attacks=attacks, settings=settings, baseline=UNDEFENDED,
-                        cascade=True, meta=meta, progress=progress, seconds=seconds)
-    result = SweepResult(results, by_name, seconds)
-    best = result.best()
+    bounds: dict[str, EvalResult] = {}
+
+    def run() -> SweepResult:
+        if meta["screen"]:
+            base = benchmark({UNDEFENDED: model}, data, out=out, attacks=attacks, settings=settings,
+                             meta=meta, progress=progress, seconds=seconds)[UNDEFENDED]
+            for name in [n for n in models if n != UNDEFENDED and n not in bounds]:
+                start = time.perf_counter()
+                bounds[name] = evaluate(models[name], data, ["transfer"], settings=settings, cascade=True,
+                                        desc=f"{name}, screen", log_path=Path(out) / "screen" / f"{name}.jsonl",
+                                        progress=progress)
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            screened = {n for n, b in bounds.items() if not might_gain(base.worst_case, b.worst_case)}
+        else:
+            screened = set()
+        full = benchmark({n: m for n, m in models.items() if n not in screened}, data, out=out, attacks=attacks,
+                         settings=settings, baseline=UNDEFENDED, cascade=True, meta=meta, progress=progress,
+                         seconds=seconds)
+        return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, seconds, screened)
+
+    result = run()
+    best = result.best() or result.best(screened=True)
     if random_control and best is not None:
         control = DefenseSetting(best["k"], best["sigma"], best["n_samples"], f"random({seed})")
         rankings = {**rankings, control.rankings: rankings[best["rankings"]].randomized(seed)}
         by_name[control.name] = control
         models[control.name] = control.build(model, rankings[control.rankings], seed)
-        results = benchmark(models, data, out=out, attacks=attacks, settings=settings, baseline=UNDEFENDED,
-                            cascade=True, meta=meta, progress=progress, seconds=seconds)  # the others: from logs
-        result = SweepResult(results, by_name, seconds)
+        result = run()  # the others: from their logs
     _write(result, Path(out), meta)
     return result
+
+
+def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:
+    """Whether a setting whose per-image worst case is at most ``bound`` (e.g. right under the
+    transfer attack) can have a higher worst-case accuracy than the ``undefended`` one on these
+    images: only if the bound gains more images than it loses (later attacks gain none, lose more)."""
+    return int((bound & ~undefended).sum()) > int((undefended & ~bound).sum())
 
 
 def _write(result: SweepResult, out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sweep.json", json.dumps({**meta, "rows": result.rows()}, indent=1) + "\n")
-    best = result.best()
+    base = 100 * result.results[UNDEFENDED].worst_case_accuracy
     lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), ""]
+    best = result.best()
     if best is not None:
         d = best["worst_case_vs_undefended"]
         verdict = "beyond noise" if d["low"] > 0 else "within noise"
-        lines.append(f"Best worst case: {best['setting']}, {100 * best['worst_case']:.1f}% vs "
-                     f"{100 * result.results[UNDEFENDED].worst_case_accuracy:.1f}% undefended "
+        lines.append(f"Best worst case: {best['setting']}, {100 * best['worst_case']:.1f}% vs {base:.1f}% undefended "
                      f"({100 * d['difference']:+.1f} points, 95% CI [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
                      f"{verdict}).")
+    if result.screened:
+        lines.append(f"\nScreened ({len(result.screened)}): under the transfer attack alone these settings gain no "
+                     f"more images than they lose against the undefended worst case ({base:.1f}%), and every "
+                     "further attack can only lower a worst case, so none of them can beat the undefended model "
+                     "on these images; AutoAttack, EOT and RayS were not run on them. Their worst case is shown as "
+                     "that upper bound.")
     atomic_write(out / "sweep.md", "\n".join(lines) + "\n")
     try:
         plot_sweep(result, out / "sweep.png")
@@ -184,7 +233,8 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
 
 def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
     """Clean vs worst-case accuracy, one point per setting with its paired 95% intervals (as error
-    bars around the point), the undefended model as a star."""
+    bars around the point), screened settings as open triangles at their upper bound, the
+    undefended model as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,8 +255,12 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
         yerr = [[100 * (cy["difference"] - cy["low"])], [100 * (cy["high"] - cy["difference"])]]
         random = r["rankings"].startswith("random")
         kind = "random-ranking control" if random else "IG-Defense setting"
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="s" if random else "o", color="0.5" if random else "C0",
-                    ms=5, capsize=2, lw=0.8, label=None if kind in seen else kind)
+        if r["screened"]:  # an upper bound: the point marks its top, no interval
+            kind += ", screened (upper bound)"
+            yerr = None
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=("v" if r["screened"] else "s" if random else "o"),
+                    color="0.5" if random else "C0", mfc="none" if r["screened"] else None,
+                    ms=6, capsize=2, lw=0.8, label=None if kind in seen else kind)
         seen.add(kind)
         labels.setdefault((x, y), []).append(r["setting"])
     for (x, y), names in labels.items():
@@ -217,7 +271,7 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
     ax.set_ylabel("image-wise worst-case accuracy (%)")
     n = len(base.correct["clean"])
     ax.set_title(f"IG-Defense settings, {n} images: error bars = paired 95% intervals vs undefended", fontsize=9)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
