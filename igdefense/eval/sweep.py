@@ -94,7 +94,6 @@ class SweepResult:
     seconds: dict[str, float]  # this run's evaluation time per model (a resumed part costs nothing)
     screened: set[str] = dataclasses.field(default_factory=set)  # results hold only clean and transfer
 
-
     def rows(self) -> list[dict]:
         """Per model: clean and worst-case accuracy and their paired differences to the undefended
         model; for a screened setting (``"screened": True``) the worst case is an upper bound."""
@@ -203,7 +202,8 @@ def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:
     """Whether a setting whose per-image worst case is at most ``bound`` (e.g. right under the
     transfer attack) can have a higher worst-case accuracy than the ``undefended`` one on these
     images: only if the bound gains more images than it loses (later attacks gain none, lose more)."""
-    return int((bound & ~undefended).sum()) > int((undefended & ~bound).sum())
+    d = paired_difference(undefended, bound)
+    return d.b_only > d.a_only
 
 
 def _write(result: SweepResult, out: Path, meta: dict) -> None:
