@@ -10,6 +10,7 @@ from igdefense import zoo
 from igdefense.cli import main
 from igdefense.eval import AttackSettings, DefenseSetting, evaluate, one_at_a_time, sweep
 from igdefense.eval import attacks as attacks_module
+from igdefense.eval.benchmark import log_path
 from igdefense.eval.sweep import might_gain
 
 
@@ -42,6 +43,7 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 2
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"sweep.json", "sweep.md", "sweep.png", "report.json"}
     assert (tmp_path / "out" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]  # "4/255" in a name makes no folder
     assert "Best worst case: " in (tmp_path / "out" / "sweep.md").read_text()
     saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["setting"] for r in saved["rows"]] == list(rows)
@@ -78,12 +80,12 @@ def test_screen_attacks_further_only_the_settings_that_might_gain(robust_cnn, te
     assert result.screened == {noisy.name}
     assert set(result.results[noisy.name].correct) == {"clean", "transfer"}
     assert not might_gain(base, result.results[noisy.name].worst_case)
-    assert not (out / f"{noisy.name}.jsonl").exists()  # no attack beyond the screen
+    assert log_path(out / "screen", noisy.name).exists() and not log_path(out, noisy.name).exists()  # screen only
     full = result.results[keep_all.name]
     assert set(full.correct) == {"clean", "transfer", "apgd-ce"}
     # the screen's noise draws are the full run's: its bound is the full run's transfer column
     screen = evaluate(keep_all.build(robust_cnn, rankings["clean"]), data, ["transfer"], settings=settings,
-                      cascade=True, log_path=out / "screen" / f"{keep_all.name}.jsonl", progress=False)
+                      cascade=True, log_path=log_path(out / "screen", keep_all.name), progress=False)
     assert torch.equal(screen.correct["transfer"], full.correct["transfer"])
     rows = {r["setting"]: r for r in result.rows()}
     assert rows[noisy.name]["screened"] and not rows[keep_all.name]["screened"]

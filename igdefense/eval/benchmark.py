@@ -87,7 +87,7 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
             start = time.perf_counter()
             results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
                                      desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
-                                     log_path=out / f"{name}.jsonl", corruptions=corruptions,
+                                     log_path=log_path(out, name), corruptions=corruptions,
                                      severities=severities, progress=progress)
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
             if rank == 0:  # every model so far, on the images all have done
@@ -111,6 +111,11 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
     write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
                                           "seconds_this_run": _rounded(seconds)}, checks)
     return results
+
+
+def log_path(folder: str | os.PathLike, name: str) -> Path:
+    """``folder/<name>.jsonl``, a model's resumable log; a "/" in the name (sigma=4/255) is not a folder."""
+    return Path(folder) / f"{name.replace('/', '_')}.jsonl"
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

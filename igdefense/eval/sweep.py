@@ -36,7 +36,7 @@ from .._atomic import atomic_write
 from ..defense import IGDefense
 from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
-from .benchmark import benchmark
+from .benchmark import benchmark, log_path
 from .evaluate import EvalResult, evaluate, run_order
 from .stats import paired_difference
 
@@ -175,7 +175,7 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
             for name in [n for n in models if n != UNDEFENDED and n not in bounds]:
                 start = time.perf_counter()
                 bounds[name] = evaluate(models[name], data, ["transfer"], settings=settings, cascade=True,
-                                        desc=f"{name}, screen", log_path=Path(out) / "screen" / f"{name}.jsonl",
+                                        desc=f"{name}, screen", log_path=log_path(Path(out) / "screen", name),
                                         progress=progress)
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
             screened = {n for n, b in bounds.items() if not might_gain(base.worst_case, b.worst_case)}
