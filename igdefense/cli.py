@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--deep-layer", default=None, help="also rankings (ablation LO-IR) at this module's output")
     w.add_argument("--no-random-control", action="store_true", help="skip random rankings at the best setting")
     w.add_argument("--no-screen", action="store_true", help="run every attack on every setting, also those "
-                   "that the transfer attack alone shows cannot beat the undefended worst case")
+                   "that the attacks run so far show cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
                    "transfer,autoattack,apgd-ce-eot,rays)")
     w.add_argument("--eps", type=_fraction, default=8 / 255)

@@ -122,6 +122,31 @@ def test_resume_mid_batch_matches_an_uninterrupted_run(robust_cnn, test_batch, t
         assert torch.equal(resumed.correct[k], full.correct[k]), k
 
 
+def test_until_stops_the_cascade_and_a_later_call_goes_on_from_its_log(robust_cnn, test_batch, tmp_path):
+    from igdefense import IGDefense, zoo
+
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
+    x, y = test_batch
+    batches = [(x[:6], y[:6]), (x[6:12], y[6:12])]
+    attacks = ["apgd-ce", "apgd-dlr"]
+    log = tmp_path / "run.jsonl"
+    first = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True, until="apgd-ce")
+    assert set(first.correct) == {"clean", "apgd-ce"} and len(log.read_text().splitlines()) == 1 + 2 * 2
+    calls = []
+    handle = defended.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        rest = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
+    finally:
+        handle.remove()
+    assert calls and max(calls) <= int(first.correct["apgd-ce"].sum())  # apgd-dlr on the survivors only
+    whole = evaluate(defended, batches, attacks=attacks, log_path=tmp_path / "whole.jsonl", progress=False,
+                     cascade=True)
+    for k in ["clean", *attacks]:
+        assert torch.equal(rest.correct[k], whole.correct[k]), k
+    with pytest.raises(ValueError, match="needs cascade=True"):
+        evaluate(defended, batches, attacks=attacks, until="apgd-ce")
+
+
 def test_keep_adversarial_returns_the_examples_that_fooled_the_model(robust_cnn, test_batch, tmp_path):
     x, y = test_batch
     result = evaluate(robust_cnn, [(x[:15], y[:15]), (x[15:], y[15:])], attacks=["fgsm"],

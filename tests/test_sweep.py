@@ -8,7 +8,7 @@ import torch
 
 from igdefense import zoo
 from igdefense.cli import main
-from igdefense.eval import AttackSettings, DefenseSetting, evaluate, one_at_a_time, sweep
+from igdefense.eval import AttackSettings, DefenseSetting, one_at_a_time, sweep
 from igdefense.eval import attacks as attacks_module
 from igdefense.eval.benchmark import log_path
 from igdefense.eval.sweep import might_gain
@@ -64,34 +64,34 @@ def test_might_gain_counts_images_gained_against_images_lost():
     assert not might_gain(undefended, undefended)
 
 
-def test_screen_attacks_further_only_the_settings_that_might_gain(robust_cnn, test_batch, tmp_path):
+def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(robust_cnn, test_batch, tmp_path):
     x, y = test_batch
     data = [(x[:15], y[:15]), (x[15:], y[15:])]
-    # The transfer source (FGSM on the model) is weaker than APGD-CE on the model itself: keeping every
-    # neuron (with little noise) gains images under the transfer attack alone, so it is attacked on;
-    # noise of half the pixel range in the first pass picks other classes' masks, loses images, is screened.
+    # Noise of half the pixel range picks other classes' masks: it loses images under the transfer
+    # attack already. Keeping every neuron, with little noise, gains some there (the transfer source,
+    # FGSM on the model, is weak) and is the undefended model again under white-box APGD-CE.
     settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
-    keep_all, noisy = DefenseSetting(k=1.0, sigma=1 / 255), DefenseSetting(sigma=0.5)
+    noisy, keep_all, half = DefenseSetting(sigma=0.5), DefenseSetting(k=1.0, sigma=1 / 255), DefenseSetting(k=0.5)
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     out = tmp_path / "out"
-    result = sweep(robust_cnn, rankings, data, out=out, grid=[keep_all, noisy], attacks=("apgd-ce", "transfer"),
-                   settings=settings, random_control=False, progress=False)
+    result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all, half], attacks=("apgd-ce", "fgsm",
+                   "transfer"), settings=settings, random_control=False, progress=False)
     base = result.results["undefended"].worst_case
-    assert result.screened == {noisy.name}
+    assert result.screened == {noisy.name: "transfer", keep_all.name: "apgd-ce"}  # the cascade: transfer first
     assert set(result.results[noisy.name].correct) == {"clean", "transfer"}
-    assert not might_gain(base, result.results[noisy.name].worst_case)
-    assert log_path(out / "screen", noisy.name).exists() and not log_path(out, noisy.name).exists()  # screen only
-    full = result.results[keep_all.name]
-    assert set(full.correct) == {"clean", "transfer", "apgd-ce"}
-    # the screen's noise draws are the full run's: its bound is the full run's transfer column
-    screen = evaluate(keep_all.build(robust_cnn, rankings["clean"]), data, ["transfer"], settings=settings,
-                      cascade=True, log_path=log_path(out / "screen", keep_all.name), progress=False)
-    assert torch.equal(screen.correct["transfer"], full.correct["transfer"])
+    assert set(result.results[keep_all.name].correct) == {"clean", "transfer", "apgd-ce"}
+    for name in result.screened:
+        assert not might_gain(base, result.results[name].worst_case)
+    full = result.results[half.name]
+    assert set(full.correct) == {"clean", "transfer", "apgd-ce", "fgsm"} and might_gain(base, full.correct["apgd-ce"])
+    steps = [set(json.loads(line)) - {"batch"} for line in log_path(out, noisy.name).read_text().splitlines()[1:]]
+    assert steps == [{"clean"}, {"clean", "transfer"}] * 2  # nothing ran after the screen
+    assert len(log_path(out, half.name).read_text().splitlines()) == 1 + 2 * 4  # the full run went on from there
     rows = {r["setting"]: r for r in result.rows()}
-    assert rows[noisy.name]["screened"] and not rows[keep_all.name]["screened"]
-    assert result.best()["setting"] == keep_all.name
+    assert rows[noisy.name]["screened"] == "transfer" and rows[half.name]["screened"] is None
+    assert result.best()["setting"] == half.name
     report = (out / "sweep.md").read_text()
-    assert "Screened (1)" in report and "(screened)" in report
+    assert "Screened (2)" in report and "(screened after apgd-ce)" in report
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 

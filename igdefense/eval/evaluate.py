@@ -101,7 +101,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
              attacks: Sequence[str] = ("apgd-ce",), *, settings: AttackSettings | None = None,
              progress: bool = True, desc: str = "evaluating", log_path: str | os.PathLike | None = None,
              cascade: bool = False, sanity: bool = False, sanity_n: int = 100, corruptions: Sequence[str] = (),
-             severities: Sequence[int] = SEVERITIES, keep_adversarial: bool = False) -> EvalResult:
+             severities: Sequence[int] = SEVERITIES, keep_adversarial: bool = False, until: str | None = None
+             ) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
@@ -133,6 +134,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             image the first candidate that fooled the model, else the clean image (as AutoAttack's
             x_adv); memory grows with the data, and every step must run in this call (not
             resumed from ``log_path``), in one process.
+        until: with ``cascade``, stop after this attack (in run order); the result holds the steps up
+            to it. The log is the whole cascade's, so a later call without ``until`` goes on from there.
 
     A :class:`~igdefense.defense.RandomizedDefense` (IGDefense) is reseeded from the seed, the batch index and the step
     before the clean pass and each attack, so its noise does not depend on what ran before: a
@@ -144,6 +147,10 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     for name in attacks:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+    if until is not None and (not cascade or until not in attacks):
+        raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(attacks)}")
+    steps = run_order(attacks) if cascade else list(attacks)
+    steps = steps[:steps.index(until) + 1] if until else steps
     batches = [data] if isinstance(data, tuple) else data
     device = model_device(model)
     settings = settings or AttackSettings()
@@ -195,10 +202,10 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         if adversarial is not None and any(a in record for a in attacks):
             raise ValueError(f"keep_adversarial needs every attack run in this call, but {log_path} already holds "
                              f"batch {i}'s results: use a new log file")
-        if not all(k in record for k in ["clean", *keys, *attacks]):
+        if not all(k in record for k in ["clean", *keys, *steps]):
             known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k != "batch"}
             x, y = x.to(device), y.to(device)
-            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial)
+            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial, until)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
         mine[i] = record
     if world > 1:
@@ -207,7 +214,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         mine = {i: r for part in gathered for i, r in part.items()}
     order = sorted(mine)
     result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
-                         for k in ["clean", *(run_order(attacks) if cascade else attacks), *keys]}, eps, cascade)
+                         for k in ["clean", *steps, *keys]}, eps, cascade)
     if adversarial is not None:
         result.adversarial = {a: torch.cat(v) for a, v in adversarial.items()}
     if sanity and rank == 0:
@@ -241,12 +248,13 @@ def run_order(attacks: Sequence[str]) -> list[str]:
 
 def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
                     known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None],
-                    adversarial: dict[str, list[torch.Tensor]] | None = None) -> None:
+                    adversarial: dict[str, list[torch.Tensor]] | None = None, until: str | None = None) -> None:
     """Clean and attack results of one batch, each passed to ``save`` when finished; steps in
     ``known`` (from an interrupted run) are not redone. ``adversarial``: each attack's examples
-    (first fooling candidate, else the clean image) are appended there."""
+    (first fooling candidate, else the clean image) are appended there. ``until``: the last attack run."""
     steps = ["clean", *attacks]
     order = ["clean", *run_order(attacks)] if cascade else steps
+    order = order[:order.index(until) + 1] if until else order
     for done_before, name in enumerate(order):
         if name in known:
             continue
