@@ -26,6 +26,16 @@ def test_worst_case_is_per_image_not_the_weakest_column():
     assert not EvalResult({"clean": torch.tensor([False]), "a": torch.tensor([True])}).worst_case.any()
 
 
+def forward_sizes(model, run):
+    """What ``run()`` returns, and the batch sizes of ``model``'s forward calls while it ran."""
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        return run(), calls
+    finally:
+        handle.remove()
+
+
 def test_resume_from_log(resnet18, foolbox_images, tmp_path):
     x, y = foolbox_images
     batches = [(x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)]
@@ -35,12 +45,8 @@ def test_resume_from_log(resnet18, foolbox_images, tmp_path):
     assert len(lines) == 5  # header + one line per batch
     # Simulate a run killed while writing batch 3: a torn last line.
     log.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
-    calls = []
-    handle = resnet18.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
-    try:
-        resumed = evaluate(resnet18, batches, attacks=[], log_path=log, progress=False)
-    finally:
-        handle.remove()
+    resumed, calls = forward_sizes(resnet18, lambda: evaluate(resnet18, batches, attacks=[], log_path=log,
+                                                              progress=False))
     assert calls == [5, 5]  # only batches 3 and 4 were recomputed
     assert torch.equal(resumed.correct["clean"], full.correct["clean"])
     assert len(log.read_text().splitlines()) == 5
@@ -98,46 +104,39 @@ def test_a_cascade_runs_the_transfer_first_and_white_box_attacks_on_its_survivor
     assert torch.equal(cascade.worst_case, full.worst_case)
 
 
-def test_resume_mid_batch_matches_an_uninterrupted_run(robust_cnn, test_batch, tmp_path):
+@pytest.fixture
+def defended_batches(robust_cnn, test_batch):
+    """IG-Defense (seeded) on the robust SmallCNN, and two batches of 6 test images."""
     from igdefense import IGDefense, zoo
 
-    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
     x, y = test_batch
-    batches = [(x[:6], y[:6]), (x[6:12], y[6:12])]
+    return IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval(), [(x[:6], y[:6]), (x[6:12], y[6:12])]
+
+
+def test_resume_mid_batch_matches_an_uninterrupted_run(defended_batches, tmp_path):
+    defended, batches = defended_batches
     attacks = ["apgd-ce", "apgd-dlr"]
     log = tmp_path / "run.jsonl"
     full = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
     lines = log.read_text().splitlines()
     assert len(lines) == 1 + 2 * 3  # header, then clean and each attack of each batch
     log.write_text("\n".join(lines[:-1]) + "\n")  # stopped during batch 2's apgd-dlr
-    calls = []
-    handle = defended.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
-    try:
-        resumed = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
-    finally:
-        handle.remove()
+    resumed, calls = forward_sizes(defended, lambda: evaluate(defended, batches, attacks=attacks, log_path=log,
+                                                              progress=False, cascade=True))
     survivors = int(full.correct["apgd-ce"][6:].sum())
     assert calls and max(calls) <= survivors  # only batch 2's apgd-dlr (on apgd-ce's survivors) ran again
     for k in ["clean", *attacks]:  # the defense's noise is seeded per batch and step: same results
         assert torch.equal(resumed.correct[k], full.correct[k]), k
 
 
-def test_until_stops_the_cascade_and_a_later_call_goes_on_from_its_log(robust_cnn, test_batch, tmp_path):
-    from igdefense import IGDefense, zoo
-
-    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
-    x, y = test_batch
-    batches = [(x[:6], y[:6]), (x[6:12], y[6:12])]
+def test_until_stops_the_cascade_and_a_later_call_goes_on_from_its_log(defended_batches, tmp_path):
+    defended, batches = defended_batches
     attacks = ["apgd-ce", "apgd-dlr"]
     log = tmp_path / "run.jsonl"
     first = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True, until="apgd-ce")
     assert set(first.correct) == {"clean", "apgd-ce"} and len(log.read_text().splitlines()) == 1 + 2 * 2
-    calls = []
-    handle = defended.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
-    try:
-        rest = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
-    finally:
-        handle.remove()
+    rest, calls = forward_sizes(defended, lambda: evaluate(defended, batches, attacks=attacks, log_path=log,
+                                                           progress=False, cascade=True))
     assert calls and max(calls) <= int(first.correct["apgd-ce"].sum())  # apgd-dlr on the survivors only
     whole = evaluate(defended, batches, attacks=attacks, log_path=tmp_path / "whole.jsonl", progress=False,
                      cascade=True)
