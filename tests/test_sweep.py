@@ -93,6 +93,11 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     report = (out / "sweep.md").read_text()
     assert "Screened (2)" in report and "(screened after apgd-ce)" in report
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # when every setting is screened, the one with the best bound still gets the whole cascade
+    result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all], attacks=("apgd-ce", "fgsm", "transfer"),
+                   settings=settings, random_control=False, progress=False)
+    assert result.screened == {noisy.name: "transfer"} and result.best()["setting"] == keep_all.name
+    assert set(result.results[keep_all.name].correct) == {"clean", "transfer", "apgd-ce", "fgsm"}
 
 
 def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):

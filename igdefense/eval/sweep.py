@@ -17,7 +17,9 @@ the cascade one attack at a time, all of them on every image, transfer (seconds)
 attack, a setting that gains no more images than it loses against the undefended worst case is not
 attacked further: every later attack can only lower its worst case, so it cannot beat the undefended
 model on these images. Its row shows that upper bound, marked with the attack it stopped after; the
-hour of white-box and black-box attacks goes to the settings that might still gain.
+hour of white-box and black-box attacks goes to the settings that might still gain. If none might,
+the one that got furthest (of those, the highest bound) still gets the whole cascade: the report then
+has an exact worst case with its interval, and the random control a k.
 """
 
 from __future__ import annotations
@@ -112,11 +114,10 @@ class SweepResult:
             rows.append(row)
         return rows
 
-    def best(self, screened: bool = False) -> dict | None:
-        """The fully evaluated setting with the highest worst case (None if there is none); with
-        ``screened`` the screened ones count too, by their upper bounds."""
+    def best(self) -> dict | None:
+        """The fully evaluated setting with the highest worst case (None if there is none)."""
         rows = [r for r in self.rows() if r["setting"] != UNDEFENDED and not r["rankings"].startswith("random")
-                and (screened or not r["screened"])]
+                and not r["screened"]]
         return max(rows, key=lambda r: r["worst_case"], default=None)
 
     def table(self) -> str:
@@ -155,7 +156,7 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
             at the best setting's k, sigma and n_samples.
         screen: after each attack of the cascade, attack further only the settings that gain more
             images than they lose against the undefended worst case so far; the others keep that
-            upper bound, marked as screened.
+            upper bound, marked as screened (if that is all of them, the furthest gets the whole cascade).
     """
     grid = list(grid or one_at_a_time(tuple(rankings)))
     missing = sorted({s.rankings for s in grid} - set(rankings))
@@ -185,13 +186,16 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
                     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
                 screened.update({n: attack for n in pending if not might_gain(base.worst_case, bounds[n].worst_case)})
                 pending = [n for n in pending if n not in screened]
+            candidates = [n for n in models if n != UNDEFENDED and not by_name[n].rankings.startswith("random")]
+            if candidates and all(n in screened for n in candidates):  # one exact worst case, with its interval
+                del screened[max(candidates, key=lambda n: (attacks.index(screened[n]), bounds[n].worst_case_accuracy))]
         full = benchmark({n: m for n, m in models.items() if n not in screened}, data, out=out, attacks=attacks,
                          settings=settings, baseline=UNDEFENDED, cascade=True, meta=meta, progress=progress,
                          seconds=seconds)
         return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, seconds, screened)
 
     result = run()
-    best = result.best() or result.best(screened=True)
+    best = result.best()
     if random_control and best is not None:
         control = DefenseSetting(best["k"], best["sigma"], best["n_samples"], f"random({seed})")
         rankings = {**rankings, control.rankings: rankings[best["rankings"]].randomized(seed)}
@@ -214,7 +218,8 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sweep.json", json.dumps({**meta, "rows": result.rows()}, indent=1) + "\n")
     base = 100 * result.results[UNDEFENDED].worst_case_accuracy
-    lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), ""]
+    lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), "",
+             "Seconds: this run's evaluation time; what it read back from the logs of an earlier run cost none.", ""]
     best = result.best()
     if best is not None:
         d = best["worst_case_vs_undefended"]
@@ -235,48 +240,58 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
         print("matplotlib is missing (pip install 'igdefense[plot]'): sweep.json and sweep.md written, no plot")
 
 
-def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
+def plot_sweep(result: SweepResult, path: str | os.PathLike, zoom: float = 6.0) -> Path:
     """Clean vs worst-case accuracy, one point per setting with its paired 95% intervals (as error
     bars around the point), screened settings as open triangles at their upper bound, the
-    undefended model as a star."""
+    undefended model as a star; left every setting, right those within ``zoom`` points of the
+    undefended model, where settings usually crowd. Points are numbered; the key is below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.3]})
     base = result.results[UNDEFENDED]
     bx, by = 100 * base.clean_accuracy, 100 * base.worst_case_accuracy
-    labels: dict[tuple[float, float], list[str]] = {}  # settings on the same point share one label
-    seen: set[str] = set()
-    for r in result.rows():
-        if r["setting"] == UNDEFENDED:
-            continue
-        x, y = 100 * r["clean"], 100 * r["worst_case"]
-        cx, cy = r["clean_vs_undefended"], r["worst_case_vs_undefended"]
-        # the intervals are of the differences to the undefended model, drawn around this point
-        xerr = [[100 * (cx["difference"] - cx["low"])], [100 * (cx["high"] - cx["difference"])]]
-        yerr = [[100 * (cy["difference"] - cy["low"])], [100 * (cy["high"] - cy["difference"])]]
-        random = r["rankings"].startswith("random")
-        kind = "random-ranking control" if random else "IG-Defense setting"
-        if r["screened"]:  # an upper bound: the point marks its top, no interval
-            kind += ", screened (upper bound)"
-            yerr = None
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=("v" if r["screened"] else "s" if random else "o"),
-                    color="0.5" if random else "C0", mfc="none" if r["screened"] else None,
-                    ms=6, capsize=2, lw=0.8, label=None if kind in seen else kind)
-        seen.add(kind)
-        labels.setdefault((x, y), []).append(r["setting"])
-    for (x, y), names in labels.items():
-        ax.annotate("\n".join(names), (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
-    ax.plot([bx], [by], "*", color="C3", ms=14, label=f"undefended ({bx:.1f}, {by:.1f})")
-    ax.axhline(by, color="C3", lw=0.6, ls="--")
-    ax.set_xlabel("clean accuracy (%)")
-    ax.set_ylabel("image-wise worst-case accuracy (%)")
+    points: dict[tuple[float, float], list[str]] = {}  # settings on the same point share one label
+    key = []
+    for ax in axes:
+        seen: set[str] = set()
+        for r in result.rows():
+            if r["setting"] == UNDEFENDED:
+                continue
+            x, y = 100 * r["clean"], 100 * r["worst_case"]
+            cx, cy = r["clean_vs_undefended"], r["worst_case_vs_undefended"]
+            # the intervals are of the differences to the undefended model, drawn around this point
+            xerr = [[100 * (cx["difference"] - cx["low"])], [100 * (cx["high"] - cx["difference"])]]
+            yerr = [[100 * (cy["difference"] - cy["low"])], [100 * (cy["high"] - cy["difference"])]]
+            random = r["rankings"].startswith("random")
+            kind = "random-ranking control" if random else "IG-Defense setting"
+            if r["screened"]:  # an upper bound: the point marks its top, no interval
+                kind += ", screened (upper bound)"
+                yerr = None
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=("v" if r["screened"] else "s" if random else "o"),
+                        color="0.5" if random else "C0", mfc="none" if r["screened"] else None,
+                        ms=6, capsize=2, lw=0.8, label=None if kind in seen else kind)
+            seen.add(kind)
+            if ax is axes[0]:
+                key.append(f"{len(key) + 1}: {r['setting']}")
+                points.setdefault((x, y), []).append(str(len(key)))
+        ax.plot([bx], [by], "*", color="C3", ms=14, label=f"undefended ({bx:.1f}, {by:.1f})")
+        ax.axhline(by, color="C3", lw=0.6, ls="--")
+        ax.set_xlabel("clean accuracy (%)")
+        ax.set_ylabel("image-wise worst-case accuracy (%)")
+    for i, ((x, y), numbers) in enumerate(points.items()):  # staggered: close points' labels do not collide
+        for ax in axes:
+            ax.annotate(",".join(numbers), (x, y), fontsize=7, xytext=(4, 3 + 8 * (i % 3)), textcoords="offset points")
+    axes[1].set_xlim(bx - zoom, bx + zoom)
+    axes[1].set_ylim(by - zoom, by + zoom)
     n = len(base.correct["clean"])
-    ax.set_title(f"IG-Defense settings, {n} images: error bars = paired 95% intervals vs undefended", fontsize=9)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    axes[0].set_title(f"every setting, {n} images; error bars: paired 95% intervals vs undefended", fontsize=9)
+    axes[1].set_title(f"within {zoom:g} points of the undefended model", fontsize=9)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.text(0.01, 0.01, "   ".join(key), fontsize=7, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.02 * (1 + len(key) // 4), 1, 1))
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return Path(path)
