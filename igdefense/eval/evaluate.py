@@ -149,8 +149,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     if until is not None and (not cascade or until not in attacks):
         raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(attacks)}")
-    steps = run_order(attacks) if cascade else list(attacks)
-    steps = steps[:steps.index(until) + 1] if until else steps
+    steps = _steps(attacks, cascade, until)
     batches = [data] if isinstance(data, tuple) else data
     device = model_device(model)
     settings = settings or AttackSettings()
@@ -246,6 +245,12 @@ def run_order(attacks: Sequence[str]) -> list[str]:
     return [a for a in attacks if a in MODEL_FREE] + [a for a in attacks if a not in MODEL_FREE]
 
 
+def _steps(attacks: Sequence[str], cascade: bool, until: str | None) -> list[str]:
+    """The attacks run, in the order they run: a cascade's run order, cut after ``until``."""
+    steps = run_order(attacks) if cascade else list(attacks)
+    return steps[:steps.index(until) + 1] if until else steps
+
+
 def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
                     known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None],
                     adversarial: dict[str, list[torch.Tensor]] | None = None, until: str | None = None) -> None:
@@ -253,8 +258,7 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
     ``known`` (from an interrupted run) are not redone. ``adversarial``: each attack's examples
     (first fooling candidate, else the clean image) are appended there. ``until``: the last attack run."""
     steps = ["clean", *attacks]
-    order = ["clean", *run_order(attacks)] if cascade else steps
-    order = order[:order.index(until) + 1] if until else order
+    order = ["clean", *_steps(attacks, cascade, until)]
     for done_before, name in enumerate(order):
         if name in known:
             continue

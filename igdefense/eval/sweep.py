@@ -253,13 +253,12 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike, zoom: float = 6.0) 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.3]})
     base = result.results[UNDEFENDED]
     bx, by = 100 * base.clean_accuracy, 100 * base.worst_case_accuracy
+    rows = [r for r in result.rows() if r["setting"] != UNDEFENDED]
     points: dict[tuple[float, float], list[str]] = {}  # settings on the same point share one label
     key = []
     for ax in axes:
         seen: set[str] = set()
-        for r in result.rows():
-            if r["setting"] == UNDEFENDED:
-                continue
+        for r in rows:
             x, y = 100 * r["clean"], 100 * r["worst_case"]
             cx, cy = r["clean_vs_undefended"], r["worst_case_vs_undefended"]
             # the intervals are of the differences to the undefended model, drawn around this point
