@@ -127,6 +127,25 @@ def test_resume_mid_batch_matches_an_uninterrupted_run(defended_batches, tmp_pat
     assert calls and max(calls) <= survivors  # only batch 2's apgd-dlr (on apgd-ce's survivors) ran again
     for k in ["clean", *attacks]:  # the defense's noise is seeded per batch and step: same results
         assert torch.equal(resumed.correct[k], full.correct[k]), k
+    # the time of what was read back is the first run's, from its log; apgd-dlr's batch 2 is this run's
+    assert resumed.untimed == 0 and min(full.seconds.values()) > 0
+    assert {k: resumed.seconds[k] for k in ["clean", "apgd-ce"]} == {k: full.seconds[k] for k in ["clean", "apgd-ce"]}
+    assert resumed.seconds["apgd-dlr"] != full.seconds["apgd-dlr"]
+
+
+def test_a_log_without_times_resumes_and_counts_its_steps_as_untimed(standard_cnn, test_batch, tmp_path):
+    x, y = test_batch
+    batches = [(x[:6], y[:6]), (x[6:12], y[6:12])]
+    log = tmp_path / "run.jsonl"
+    full = evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
+    header, *records = [json.loads(line) for line in log.read_text().splitlines()]
+    for r in records:  # as an earlier version wrote it
+        assert set(r.pop("seconds")) == set(r) - {"batch"}
+    log.write_text("".join(json.dumps(r) + "\n" for r in [header, *records]))
+    again, calls = forward_sizes(standard_cnn, lambda: evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log,
+                                                                progress=False))
+    assert not calls and torch.equal(again.worst_case, full.worst_case)
+    assert again.untimed == 2 * 2 and again.seconds == {"clean": 0.0, "fgsm": 0.0}
 
 
 def test_until_stops_the_cascade_and_a_later_call_goes_on_from_its_log(defended_batches, tmp_path):

@@ -53,6 +53,9 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
                   settings=settings, screen=False, progress=False)
     assert not calls  # every setting read back from its log
     assert all(torch.equal(again.results[n].worst_case, result.results[n].worst_case) for n in rows)
+    # the cost is the first run's, from the logs, not the resumed run's nothing
+    assert [r["seconds"] for r in again.rows()] == [r["seconds"] for r in rows.values()]
+    assert all(r["seconds"] > 0 and r["untimed_steps"] == 0 for r in rows.values())
     with pytest.raises(ValueError, match="names rankings \\['deeper'\\]"):
         sweep(robust_cnn, rankings, data, out=tmp_path / "x", grid=[DefenseSetting(rankings="deeper")])
 
@@ -87,7 +90,8 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
         assert gains[:-1] == [True] * (len(gains) - 1) and (gains[-1] if last == "fgsm" else not gains[-1])
     full = result.results[half.name]
     assert set(full.correct) == {"clean", "transfer", "apgd-ce", "fgsm"}
-    steps = [set(json.loads(line)) - {"batch"} for line in log_path(out, noisy.name).read_text().splitlines()[1:]]
+    lines = log_path(out, noisy.name).read_text().splitlines()[1:]
+    steps = [set(json.loads(line)) - {"batch", "seconds"} for line in lines]
     assert steps == [{"clean"}, {"clean", "transfer"}] * 2  # nothing ran after the screen
     assert len(log_path(out, half.name).read_text().splitlines()) == 1 + 2 * 4  # the full run went on from there
     rows = {r["setting"]: r for r in result.rows()}

@@ -38,7 +38,7 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
               baseline: str | None = None, cascade: bool = True, sanity: Sequence[str] = (),
               sanity_data: tuple[torch.Tensor, torch.Tensor] | None = None, sanity_n: int = 100,
               corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES, meta: dict | None = None,
-              progress: bool = True, seconds: dict[str, float] | None = None) -> dict[str, EvalResult]:
+              progress: bool = True) -> dict[str, EvalResult]:
     """Evaluate every model on the same images; write ``out/report.{md,json}`` with paired intervals.
 
     Args:
@@ -53,9 +53,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
         sanity: names of models to run :func:`run_sanity_checks` on, after the attacks, on
             ``sanity_data`` (default: ``sanity_n`` images spread over the data); their APGD-CE
             accuracy-vs-eps curves, and the baseline's, go to ``eps_curve.{json,png}``.
-        meta: written at the top of the report (e.g. the model and data names, the command).
-        seconds: a dict that gets each model's evaluation wall-clock seconds in this call added
-            (parts read back from the logs cost nothing); also in the report.
+        meta: written at the top of the report (e.g. the model and data names, the command); the
+            report adds each model's evaluation seconds, from its log (every run's parts).
 
     Returns:
         {name: EvalResult}; the sanity checks are in ``result.sanity`` of the models checked.
@@ -72,7 +71,6 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
     out = Path(out)
     meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade, "seed": settings.seed}
     rank, world = shard()
-    seconds = {} if seconds is None else seconds
     results: dict[str, EvalResult] = {}
     batches: list = []
     data = [data] if isinstance(data, tuple) else data
@@ -84,16 +82,14 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
             continue  # under torchrun, one new batch per process each round: they run side by side
         for name, model in models.items():
             todo = [a for a in attacks if not _adds_nothing(a, model, settings)]
-            start = time.perf_counter()
             results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
                                      desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
                                      log_path=log_path(out, name), corruptions=corruptions,
                                      severities=severities, progress=progress)
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
             if rank == 0:  # every model so far, on the images all have done
                 n = min(len(r.correct["clean"]) for r in results.values())
                 write_report(out, {k: r.first(n) for k, r in results.items()}, baseline,
-                             {**meta, "images_done": n, "seconds_this_run": _rounded(seconds)})
+                             {**meta, "images_done": n, **_seconds(results)})
     if not batches:
         raise ValueError("data holds no batches")
     if world > 1:
@@ -109,7 +105,7 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
     meta["run"] = {**meta.get("run", {}), "machine": machine(),
                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
-                                          "seconds_this_run": _rounded(seconds)}, checks)
+                                          **_seconds(results)}, checks)
     return results
 
 
@@ -118,8 +114,14 @@ def log_path(folder: str | os.PathLike, name: str) -> Path:
     return Path(folder) / f"{name.replace('/', '_')}.jsonl"
 
 
-def _rounded(seconds: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 1) for k, v in seconds.items()}
+def _seconds(results: dict[str, EvalResult]) -> dict[str, dict]:
+    """The report's lines on cost: each model's evaluation seconds, and where its log has steps of
+    unknown time (written before times were kept) how many, as the seconds are then a lower bound."""
+    out: dict[str, dict] = {"seconds": {k: round(sum(r.seconds.values()), 1) for k, r in results.items()}}
+    untimed = {k: r.untimed for k, r in results.items() if r.untimed}
+    if untimed:
+        out["untimed_steps"] = untimed
+    return out
 
 
 def _adds_nothing(attack: str, model: nn.Module, settings: AttackSettings) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -38,6 +39,9 @@ class EvalResult:
     cascade: bool = False  # True: each attack after the first counts the images surviving it *and* all before
     sanity: list = field(default_factory=list)  # igdefense.eval.sanity.Check results (evaluate(..., sanity=True))
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)  # evaluate(..., keep_adversarial=True)
+    # Seconds each step took, summed over the batches; from the log for the parts of an earlier run.
+    seconds: dict[str, float] = field(default_factory=dict)
+    untimed: int = 0  # (batch, step) results whose time is unknown (logs written before times were kept)
 
     @property
     def clean_accuracy(self) -> float:
@@ -115,8 +119,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             the ``cache`` directory; None: :class:`AttackSettings`' defaults (L-inf 8/255,
             AutoAttack's budgets).
         log_path: a JSONL file that gets a line after the clean pass and after each attack of a
-            batch; an interrupted run given the same file (and the same data, in the same order)
-            resumes at the step it was in.
+            batch (with the seconds each step took); an interrupted run given the same file (and the
+            same data, in the same order) resumes at the step it was in.
         cascade: attack only the images no earlier attack has broken (the image-wise worst case
             is the same, at a fraction of the cost). Attacks whose examples do not depend on the
             model (``transfer``: the base model's examples, on disk after its own run) go first and
@@ -193,8 +197,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         if "clean" in record and len(record["clean"]) != len(y):
             raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
 
-        def save(step: str, result: torch.Tensor, write: bool = True) -> None:
+        def save(step: str, result: torch.Tensor, seconds: float, write: bool = True) -> None:
             record[step] = result.int().tolist()
+            record.setdefault("seconds", {})[step] = round(seconds, 2)
             if own_log and write:
                 _append_log(own_log, record)
 
@@ -202,7 +207,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             raise ValueError(f"keep_adversarial needs every attack run in this call, but {log_path} already holds "
                              f"batch {i}'s results: use a new log file")
         if not all(k in record for k in ["clean", *keys, *steps]):
-            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k != "batch"}
+            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items()
+                     if k not in ("batch", "seconds")}
             x, y = x.to(device), y.to(device)
             _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial, until)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
@@ -212,8 +218,12 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         torch.distributed.all_gather_object(gathered, mine)
         mine = {i: r for part in gathered for i, r in part.items()}
     order = sorted(mine)
-    result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool)
-                         for k in ["clean", *steps, *keys]}, eps, cascade)
+    names = ["clean", *steps, *keys]
+    result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool) for k in names},
+                        eps, cascade)
+    times = [mine[i].get("seconds", {}) for i in order]
+    result.seconds = {k: sum(t.get(k, 0.0) for t in times) for k in names}
+    result.untimed = sum(k not in t for t in times for k in names)
     if adversarial is not None:
         result.adversarial = {a: torch.cat(v) for a, v in adversarial.items()}
     if sanity and rank == 0:
@@ -252,7 +262,7 @@ def _steps(attacks: Sequence[str], cascade: bool, until: str | None) -> list[str
 
 
 def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
-                    known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor], None],
+                    known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor, float], None],
                     adversarial: dict[str, list[torch.Tensor]] | None = None, until: str | None = None) -> None:
     """Clean and attack results of one batch, each passed to ``save`` when finished; steps in
     ``known`` (from an interrupted run) are not redone. ``adversarial``: each attack's examples
@@ -262,6 +272,7 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
     for done_before, name in enumerate(order):
         if name in known:
             continue
+        start = time.perf_counter()
         if isinstance(model, RandomizedDefense):
             # Noise depends on (batch, attack) only, not on what ran before: shards and resumed runs agree.
             model.reseed(batch_seed * 1000 + steps.index(name))
@@ -270,7 +281,7 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
                 logits = model(x)
             check_labels(y, len(x), logits.shape[1])
             known["clean"] = (logits.argmax(1) == y).cpu()
-            save("clean", known["clean"])
+            save("clean", known["clean"], time.perf_counter() - start)
             continue
         ok = known["clean"]
         alive = ok.clone()  # right on the clean image and under every attack before this one
@@ -298,7 +309,7 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
         known[name] = survived & alive if cascade else survived
         if adversarial is not None:
             adversarial[name].append(kept)
-        save(name, known[name])
+        save(name, known[name], time.perf_counter() - start)
 
 
 def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: int, known: dict[str, torch.Tensor],
@@ -310,13 +321,14 @@ def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: in
 
     todo = [(step, key) for step, key in enumerate(keys) if key not in known]
     for step, key in todo:
+        start = time.perf_counter()
         name, severity = key.split("@")
         if isinstance(model, RandomizedDefense):
             model.reseed((seed + batch) * 1000 + 500 + step)  # apart from the attacks' steps (< 500)
         x_c = corrupt(x, name, int(severity), seed=chunk_seed(seed, name, int(severity), batch))
         with torch.no_grad():
             known[key] = (model(x_c).argmax(1) == y).cpu()
-        save(key, known[key], write=step == todo[-1][0])
+        save(key, known[key], time.perf_counter() - start, write=step == todo[-1][0])
 
 
 def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:
@@ -329,9 +341,13 @@ def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:
     for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
         if path.exists():
             for record in _read_log(path, settings, repair=path == own):
-                if len(record) > len(done.get(record["batch"], {})):
+                if _steps_done(record) > _steps_done(done.get(record["batch"], {})):
                     done[record["batch"]] = record
     return done
+
+
+def _steps_done(record: dict) -> int:
+    return len(record.keys() - {"batch", "seconds"})
 
 
 def _read_log(path: Path, settings: dict, repair: bool) -> list[dict]:

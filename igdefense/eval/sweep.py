@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -94,18 +93,18 @@ def adversarial_probe(model: nn.Module, loader: Iterable, settings: AttackSettin
 class SweepResult:
     results: dict[str, EvalResult]  # "undefended" and one per setting, by name
     settings: dict[str, DefenseSetting]
-    seconds: dict[str, float]  # this run's evaluation time per model (a resumed part costs nothing)
     screened: dict[str, str] = dataclasses.field(default_factory=dict)  # name: the last attack run on it
 
     def rows(self) -> list[dict]:
         """Per model: clean and worst-case accuracy and their paired differences to the undefended
         model; for a screened setting (``"screened"``: the last attack run on it) the worst case is an
-        upper bound."""
+        upper bound. ``"seconds"``: its evaluation time, from its log (``"untimed_steps"``: how many
+        steps of its log have no time, from a version that kept none; then the seconds are a lower bound)."""
         base = self.results[UNDEFENDED]
         rows = []
         for name, r in self.results.items():
             row = {"setting": name, "n": len(r.correct["clean"]), "clean": r.clean_accuracy,
-                   "worst_case": r.worst_case_accuracy, "seconds": self.seconds.get(name)}
+                   "worst_case": r.worst_case_accuracy, "seconds": sum(r.seconds.values()), "untimed_steps": r.untimed}
             if name != UNDEFENDED:
                 row["screened"] = self.screened.get(name)
                 row["clean_vs_undefended"] = vars(paired_difference(base.correct["clean"], r.correct["clean"]))
@@ -133,7 +132,7 @@ class SweepResult:
             if r.get("screened"):  # an upper bound: its interval would claim a precision the bound has not
                 wc = f"≤ {wc} (screened after {r['screened']})"
                 extra[1] = f"≤ {100 * r['worst_case_vs_undefended']['difference']:+.1f}"
-            secs = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
+            secs = ("≥ " if r["untimed_steps"] else "") + f"{r['seconds']:.0f}"
             lines.append(f"| {r['setting']} | {100 * r['clean']:.1f} | {wc} | " + " | ".join(extra) + f" | {secs} |")
         return "\n".join(lines)
 
@@ -168,31 +167,27 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
     by_name = {s.name: s for s in grid}
     models = {UNDEFENDED: model, **{n: s.build(model, rankings[s.rankings], seed) for n, s in by_name.items()}}
     meta = {**(meta or {}), "grid": [dataclasses.asdict(s) for s in grid], "screen": screen}
-    seconds: dict[str, float] = {}
 
     def run() -> SweepResult:
         bounds: dict[str, EvalResult] = {}
         screened: dict[str, str] = {}
         if screen:
             base = benchmark({UNDEFENDED: model}, data, out=out, attacks=attacks, settings=settings,
-                             meta=meta, progress=progress, seconds=seconds)[UNDEFENDED]
+                             meta=meta, progress=progress)[UNDEFENDED]
             pending = [n for n in models if n != UNDEFENDED]
             for attack in attacks[:-1]:  # (after the last one the bound is the result)
                 for name in pending:  # in the logs of the full run, which goes on from there
-                    start = time.perf_counter()
                     bounds[name] = evaluate(models[name], data, attacks, settings=settings, cascade=True, until=attack,
                                             desc=f"{name}, screen to {attack}", log_path=log_path(out, name),
                                             progress=progress)
-                    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
                 screened.update({n: attack for n in pending if not might_gain(base.worst_case, bounds[n].worst_case)})
                 pending = [n for n in pending if n not in screened]
             candidates = [n for n in models if n != UNDEFENDED and not by_name[n].rankings.startswith("random")]
             if candidates and all(n in screened for n in candidates):  # one exact worst case, with its interval
                 del screened[max(candidates, key=lambda n: (attacks.index(screened[n]), bounds[n].worst_case_accuracy))]
         full = benchmark({n: m for n, m in models.items() if n not in screened}, data, out=out, attacks=attacks,
-                         settings=settings, baseline=UNDEFENDED, cascade=True, meta=meta, progress=progress,
-                         seconds=seconds)
-        return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, seconds, screened)
+                         settings=settings, baseline=UNDEFENDED, cascade=True, meta=meta, progress=progress)
+        return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, screened)
 
     result = run()
     best = result.best()
@@ -219,7 +214,8 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
     atomic_write(out / "sweep.json", json.dumps({**meta, "rows": result.rows()}, indent=1) + "\n")
     base = 100 * result.results[UNDEFENDED].worst_case_accuracy
     lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), "",
-             "Seconds: this run's evaluation time; what it read back from the logs of an earlier run cost none.", ""]
+             "Seconds: the setting's evaluation time, summed over every run that wrote its log (a resumed sweep "
+             "counts each part once); '≥' where the log has steps from a version that kept no times.", ""]
     best = result.best()
     if best is not None:
         d = best["worst_case_vs_undefended"]
