@@ -117,7 +117,7 @@ def log_path(folder: str | os.PathLike, name: str) -> Path:
 def _seconds(results: dict[str, EvalResult]) -> dict[str, dict]:
     """The report's lines on cost: each model's evaluation seconds, and where its log has steps of
     unknown time (written before times were kept) how many, as the seconds are then a lower bound."""
-    out: dict[str, dict] = {"seconds": {k: round(sum(r.seconds.values()), 1) for k, r in results.items()}}
+    out: dict[str, dict] = {"seconds": {k: round(r.total_seconds, 1) for k, r in results.items()}}
     untimed = {k: r.untimed for k, r in results.items() if r.untimed}
     if untimed:
         out["untimed_steps"] = untimed

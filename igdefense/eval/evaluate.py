@@ -44,6 +44,11 @@ class EvalResult:
     untimed: int = 0  # (batch, step) results whose time is unknown (logs written before times were kept)
 
     @property
+    def total_seconds(self) -> float:
+        """The evaluation's whole time (a lower bound where ``untimed`` > 0)."""
+        return sum(self.seconds.values())
+
+    @property
     def clean_accuracy(self) -> float:
         return self.correct["clean"].float().mean().item()
 

@@ -104,7 +104,7 @@ class SweepResult:
         rows = []
         for name, r in self.results.items():
             row = {"setting": name, "n": len(r.correct["clean"]), "clean": r.clean_accuracy,
-                   "worst_case": r.worst_case_accuracy, "seconds": sum(r.seconds.values()), "untimed_steps": r.untimed}
+                   "worst_case": r.worst_case_accuracy, "seconds": r.total_seconds, "untimed_steps": r.untimed}
             if name != UNDEFENDED:
                 row["screened"] = self.screened.get(name)
                 row["clean_vs_undefended"] = vars(paired_difference(base.correct["clean"], r.correct["clean"]))
