@@ -56,6 +56,12 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     # the cost is the first run's, from the logs, not the resumed run's nothing
     assert [r["seconds"] for r in again.rows()] == [r["seconds"] for r in rows.values()]
     assert all(r["seconds"] > 0 and r["untimed_steps"] == 0 for r in rows.values())
+    # a log from a version that kept no times: its seconds are a lower bound, or unknown if it kept none
+    partly, untimed = again.results[grid[0].name], again.results[grid[1].name]
+    partly.untimed, untimed.untimed, untimed.seconds = 1, 4, {}
+    table = {line.split(" | ")[0][2:]: line for line in again.table().splitlines()}
+    assert table[grid[0].name].endswith(f"| ≥ {partly.total_seconds:.0f} |")
+    assert table[grid[1].name].endswith("| not kept |")
     with pytest.raises(ValueError, match="names rankings \\['deeper'\\]"):
         sweep(robust_cnn, rankings, data, out=tmp_path / "x", grid=[DefenseSetting(rankings="deeper")])
 

@@ -132,7 +132,9 @@ class SweepResult:
             if r.get("screened"):  # an upper bound: its interval would claim a precision the bound has not
                 wc = f"≤ {wc} (screened after {r['screened']})"
                 extra[1] = f"≤ {100 * r['worst_case_vs_undefended']['difference']:+.1f}"
-            secs = ("≥ " if r["untimed_steps"] else "") + f"{r['seconds']:.0f}"
+            secs = f"{r['seconds']:.0f}"
+            if r["untimed_steps"]:  # some steps from a version that kept no times
+                secs = f"≥ {secs}" if r["seconds"] else "not kept"
             lines.append(f"| {r['setting']} | {100 * r['clean']:.1f} | {wc} | " + " | ".join(extra) + f" | {secs} |")
         return "\n".join(lines)
 
@@ -215,7 +217,8 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
     base = 100 * result.results[UNDEFENDED].worst_case_accuracy
     lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), "",
              "Seconds: the setting's evaluation time, summed over every run that wrote its log (a resumed sweep "
-             "counts each part once); '≥' where the log has steps from a version that kept no times.", ""]
+             "counts each part once); '≥' where some of its steps, 'not kept' where all, are from a version that kept no "
+             "times.", ""]
     best = result.best()
     if best is not None:
         d = best["worst_case_vs_undefended"]
