@@ -217,8 +217,8 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
     base = 100 * result.results[UNDEFENDED].worst_case_accuracy
     lines = ["# IG-Defense settings under the image-wise worst case", "", result.table(), "",
              "Seconds: the setting's evaluation time, summed over every run that wrote its log (a resumed sweep "
-             "counts each part once); '≥' where some of its steps, 'not kept' where all, are from a version that kept no "
-             "times.", ""]
+             "counts each part once); '≥' where some of its steps, 'not kept' where all, are from a version that "
+             "kept no times.", ""]
     best = result.best()
     if best is not None:
         d = best["worst_case_vs_undefended"]
