@@ -27,6 +27,7 @@ from .attacks import ATTACKS, TRANSFER_SOURCES, AttackSettings, check_in_ball, r
 from .distributed import shard
 
 log = logging.getLogger(__name__)
+RECORD_META = frozenset({"batch", "seconds"})  # a log record's keys that are not steps
 
 
 @dataclass
@@ -212,8 +213,7 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             raise ValueError(f"keep_adversarial needs every attack run in this call, but {log_path} already holds "
                              f"batch {i}'s results: use a new log file")
         if not all(k in record for k in ["clean", *keys, *steps]):
-            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items()
-                     if k not in ("batch", "seconds")}
+            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k not in RECORD_META}
             x, y = x.to(device), y.to(device)
             _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial, until)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
@@ -352,7 +352,7 @@ def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:
 
 
 def _steps_done(record: dict) -> int:
-    return len(record.keys() - {"batch", "seconds"})
+    return len(record.keys() - RECORD_META)
 
 
 def _read_log(path: Path, settings: dict, repair: bool) -> list[dict]:
