@@ -1,0 +1,111 @@
+"""Does a sweep's worst-case gain survive more restarts, or was it the luck of single draws?
+
+The sweep runs each attack once per image, and a randomized defense (IG-Defense draws noise) is
+scored on each adversarial example under one noise draw. An image the defense "gains" may be one
+the attacks would break with other random starts or noise draws. This reruns the sweep's whole
+cascade ``--restarts`` more times with other seeds (other starts, other draws), on every image
+that the undefended model or the setting still gets right in the sweep's worst case (the only
+images whose comparison can change), for both models, and reports the paired worst case over the
+sweep and every restart. Logs go to runs/ (resumable); the summary to benchmarks/results/.
+
+    python benchmarks/sweep_restarts.py --sweep benchmarks/results/sweep_smallcnn-refined [--setting NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_table, write_results  # noqa: E402
+
+from igdefense.cli import _model, _rankings_for, _test_images, build_parser  # noqa: E402
+from igdefense.data import cache_dir  # noqa: E402
+from igdefense.eval.attacks import AttackSettings  # noqa: E402
+from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
+from igdefense.eval.evaluate import RECORD_META  # noqa: E402
+from igdefense.eval.stats import paired_difference  # noqa: E402
+from igdefense.eval.sweep import SWEEP_ATTACKS, UNDEFENDED, DefenseSetting  # noqa: E402
+from igdefense.rankings import Rankings  # noqa: E402
+
+
+def sweep_worst_case(folder: Path, name: str) -> torch.Tensor:
+    """Per image of a finished sweep: right on the clean image and under every attack of its log."""
+    last: dict[int, dict] = {}
+    for line in log_path(folder, name).read_text().splitlines()[1:]:  # (the first line is the header)
+        record = json.loads(line)
+        last[record["batch"]] = record  # a batch's last record holds all its steps
+    return torch.cat([torch.tensor([all(v) for v in zip(*(r[k] for k in r if k not in RECORD_META))])
+                      for _, r in sorted(last.items())])
+
+
+def rankings_of(args, folder: Path, model, name: str) -> Rankings:
+    """The rankings the sweep used under ``name``: the model's clean ones, or one the sweep saved."""
+    if name == "clean":
+        return _rankings_for(args, args.model, model)
+    path = folder / ("rankings-" + re.sub(r"[^\w.-]+", "_", name.replace(" ", "-")) + ".safetensors")
+    if not path.exists():
+        raise SystemExit(f"no {path}: the sweep saved no rankings {name!r} (random controls are not restarted)")
+    return Rankings.load(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sweep", type=Path, required=True, help="a finished sweep's folder (with sweep.json)")
+    p.add_argument("--setting", default=None, help="the setting's name as in sweep.md (default: the best)")
+    p.add_argument("--restarts", type=int, default=3)
+    a = p.parse_args()
+    report = json.loads((a.sweep / "sweep.json").read_text())
+    rows = {r["setting"]: r for r in report["rows"]}
+    name = a.setting or max((n for n in rows if n != UNDEFENDED), key=lambda n: rows[n]["worst_case"])
+    if name not in rows:
+        raise SystemExit(f"{name!r} is not in {a.sweep / 'sweep.json'}; its settings: {sorted(rows)}")
+    args = build_parser().parse_args(shlex.split(report["run"]["command"])[1:])  # the sweep's own options
+    torch.manual_seed(args.seed)
+    model = _model(args)
+    row = rows[name]
+    setting = DefenseSetting(row["k"], row["sigma"], row["n_samples"], row["rankings"])
+    defense = setting.build(model, rankings_of(args, a.sweep, model, setting.rankings), args.seed)
+    loader, _ = _test_images(args, args.n, args.batch_size)
+    x, y = (torch.cat(t) for t in zip(*loader))
+
+    worst = {UNDEFENDED: sweep_worst_case(a.sweep, UNDEFENDED), name: sweep_worst_case(a.sweep, name)}
+    rows_out = [summary("sweep", worst, name)]
+    alive = (worst[UNDEFENDED] | worst[name]).nonzero().squeeze(1)
+    attacks = [t for t in args.attacks.split(",") if t] if args.attacks else list(SWEEP_ATTACKS)
+    logs = Path("runs") / "sweep_restarts" / a.sweep.name / re.sub(r"[^\w.=%-]+", "_", name)
+    for r in range(1, a.restarts + 1):
+        settings = AttackSettings(eps=args.eps, seed=args.seed + 1000 * r, eot_iter=args.eot_iter,
+                                  cache=cache_dir() / "adversarial", base_model=model)
+        results = benchmark({UNDEFENDED: model, name: defense}, (x[alive], y[alive]), out=logs / f"restart{r}",
+                            attacks=attacks, settings=settings, baseline=UNDEFENDED, cascade=True,
+                            meta={"restart": r, "of": str(a.sweep)})
+        for n in worst:
+            worst[n] = worst[n].clone()
+            worst[n][alive] &= results[n].worst_case
+        rows_out.append(summary(f"+ restart {r} (seed {settings.seed})", worst, name))
+    print_table(rows_out, ["after", "undefended", "setting", "gained", "lost", "difference"])
+    slug = re.sub(r"[^\w.=%-]+", "_", name)
+    path = write_results(f"sweep_restarts-{report['model']}-{slug}", {
+        "sweep": str(a.sweep), "setting": name, "images": len(y), "images_restarted": len(alive),
+        "attacks": attacks, "rows": rows_out})
+    print(f"wrote {path}")
+
+
+def summary(after: str, worst: dict[str, torch.Tensor], name: str) -> dict:
+    d = paired_difference(worst[UNDEFENDED], worst[name])
+    return {"after": after, "undefended": f"{100 * worst[UNDEFENDED].float().mean():.1f}",
+            "setting": f"{100 * worst[name].float().mean():.1f}", "gained": d.b_only, "lost": d.a_only,
+            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
+            "paired": dataclasses.asdict(d)}
+
+
+if __name__ == "__main__":
+    main()
