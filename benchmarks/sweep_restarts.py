@@ -36,14 +36,17 @@ from igdefense.eval.sweep import SWEEP_ATTACKS, UNDEFENDED, DefenseSetting  # no
 from igdefense.rankings import Rankings  # noqa: E402
 
 
-def sweep_worst_case(folder: Path, name: str) -> torch.Tensor:
-    """Per image of a finished sweep: right on the clean image and under every attack of its log."""
+def sweep_worst_case(folder: Path, name: str) -> tuple[torch.Tensor, list[str]]:
+    """Per image: right on the clean image and under every step of the sweep's log so far; the steps."""
     last: dict[int, dict] = {}
     for line in log_path(folder, name).read_text().splitlines()[1:]:  # (the first line is the header)
         record = json.loads(line)
         last[record["batch"]] = record  # a batch's last record holds all its steps
-    return torch.cat([torch.tensor([all(v) for v in zip(*(r[k] for k in r if k not in RECORD_META))])
-                      for _, r in sorted(last.items())])
+    steps = [k for k in last[0] if k not in RECORD_META]
+    if any([k for k in r if k not in RECORD_META] != steps for r in last.values()):
+        raise SystemExit(f"{name}: its batches are at different steps of the sweep; run on from a step's end")
+    right = [torch.tensor([all(v) for v in zip(*(r[k] for k in steps))]) for _, r in sorted(last.items())]
+    return torch.cat(right), steps
 
 
 def rankings_of(args, folder: Path, model, name: str) -> Rankings:
@@ -56,28 +59,37 @@ def rankings_of(args, folder: Path, model, name: str) -> Rankings:
     return Rankings.load(path)
 
 
+def best_setting(folder: Path) -> str:
+    """The setting with the highest worst case in a finished sweep."""
+    if not (folder / "sweep.json").exists():
+        raise SystemExit(f"{folder} has no sweep.json (the sweep has not finished): name a --setting")
+    rows = json.loads((folder / "sweep.json").read_text())["rows"]
+    return max((r for r in rows if r["setting"] != UNDEFENDED and not r["rankings"].startswith("random")),
+               key=lambda r: r["worst_case"])["setting"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sweep", type=Path, required=True, help="a finished sweep's folder (with sweep.json)")
+    p.add_argument("--sweep", type=Path, required=True, help="a sweep's folder (its report.json: options and grid)")
     p.add_argument("--setting", default=None, help="the setting's name as in sweep.md (default: the best)")
     p.add_argument("--restarts", type=int, default=3)
     a = p.parse_args()
-    report = json.loads((a.sweep / "sweep.json").read_text())
-    rows = {r["setting"]: r for r in report["rows"]}
-    name = a.setting or max((n for n in rows if n != UNDEFENDED), key=lambda n: rows[n]["worst_case"])
-    if name not in rows:
-        raise SystemExit(f"{name!r} is not in {a.sweep / 'sweep.json'}; its settings: {sorted(rows)}")
-    args = build_parser().parse_args(shlex.split(report["run"]["command"])[1:])  # the sweep's own options
+    meta = json.loads((a.sweep / "report.json").read_text())  # the sweep's options and grid, from its start
+    grid = {s.name: s for s in (DefenseSetting(**g) for g in meta["grid"])}
+    name = a.setting or best_setting(a.sweep)
+    if name not in grid:
+        raise SystemExit(f"{name!r} is not in the grid of {a.sweep}: {sorted(grid)}")
+    args = build_parser().parse_args(shlex.split(meta["run"]["command"])[1:])  # the sweep's own options
     torch.manual_seed(args.seed)
     model = _model(args)
-    row = rows[name]
-    setting = DefenseSetting(row["k"], row["sigma"], row["n_samples"], row["rankings"])
+    setting = grid[name]
     defense = setting.build(model, rankings_of(args, a.sweep, model, setting.rankings), args.seed)
     loader, _ = _test_images(args, args.n, args.batch_size)
     x, y = (torch.cat(t) for t in zip(*loader))
 
-    worst = {UNDEFENDED: sweep_worst_case(a.sweep, UNDEFENDED), name: sweep_worst_case(a.sweep, name)}
-    rows_out = [summary("sweep", worst, name)]
+    (undefended, _), (defended, steps) = (sweep_worst_case(a.sweep, n) for n in (UNDEFENDED, name))
+    worst = {UNDEFENDED: undefended, name: defended}
+    rows_out = [summary("sweep (" + ", ".join(steps[1:]) + ")", worst, name)]
     alive = (worst[UNDEFENDED] | worst[name]).nonzero().squeeze(1)
     attacks = [t for t in args.attacks.split(",") if t] if args.attacks else list(SWEEP_ATTACKS)
     logs = Path("runs") / "sweep_restarts" / a.sweep.name / re.sub(r"[^\w.=%-]+", "_", name)
@@ -93,7 +105,7 @@ def main() -> None:
         rows_out.append(summary(f"+ restart {r} (seed {settings.seed})", worst, name))
     print_table(rows_out, ["after", "undefended", "setting", "gained", "lost", "difference"])
     slug = re.sub(r"[^\w.=%-]+", "_", name)
-    path = write_results(f"sweep_restarts-{report['model']}-{slug}", {
+    path = write_results(f"sweep_restarts-{meta['model']}-{slug}", {
         "sweep": str(a.sweep), "setting": name, "images": len(y), "images_restarted": len(alive),
         "attacks": attacks, "rows": rows_out})
     print(f"wrote {path}")
