@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def run_worker(script: str, args: list[str]) -> dict:
 def write_results(name: str, payload: dict) -> Path:
     """Write ``benchmarks/results/<name>.json`` atomically with command, machine and date."""
     RESULTS.mkdir(exist_ok=True)
-    payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+    payload = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **payload}
     path = RESULTS / f"{name}.json"
     atomic_write(path, json.dumps(payload, indent=2) + "\n")

@@ -74,6 +74,8 @@ def main() -> None:
     p.add_argument("--setting", default=None, help="the setting's name as in sweep.md (default: the best)")
     p.add_argument("--restarts", type=int, default=3)
     a = p.parse_args()
+    if a.restarts < 1:
+        raise SystemExit(f"--restarts {a.restarts}: at least 1")
     meta = json.loads((a.sweep / "report.json").read_text())  # the sweep's options and grid, from its start
     grid = {s.name: s for s in (DefenseSetting(**g) for g in meta["grid"])}
     name = a.setting or best_setting(a.sweep)
@@ -93,6 +95,7 @@ def main() -> None:
     alive = (worst[UNDEFENDED] | worst[name]).nonzero().squeeze(1)
     attacks = [t for t in args.attacks.split(",") if t] if args.attacks else list(SWEEP_ATTACKS)
     logs = Path("runs") / "sweep_restarts" / a.sweep.name / re.sub(r"[^\w.=%-]+", "_", name)
+    slug = re.sub(r"[^\w.=%-]+", "_", name)
     for r in range(1, a.restarts + 1):
         settings = AttackSettings(eps=args.eps, seed=args.seed + 1000 * r, eot_iter=args.eot_iter,
                                   cache=cache_dir() / "adversarial", base_model=model)
@@ -102,12 +105,14 @@ def main() -> None:
         for n in worst:
             worst[n] = worst[n].clone()
             worst[n][alive] &= results[n].worst_case
-        rows_out.append(summary(f"+ restart {r} (seed {settings.seed})", worst, name))
-    print_table(rows_out, ["after", "undefended", "setting", "gained", "lost", "difference"])
-    slug = re.sub(r"[^\w.=%-]+", "_", name)
-    path = write_results(f"sweep_restarts-{meta['model']}-{slug}", {
-        "sweep": str(a.sweep), "setting": name, "images": len(y), "images_restarted": len(alive),
-        "attacks": attacks, "rows": rows_out})
+        rows_out.append({**summary(f"+ restart {r} (seed {settings.seed})", worst, name),
+                         "seconds": {n: round(v.total_seconds) for n, v in results.items()}})
+        # after every restart: a run stopped later still leaves the restarts it finished
+        path = write_results(f"sweep_restarts-{meta['model']}-{slug}", {
+            "sweep": str(a.sweep), "setting": name, "sweep_steps": steps, "images": len(y),
+            "images_restarted": len(alive), "attacks": attacks, "rows": rows_out,
+            "gained_images": (worst[name] & ~worst[UNDEFENDED]).nonzero().squeeze(1).tolist()})
+    print_table(rows_out, ["after", "undefended", "setting", "gained", "lost", "difference", "seconds"])
     print(f"wrote {path}")
 
 
