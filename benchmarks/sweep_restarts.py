@@ -94,8 +94,8 @@ def main() -> None:
     rows_out = [summary("sweep (" + ", ".join(steps[1:]) + ")", worst, name)]
     alive = (worst[UNDEFENDED] | worst[name]).nonzero().squeeze(1)
     attacks = [t for t in args.attacks.split(",") if t] if args.attacks else list(SWEEP_ATTACKS)
-    logs = Path("runs") / "sweep_restarts" / a.sweep.name / re.sub(r"[^\w.=%-]+", "_", name)
     slug = re.sub(r"[^\w.=%-]+", "_", name)
+    logs = Path("runs") / "sweep_restarts" / a.sweep.name / slug
     for r in range(1, a.restarts + 1):
         settings = AttackSettings(eps=args.eps, seed=args.seed + 1000 * r, eot_iter=args.eot_iter,
                                   cache=cache_dir() / "adversarial", base_model=model)
