@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_table, write_results  # noqa: E402
 
-from igdefense.cli import _model, _rankings_for, _test_images, build_parser  # noqa: E402
+from igdefense.cli import _model, _rankings_for, _test_images, build_parser, sweep_rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
 from igdefense.eval.attacks import AttackSettings  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
-from igdefense.eval.evaluate import RECORD_META  # noqa: E402
+from igdefense.eval.evaluate import RECORD_META, _read_log, _steps_done  # noqa: E402
 from igdefense.eval.stats import paired_difference  # noqa: E402
 from igdefense.eval.sweep import SWEEP_ATTACKS, UNDEFENDED, DefenseSetting  # noqa: E402
 from igdefense.rankings import Rankings  # noqa: E402
@@ -38,10 +38,12 @@ from igdefense.rankings import Rankings  # noqa: E402
 
 def sweep_worst_case(folder: Path, name: str) -> tuple[torch.Tensor, list[str]]:
     """Per image: right on the clean image and under every step of the sweep's log so far; the steps."""
+    path = log_path(folder, name)
+    header = json.loads(path.read_text().partition("\n")[0])["settings"]
     last: dict[int, dict] = {}
-    for line in log_path(folder, name).read_text().splitlines()[1:]:  # (the first line is the header)
-        record = json.loads(line)
-        last[record["batch"]] = record  # a batch's last record holds all its steps
+    for record in _read_log(path, header, repair=False):  # (a torn last line, the sweep writing it, is skipped)
+        if _steps_done(record) > _steps_done(last.get(record["batch"], {})):
+            last[record["batch"]] = record
     steps = [k for k in last[0] if k not in RECORD_META]
     if any([k for k in r if k not in RECORD_META] != steps for r in last.values()):
         raise SystemExit(f"{name}: its batches are at different steps of the sweep; run on from a step's end")
@@ -53,7 +55,7 @@ def rankings_of(args, folder: Path, model, name: str) -> Rankings:
     """The rankings the sweep used under ``name``: the model's clean ones, or one the sweep saved."""
     if name == "clean":
         return _rankings_for(args, args.model, model)
-    path = folder / ("rankings-" + re.sub(r"[^\w.-]+", "_", name.replace(" ", "-")) + ".safetensors")
+    path = sweep_rankings_path(folder, name)
     if not path.exists():
         raise SystemExit(f"no {path}: the sweep saved no rankings {name!r} (random controls are not restarted)")
     return Rankings.load(path)
@@ -103,7 +105,6 @@ def main() -> None:
                             attacks=attacks, settings=settings, baseline=UNDEFENDED, cascade=True,
                             meta={"restart": r, "of": str(a.sweep)})
         for n in worst:
-            worst[n] = worst[n].clone()
             worst[n][alive] &= results[n].worst_case
         rows_out.append({**summary(f"+ restart {r} (seed {settings.seed})", worst, name),
                          "seconds": {n: round(v.total_seconds) for n, v in results.items()}})

@@ -194,6 +194,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def sweep_rankings_path(out: Path, name: str) -> Path:
+    """Where a sweep folder keeps the rankings it computed, by their name in the sweep ("layer features.16")."""
+    return out / ("rankings-" + re.sub(r"[^\w.-]+", "_", name.replace(" ", "-")) + ".safetensors")
+
+
 def cmd_sweep(args) -> int:
     from .eval.sweep import SWEEP_ATTACKS, adversarial_probe, one_at_a_time, sweep
 
@@ -211,7 +216,7 @@ def cmd_sweep(args) -> int:
         return balanced_loader(train, batch_size=200, per_class=args.probe_per_class), train.description
 
     def saved(name: str, compute) -> Rankings:  # computed once per sweep folder
-        path = out / ("rankings-" + re.sub(r"[^\w.-]+", "_", name) + ".safetensors")
+        path = sweep_rankings_path(out, name)
         if not path.exists():
             compute().save(path)
         return Rankings.load(path)
@@ -228,7 +233,7 @@ def cmd_sweep(args) -> int:
             loader_, source = probe()
             return lo_ir(model, loader_, layer=args.deep_layer, class_names=rankings["clean"].class_names,
                          probe=f"{source}, first {args.probe_per_class} per class")
-        rankings[f"layer {args.deep_layer}"] = saved(f"layer-{args.deep_layer}", deeper)
+        rankings[f"layer {args.deep_layer}"] = saved(f"layer {args.deep_layer}", deeper)
     grid = one_at_a_time(tuple(rankings), ks=[v / 100 for v in args.ks], sigmas=args.sigmas, n_samples=args.n_samples)
     meta = {"model": args.model, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
