@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._hooks import eval_mode, hooks, neuron_axis
+from ._hooks import eval_mode, hooks, model_device, neuron_axis
 
 
 class SplitError(ValueError):
@@ -73,7 +73,8 @@ def find_split(model: nn.Module, example: torch.Tensor, layer: str | Site | None
 
     Args:
         model: any classifier returning logits of shape (B, classes).
-        example: a small input batch (one image is enough), in the model's input format.
+        example: a small input batch (one image is enough), in the model's input format, on any device
+            (it is moved to the model's).
         layer: None for the input of the final classifier layer; a module name for that
             module's output; or a :class:`Site`.
     Raises:
@@ -89,7 +90,7 @@ def find_split(model: nn.Module, example: torch.Tensor, layer: str | Site | None
 
     with hooks([]) as hs, eval_mode(model), torch.no_grad():
         hs += [m.register_forward_hook(record) for m in model.modules() if m is not model]
-        logits = model(example[:1])
+        logits = model(example[:1].to(model_device(model)))
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise SplitError(f"model output must be a (batch, classes) tensor, got {type(logits).__name__} "
                          f"{tuple(getattr(logits, 'shape', ()))}")
