@@ -1,0 +1,92 @@
+"""Does a defense's worst-case gain survive every other attack we have?
+
+An ``igdefense eval`` report's worst case covers the attacks it ran. This attacks every image the
+defended model still gets right there with each stronger attack the report did not run (AutoAttack's
+randomized version, EOT and BPDA white-box attacks, the other APGD losses, Square), in cascade, with
+other random starts and noise draws (``--seed``). Only the defended model is attacked: the new attacks
+can only lower its worst case, and the base model keeps its own from the report, so the paired gain
+printed here is a conservative one. Logs go to runs/ (resumable); the summary to benchmarks/results/.
+
+    python benchmarks/adaptive_check.py --eval benchmarks/results/eval_smallcnn-refined-sigma8-b1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_table, write_results  # noqa: E402
+
+from igdefense import IGDefense  # noqa: E402
+from igdefense.cli import _model, _rankings_for, _test_images, build_parser  # noqa: E402
+from igdefense.eval import evaluate  # noqa: E402
+from igdefense.eval.attacks import ATTACKS, AttackSettings  # noqa: E402
+from igdefense.eval.stats import paired_difference  # noqa: E402
+from igdefense.rankings import Rankings  # noqa: E402
+
+WEAK = ("fgsm", "bim", "pgd")  # weaker than APGD: they add nothing to its worst case
+
+
+def worst_case(report: dict, name: str) -> torch.Tensor:
+    """Per image: right on the clean image and under every attack of the report."""
+    per_image = report["per_image"][name]
+    return torch.stack([torch.tensor(v, dtype=torch.bool) for v in per_image.values()]).all(0)
+
+
+def row(after: str, base: torch.Tensor, defended: torch.Tensor) -> dict:
+    d = paired_difference(base, defended)
+    return {"after": after, "base": f"{100 * base.float().mean():.1f}",
+            "defended": f"{100 * defended.float().mean():.1f}", "gained": d.b_only, "lost": d.a_only,
+            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
+            "paired": dataclasses.asdict(d)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--eval", type=Path, required=True, help="an `igdefense eval` report folder (report.json)")
+    p.add_argument("--attacks", default=None, help="comma-separated (default: every stronger attack it did not run)")
+    p.add_argument("--seed", type=int, default=None, help="attacks' and noise seed (default: the report's + 1)")
+    a = p.parse_args()
+    report = json.loads((a.eval / "report.json").read_text())
+    args = build_parser().parse_args(shlex.split(report["run"]["command"])[1:])  # the eval's own options
+    if args.func.__name__ != "cmd_eval":
+        raise SystemExit(f"{a.eval} is not an `igdefense eval` report: its command is {report['run']['command']!r}")
+    base = _model(args)
+    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args, args.model, base)
+    defense = IGDefense(base, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()
+    name = rankings.method
+    loader, _ = _test_images(args, args.n, args.batch_size)
+    x, y = (torch.cat(t) for t in zip(*loader))
+
+    ran = report["attacks"]
+    attacks = a.attacks.split(",") if a.attacks else [t for t in ATTACKS if t not in (*ran, *WEAK, "transfer")]
+    seed = args.seed + 1 if a.seed is None else a.seed
+    base_worst, worst = worst_case(report, "base"), worst_case(report, name)
+    rows = [row("eval (" + ", ".join(ran) + ")", base_worst, worst)]
+    alive = worst.nonzero().squeeze(1)
+    settings = AttackSettings(eps=args.eps, seed=seed, eot_iter=args.eot_iter)
+    log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    result = evaluate(defense, (x[alive], y[alive]), attacks, settings=settings, log_path=log, cascade=True,
+                      desc=f"{name}: {len(alive)} images")
+    fell = alive[~result.worst_case]
+    worst[fell] = False
+    rows.append({**row(f"+ {', '.join(attacks)} (seed {seed})", base_worst, worst),
+                 "seconds": round(result.total_seconds)})
+    path = write_results(f"adaptive_check-{a.eval.name}", {
+        "eval": str(a.eval), "defended": name, "images": len(y), "images_attacked": len(alive), "attacks": attacks,
+        "survivors_after": {k: int(v.sum()) for k, v in result.correct.items()}, "fell": fell.tolist(),
+        "rows": rows, "gained_images": (worst & ~base_worst).nonzero().squeeze(1).tolist()})
+    print_table(rows, ["after", "base", "defended", "gained", "lost", "difference", "seconds"])
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
