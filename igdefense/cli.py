@@ -90,7 +90,8 @@ def cmd_demo(args) -> int:
     loader, data = _test_images(args, args.n, args.batch_size)
     _check_classes(model, data)
     rankings = _rankings_for(args, args.model, model)
-    defended = IGDefense(model, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()
+    sigma = zoo.demo_sigma(args.model) if args.sigma is None else args.sigma
+    defended = IGDefense(model, rankings, k=args.k, sigma=sigma, seed=args.seed).eval()
     attack = "autoattack" if args.full else "apgd-ce"
     # The base model's examples are cached, so the transfer attack (the defended model re-classifying
     # them) costs one forward pass.
@@ -101,7 +102,7 @@ def cmd_demo(args) -> int:
     name = "AutoAttack" if args.full else "APGD-CE"
     print(f"\nmodel {args.model}, {len(data)} class-balanced images of {data.description}, "
           f"L-inf eps {args.eps * 255:g}/255")
-    print(f"defense: LO-IR k={defended.k}/{defended.split.num_neurons}, sigma={args.sigma * 255:g}/255, "
+    print(f"defense: LO-IR k={defended.k}/{defended.split.num_neurons}, sigma={sigma * 255:g}/255, "
           f"tau={defended.tau}, rankings from {rankings.probe}\n")
     cols = ["clean", f"{name} (white-box)", f"{name} from the base (transfer)", "worst case"]
     print(f"{'':13}" + "".join(f"{c:>{len(c) + 3}}" for c in cols))
@@ -451,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(d, zoo.default_model())
     d.add_argument("--images", "--n", dest="n", type=int, default=200, help="test images, class-balanced (default 200)")
     d.add_argument("--k", type=int, default=None, help="neurons kept per class (default: 10%% of them, rounded)")
-    d.add_argument("--sigma", type=_fraction, default=4 / 255, help="pass-1 noise std (default 4/255)")
+    d.add_argument("--sigma", type=_fraction, default=None,
+                   help="pass-1 noise std (default 4/255; 8/255 for smallcnn-refined, its best in `igdefense sweep`)")
     d.add_argument("--eps", type=_fraction, default=8 / 255, help="L-inf radius (default 8/255)")
     d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
     d.add_argument("--probe-per-class", type=int, default=200, help="LO-IR probe images per class")

@@ -19,6 +19,14 @@ def test_demo_shows_transfer_and_the_worst_case(capsys):
     assert "k=13/128" in out  # 10% of the robust SmallCNN's 128 neurons, rounded
 
 
+def test_demo_uses_a_zoo_models_tuned_sigma_unless_given(capsys):
+    small = ["--images", "10", "--batch-size", "10"]
+    assert main(["demo", "--model", "smallcnn-refined", *small]) == 0
+    assert "sigma=8/255" in capsys.readouterr().out  # its best in `igdefense sweep` (README, results)
+    assert main(["demo", "--model", "smallcnn-refined", "--sigma", "4/255", *small]) == 0
+    assert "sigma=4/255" in capsys.readouterr().out
+
+
 def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, tmp_path):
     truncated = tmp_path / "r.safetensors"
     truncated.write_bytes(b"not a rankings file")
