@@ -13,7 +13,6 @@ printed here is a conservative one. Logs go to runs/ (resumable); the summary to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -22,30 +21,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_table, write_results  # noqa: E402
+from common import paired_row, print_table, write_results  # noqa: E402
 
 from igdefense import IGDefense  # noqa: E402
 from igdefense.cli import _model, _rankings_for, _test_images, build_parser  # noqa: E402
-from igdefense.eval import evaluate  # noqa: E402
+from igdefense.eval import EvalResult, evaluate  # noqa: E402
 from igdefense.eval.attacks import ATTACKS, AttackSettings  # noqa: E402
-from igdefense.eval.stats import paired_difference  # noqa: E402
 from igdefense.rankings import Rankings  # noqa: E402
 
 WEAK = ("fgsm", "bim", "pgd")  # weaker than APGD: they add nothing to its worst case
 
 
 def worst_case(report: dict, name: str) -> torch.Tensor:
-    """Per image: right on the clean image and under every attack of the report."""
-    per_image = report["per_image"][name]
-    return torch.stack([torch.tensor(v, dtype=torch.bool) for v in per_image.values()]).all(0)
-
-
-def row(after: str, base: torch.Tensor, defended: torch.Tensor) -> dict:
-    d = paired_difference(base, defended)
-    return {"after": after, "base": f"{100 * base.float().mean():.1f}",
-            "defended": f"{100 * defended.float().mean():.1f}", "gained": d.b_only, "lost": d.a_only,
-            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
-            "paired": dataclasses.asdict(d)}
+    """Per image: right on the clean image and under every attack of the report (corruptions aside)."""
+    correct = {k: torch.tensor(v, dtype=torch.bool) for k, v in report["per_image"][name].items()}
+    return EvalResult(correct).worst_case
 
 
 def main() -> None:
@@ -69,7 +59,7 @@ def main() -> None:
     attacks = a.attacks.split(",") if a.attacks else [t for t in ATTACKS if t not in (*ran, *WEAK, "transfer")]
     seed = args.seed + 1 if a.seed is None else a.seed
     base_worst, worst = worst_case(report, "base"), worst_case(report, name)
-    rows = [row("eval (" + ", ".join(ran) + ")", base_worst, worst)]
+    rows = [paired_row("eval (" + ", ".join(ran) + ")", "base", base_worst, "defended", worst)]
     alive = worst.nonzero().squeeze(1)
     settings = AttackSettings(eps=args.eps, seed=seed, eot_iter=args.eot_iter)
     log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}.jsonl"
@@ -78,7 +68,7 @@ def main() -> None:
                       desc=f"{name}: {len(alive)} images")
     fell = alive[~result.worst_case]
     worst[fell] = False
-    rows.append({**row(f"+ {', '.join(attacks)} (seed {seed})", base_worst, worst),
+    rows.append({**paired_row(f"+ {', '.join(attacks)} (seed {seed})", "base", base_worst, "defended", worst),
                  "seconds": round(result.total_seconds)})
     path = write_results(f"adaptive_check-{a.eval.name}", {
         "eval": str(a.eval), "defended": name, "images": len(y), "images_attacked": len(alive), "attacks": attacks,

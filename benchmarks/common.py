@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import resource
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from igdefense._atomic import atomic_write
 from igdefense._machine import machine
+from igdefense.eval.stats import paired_difference
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -62,3 +64,13 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+
+
+def paired_row(after: str, a_name: str, a, b_name: str, b) -> dict:
+    """A results row: the accuracy of ``a`` and ``b`` (per-image bool tensors, the same images) and b - a,
+    paired, with its 95% interval ("gained": right only for b)."""
+    d = paired_difference(a, b)
+    return {"after": after, a_name: f"{100 * a.float().mean():.1f}", b_name: f"{100 * b.float().mean():.1f}",
+            "gained": d.b_only, "lost": d.a_only,
+            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
+            "paired": dataclasses.asdict(d)}

@@ -14,7 +14,6 @@ sweep and every restart. Logs go to runs/ (resumable); the summary to benchmarks
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import shlex
@@ -24,14 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_table, write_results  # noqa: E402
+from common import paired_row, print_table, write_results  # noqa: E402
 
 from igdefense.cli import _model, _rankings_for, _test_images, build_parser, sweep_rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
 from igdefense.eval.attacks import AttackSettings  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
 from igdefense.eval.evaluate import RECORD_META, _read_log, _steps_done  # noqa: E402
-from igdefense.eval.stats import paired_difference  # noqa: E402
 from igdefense.eval.sweep import SWEEP_ATTACKS, UNDEFENDED, DefenseSetting  # noqa: E402
 from igdefense.rankings import Rankings  # noqa: E402
 
@@ -118,11 +116,7 @@ def main() -> None:
 
 
 def summary(after: str, worst: dict[str, torch.Tensor], name: str) -> dict:
-    d = paired_difference(worst[UNDEFENDED], worst[name])
-    return {"after": after, "undefended": f"{100 * worst[UNDEFENDED].float().mean():.1f}",
-            "setting": f"{100 * worst[name].float().mean():.1f}", "gained": d.b_only, "lost": d.a_only,
-            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
-            "paired": dataclasses.asdict(d)}
+    return paired_row(after, "undefended", worst[UNDEFENDED], "setting", worst[name])
 
 
 if __name__ == "__main__":
