@@ -201,10 +201,12 @@ def sweep_rankings_path(out: Path, name: str) -> Path:
 
 
 def cmd_sweep(args) -> int:
+    from .eval.distributed import init_distributed, shard
     from .eval.sweep import SWEEP_ATTACKS, adversarial_probe, one_at_a_time, sweep
 
     torch.manual_seed(args.seed)
-    model = _model(args)
+    rank, device = init_distributed()
+    model = _model(args).to(device)
     loader, data = _test_images(args, args.n, args.batch_size)
     _check_classes(model, data)
     out = Path(args.out)
@@ -216,10 +218,12 @@ def cmd_sweep(args) -> int:
         train = _data(args, "train")
         return balanced_loader(train, batch_size=200, per_class=args.probe_per_class), train.description
 
-    def saved(name: str, compute) -> Rankings:  # computed once per sweep folder
+    def saved(name: str, compute) -> Rankings:  # computed once per sweep folder (by one process under torchrun)
         path = sweep_rankings_path(out, name)
-        if not path.exists():
+        if rank == 0 and not path.exists():
             compute().save(path)
+        if shard()[1] > 1:
+            torch.distributed.barrier()
         return Rankings.load(path)
 
     if args.adversarial_rankings:
@@ -242,6 +246,8 @@ def cmd_sweep(args) -> int:
     attacks = [a for a in args.attacks.split(",") if a] if args.attacks else SWEEP_ATTACKS
     result = sweep(model, rankings, loader, out=out, grid=grid, attacks=attacks, settings=settings,
                    random_control=not args.no_random_control, screen=not args.no_screen, seed=args.seed, meta=meta)
+    if rank > 0:
+        return 0
     print(result.table())
     print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
     return 0

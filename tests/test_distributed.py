@@ -56,3 +56,27 @@ def test_a_sharded_run_resumes_in_one_process(rankings_file, tmp_path):
     assert all((tmp_path / "run" / p).stat().st_size == sizes[p] for p in logs if ".rank" in p)
     plain = list((tmp_path / "run").glob("*.jsonl"))
     assert plain and all(len(p.read_text().splitlines()) == 1 for p in plain)  # header only: nothing redone
+
+
+def _sweep(out, procs: int):
+    args = ["sweep", "--model", "smallcnn-robust", "--images", "10", "--batch-size", "5", "--ks", "10",
+            "--sigmas", "4/255", "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings",
+            "--probe-per-class", "2", "--out", str(out)]
+    if procs == 1:
+        cmd = [sys.executable, "-m", "igdefense.cli", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
+               "-m", "igdefense.cli", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    return done.stdout, [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_a_sweep_under_torchrun_matches_one_process(tmp_path):
+    _, single = _sweep(tmp_path / "one", 1)
+    printed, sharded = _sweep(tmp_path / "two", 2)
+    assert sharded == single
+    assert {r["setting"] for r in sharded} >= {"k=10% sigma=4/255 n=1 clean", "k=10% sigma=4/255 n=1 adversarial"}
+    assert printed.count("| undefended |") == 1  # one process prints the table
+    assert (tmp_path / "two" / "undefended.jsonl.rank1").exists()  # the batches were shared out

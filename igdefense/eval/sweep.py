@@ -35,10 +35,12 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_write
+from .._hooks import model_device
 from ..defense import IGDefense
 from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
 from .benchmark import benchmark, log_path
+from .distributed import shard
 from .evaluate import EvalResult, evaluate, run_order
 from .stats import paired_difference
 
@@ -85,7 +87,9 @@ def adversarial_probe(model: nn.Module, loader: Iterable, settings: AttackSettin
     """The probe batches replaced by ``model``'s adversarial examples (PGD-10 at ``settings.eps`` by
     default), with the true labels: LO-IR on them ranks the neurons that matter under attack."""
     settings = settings or AttackSettings()
+    device = model_device(model)
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         yield run_attack(attack, model, x, y, settings)[0].detach(), y
 
 
@@ -199,7 +203,8 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
         by_name[control.name] = control
         models[control.name] = control.build(model, rankings[control.rankings], seed)
         result = run()  # the others: from their logs
-    _write(result, Path(out), meta)
+    if shard()[0] == 0:  # every process has every result (gathered); one writes them
+        _write(result, Path(out), meta)
     return result
 
 
