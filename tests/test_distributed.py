@@ -25,16 +25,19 @@ def rankings_file(standard_cnn, tmp_path_factory):
     return path
 
 
+def _cli(args: list[str], procs: int) -> subprocess.CompletedProcess:
+    """`igdefense ARGS` in one process, or under torchrun in ``procs``."""
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}"]
+    cmd = [sys.executable, *(launcher if procs > 1 else []), "-m", "igdefense.cli", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _eval(out, rankings, procs: int):
     args = ["eval", "--model", "smallcnn-standard", "--rankings", str(rankings), "--images", "30", "--batch-size", "5",
             "--attacks", "apgd-ce,apgd-ce-eot", "--eot-iter", "2", "--out", str(out)]
-    if procs == 1:
-        cmd = [sys.executable, "-m", "igdefense.cli", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
-               "-m", "igdefense.cli", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _cli(args, procs)
     return json.loads((out / "report.json").read_text())["per_image"]
 
 
@@ -62,13 +65,7 @@ def _sweep(out, procs: int):
     args = ["sweep", "--model", "smallcnn-robust", "--images", "10", "--batch-size", "5", "--ks", "10",
             "--sigmas", "4/255", "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings",
             "--probe-per-class", "2", "--out", str(out)]
-    if procs == 1:
-        cmd = [sys.executable, "-m", "igdefense.cli", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
-               "-m", "igdefense.cli", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _cli(args, procs)
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     return done.stdout, [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
