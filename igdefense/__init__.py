@@ -6,7 +6,7 @@
     defended = igdefense.wrap(model, rankings, k=50)     # drop-in nn.Module
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import robustbench_compat  # noqa: F401  (lets robustbench 1.1.1 import beside pyautoattack)
 from .defense import IGDefense, RandomizedDefense, wrap

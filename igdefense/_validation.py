@@ -38,3 +38,24 @@ def check_labels(y: torch.Tensor, n_images: int, num_classes: int | None = None,
     if len(y) and num_classes is not None and not 0 <= int(y.min()) <= int(y.max()) < num_classes:
         raise ValueError(f"{name} range over [{int(y.min())}, {int(y.max())}] but the model has {num_classes} "
                          f"classes: labels must be in [0, {num_classes - 1}]")
+
+
+def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+    """Raise ValueError (TypeError for a non-number) unless ``value`` is a finite number in the range
+    (``low``/``high`` inclusive unless ``*_open``), and an integer when ``integer``."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if integer and not isinstance(value, numbers.Integral):
+        if not float(value).is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {value:g}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
+import math
 import re
 import sys
 import textwrap
@@ -20,14 +20,16 @@ from torch import nn
 from . import zoo
 from ._atomic import atomic_path
 from ._hooks import model_device, model_dtype
+from ._identity import StateMismatch, model_digest, short_digest
+from ._lock import FolderBusy, folder_lock, start_fresh
 from .attribution.methods import METHODS
 from .data import DATA_FORMS, balanced_loader, cache_dir, open_dataset
 from .defense import IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
 from .models import load_model
 from .rankings import Rankings
+from .rankings.cache import cached_lo_ir
 from .rankings.lo_ir import lo_ir
-from .split import find_split, head_fingerprint
 
 
 def _data(args, split: str):
@@ -43,24 +45,12 @@ def _test_images(args, n: int, batch_size: int):
 
 def _rankings_for(args, name: str, model: nn.Module) -> Rankings:
     """Shipped rankings for zoo models that have them; else LO-IR on ``--probe-per-class`` training
-    images per class, cached (keyed by the data and the model's head weights: another checkpoint under
-    the same name gets its own)."""
+    images per class, cached (keyed by the model's weights and the probe images' files and indices)."""
     if name in zoo.with_rankings():
         return zoo.rankings(name)
     data = _data(args, "train")
     outputs = _check_classes(model, data)
-    x = data.__getitems__([0])[0]
-    source = hashlib.sha256(data.description.encode()).hexdigest()[:8]
-    key = re.sub(r"[^\w.-]+", "_", name)[-60:] + "-" + head_fingerprint(model, find_split(model, x).head)
-    path = cache_dir() / "rankings" / f"{key}-lo-ir-{source}-train{args.probe_per_class}.safetensors"
-    if path.exists():
-        return Rankings.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    loader = balanced_loader(data, batch_size=200, per_class=args.probe_per_class)
-    rankings = lo_ir(model, loader, class_names=_class_names(data, outputs),
-                     probe=f"{data.description}, first {args.probe_per_class} per class")
-    rankings.save(path)
-    return rankings
+    return cached_lo_ir(model, data, args.probe_per_class, name=name, class_names=_class_names(data, outputs))
 
 
 def _check_classes(model: nn.Module, data) -> int:
@@ -182,10 +172,12 @@ def cmd_eval(args) -> int:
     if args.sanity:
         sanity_data = next(iter(_test_images(args, args.sanity_n, args.sanity_n)[0]))
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, cache=cache_dir() / "adversarial")
-    results = benchmark(models, loader, out=args.out, attacks=[a for a in args.attacks.split(",") if a],
-                        settings=settings, baseline="base", cascade=args.cascade, corruptions=corruptions,
-                        severities=args.severities, sanity=[rankings.method] if args.sanity else (),
-                        sanity_data=sanity_data, meta=meta)
+    with folder_lock(args.out):
+        _fresh(args)
+        results = benchmark(models, loader, out=args.out, attacks=[a for a in args.attacks.split(",") if a],
+                            settings=settings, baseline="base", cascade=args.cascade, corruptions=corruptions,
+                            severities=args.severities, sanity=[rankings.method] if args.sanity else (),
+                            sanity_data=sanity_data, meta=meta)
     if rank > 0:
         return 0
     print(markdown_table(summary_rows(results, "base")))
@@ -195,14 +187,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _fresh(args) -> None:
+    """``--fresh``: move what ``--out`` holds into a backup folder (one process under torchrun; the
+    others wait), so that the run starts over and loses nothing."""
+    from .eval.distributed import shard
+
+    if not getattr(args, "fresh", False):
+        return
+    rank, world = shard()
+    if rank == 0:
+        backup = start_fresh(args.out)
+        if backup is not None:
+            print(f"--fresh: kept what {args.out} held in {backup}", file=sys.stderr)
+    if world > 1:
+        torch.distributed.barrier()
+
+
 def sweep_rankings_path(out: Path, name: str) -> Path:
     """Where a sweep folder keeps the rankings it computed, by their name in the sweep ("layer features.16")."""
     return out / ("rankings-" + re.sub(r"[^\w.-]+", "_", name.replace(" ", "-")) + ".safetensors")
 
 
 def cmd_sweep(args) -> int:
-    from .eval.distributed import init_distributed, shard
-    from .eval.sweep import SWEEP_ATTACKS, adversarial_probe, one_at_a_time, sweep
+    from .eval.distributed import init_distributed
 
     torch.manual_seed(args.seed)
     rank, device = init_distributed()
@@ -210,7 +217,15 @@ def cmd_sweep(args) -> int:
     loader, data = _test_images(args, args.n, args.batch_size)
     _check_classes(model, data)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        _fresh(args)
+        return _sweep(args, model, loader, data, out, rank)
+
+
+def _sweep(args, model: nn.Module, loader, data, out: Path, rank: int) -> int:
+    from .eval.distributed import shard
+    from .eval.sweep import SWEEP_ATTACKS, adversarial_probe, one_at_a_time, sweep
+
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, cache=cache_dir() / "adversarial")
     rankings = {"clean": _rankings_for(args, args.model, model)}
 
@@ -220,11 +235,21 @@ def cmd_sweep(args) -> int:
 
     def saved(name: str, compute) -> Rankings:  # computed once per sweep folder (by one process under torchrun)
         path = sweep_rankings_path(out, name)
+        # what made them: a folder's rankings of another model, probe or eps are refused, not reused
+        made_by = short_digest({"model": model_digest(model), "probe": _data(args, "train").identity(),
+                                "probe_per_class": args.probe_per_class, "eps": args.eps, "name": name})
         if rank == 0 and not path.exists():
-            compute().save(path)
+            computed = compute()
+            computed.made_by = made_by
+            computed.save(path)
         if shard()[1] > 1:
             torch.distributed.barrier()
-        return Rankings.load(path)
+        loaded = Rankings.load(path)
+        if loaded.made_by != made_by:
+            raise StateMismatch(f"{path} holds rankings {name!r} of another sweep (another model, probe or eps); "
+                                f"use another --out, or start over with --fresh (the old files are kept in a backup "
+                                "folder)")
+        return loaded
 
     if args.adversarial_rankings:
         def adversarial():
@@ -257,7 +282,8 @@ def cmd_train(args) -> int:
     from .zoo.train import TrainConfig, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed), args.output, args.data)
+    train(TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed), args.output, args.data,
+          fresh=args.fresh)
     print(f"wrote {args.output}")
     return 0
 
@@ -277,7 +303,7 @@ def cmd_refine(args) -> int:
     reference = None if args.reference.lower() == "none" else zoo.load(args.reference)
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(RefineConfig)
                if getattr(args, f.name) is not None}  # every field has its --option
-    refine(model, data, reference=reference, out_dir=args.out, progress=not args.quiet, **options)
+    refine(model, data, reference=reference, out_dir=args.out, progress=not args.quiet, fresh=args.fresh, **options)
     if is_main_process():
         path = Path(args.out) / "refined.safetensors"
         with atomic_path(path) as tmp:
@@ -359,7 +385,9 @@ def cmd_corruptions(args) -> int:
     if args.per_class is not None:
         data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
     source = f"CIFAR-10 ({data.kind}) {args.split}" + (f", first {args.per_class} per class" if args.per_class else "")
-    out = write_dataset(args.out, data, names=names, seed=args.seed, progress=not args.quiet, source=source)
+    with folder_lock(args.out):
+        _fresh(args)
+        out = write_dataset(args.out, data, names=names, seed=args.seed, progress=not args.quiet, source=source)
     print(f"CIFAR-10-C-style (CIFAR parameters, seed {args.seed}): {len(names)} corruptions x 5 severities "
           f"of {len(data)} images in {out}")
     return 0
@@ -377,16 +405,12 @@ def cmd_export(args) -> int:
 
     if args.check:
         session = OnnxDefense(args.check)
-        cfg, meta = session.config, session.session.get_modelmeta().custom_metadata_map
-        model_name = args.model or meta.get("zoo_model")
-        if not cfg or not model_name:
-            print("igdefense: this ONNX file has no igdefense metadata; pass --model and --rankings", file=sys.stderr)
-            return 2
-        if not args.model:  # the model the file was exported from, with its options (checkpoint, model dir...)
-            args = argparse.Namespace(**{**vars(args), **json.loads(meta.get("model_options", "{}"))})
-        rankings = args.rankings or (None if meta.get("rankings") == "zoo" else meta.get("rankings"))
-        defended = _defended(args, model_name, rankings, k=cfg["k"],
-                             sigma=cfg["sigma"], tau=cfg["tau"], n_samples=cfg["n_samples"], seed=args.seed)
+        cfg = session.config
+        if not cfg:
+            raise ValueError(f"{args.check} has no igdefense metadata; pass --model and --rankings")
+        args = _options_from_export(args, session.metadata)
+        defended = _defended(args, args.model, args.rankings, k=cfg.get("k"), sigma=cfg.get("sigma", 4 / 255),
+                             tau=cfg.get("tau", 0.01), n_samples=cfg.get("n_samples", 1), seed=args.seed)
         loader = _test_images(args, args.n, 250)[0]
         report = check_parity(session, defended, loader, seed=args.seed)
         for key, value in report.items():
@@ -409,6 +433,40 @@ def cmd_export(args) -> int:
     return 0
 
 
+_MODEL_OPTIONS = {"model_dir": str, "dataset": str, "threat_model": str, "checkpoint": str, "num_classes": int}
+
+
+def _options_from_export(args, meta: dict[str, str]) -> argparse.Namespace:
+    """The model, rankings and model options of ``export --check``: what the user typed, and only where
+    they typed nothing, what the file's metadata says, read as data. A model *file* named there is
+    never run: that takes the user's own --model."""
+    model = args.model or meta.get("zoo_model")
+    if not model:
+        raise ValueError(f"{args.check} does not name its model; pass --model and --rankings")
+    if not args.model and not (model in zoo.available() or model.startswith(("robustbench:", "torchvision:", "timm:"))):
+        raise ValueError(f"{args.check} names the model {model!r}, a file igdefense would have to run; it never runs "
+                         "code named in a file's metadata: pass --model yourself if you trust that file")
+    values = vars(args) | {"model": model}
+    if not args.model:  # the options the export was made with belong to its model
+        try:
+            options = json.loads(meta.get("model_options", "{}"))
+            if not isinstance(options, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise ValueError(f"{args.check} has malformed model_options metadata ({e})") from e
+        for key, value in options.items():
+            if key not in _MODEL_OPTIONS:
+                raise ValueError(f"{args.check}: unknown model option {key!r} in its metadata")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, _MODEL_OPTIONS[key])):
+                raise ValueError(f"{args.check}: model option {key}={value!r} in its metadata is not a "
+                                 f"{_MODEL_OPTIONS[key].__name__}")
+            if values.get(key) is None:  # never over what the user typed
+                values[key] = value
+    if args.rankings is None and meta.get("rankings") not in (None, "zoo"):
+        values["rankings"] = meta["rankings"]
+    return argparse.Namespace(**values)
+
+
 def _model_options(args) -> dict:
     """The options besides --model that rebuild the model (paths made absolute)."""
     resolve = lambda v: None if v is None else str(Path(v).resolve())  # noqa: E731
@@ -418,33 +476,87 @@ def _model_options(args) -> dict:
 
 def _model(args, spec: str | None = None) -> nn.Module:
     """The model ``--model`` (or ``spec``) names, with the options that go with it."""
-    return load_model(spec or args.model, model_dir=args.model_dir, dataset=args.dataset,
-                      threat_model=args.threat_model, checkpoint=args.checkpoint, num_classes=args.num_classes)
+    return load_model(spec or args.model, model_dir=args.model_dir, dataset=args.dataset or "cifar10",
+                      threat_model=args.threat_model or "Linf", checkpoint=args.checkpoint,
+                      num_classes=args.num_classes)
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--model", default=default, help="a zoo name (" + ", ".join(zoo.available()) + "), "
-                   "robustbench:NAME, torchvision:NAME, timm:NAME or path/to/file.py:factory; the model takes "
-                   "[0,1] images (normalisation inside it)" + (f" (default {default})" if default else ""))
+                   "robustbench:NAME, torchvision:NAME, timm:NAME or path/to/file.py:factory (which runs that "
+                   "file: name only files you trust); the model takes [0,1] images (normalisation inside it)"
+                   + (f" (default {default})" if default else ""))
     p.add_argument("--model-dir", default=None, help="RobustBench's model folder: <dir>/<dataset>/<threat>/NAME.pt "
                    "is read, downloaded only when missing (default ./models)")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet"],
-                   help="the RobustBench model's dataset")
-    p.add_argument("--threat-model", default="Linf", choices=["Linf", "L2", "corruptions"])
-    p.add_argument("--checkpoint", default=None, help="state dict for torchvision:NAME / timm:NAME")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs of the checkpoint's model")
+    p.add_argument("--dataset", default=None, choices=["cifar10", "cifar100", "imagenet"],
+                   help="the RobustBench model's dataset (default cifar10)")
+    p.add_argument("--threat-model", default=None, choices=["Linf", "L2", "corruptions"], help="default Linf")
+    p.add_argument("--checkpoint", default=None, help="state dict for torchvision:NAME / timm:NAME (read with "
+                   "torch.load(weights_only=True): tensors only, no code)")
+    p.add_argument("--num-classes", type=_count, default=None, help="classifier outputs of the checkpoint's model")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="the images: " + "; ".join(DATA_FORMS) + " (class-balanced subsets)")
-    p.add_argument("--image-size", type=int, default=224, help="image folders: side of the centre crop, after "
+    p.add_argument("--image-size", type=_whole(8), default=224, help="image folders: side of the centre crop, after "
                    "resizing the shorter side to size / 0.875 (default 224)")
 
 
 def _fraction(text: str) -> float:
-    """Parse '8/255' or '0.03'."""
+    """Parse '8/255' or '0.03' (finite, >= 0)."""
     num, _, den = text.partition("/")
-    return float(num) / float(den or 1)
+    try:
+        value = float(num) / float(den or 1)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 8/255") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def _radius(text: str) -> float:
+    """An L-inf radius on [0, 1] images: '8/255' or '0.03', at most 1."""
+    value = _fraction(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than the whole [0, 1] range of an image; did you mean "
+                                         f"{text}/255?")
+    return value
+
+
+def _whole(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+_count, _natural = _whole(1), _whole(0)  # (>= 1: images, steps, k; >= 0: seeds)
+
+
+def _real(low: float = -math.inf, high: float = math.inf):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number in [{low:g}, {high:g}]")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _list(parse):
+    def parse_all(text: str) -> list:
+        return [parse(v) for v in text.split(",") if v]
+    parse_all.__name__ = "comma-separated list"
+    return parse_all
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -456,15 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="undefended vs defended on test images: clean, APGD-CE, transfer "
                                     "from the base model, image-wise worst case")
     _add_model_args(d, zoo.default_model())
-    d.add_argument("--images", "--n", dest="n", type=int, default=200, help="test images, class-balanced (default 200)")
-    d.add_argument("--k", type=int, default=None, help="neurons kept per class (default: 10%% of them, rounded)")
+    d.add_argument("--images", "--n", dest="n", type=_count, default=200, help="test images, class-balanced (default 200)")
+    d.add_argument("--k", type=_count, default=None, help="neurons kept per class (default: 10%% of them, rounded)")
     d.add_argument("--sigma", type=_fraction, default=None,
                    help="pass-1 noise std (default 4/255; 8/255 for smallcnn-refined, its best in `igdefense sweep`)")
-    d.add_argument("--eps", type=_fraction, default=8 / 255, help="L-inf radius (default 8/255)")
+    d.add_argument("--eps", type=_radius, default=8 / 255, help="L-inf radius (default 8/255)")
     d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
-    d.add_argument("--probe-per-class", type=int, default=200, help="LO-IR probe images per class")
-    d.add_argument("--batch-size", type=int, default=100)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--probe-per-class", type=_count, default=200, help="LO-IR probe images per class")
+    d.add_argument("--batch-size", type=_count, default=100)
+    d.add_argument("--seed", type=_natural, default=0)
     _add_data_args(d)
     d.set_defaults(func=cmd_demo)
 
@@ -475,8 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pretrained", default="openai", help="CLIP weights: tag (downloads), local path, or 'none'")
     r.add_argument("--mode", default="auto", choices=["auto", "closed", "ablation"])
     r.add_argument("--layer", default=None, help="module name (its output is ranked); default: penultimate")
-    r.add_argument("--per-class", type=int, default=None, help="probe images per class (default: all 5,000)")
-    r.add_argument("--batch-size", type=int, default=256)
+    r.add_argument("--per-class", type=_count, default=None, help="probe images per class (default: all 5,000)")
+    r.add_argument("--batch-size", type=_count, default=256)
     _add_data_args(r)
     r.add_argument("-o", "--output", required=True, type=Path)
     r.set_defaults(func=cmd_rank)
@@ -484,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="overlap of two rankings' per-class top-k neuron sets")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
-    c.add_argument("--k", type=int, default=50)
+    c.add_argument("--k", type=_count, default=50)
     c.add_argument("--plot", type=Path, default=None, help="heat map output (e.g. overlap.png)")
     c.set_defaults(func=cmd_compare)
 
@@ -500,30 +612,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attack only images no earlier attack broke: same IW-WC, far cheaper; columns "
                         "after the first become cumulative")
     # --images, not a bare --n: torchrun's parser would take "--n" as an abbreviation of its own options
-    v.add_argument("--images", "--n", dest="n", type=int, default=1000, help="test images, class-balanced")
-    v.add_argument("--k", type=int, default=None)
+    v.add_argument("--images", "--n", dest="n", type=_count, default=1000, help="test images, class-balanced")
+    v.add_argument("--k", type=_count, default=None)
     v.add_argument("--sigma", type=_fraction, default=4 / 255)
-    v.add_argument("--eps", type=_fraction, default=8 / 255)
-    v.add_argument("--eot-iter", type=int, default=20)
+    v.add_argument("--eps", type=_radius, default=8 / 255)
+    v.add_argument("--eot-iter", type=_count, default=20)
     v.add_argument("--random-mask", action="store_true", help="also evaluate a random-k mask (ablation)")
     v.add_argument("--sanity", action="store_true", help="run the sanity checks on the defended model")
-    v.add_argument("--sanity-n", type=int, default=100)
-    v.add_argument("--probe-per-class", type=int, default=200)
-    v.add_argument("--batch-size", type=int, default=250, help="large batches are far faster on CPUs")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--sanity-n", type=_count, default=100)
+    v.add_argument("--probe-per-class", type=_count, default=200)
+    v.add_argument("--batch-size", type=_count, default=250, help="large batches are far faster on CPUs")
+    v.add_argument("--seed", type=_natural, default=0)
     _add_data_args(v)
     v.add_argument("--out", default="igdefense-eval", help="directory for logs (resumable) and the report")
+    v.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
     v.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
                                      "(transfer first, then AutoAttack, EOT, RayS); table + plot (resumable)")
     _add_model_args(w, zoo.default_model())
-    w.add_argument("--images", "--n", dest="n", type=int, default=500, help="test images, class-balanced")
-    w.add_argument("--ks", type=lambda t: [float(v) for v in t.split(",")], default=[2, 5, 10, 25, 50],
+    w.add_argument("--images", "--n", dest="n", type=_count, default=500, help="test images, class-balanced")
+    w.add_argument("--ks", type=_list(_real(0, 100)), default=[2, 5, 10, 25, 50],
                    help="k values, %% of the masked layer's neurons (default 2,5,10,25,50)")
-    w.add_argument("--sigmas", type=lambda t: [_fraction(v) for v in t.split(",")],
+    w.add_argument("--sigmas", type=_list(_fraction),
                    default=[2 / 255, 4 / 255, 8 / 255], help="noise std values (default 2/255,4/255,8/255)")
-    w.add_argument("--n-samples", type=lambda t: [int(v) for v in t.split(",")], default=[1, 8],
+    w.add_argument("--n-samples", type=_list(_count), default=[1, 8],
                    help="noise draws (default 1,8)")
     w.add_argument("--adversarial-rankings", action="store_true",
                    help="also LO-IR on the model's PGD-10 examples of the probe images")
@@ -533,35 +646,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "that the attacks run so far show cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
                    "transfer,autoattack,apgd-ce-eot,rays)")
-    w.add_argument("--eps", type=_fraction, default=8 / 255)
-    w.add_argument("--eot-iter", type=int, default=20)
-    w.add_argument("--probe-per-class", type=int, default=200)
-    w.add_argument("--batch-size", type=int, default=250)
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--eps", type=_radius, default=8 / 255)
+    w.add_argument("--eot-iter", type=_count, default=20)
+    w.add_argument("--probe-per-class", type=_count, default=200)
+    w.add_argument("--batch-size", type=_count, default=250)
+    w.add_argument("--seed", type=_natural, default=0)
     _add_data_args(w)
     w.add_argument("--out", default="igdefense-sweep", help="logs (resumable), sweep.{md,json,png}, report.*")
+    w.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
     w.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
     t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=_count, default=10)
+    t.add_argument("--seed", type=_natural, default=0)
     t.add_argument("--data", default=None, help=data_help)
     t.add_argument("-o", "--output", required=True, type=Path)
+    t.add_argument("--fresh", action="store_true", help="start over: the checkpoint OUTPUT.ckpt is kept as .ckpt.bak")
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("explain-robustness", help="do Grad-CAM / SmoothGrad / LIME maps see an attack? metrics "
                                                   "between clean and adversarial maps vs a noise control, figures")
     _add_model_args(x, "smallcnn-standard")
     x.add_argument("--defense", action="store_true", help="explain the model wrapped in IG-Defense (LO-IR)")
-    x.add_argument("--images", type=int, default=200, help="test images, class-balanced (default 200)")
-    x.add_argument("--eps", type=_fraction, default=0.025, help="L-inf radius (default 0.025, the study's)")
+    x.add_argument("--images", type=_count, default=200, help="test images, class-balanced (default 200)")
+    x.add_argument("--eps", type=_radius, default=0.025, help="L-inf radius (default 0.025, the study's)")
     x.add_argument("--attacks", default="fgsm,bim", help="from the attack registry (default fgsm,bim)")
     x.add_argument("--methods", default="gradcam,smoothgrad,lime")
-    x.add_argument("--q", type=float, default=20, help="top-q%% pixels for IoU and top-k intersection")
-    x.add_argument("--num-samples", type=int, default=1000, help="LIME perturbations per image")
-    x.add_argument("--sensitivity", type=int, default=3, help="noise draws for sensitivity_max (0: skip)")
-    x.add_argument("--probe-per-class", type=int, default=200)
-    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--q", type=_real(0, 100), default=20, help="top-q%% pixels for IoU and top-k intersection")
+    x.add_argument("--num-samples", type=_count, default=1000, help="LIME perturbations per image")
+    x.add_argument("--sensitivity", type=_natural, default=3, help="noise draws for sensitivity_max (0: skip)")
+    x.add_argument("--probe-per-class", type=_count, default=200)
+    x.add_argument("--seed", type=_natural, default=0)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_args(x)
     x.add_argument("--out", default="igdefense-explain", help="report.json, report.md, grid-<attack>.png")
@@ -570,10 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("corruptions", help="write CIFAR-10-C-style corruptions (CIFAR parameters) of the test set, "
                                            "in CIFAR-10-C's layout (resumable)")
     c.add_argument("--out", default="cifar10-c", help="folder for <name>.npy and labels.npy")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
+    c.add_argument("--seed", type=_natural, default=0)
     c.add_argument("--names", default="all", help="comma-separated corruptions (default all 19)")
     c.add_argument("--split", default="test", choices=["test", "train"])
-    c.add_argument("--per-class", type=int, default=None, help="only the first N images of each class (default all)")
+    c.add_argument("--per-class", type=_count, default=None, help="only the first N images of each class (default all)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--data", default=None, help=data_help)
     c.set_defaults(func=cmd_corruptions)
@@ -583,41 +699,57 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--reference", default="smallcnn-robust", help="zoo model whose attributions count as right, "
                    "or none (instability only)")
     f.add_argument("--out", default="igdefense-refine", help="checkpoint, log.jsonl and refined.safetensors")
-    f.add_argument("--per-class", type=int, default=None, help="train on the first N images per class (default all)")
-    f.add_argument("--rounds", type=int)
+    f.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
+    f.add_argument("--per-class", type=_count, default=None, help="train on the first N images per class (default all)")
+    f.add_argument("--rounds", type=_count)
     f.add_argument("--method", choices=METHODS)
-    f.add_argument("--attribute-per-round", type=int)
-    f.add_argument("--num-samples", type=int)
-    f.add_argument("--copies", type=int)
-    f.add_argument("--quantile", type=float)
-    f.add_argument("--alpha", type=float)
-    f.add_argument("--lam", type=float)
-    f.add_argument("--eps", type=_fraction)
-    f.add_argument("--lr", type=float)
-    f.add_argument("--weight-decay", type=float)
-    f.add_argument("--batch-size", type=int)
-    f.add_argument("--steps-per-round", type=int)
-    f.add_argument("--holdout", type=int)
-    f.add_argument("--budget-cpu-seconds", type=float)
-    f.add_argument("--seed", type=int)
+    f.add_argument("--attribute-per-round", type=_natural)
+    f.add_argument("--num-samples", type=_count)
+    f.add_argument("--copies", type=_natural)
+    f.add_argument("--quantile", type=_real(0, 1))
+    f.add_argument("--alpha", type=_real(0))
+    f.add_argument("--lam", type=_real(0))
+    f.add_argument("--eps", type=_radius)
+    f.add_argument("--lr", type=_real(0))
+    f.add_argument("--weight-decay", type=_real(0))
+    f.add_argument("--batch-size", type=_count)
+    f.add_argument("--steps-per-round", type=_count)
+    f.add_argument("--holdout", type=_natural)
+    f.add_argument("--budget-cpu-seconds", type=_real(0))
+    f.add_argument("--seed", type=_natural)
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.add_argument("--data", default=None, help=data_help)
     f.set_defaults(func=cmd_refine)
     e = sub.add_parser("export", help="export a defended model to ONNX, or check an export's parity")
     _add_model_args(e, None)
     e.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
-    e.add_argument("--k", type=int, default=None)
+    e.add_argument("--k", type=_count, default=None)
     e.add_argument("--sigma", type=_fraction, default=4 / 255)
     e.add_argument("--noise", choices=["graph", "input"], default="graph")
-    e.add_argument("--opset", type=int, default=17)
-    e.add_argument("--probe-per-class", type=int, default=200)
+    e.add_argument("--opset", type=_whole(7), default=17)
+    e.add_argument("--probe-per-class", type=_count, default=200)
     e.add_argument("-o", "--output", type=Path, default=None)
     e.add_argument("--check", type=Path, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
-    e.add_argument("--n", type=int, default=1000, help="test images for --check (default 1000)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--n", type=_count, default=1000, help="test images for --check (default 1000)")
+    e.add_argument("--seed", type=_natural, default=0)
     _add_data_args(e)
     e.set_defaults(func=cmd_export)
     return ap
+
+
+# What a user's mistake raises: wrong values (ValueError: RankingsError, StateMismatch, LogError...),
+# wrong types, unknown names (KeyError), unreadable or missing paths and failed downloads (OSError:
+# URLError, a corrupt image), missing extras (ImportError), a folder another run writes (FolderBusy),
+# a diverging refinement (FloatingPointError).
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FolderBusy, FloatingPointError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # (str(KeyError) adds quotes)
+    text = " ".join(str(text).split()) or type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in text:
+        text += f": {e.filename}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -627,10 +759,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:  # bad input (missing data, RankingsError...): no traceback
+    except USER_ERRORS as e:  # bad input, not a bug: one line (-v: the traceback)
         if args.verbose:
             raise
-        print(f"igdefense: {e}\n(run igdefense -v ... for the traceback)", file=sys.stderr)
+        print(f"igdefense: {_one_line(e)} (igdefense -v ... shows the traceback)", file=sys.stderr)
         return 2
     finally:
         # Under torchrun: a process that exits with its gloo group alive can abort ("terminate

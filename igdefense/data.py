@@ -13,7 +13,12 @@ Where CIFAR-10 is looked for, in order:
 
 JPEG sources are decoded once into uint8 ``.npy`` files in the cache dir (``IGDEFENSE_CACHE``,
 default ``~/.cache/igdefense``) and read back as memory maps, so nothing holds the dataset
-in memory.
+in memory. The decoded files are keyed by the source (its path, size and modification time, or
+for a folder every file's), so another copy of CIFAR-10 is decoded on its own.
+
+No file is unpickled as such: torchvision checks CIFAR-10's files against their published
+checksums before reading them, and CIFAR-100's pickles go through an unpickler that builds only
+the arrays, lists, dicts and strings those files hold.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
+from ._identity import digest_indices, file_identity, short_digest
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -90,12 +96,24 @@ def locate_cifar10(root: str | os.PathLike | None = None) -> tuple[str, Path]:
     )
 
 
+def _cached_arrays(images_file: Path, labels_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The decoded split, if both files are there and hold what a decode writes (else None: decode again)."""
+    try:
+        images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
+    except (OSError, ValueError):
+        return None
+    fits = (images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3) and labels.dtype == np.int64
+            and labels.shape == (len(images),) and len(labels) and 0 <= labels.min() and labels.max() < 10)
+    return (images, labels) if fits else None
+
+
 def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode one split of the JPEG tree into the cache; returns memory-mapped (images, labels)."""
-    out = cache_dir() / f"cifar10-jpeg-{split}"
+    out = cache_dir() / f"cifar10-jpeg-{split}-{short_digest(_jpeg_source(kind, path, split))}"
     images_file, labels_file = out.with_suffix(".images.npy"), out.with_suffix(".labels.npy")
-    if images_file.exists() and labels_file.exists():
-        return np.load(images_file, mmap_mode="r"), np.load(labels_file)
+    cached = _cached_arrays(images_file, labels_file)
+    if cached is not None:
+        return cached
 
     def members():
         # Yields (class name, file name, bytes) for the split, in any order.
@@ -118,19 +136,60 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
         np.save(tmp, labels)
     with atomic_path(images_file) as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 32, 32, 3))
-        for i, (_, _, data) in enumerate(tqdm(items, desc=f"decoding CIFAR-10 {split}", leave=False)):
-            images[i] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        for i, (cls, name, data) in enumerate(tqdm(items, desc=f"decoding CIFAR-10 {split}", leave=False)):
+            try:
+                images[i] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            except (OSError, ValueError) as e:  # truncated, not a JPEG, or not 32x32
+                raise ValueError(f"{path}: cannot read {split}/{cls}/{name} as a 32x32 RGB image ({e})") from e
         images.flush()
         del images
     return np.load(images_file, mmap_mode="r"), labels
 
 
+def _jpeg_source(kind: str, path: Path, split: str) -> dict:
+    return {"kind": kind, "split": split, **file_identity(path if kind == "jpeg-tar" else path / split)}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Builds only what CIFAR's pickles hold (numpy arrays, lists, dicts, strings, numbers): any other
+    global a crafted file names (``os.system``, say) is refused instead of being called."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR files never hold; refusing to "
+                                         "unpickle it (a file that does may run code)")
+        return super().find_class(module, name)
+
+
+def load_cifar_pickle(path: Path) -> dict:
+    """A CIFAR pickle (``data``, labels, class names) read without running anything it names."""
+    try:
+        with open(path, "rb") as f:
+            entry = _ArraysOnly(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path} is not a CIFAR pickle: {e}") from e
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not a CIFAR pickle: it holds a {type(entry).__name__}, not a dict")
+    return entry
+
+
 class LabelledImages(Dataset):
     """Images with ``labels`` (of every image) of which ``indices`` are kept (a class-balanced subset,
-    say); subclasses read a batch at once in ``__getitems__(indices) -> (images, labels)``."""
+    say); subclasses read a batch at once in ``__getitems__(indices) -> (images, labels)``, and set
+    ``source`` (what :func:`igdefense._identity.file_identity` says of the files read)."""
 
     labels: np.ndarray
     indices: np.ndarray
+    source_identity: dict
+
+    def identity(self) -> dict:
+        """What the images served are: the source files and the indices kept (caches and
+        checkpoints made from this dataset are bound to it)."""
+        return {"source": self.source_identity, "indices": digest_indices(self.indices)}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -159,10 +218,17 @@ class CIFAR10(LabelledImages):
         if self.kind == "torchvision":
             import torchvision
 
-            ds = torchvision.datasets.CIFAR10(str(self.source), train=split == "train", download=False)
+            try:  # (torchvision checks every file against CIFAR-10's published md5 before unpickling it)
+                ds = torchvision.datasets.CIFAR10(str(self.source), train=split == "train", download=False)
+            except RuntimeError as e:
+                raise DataNotFoundError(f"{self.source / 'cifar-10-batches-py'} is not the CIFAR-10 release: its "
+                                        f"files do not match their published checksums ({e})") from e
             self.images, self.labels = ds.data, np.asarray(ds.targets, dtype=np.int64)
+            self.source_identity = {"kind": "torchvision", "split": split,
+                                    **file_identity(self.source / "cifar-10-batches-py")}
         else:
             self.images, self.labels = _decode_jpegs(self.kind, self.source, split)
+            self.source_identity = _jpeg_source(self.kind, self.source, split)
         self.indices = np.arange(len(self.labels)) if indices is None else np.asarray(indices)
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +244,8 @@ class CIFAR10(LabelledImages):
 class CIFAR100(CIFAR10):
     """CIFAR-100 (fine labels) from a torchvision root holding ``cifar-100-python``; never downloads.
 
-    The pickles are read as torchvision reads them, without its checksum (so a root made elsewhere works).
+    The pickles are read without torchvision's checksum (so a root made elsewhere works), through an
+    unpickler that builds only arrays, lists, dicts and strings (:func:`load_cifar_pickle`).
     """
 
     def __init__(self, split: str = "test", root: str | os.PathLike = "data", indices: Sequence[int] | None = None):
@@ -190,12 +257,20 @@ class CIFAR100(CIFAR10):
                                     "cifar-100-python/{train,test,meta}; torchvision.datasets.CIFAR100(root, "
                                     "download=True) makes one where there is internet)")
         self.split, self.kind, self.source = split, "torchvision", folder.parent.resolve()
-        with open(folder / split, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        self.images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        self.labels = np.asarray(entry["fine_labels"], dtype=np.int64)
-        with open(folder / "meta", "rb") as f:
-            self.classes = tuple(pickle.load(f, encoding="latin1")["fine_label_names"])
+        entry, meta = load_cifar_pickle(folder / split), load_cifar_pickle(folder / "meta")
+        try:
+            self.images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            self.labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+            self.classes = tuple(str(c) for c in meta["fine_label_names"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{folder} does not hold CIFAR-100 as torchvision writes it ({e!r} missing or "
+                             "malformed)") from e
+        if len(self.labels) != len(self.images) or (len(self.labels) and not 0 <= self.labels.min() <= self.labels.max()
+                                                    < len(self.classes)):
+            raise ValueError(f"{folder / split}: {len(self.images)} images, {len(self.labels)} labels of "
+                             f"{len(self.classes)} classes do not fit together")
+        self.source_identity = {"kind": "cifar100", "split": split, "data": file_identity(folder / split),
+                                "meta": file_identity(folder / "meta")}
         self.indices = np.arange(len(self.labels)) if indices is None else np.asarray(indices)
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype, register_at
-from ._validation import check_images
+from ._identity import model_identity, tensor_digest
+from ._validation import check_images, check_number
 from .rankings import Rankings, RankingsError
 from .split import Site, find_split, head_fingerprint
 
@@ -30,6 +31,13 @@ class RandomizedDefense(Protocol):
     checks apply; its examples are never cached), ``smooth_gradients`` gives BPDA attacks a
     surrogate gradient (``contextlib.nullcontext()`` when nothing in the forward pass saturates).
     :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one."""
+
+    def identity(self) -> dict:
+        """What this defense's outputs depend on (logs and caches are bound to it): the base model's
+        weights, the rankings, the masked site and every setting but the seed (evaluations reseed)."""
+        return {"defense": type(self).__qualname__, "model": model_identity(self.model), "rankings": self.rankings_digest,
+                "site": str(self.split.site), "k": self.k, "sigma": self.sigma, "tau": self.tau,
+                "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
 
     def reseed(self, seed: int | None) -> None: ...
 
@@ -76,10 +84,13 @@ class IGDefense(nn.Module):
         super().__init__()
         if not isinstance(rankings, Rankings):
             rankings = Rankings.load(rankings)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        if sigma < 0 or tau <= 0:
-            raise ValueError(f"need sigma >= 0 and tau > 0, got sigma={sigma}, tau={tau}")
+        check_number("n_samples", n_samples, integer=True, low=1)
+        check_number("sigma", sigma, low=0)
+        check_number("tau", tau, low=0, low_open=True)
+        if k is not None:
+            check_number("k", k, integer=True, low=1)
+        if seed is not None:
+            check_number("seed", seed, integer=True, low=0)
         device = model_device(model)
         example = torch.full((1, *rankings.input_shape), 0.5, device=device)
         site = Site.parse(rankings.layer)
@@ -92,6 +103,7 @@ class IGDefense(nn.Module):
         self.split = split
         self.k = max(1, round(0.1 * split.num_neurons)) if k is None else int(k)
         self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
+        self.rankings_digest = tensor_digest(rankings.importance)[:32]
         self.sigma, self.n_samples, self.tau = float(sigma), int(n_samples), float(tau)
         self.input_range = input_range
         self.input_shape = tuple(rankings.input_shape)
@@ -103,6 +115,13 @@ class IGDefense(nn.Module):
     def extra_repr(self) -> str:
         return (f"site={self.split.site}, k={self.k}/{self.split.num_neurons}, sigma={self.sigma:.4g}, "
                 f"n_samples={self.n_samples}, tau={self.tau:g}")
+
+    def identity(self) -> dict:
+        """What this defense's outputs depend on (logs and caches are bound to it): the base model's
+        weights, the rankings, the masked site and every setting but the seed (evaluations reseed)."""
+        return {"defense": type(self).__qualname__, "model": model_identity(self.model), "rankings": self.rankings_digest,
+                "site": str(self.split.site), "k": self.k, "sigma": self.sigma, "tau": self.tau,
+                "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
 
     def reseed(self, seed: int | None) -> None:
         """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._identity import file_identity
 from .data import LabelledImages
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -84,6 +85,7 @@ class ImageFolder(LabelledImages):
         self.labels = np.array([label for _, label in files], dtype=np.int64)
         self.image_size = image_size
         self.indices = np.arange(len(self.files)) if indices is None else np.asarray(indices)
+        self.source_identity = {"kind": "image-folder", "image_size": image_size, **file_identity(self.root)}
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.indices[np.asarray(indices)]

@@ -108,7 +108,7 @@ def test_bad_options_are_refused_before_anything_is_written(small_train, tmp_pat
         refine(zoo.load("smallcnn-standard"), small_train, out_dir=tmp_path / "b", copies=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     _run(small_train, tmp_path / "c", rounds=1)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"another run: lam \(1.0 there, 3.0 here\)"):
         _run(small_train, tmp_path / "c", lam=3.0)
 
 

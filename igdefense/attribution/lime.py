@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._hooks import model_device
-from .._validation import check_images
+from .._validation import check_images, check_number
 from .segments import check_segments, hidden_fill
 
 
@@ -72,6 +72,9 @@ def lime(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, *, num_
     Returns:
         :class:`LimeResult`.
     """
+    check_number("num_samples", num_samples, integer=True, low=1)
+    check_number("kernel_width", kernel_width, low=0, low_open=True)
+    check_number("batch_size", batch_size, integer=True, low=1)
     check_images(images)
     batch = len(images)
     segments, counts = check_segments(segments, images)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._hooks import model_device
-from .._validation import check_images, check_labels
+from .._validation import check_images, check_labels, check_number
 from .lime import lime
 from .segments import check_segments, hidden_fill, superpixel_sum
 
@@ -49,6 +49,8 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
+    for name, value in (("num_samples", num_samples), ("n_steps", n_steps), ("batch_size", batch_size)):
+        check_number(name, value, integer=True, low=1)
     check_images(images)
     device = model_device(model)
     images = images.to(device)

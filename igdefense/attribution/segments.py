@@ -23,7 +23,7 @@ def segment(images: torch.Tensor, method: Literal["slic", "quickshift"] = "slic"
         method: "slic" (``n_segments``, ``compactness``) or "quickshift" (``kernel_size``,
             ``max_dist``, ``ratio``, ``seed``), as scikit-image computes them.
     """
-    from .._validation import check_images
+    from .._validation import check_images, check_number
 
     try:
         from skimage.segmentation import quickshift, slic
@@ -32,6 +32,10 @@ def segment(images: torch.Tensor, method: Literal["slic", "quickshift"] = "slic"
     check_images(images)
     if method not in ("slic", "quickshift"):
         raise ValueError(f"unknown segmentation {method!r}; choose 'slic' or 'quickshift'")
+    check_number("n_segments", n_segments, integer=True, low=1)
+    for name, value in (("compactness", compactness), ("kernel_size", kernel_size), ("max_dist", max_dist)):
+        check_number(name, value, low=0, low_open=True)
+    check_number("ratio", ratio, low=0, high=1)
     out = []
     for img in images.detach().cpu().permute(0, 2, 3, 1).double().numpy():
         if method == "slic":

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write
+from .._identity import RESULTS_VERSION, check_same
+from .._lock import folder_lock
 from . import NAMES, SEVERITIES, check_name, check_severity, corrupt
 from .blur import to_8bit
 
@@ -35,24 +37,35 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
     ``igdefense.data.CIFAR10("test")``) with each corruption at severities 1..5.
 
     Each ``<name>.npy`` is written atomically: a run that is stopped resumes at the first corruption
-    without a file. Images are read and corrupted ``CHUNK`` at a time (peak memory ~ a few chunks),
-    and quantised as the script's uint8 cast does (truncation).
+    without a file (the temporary file a kill leaves is removed by the next run). Images are read and
+    corrupted ``CHUNK`` at a time (peak memory ~ a few chunks), and quantised as the script's uint8
+    cast does (truncation). ``meta.json`` binds the folder to its images (an igdefense dataset's
+    files and indices), seed and version: a run with other ones is refused.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for name in names:
         check_name(name)
     n = len(images)
     if n == 0:
         raise ValueError("no images to corrupt: the dataset is empty")
+    data = images.identity() if callable(getattr(images, "identity", None)) else {"type": type(images).__qualname__}
     meta = {"kind": "CIFAR-10-C-style, CIFAR parameters", "seed": seed, "source": source, "images": n,
-            "chunk": CHUNK}
-    meta_path = out / "meta.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if {k: old.get(k) for k in meta} != meta:
-            raise ValueError(f"{out} holds a dataset made with {old}, not {meta}; use another directory")
-    atomic_write(meta_path, json.dumps(meta, indent=1))
+            "chunk": CHUNK, "data": data, "results_version": RESULTS_VERSION}
+    with folder_lock(out):
+        meta_path = out / "meta.json"
+        if meta_path.exists():
+            try:
+                old = json.loads(meta_path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{meta_path} is not JSON ({e}); use another folder, or --fresh") from e
+            check_same("a corruptions dataset", out, {k: old.get(k) for k in meta} if isinstance(old, dict) else old,
+                       meta, "use another --out, or start over with --fresh (the old files are kept in a backup folder)")
+        atomic_write(meta_path, json.dumps(meta, indent=1))
+        _write(out, images, names, n, seed, progress)
+    return out
+
+
+def _write(out: Path, images: Dataset, names: Sequence[str], n: int, seed: int, progress: bool) -> None:
     if not (out / "labels.npy").exists():
         labels = np.concatenate([_chunk(images, i)[1] for i in range(0, n, CHUNK)]).astype(np.uint8)
         with atomic_path(out / "labels.npy") as tmp:
@@ -76,7 +89,6 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
             array.flush()
             del array
     bar.close()
-    return out
 
 
 def _chunk(images: Dataset, start: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -13,22 +13,26 @@ Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted 
 AutoAttack examples on the undefended base model (``AttackSettings.transfer_from`` chooses).
 
 With ``AttackSettings.cache`` set, the examples crafted on a deterministic model (no ``reseed``:
-not an IGDefense) are stored there, keyed by the model's weights, the batch and the settings: the
-base model's AutoAttack run then also serves as the transfer source for every defended model.
-The key does not include the pyautoattack version: empty the directory after upgrading it.
+not an IGDefense) are stored there as safetensors (no pickle), keyed by the model's weights, the
+batch, the settings and the pyautoattack version: the base model's AutoAttack run then also serves
+as the transfer source for every defended model. A cached file must hold candidates of the batch's
+shape inside the eps-ball, or it is recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .._atomic import atomic_path
+from .._identity import RESULTS_VERSION, tensor_digest
+from .._state import StateFileError, load_state, save_state
+from .._validation import check_number
 from ..defense import RandomizedDefense
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
@@ -37,6 +41,7 @@ BLACK_BOX = ("square", "rays")
 TRANSFER = ("transfer",)
 ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
 TRANSFER_SOURCES = ("apgd-ce", "apgd-cw", "apgd-t", "autoattack")  # the paper's transfer attacks (RayS aside)
+BUDGETS = ("n_iter", "square_queries", "rays_queries", "pgd_steps")  # AttackSettings' per-attack budgets
 
 
 @dataclass
@@ -59,8 +64,13 @@ class AttackSettings:
     def __post_init__(self) -> None:
         if self.norm not in ("Linf", "L2", "L1"):
             raise ValueError(f"norm must be 'Linf', 'L2' or 'L1', got {self.norm!r}")
-        if not self.eps >= 0:  # (0: no perturbation, a control)
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        check_number("eps", self.eps, low=0)  # (0: no perturbation, a control)
+        if self.norm == "Linf" and self.eps > 1:
+            raise ValueError(f"eps={self.eps:g} is larger than the whole [0, 1] range of an image: an L-inf eps is "
+                             f"in [0, 1] units (8/255 = {8 / 255:.4f}); did you mean {self.eps:g}/255?")
+        check_number("seed", self.seed, integer=True, low=0)
+        for name in ("eot_iter", *BUDGETS):
+            check_number(name, getattr(self, name), integer=True, low=1)
         self.transfer_from = tuple(self.transfer_from)
         self.cache = Path(self.cache) if self.cache is not None else None
 
@@ -179,22 +189,48 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
         raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     path = _memo_path(name, model, x, y, settings)
     if path is not None and path.exists():
-        return [c.to(x.device) for c in torch.load(path, map_location="cpu")]
+        cached = _read_cached(path, x, settings)
+        if cached is not None:
+            return cached
     out = _RUNNERS[name](model, x.contiguous(), y, settings)
     out = out if isinstance(out, list) else [out]
     if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save([c.detach().cpu() for c in out], tmp)
+        save_state(path, [c.detach() for c in out])
     return out
+
+
+def _read_cached(path: Path, x: torch.Tensor, s: AttackSettings) -> list[torch.Tensor] | None:
+    """The cached candidates, or None (recomputed) when the file is unreadable or does not fit the batch."""
+    try:
+        cached = load_state(path)
+    except StateFileError:
+        return None
+    if not isinstance(cached, list) or not cached or not all(
+            isinstance(c, torch.Tensor) and c.shape == x.shape and c.dtype == x.dtype for c in cached):
+        return None
+    cached = [c.to(x.device) for c in cached]
+    if s.norm == "Linf" and any((c - x).abs().amax() > s.eps + 1e-5 for c in cached if c.numel()):
+        return None
+    return cached
+
+
+@lru_cache(maxsize=1)
+def attack_library_version() -> str:
+    """pyautoattack's version: its attacks' examples (and so every stored result) depend on it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyautoattack")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | None:
     """Cache file of attack ``name`` on this deterministic model and batch, or None (no caching)."""
     if s.cache is None or isinstance(model, RandomizedDefense) or name == "transfer":
         return None
-    budget = (s.pgd_steps,) if name in ("bim", "pgd") else ()  # (older cache keys stay valid)
-    h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.n_iter, s.eot_iter, s.square_queries,
-                             s.rays_queries, *budget)).encode())
+    h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.eot_iter, *(getattr(s, b) for b in BUDGETS),
+                             RESULTS_VERSION, attack_library_version())).encode())
     for t in [*model.state_dict().values(), x, y]:
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return s.cache / f"{name}-{h.hexdigest()[:32]}.pt"  # (a Path: AttackSettings converts it)
+        h.update(tensor_digest(t).encode())
+    return s.cache / f"{name}-{h.hexdigest()[:32]}.safetensors"  # (a Path: AttackSettings converts it)

@@ -21,12 +21,13 @@ from torch import nn
 
 from .._atomic import atomic_write
 from .._hooks import model_device
+from .._lock import folder_lock
 from .._machine import machine
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from .attacks import AttackSettings
 from .distributed import shard
-from .evaluate import EvalResult, _spread_sample, evaluate
+from .evaluate import EvalResult, _spread_sample, check_log, evaluate
 from .report import plot_eps_curves, write_report
 from .sanity import correct_vs_eps, run_sanity_checks
 
@@ -69,44 +70,48 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
     if settings.base_model is None:
         settings = dataclasses.replace(settings, base_model=models[baseline])
     out = Path(out)
-    meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade, "seed": settings.seed}
-    rank, world = shard()
-    results: dict[str, EvalResult] = {}
-    batches: list = []
-    data = [data] if isinstance(data, tuple) else data
-    total = len(data) if hasattr(data, "__len__") else None
-    for batch in data:
-        batches.append(batch)  # earlier batches resume from the logs; each is loaded once
-        done = len(batches)
-        if done % world and done != total:
-            continue  # under torchrun, one new batch per process each round: they run side by side
-        for name, model in models.items():
-            todo = [a for a in attacks if not _adds_nothing(a, model, settings)]
-            results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
-                                     desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
-                                     log_path=log_path(out, name), corruptions=corruptions,
-                                     severities=severities, progress=progress)
-            if rank == 0:  # every model so far, on the images all have done
-                n = min(len(r.correct["clean"]) for r in results.values())
-                write_report(out, {k: r.first(n) for k, r in results.items()}, baseline,
-                             {**meta, "images_done": n, **_seconds(results)})
-    if not batches:
-        raise ValueError("data holds no batches")
-    if world > 1:
-        torch.distributed.barrier()  # no process leaves (closing its connections) while another still gathers
-    if rank > 0:
-        return results  # rank 0 reports
-    checks = []
-    if sanity:
-        x, y = sanity_data if sanity_data is not None else _spread_sample(batches, sum(len(b[1]) for b in batches),
-                                                                            sanity_n)
-        device = model_device(models[baseline])
-        checks = _sanity(models, results, baseline, sanity, x.to(device), y.to(device), settings, out)
-    meta["run"] = {**meta.get("run", {}), "machine": machine(),
-                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
-                                          **_seconds(results)}, checks)
-    return results
+    with folder_lock(out):  # one run writes a report folder at a time
+        meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade, "seed": settings.seed}
+        rank, world = shard()
+        for name, model in models.items():  # every log is checked before any is written to
+            check_log(log_path(out, name), model, [a for a in attacks if not _adds_nothing(a, model, settings)],
+                      settings, cascade, corruptions, severities)
+        results: dict[str, EvalResult] = {}
+        batches: list = []
+        data = [data] if isinstance(data, tuple) else data
+        total = len(data) if hasattr(data, "__len__") else None
+        for batch in data:
+            batches.append(batch)  # earlier batches resume from the logs; each is loaded once
+            done = len(batches)
+            if done % world and done != total:
+                continue  # under torchrun, one new batch per process each round: they run side by side
+            for name, model in models.items():
+                todo = [a for a in attacks if not _adds_nothing(a, model, settings)]
+                results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
+                                         desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
+                                         log_path=log_path(out, name), corruptions=corruptions,
+                                         severities=severities, progress=progress, whole_data=done == total)
+                if rank == 0:  # every model so far, on the images all have done
+                    n = min(len(r.correct["clean"]) for r in results.values())
+                    write_report(out, {k: r.first(n) for k, r in results.items()}, baseline,
+                                 {**meta, "images_done": n, **_seconds(results)})
+        if not batches:
+            raise ValueError("data holds no batches")
+        if world > 1:
+            torch.distributed.barrier()  # no process leaves (closing its connections) while another still gathers
+        if rank > 0:
+            return results  # rank 0 reports
+        checks = []
+        if sanity:
+            x, y = sanity_data if sanity_data is not None else _spread_sample(batches, sum(len(b[1]) for b in batches),
+                                                                                sanity_n)
+            device = model_device(models[baseline])
+            checks = _sanity(models, results, baseline, sanity, x.to(device), y.to(device), settings, out)
+        meta["run"] = {**meta.get("run", {}), "machine": machine(),
+                       "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
+                                              **_seconds(results)}, checks)
+        return results
 
 
 def log_path(folder: str | os.PathLike, name: str) -> Path:

@@ -6,10 +6,10 @@ own (possibly lucky, for a randomized model) bookkeeping never decides a result.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -18,16 +18,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_write
 from .._hooks import model_device
+from .._identity import RESULTS_VERSION, StateMismatch, model_identity, tensor_digest
+from .._lock import folder_lock
 from .._validation import check_images, check_labels
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
-from .attacks import ATTACKS, TRANSFER_SOURCES, AttackSettings, check_in_ball, run_attack
+from . import log as runlog
+from .attacks import ATTACKS, BUDGETS, AttackSettings, attack_library_version, check_in_ball, run_attack
 from .distributed import shard
 
 log = logging.getLogger(__name__)
-RECORD_META = frozenset({"batch", "seconds"})  # a log record's keys that are not steps
 
 
 @dataclass
@@ -111,8 +112,8 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
              attacks: Sequence[str] = ("apgd-ce",), *, settings: AttackSettings | None = None,
              progress: bool = True, desc: str = "evaluating", log_path: str | os.PathLike | None = None,
              cascade: bool = False, sanity: bool = False, sanity_n: int = 100, corruptions: Sequence[str] = (),
-             severities: Sequence[int] = SEVERITIES, keep_adversarial: bool = False, until: str | None = None
-             ) -> EvalResult:
+             severities: Sequence[int] = SEVERITIES, keep_adversarial: bool = False, until: str | None = None,
+             whole_data: bool = True) -> EvalResult:
     """Clean accuracy and accuracy under each attack, per image.
 
     Args:
@@ -146,6 +147,9 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             resumed from ``log_path``), in one process.
         until: with ``cascade``, stop after this attack (in run order); the result holds the steps up
             to it. The log is the whole cascade's, so a later call without ``until`` goes on from there.
+        whole_data: False when ``data`` is the first batches of what the log was written for
+            (:func:`benchmark` runs batch by batch); True (default): a log holding later batches
+            was written for other data and is refused.
 
     A :class:`~igdefense.defense.RandomizedDefense` (IGDefense) is reseeded from the seed, the batch index and the step
     before the clean pass and each attack, so its noise does not depend on what ran before: a
@@ -161,63 +165,101 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(attacks)}")
     steps = _steps(attacks, cascade, until)
     batches = [data] if isinstance(data, tuple) else data
-    device = model_device(model)
     settings = settings or AttackSettings()
     eps, seed = settings.eps, settings.seed
-    if corruptions:
-        from ..corruptions import check_name, check_severity
-
-        keys = [corruption_key(check_name(c), check_severity(s)) for c in corruptions for s in severities]
-    else:
-        keys = []
-    header = {"attacks": list(attacks), "eps": eps, "norm": settings.norm, "seed": seed, "eot_iter": settings.eot_iter}
-    budgets = {k: getattr(settings, k) for k in ("n_iter", "square_queries", "rays_queries", "pgd_steps")
-               if getattr(settings, k) != getattr(AttackSettings, k)}
-    if budgets:  # (logs at the default budgets stay resumable)
-        header["budgets"] = budgets
-    if keys:  # (older logs, without corruptions, stay resumable)
-        header["corruptions"] = keys
-    if cascade:
-        header["cascade"] = True
-        if run_order(attacks) != list(attacks):  # (logs of the given order, older ones, are not mixed in)
-            header["order"] = run_order(attacks)
-    if "transfer" in attacks and settings.transfer_from != TRANSFER_SOURCES:  # (older logs stay resumable)
-        header["transfer_from"] = list(settings.transfer_from)
+    keys = _corruption_keys(corruptions, severities)
+    header = log_header(model, attacks, settings, cascade, keys)
     rank, world = shard()
     if keep_adversarial and world > 1:
         raise ValueError("keep_adversarial works in one process; under torchrun write the examples per shard yourself")
+    with folder_lock(Path(log_path).parent) if log_path else nullcontext():
+        return _run(model, batches, attacks, settings, steps, keys, header, cascade, until, sanity, sanity_n,
+                    keep_adversarial, log_path, desc, progress, whole_data)
+
+
+def _corruption_keys(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
+    if not corruptions:
+        return []
+    from ..corruptions import check_name, check_severity
+
+    return [corruption_key(check_name(c), check_severity(s)) for c in corruptions for s in severities]
+
+
+def check_log(log_path: Path, model: nn.Module, attacks: Sequence[str], settings: AttackSettings, cascade: bool,
+              corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES) -> None:
+    """Raise (one line) unless the logs at ``log_path`` (every process's) are of this run: what
+    :func:`evaluate` would do on reading them, before anything runs (:func:`benchmark` checks every
+    model's log before it writes to any)."""
+    keys = _corruption_keys(corruptions, severities)
+    rank, world = shard()
+    own = Path(f"{log_path}.rank{rank}") if world > 1 else Path(log_path)
+    runlog.read_logs(Path(log_path), own, log_header(model, attacks, settings, cascade, keys),
+                     ["clean", *attacks, *keys])
+
+
+def log_header(model: nn.Module, attacks: Sequence[str], settings: AttackSettings, cascade: bool,
+               corruption_keys: Sequence[str] = ()) -> dict:
+    """A log's first line: everything its per-image results depend on besides the images (each
+    record carries their digest): the attack settings, the model's identity (weights; a defense's
+    settings and rankings), the transfer source's, the results' and the attack library's versions."""
+    header = {"settings": {"attacks": list(attacks), "order": _steps(attacks, cascade, None), "cascade": cascade,
+                           "eps": settings.eps, "norm": settings.norm, "seed": settings.seed,
+                           "eot_iter": settings.eot_iter, "budgets": {k: getattr(settings, k) for k in BUDGETS},
+                           "corruptions": list(corruption_keys),
+                           "transfer_from": list(settings.transfer_from) if "transfer" in attacks else []},
+              "identity": {"model": model_identity(model), "results_version": RESULTS_VERSION,
+                           "attack_library": attack_library_version()}}
+    if "transfer" in attacks and settings.base_model is not None:
+        header["identity"]["transfer_base"] = model_identity(settings.base_model)
+    return header
+
+
+def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header, cascade, until, sanity, sanity_n,
+         keep_adversarial, log_path, desc, progress, whole_data) -> EvalResult:
+    """The body of :func:`evaluate`, its arguments checked (and its output folder held)."""
+    eps, seed = settings.eps, settings.seed
+    device = model_device(model)
+    rank, world = shard()
     adversarial: dict[str, list[torch.Tensor]] | None = {a: [] for a in attacks} if keep_adversarial else None
     own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
-    done = _read_logs(Path(log_path), Path(own_log), header) if log_path else {}
+    done = runlog.read_logs(Path(log_path), Path(own_log), header, ["clean", *attacks, *keys]) if log_path else {}
+    if whole_data and hasattr(batches, "__len__"):  # (else checked once the batches are counted)
+        _check_batches(done, len(batches), log_path)
     mine: dict[int, dict[str, list[int]]] = {}
-    total = 0
+    total = n_batches = 0
     for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress or rank > 0)):
         total += len(y)
+        n_batches += 1
         if i % world != rank:
             continue
         check_images(x, (0.0, 1.0), name=f"images (batch {i})")
         check_labels(y, len(x), name=f"labels (batch {i})")
-        record = done.get(i, {"batch": i})
-        if "clean" in record and len(record["clean"]) != len(y):
-            raise ValueError(f"{log_path} was written for other data (batch {i} size differs); use a new file")
+        digest = tensor_digest(x, y)[:32]
+        record = done.get(i, {"batch": i, "digest": digest})
+        if record.get("digest") != digest or any(len(v) != len(y) for k, v in record.items()
+                                                 if k not in runlog.RECORD_META):
+            raise StateMismatch(f"{log_path}: batch {i} was computed on other images (their digest differs): the "
+                                f"data or its order changed since; {runlog.FIX}")
 
         def save(step: str, result: torch.Tensor, seconds: float, write: bool = True) -> None:
             record[step] = result.int().tolist()
             record.setdefault("seconds", {})[step] = round(seconds, 2)
             if own_log and write:
-                _append_log(own_log, record)
+                runlog.append(Path(own_log), header, record)
 
         if adversarial is not None and any(a in record for a in attacks):
             raise ValueError(f"keep_adversarial needs every attack run in this call, but {log_path} already holds "
                              f"batch {i}'s results: use a new log file")
         if not all(k in record for k in ["clean", *keys, *steps]):
-            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k not in RECORD_META}
+            known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k not in runlog.RECORD_META}
             x, y = x.to(device), y.to(device)
             _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial, until)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
         mine[i] = record
+    if whole_data:
+        _check_batches(done, n_batches, log_path)
     if world > 1:
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, mine)
@@ -238,6 +280,13 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
         result.sanity = run_sanity_checks(model, x.to(device), y.to(device), eps=eps, settings=settings,
                                           base_model=settings.base_model)
     return result
+
+
+def _check_batches(done: dict[int, dict], n_batches: int, log_path) -> None:
+    beyond = sorted(b for b in done if b >= n_batches)
+    if beyond:
+        raise StateMismatch(f"{log_path} holds results for batch {beyond[0]}, but the data has {n_batches} batches: "
+                            f"it was written for more or other data; {runlog.FIX}")
 
 
 def _spread_sample(batches: Iterable, total: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -334,47 +383,3 @@ def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: in
         with torch.no_grad():
             known[key] = (model(x_c).argmax(1) == y).cpu()
         save(key, known[key], time.perf_counter() - start, write=step == todo[-1][0])
-
-
-def _read_logs(log_path: Path, own: Path, settings: dict) -> dict[int, dict]:
-    """The furthest record of each batch in the logs of an earlier run with the same settings: the
-    single-process log and every torchrun process's (so a run resumes with any process count)."""
-    if not own.exists():
-        own.parent.mkdir(parents=True, exist_ok=True)
-        own.write_text(json.dumps({"settings": settings}) + "\n")
-    done: dict[int, dict] = {}
-    for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
-        if path.exists():
-            for record in _read_log(path, settings, repair=path == own):
-                if _steps_done(record) > _steps_done(done.get(record["batch"], {})):
-                    done[record["batch"]] = record
-    return done
-
-
-def _steps_done(record: dict) -> int:
-    return len(record.keys() - RECORD_META)
-
-
-def _read_log(path: Path, settings: dict, repair: bool) -> list[dict]:
-    """Records of a log; a torn last line (interrupted while writing) is skipped, and with
-    ``repair`` cut from the file (only the process that writes a log repairs it)."""
-    lines = path.read_text().splitlines()
-    header = json.loads(lines[0]).get("settings") if lines else None
-    if header != settings:
-        raise ValueError(f"{path} holds a run with settings {header}, not {settings}; use another directory")
-    records = []
-    for line in lines[1:]:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if repair:
-                atomic_write(path, "\n".join(lines[:1 + len(records)]) + "\n")
-            break
-    return records
-
-
-def _append_log(path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())

@@ -36,6 +36,7 @@ from torch import nn
 
 from .._atomic import atomic_write
 from .._hooks import model_device
+from .._lock import folder_lock
 from ..defense import IGDefense
 from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
@@ -195,17 +196,18 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
                          settings=settings, baseline=UNDEFENDED, cascade=True, meta=meta, progress=progress)
         return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, screened)
 
-    result = run()
-    best = result.best()
-    if random_control and best is not None:
-        control = DefenseSetting(best["k"], best["sigma"], best["n_samples"], f"random({seed})")
-        rankings = {**rankings, control.rankings: rankings[best["rankings"]].randomized(seed)}
-        by_name[control.name] = control
-        models[control.name] = control.build(model, rankings[control.rankings], seed)
-        result = run()  # the others: from their logs
-    if shard()[0] == 0:  # every process has every result (gathered); one writes them
-        _write(result, Path(out), meta)
-    return result
+    with folder_lock(out):  # one sweep writes a folder at a time
+        result = run()
+        best = result.best()
+        if random_control and best is not None:
+            control = DefenseSetting(best["k"], best["sigma"], best["n_samples"], f"random({seed})")
+            rankings = {**rankings, control.rankings: rankings[best["rankings"]].randomized(seed)}
+            by_name[control.name] = control
+            models[control.name] = control.build(model, rankings[control.rankings], seed)
+            result = run()  # the others: from their logs
+        if shard()[0] == 0:  # every process has every result (gathered); one writes them
+            _write(result, Path(out), meta)
+        return result
 
 
 def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:

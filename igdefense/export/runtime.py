@@ -10,6 +10,23 @@ import numpy as np
 import torch
 
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
+METADATA_KEYS = ("igdefense", "zoo_model", "rankings", "model_options")  # what igdefense export writes
+_CONFIG_TYPES = {"noise": str, "k": int, "sigma": (int, float), "tau": (int, float), "n_samples": int, "site": str,
+                 "input_shape": list}
+
+
+def _config(raw: str, path) -> dict:
+    """The defense's settings stored in an export, type-checked (they are data, never code)."""
+    try:
+        cfg = json.loads(raw)
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+        for key, value in cfg.items():
+            if key not in _CONFIG_TYPES or isinstance(value, bool) or not isinstance(value, _CONFIG_TYPES[key]):
+                raise ValueError(f"{key}={value!r}")
+    except ValueError as e:
+        raise ValueError(f"{path} has malformed igdefense metadata ({e})") from e
+    return cfg
 
 
 def choose_providers(available: Sequence[str]) -> list[str]:
@@ -40,12 +57,18 @@ class OnnxDefense:
                               "(or 'igdefense[onnx-gpu]' for CUDA)") from e
         if providers == "auto":
             providers = choose_providers(ort.get_available_providers())
-        self.session = ort.InferenceSession(str(path), providers=list(providers))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist (an .onnx file written by igdefense export)")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=list(providers))
+        except Exception as e:  # onnxruntime's own InvalidProtobuf, Fail, ...: not subclasses of one Python error
+            raise ValueError(f"{path} is not an ONNX model onnxruntime can load: {str(e).splitlines()[0]}") from e
         self.provider = self.session.get_providers()[0]
         self.batch_size = batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.config = json.loads(meta.get("igdefense", "{}"))
+        self.metadata = {k: v for k, v in meta.items() if k in METADATA_KEYS}  # the only keys igdefense reads
+        self.config = _config(meta.get("igdefense", "{}"), path)
 
     @property
     def takes_noise(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from .._version import __version__
 from .._atomic import atomic_path
 from ..split import Split
 
@@ -40,6 +41,8 @@ class Rankings:
         class_names: one name per class (may be generic "0", "1", ...).
         probe: free-text description of the probe set.
         version: igdefense version that computed the rankings.
+        made_by: a digest of what computed them (model weights, probe data, method), where a cache or
+            a sweep folder needs to tell its own rankings from another run's; "" when not recorded.
     """
 
     importance: torch.Tensor
@@ -50,6 +53,7 @@ class Rankings:
     class_names: list[str] = field(default_factory=list)
     probe: str = ""
     version: str = __version__
+    made_by: str = ""
 
     def __post_init__(self):
         self.importance = torch.as_tensor(self.importance).detach().float().cpu().contiguous()
@@ -107,7 +111,8 @@ class Rankings:
         """Write to a safetensors file with JSON metadata, atomically (no half-written file)."""
         meta = {"method": self.method, "layer": self.layer, "head_fingerprint": self.head_fingerprint,
                 "input_shape": list(self.input_shape), "class_names": self.class_names,
-                "probe": self.probe, "version": self.version, "sha256": _digest(self.importance)}
+                "probe": self.probe, "version": self.version, "made_by": self.made_by,
+                "sha256": _digest(self.importance)}
         with atomic_path(path) as tmp:
             save_file({"importance": self.importance}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
 
@@ -128,8 +133,17 @@ class Rankings:
                                 "Recompute it with `igdefense rank`.") from e
         if raw is None or "importance" not in tensors:
             raise RankingsError(f"{path} is a safetensors file but not an igdefense rankings file")
-        meta = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+            known = {f.name for f in dataclasses.fields(cls)} - {"importance"}
+            if not isinstance(meta, dict) or not set(meta) - {"sha256"} <= known or "sha256" not in meta:
+                raise ValueError(f"unknown fields {sorted(set(meta) - known - {'sha256'})}")
+        except (ValueError, TypeError) as e:
+            raise RankingsError(f"{path} has malformed igdefense metadata ({e})") from e
         importance = tensors["importance"]
         if _digest(importance.float()) != meta.pop("sha256"):
             raise RankingsError(f"{path} is corrupt: its importance values do not match their checksum")
-        return cls(importance=importance, **meta)
+        try:
+            return cls(importance=importance, **meta)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise RankingsError(f"{path} has malformed igdefense metadata ({e})") from e

@@ -32,6 +32,10 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_path
 from .._hooks import model_device
+from .._identity import StateMismatch, check_same, model_digest, tensor_digest
+from .._lock import folder_lock, start_fresh
+from .._state import load_state, save_state
+from .._validation import check_number
 from ..attribution import segment
 from ..attribution.methods import METHODS
 from ..eval.pgd import sign_gradient_attack
@@ -64,7 +68,7 @@ class RefineConfig:
 
 
 def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, out_dir: str | os.PathLike,
-           config: RefineConfig | None = None, progress: bool = True, **options) -> nn.Module:
+           config: RefineConfig | None = None, progress: bool = True, fresh: bool = False, **options) -> nn.Module:
     """Refine ``model`` in place on ``train_data`` and return it in eval mode.
 
     Args:
@@ -77,6 +81,11 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         out_dir: checkpoint, per-round log (``log.jsonl``) and the superpixel cache go here; a run
             given an ``out_dir`` with a checkpoint resumes from it.
         config / options: :class:`RefineConfig`, or its fields as keywords (``rounds=5``).
+        fresh: move what ``out_dir`` holds into a backup folder first, and start over.
+
+    The checkpoint is bound to the run: the starting weights (a digest), the reference's, the
+    training data (files and indices) and the config (more rounds of the same run resume; anything
+    else is refused). A non-finite loss stops the run before the round is written.
     """
     cfg = _config(config, options)
     if reference is None and cfg.copies == 0:
@@ -84,6 +93,18 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
                          "and copies=0 turns it off; pass reference= or copies >= 1")
     out = Path(out_dir)
     rank, world = _distributed()
+    identity = {"model": model_digest(model), "reference": None if reference is None else model_digest(reference),
+                "data": _data_identity(train_data)}
+    with folder_lock(out):
+        if fresh and rank == 0:
+            start_fresh(out)
+        if world > 1:
+            dist.barrier()
+        return _refine(model, train_data, reference, out, cfg, identity, progress, rank, world)
+
+
+def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity: dict, progress: bool, rank: int,
+            world: int) -> nn.Module:
     device = model_device(model)
     if reference is not None:
         reference.eval()
@@ -92,10 +113,10 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
     if n_train < world * cfg.batch_size:
         raise ValueError(f"{len(train_data)} images leave {n_train} to train on after the holdout of {cfg.holdout}: "
                          f"fewer than one batch of {cfg.batch_size} per process; pass more data or a smaller holdout")
-    segments = _segments(train_data, out / "segments.pt", rank, progress)
-    train_idx, holdout_idx = holdout_split(len(train_data), cfg.holdout, cfg.seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    start, spent = _resume(model, opt, out, cfg)
+    start, spent = _resume(model, opt, out, cfg, identity)
+    segments = _segments(train_data, out / "segments.safetensors", identity["data"], rank, progress)
+    train_idx, holdout_idx = holdout_split(len(train_data), cfg.holdout, cfg.seed)
     if world > 1:
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, 0)
@@ -121,6 +142,9 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
             loss, parts = refinement_loss(
                 model, x, y, seg, counts, flagged=flagged.get_rows(idx, int(counts.max())), reference=reference,
                 quantile=cfg.quantile, eps=cfg.eps, alpha=cfg.alpha, lam=cfg.lam)
+            if not torch.isfinite(loss):  # nothing of this round is written: the last checkpoint stays as it was
+                raise FloatingPointError(f"the refinement loss is {loss.item()} at round {rnd + 1}, step {steps + 1} "
+                                         f"({parts}); lower --lr (now {cfg.lr:g}) or --lam (now {cfg.lam:g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
@@ -148,7 +172,7 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
                  "lime_flags": lime_counts,
                  **{f"mean_{k}": v / max(steps, 1) for k, v in sums.items()}}
         if rank == 0:
-            _checkpoint(model, opt, out, cfg, rnd + 1, spent, entry)
+            _checkpoint(model, opt, out, cfg, identity, rnd + 1, spent, entry)
             log.info("round %d: %s", rnd + 1, json.dumps(entry))
         if world > 1:
             dist.barrier()
@@ -222,24 +246,31 @@ def _batch(data, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
 
-def _segments(data, path: Path, rank: int, progress: bool) -> torch.Tensor:
+def _segments(data, path: Path, data_identity: dict, rank: int, progress: bool) -> torch.Tensor:
     """SLIC superpixels of every item, (n, H, W) uint8, computed once and cached (50,000 CIFAR images: 51 MB)."""
     if path.exists():
-        seg = torch.load(path)
-        if len(seg) == len(data):
-            return seg
-        raise ValueError(f"{path} holds superpixels of {len(seg)} images but the data has {len(data)}: "
-                         "use another out_dir for other data")
+        state = load_state(path)
+        check_same("superpixels", path, state.get("data") if isinstance(state, dict) else None, data_identity,
+                   "use another out_dir for other data")
+        return state["segments"]
     parts = []
     for start in tqdm(range(0, len(data), 500), desc="superpixels", disable=not progress or rank > 0):
         x, _ = _batch(data, torch.arange(start, min(start + 500, len(data))))
         parts.append(segment(x).to(torch.uint8))
     seg = torch.cat(parts)
     if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(seg, tmp)
+        save_state(path, {"segments": seg, "data": data_identity})
     return seg
+
+
+def _data_identity(data) -> dict:
+    """The training data a checkpoint is bound to: an igdefense dataset's files and indices, else its
+    type, length and a digest of a few items spread over it."""
+    if callable(getattr(data, "identity", None)):
+        return data.identity()
+    idx = torch.linspace(0, len(data) - 1, min(16, len(data))).round().long().unique()
+    x, y = _batch(data, idx)
+    return {"type": type(data).__qualname__, "n": len(data), "items": tensor_digest(x, y)[:32]}
 
 
 def _config(config: RefineConfig | None, options: dict) -> RefineConfig:
@@ -251,33 +282,46 @@ def _config(config: RefineConfig | None, options: dict) -> RefineConfig:
     cfg = dataclasses.replace(config or RefineConfig(), **options)
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {cfg.method!r}")
-    if cfg.rounds < 1 or cfg.batch_size < 1 or cfg.attribute_per_round < 0:
-        raise ValueError("rounds and batch_size must be >= 1 and attribute_per_round >= 0")
+    for name in ("rounds", "batch_size", "num_samples"):
+        check_number(name, getattr(cfg, name), integer=True, low=1)
+    for name in ("attribute_per_round", "copies", "holdout", "seed"):
+        check_number(name, getattr(cfg, name), integer=True, low=0)
+    if cfg.steps_per_round is not None:
+        check_number("steps_per_round", cfg.steps_per_round, integer=True, low=1)
+    check_number("quantile", cfg.quantile, low=0, high=1, low_open=True, high_open=True)
+    check_number("eps", cfg.eps, low=0, high=1)
+    check_number("lr", cfg.lr, low=0, low_open=True)
+    for name in ("alpha", "lam", "weight_decay"):
+        check_number(name, getattr(cfg, name), low=0)
+    if cfg.budget_cpu_seconds is not None:
+        check_number("budget_cpu_seconds", cfg.budget_cpu_seconds, low=0, low_open=True)
     return cfg
 
 
-def _resume(model, opt, out: Path, cfg: RefineConfig) -> tuple[int, float]:
+def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[int, float]:
     """Load ``out``'s checkpoint into model and optimizer: (rounds done, CPU seconds spent); (0, 0) if none."""
-    path = out / "checkpoint.pt"
+    path = out / "checkpoint.safetensors"
     if not path.exists():
+        if (out / "checkpoint.pt").exists():
+            raise StateMismatch(f"{out / 'checkpoint.pt'} is a pickled checkpoint of igdefense 0.1, which this version "
+                                "does not unpickle: start over with --fresh (fresh=True; it is kept in a backup folder) "
+                                "or use another out_dir")
         return 0, 0.0
-    state = torch.load(path, weights_only=False)
-    if state["config"] != asdict(cfg):
-        changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k) != v)
-        if changed != ["rounds"]:  # more rounds of the same run is a resume; anything else is another run
-            raise ValueError(f"{out} holds a run with other settings ({changed} differ): use another out_dir, "
-                             "or delete it to start over")
+    state = load_state(path)
+    fix = "use another out_dir, or start over with --fresh (fresh=True; the old files are kept in a backup folder)"
+    check_same("a refinement", path, state.get("identity"), identity, fix)
+    theirs = {k: v for k, v in state["config"].items() if k != "rounds"}
+    check_same("a refinement", path, theirs, {k: v for k, v in asdict(cfg).items() if k != "rounds"}, fix)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     log.info("resumed from %s after round %d", out, state["round"])
     return state["round"], float(state["cpu_seconds"])
 
 
-def _checkpoint(model, opt, out: Path, cfg, rnd: int, spent: float, entry: dict) -> None:
+def _checkpoint(model, opt, out: Path, cfg, identity: dict, rnd: int, spent: float, entry: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "checkpoint.pt") as tmp:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "round": rnd, "config": asdict(cfg),
-                    "cpu_seconds": spent}, tmp)
+    save_state(out / "checkpoint.safetensors", {"model": model.state_dict(), "opt": opt.state_dict(), "round": rnd,
+                                                "config": asdict(cfg), "identity": identity, "cpu_seconds": spent})
     lines = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
     lines = [line for line in lines if json.loads(line)["round"] < rnd] + [json.dumps(entry)]
     with atomic_path(out / "log.jsonl") as tmp:  # rewritten whole: a redone round replaces its old line

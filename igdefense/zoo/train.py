@@ -18,6 +18,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_path
+from .._identity import check_same
+from .._state import load_state, save_state
+from .._validation import check_number
 from ..data import cifar10_loader
 from .models import SmallCNN
 
@@ -58,11 +62,19 @@ def _fgsm_rs(model, x, y, eps, alpha, gen):
     return (x + delta).clamp(0, 1).detach()
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None) -> SmallCNN:
+def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bool = False) -> SmallCNN:
     """Train a SmallCNN on the CIFAR-10 training split; writes weights to ``out`` (safetensors).
 
-    A checkpoint ``out + '.ckpt'`` is written after every epoch and resumed from if present.
+    A checkpoint ``out + '.ckpt'`` (safetensors and JSON) is written after every epoch and resumed
+    from if present, when it was made with the same config and training data (else refused);
+    ``fresh`` moves it aside (``.ckpt.bak``) and starts over.
     """
+    for name in ("epochs", "batch_size"):
+        check_number(name, getattr(cfg, name), integer=True, low=1)
+    check_number("seed", cfg.seed, integer=True, low=0)
+    for name in ("lr_max", "eps", "alpha"):
+        check_number(name, getattr(cfg, name), low=0, low_open=name == "lr_max", high=None if name == "lr_max" else 1)
+    check_number("weight_decay", cfg.weight_decay, low=0)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = SmallCNN(cfg.widths).to(memory_format=torch.channels_last)  # ~1.4x faster convs on CPU
@@ -72,9 +84,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None) -> SmallCNN:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr_max, epochs=cfg.epochs,
                                                 steps_per_epoch=len(loader), pct_start=0.4)
     ckpt = Path(str(out) + ".ckpt")
+    identity = {"config": json.loads(json.dumps(asdict(cfg))), "data": loader.dataset.identity()}
+    if fresh and ckpt.exists():
+        os.replace(ckpt, ckpt.with_name(ckpt.name + ".bak"))
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_state(ckpt)
+        check_same("a training run", ckpt, state.get("identity"), identity,
+                   f"use another -o, or start over with --fresh (it is kept as {ckpt.name}.bak)")
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"]); gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"]); loader.generator.set_state(state["loader_gen"])
@@ -100,17 +117,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None) -> SmallCNN:
             seen += len(y)
         log.info("epoch %d/%d  train loss %.4f  train acc %.4f  elapsed %.0fs", epoch + 1, cfg.epochs,
                  loss_sum / seen, correct / seen, time.time() - t0)
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                    "loader_gen": loader.generator.get_state(), "epoch": epoch + 1}, tmp)
-        os.replace(tmp, ckpt)
+        save_state(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                          "loader_gen": loader.generator.get_state(), "epoch": epoch + 1, "identity": identity})
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
     meta = {"config": json.dumps(asdict(cfg)), "train_seconds": f"{time.time() - t0:.0f}"}
-    tmp = Path(str(out) + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
     return model
 
 

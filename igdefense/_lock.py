@@ -1,0 +1,116 @@
+"""One writer per output folder: a lock file holding the writer's pid (a stale one is taken over),
+the temporary files of killed writers removed, and ``--fresh``'s backup of what a folder held."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+LOCK = ".igdefense.lock"
+_TMP = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # _atomic.atomic_path's temporary names
+_held: dict[Path, int] = {}  # folders this process holds, with how many nested holds
+
+
+class FolderBusy(RuntimeError):
+    """Another live process is writing to the folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _secondary_process() -> bool:
+    """True on torchrun's processes other than rank 0: rank 0 holds the folder for the whole group."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder`` (created) for this process while the block runs. A lock of a live process on this
+    host raises :class:`FolderBusy`; one of a dead process is taken over. Re-entrant. On taking a
+    folder, the temporary files that dead writers left behind (``.NAME.tmpPID.ext``) are removed."""
+    folder = Path(folder)
+    if _secondary_process():
+        yield folder
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield folder
+        finally:
+            _held[key] -= 1
+        return
+    _acquire(folder / LOCK)
+    _held[key] = 1
+    try:
+        remove_leftovers(folder)
+        yield folder
+    finally:
+        del _held[key]
+        (folder / LOCK).unlink(missing_ok=True)
+
+
+def _acquire(lock: Path) -> None:
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid, host = lock.read_text().split()
+                pid = int(pid)
+            except (OSError, ValueError):  # unreadable or torn: a writer died while creating it
+                lock.unlink(missing_ok=True)
+                continue
+            if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise FolderBusy(f"{lock.parent} is being written by another igdefense run (pid {pid} on {host}); "
+                             f"wait for it to finish, or use another output folder (if that process is gone, "
+                             f"delete {lock})")
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return
+    raise FolderBusy(f"could not take the lock {lock}; delete it if no igdefense run is writing there")
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files of writers that are no longer running (a kill leaves them)."""
+    removed = []
+    for f in folder.iterdir():
+        m = _TMP.match(f.name)
+        if m and f.is_file() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
+def start_fresh(folder: str | os.PathLike) -> Path | None:
+    """Move everything ``folder`` holds into ``folder/backup-<time>/`` (earlier backups stay where
+    they are): a run that starts over loses nothing. Returns the backup folder, None if nothing was there."""
+    folder = Path(folder)
+    items = [p for p in folder.iterdir() if not p.name.startswith("backup-") and p.name != LOCK] \
+        if folder.is_dir() else []
+    if not items:
+        return None
+    backup = folder / time.strftime("backup-%Y%m%d-%H%M%S")
+    backup.mkdir()
+    for p in items:
+        shutil.move(str(p), str(backup / p.name))
+    return backup

@@ -1,0 +1,131 @@
+"""An evaluation's JSONL log: a header saying what the results belong to, then one record per finished
+step (clean, each attack) of a batch, each holding the batch's results so far.
+
+    {"settings": {...attack settings...}, "identity": {"model": ..., "results_version": 2, ...}}
+    {"batch": 0, "digest": "<sha256 of the batch's images and labels>", "clean": [1, 0, ...], "seconds": {...}}
+
+Reading checks everything: a header of another run (model, defense, rankings, attack settings, the
+results' version) is refused naming what differs; every record must have known keys, 0/1 lists of
+one length, and the digest of the images it was computed on. Only a torn *last* line (what a kill
+leaves) is dropped, and cut from the file by the process that writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .._atomic import atomic_write
+from .._identity import StateMismatch, describe_differences
+
+RECORD_META = frozenset({"batch", "seconds", "digest"})  # a record's keys that are not steps
+FIX = "use another output folder (--out), or start over with --fresh (the old files are kept in a backup folder)"
+
+
+class LogError(ValueError):
+    """A log line that is not a record this version writes (edited, crafted, or another program's)."""
+
+
+def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str]) -> dict[int, dict]:
+    """The furthest record of each batch in the logs of a run with this ``header``: the
+    single-process log and every torchrun process's (so a run resumes with any process count)."""
+    done: dict[int, dict] = {}
+    allowed = frozenset(steps)
+    for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
+        if not path.exists():
+            continue
+        theirs, records = read_records(path, allowed, repair=path == own)
+        check_header(path, theirs, header)
+        for record in records:
+            if steps_done(record) > steps_done(done.get(record["batch"], {})):
+                done[record["batch"]] = record
+    return done
+
+
+def check_header(path: Path, theirs: dict | None, ours: dict) -> None:
+    if theirs is None:
+        return
+    if "identity" not in theirs:
+        raise StateMismatch(f"{path} was written by igdefense 0.1, which did not record the model, defense and "
+                            f"data a log belongs to, so its results cannot be checked: {FIX}")
+    if theirs != ours:
+        raise StateMismatch(f"{path} holds another run: {describe_differences(theirs, ours)}; {FIX}")
+
+
+def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = False
+                 ) -> tuple[dict | None, list[dict]]:
+    """(header, records) of a log, every record checked (``steps``: the step names allowed; None:
+    any). A torn last line is skipped, and with ``repair`` cut from the file; any other bad line
+    raises :class:`LogError` with the file and line number."""
+    lines = path.read_text().splitlines()
+    if not lines:
+        return None, []
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
+        raise LogError(f"{path}:1 is not an igdefense evaluation log header; {FIX}")
+    records = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise LogError(f"{path}:{number} is not JSON, and it is not the last line (a kill only tears the "
+                               f"last one): the log was edited or damaged; {FIX}") from None
+            if repair:
+                atomic_write(path, "\n".join(lines[:-1]) + "\n")
+            break
+        problem = _record_problem(record, None if steps is None else frozenset(steps))
+        if problem:
+            raise LogError(f"{path}:{number}: {problem}; {FIX}")
+        records.append(record)
+    return header, records
+
+
+def _record_problem(record, steps: frozenset | None) -> str | None:
+    if not isinstance(record, dict):
+        return "not a record (a JSON object)"
+    batch = record.get("batch")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        return f"batch {batch!r} is not a batch index"
+    names = [k for k in record if k not in RECORD_META]
+    unknown = [k for k in names if steps is not None and k not in steps]
+    if unknown:
+        return f"unknown step(s) {unknown} (this run's steps: {sorted(steps)})"
+    lengths = set()
+    for k in names:
+        v = record[k]
+        if not isinstance(v, list) or any(isinstance(b, bool) or b not in (0, 1) for b in v):
+            return f"{k!r} is not a list of 0/1 results"
+        lengths.add(len(v))
+    if len(lengths) > 1:
+        return f"its steps have different lengths {sorted(lengths)}"
+    if not isinstance(record.get("digest", ""), str):
+        return "its digest is not a string"
+    seconds = record.get("seconds", {})
+    if not isinstance(seconds, dict) or any(not isinstance(s, (int, float)) or isinstance(s, bool)
+                                            for s in seconds.values()):
+        return "its seconds are not numbers"
+    return None
+
+
+def steps_done(record: dict) -> int:
+    return len(record.keys() - RECORD_META)
+
+
+def append(path: Path, header: dict, record: dict) -> None:
+    """Add ``record`` to the log, durably; the header goes first when the log is new (a run that fails
+    before its first result leaves no log behind)."""
+    new = not path.exists()
+    if new:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if new:
+            f.write(json.dumps(header) + "\n")
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,421 @@
+"""No state on disk is trusted blindly, no file runs code, every mistake gets one line: each defect class
+through the real CLI or API, on real files (crafted pickles whose payload would touch a marker file)."""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from igdefense import IGDefense, evaluate, zoo
+from igdefense.cli import main
+from igdefense.eval import AttackSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _TouchMarker:
+    """A pickle payload: unpickling it creates ``path`` (what a crafted file would do, harmlessly)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def _crafted(path: Path, marker: Path, wrap=lambda payload: payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(wrap(_TouchMarker(marker)), f)
+
+
+def _error(capsys) -> str:
+    """The one line a refused command prints (progress bars aside), checked to be one line, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("igdefense: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _eval(out, *extra):
+    return ["eval", "--images", "20", "--attacks", "", "--probe-per-class", "2", "--out", str(out), *extra]
+
+
+# 1. Every resumable or cached state is bound to what produced it -------------------------------------
+
+def test_a_rerun_with_another_model_or_setting_is_refused_and_fresh_starts_over(tmp_path, capsys):
+    out = tmp_path / "D"
+    assert main(_eval(out)) == 0
+    robust = json.loads((out / "report.json").read_text())["summary"]
+    capsys.readouterr()
+    for extra, named in ((["--model", "smallcnn-standard"], "weights"), (["--sigma", "8/255"], "sigma"),
+                         (["--k", "20"], ".k ")):
+        assert main(_eval(out, *extra)) == 2
+        err = _error(capsys)
+        assert named in err and "--fresh" in err, err
+    assert json.loads((out / "report.json").read_text())["summary"] == robust  # nothing was overwritten
+    assert main(_eval(out, "--model", "smallcnn-standard", "--fresh")) == 0
+    assert main(_eval(tmp_path / "new", "--model", "smallcnn-standard")) == 0
+    fresh, new = (json.loads((d / "report.json").read_text()) for d in (out, tmp_path / "new"))
+    assert fresh["summary"] == new["summary"] != robust
+    backup, = out.glob("backup-*")
+    assert json.loads((backup / "report.json").read_text())["summary"] == robust  # the old run was kept
+
+
+def _jpeg_tree(root: Path, flip: bool) -> Path:
+    """A CIFAR-10 JPEG tree of the copy's first 2 test and train images per class (mirrored with ``flip``)."""
+    from igdefense.data import CIFAR10, CIFAR10_CLASSES
+
+    for split in ("train", "test"):
+        data = CIFAR10(split)
+        for c, name in enumerate(CIFAR10_CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for j, i in enumerate(np.flatnonzero(data.labels == c)[:2]):
+                pixels = np.asarray(data.images[i])
+                Image.fromarray(pixels[:, ::-1] if flip else pixels).save(root / split / name / f"{j:04d}.jpg",
+                                                                         quality=95)
+    return root
+
+
+def test_a_second_jpeg_tree_gets_its_own_decoded_images(tmp_path):
+    from igdefense.data import CIFAR10
+
+    a, b = _jpeg_tree(tmp_path / "a", flip=False), _jpeg_tree(tmp_path / "b", flip=True)
+    xa, _ = CIFAR10("test", a).__getitems__(list(range(20)))
+    xb, _ = CIFAR10("test", b).__getitems__(list(range(20)))
+    assert (xa - xb.flip(-1)).abs().max() < 0.1 and (xa - xb).abs().mean() > 0.05  # b's own, mirrored images
+    assert CIFAR10("test", a).identity() != CIFAR10("test", b).identity()
+
+
+def test_refine_resumed_with_another_model_or_reference_is_refused(tmp_path):
+    from igdefense.data import CIFAR10
+    from igdefense.refine import refine
+
+    data = CIFAR10("train", indices=np.r_[0:50000:500])  # 100 images, all classes
+    options = dict(rounds=1, attribute_per_round=0, batch_size=32, steps_per_round=1, holdout=20, method="saliency",
+                   progress=False)
+    refine(zoo.load("smallcnn-standard"), data, reference=zoo.load("smallcnn-robust"), out_dir=tmp_path, **options)
+    for model, reference, named in (("smallcnn-robust", "smallcnn-robust", "model"),
+                                    ("smallcnn-standard", "smallcnn-refined", "reference")):
+        with pytest.raises(ValueError, match=rf"another run: {named} \("):
+            refine(zoo.load(model), data, reference=zoo.load(reference), out_dir=tmp_path, **options)
+    other = CIFAR10("train", indices=np.r_[1:50000:500])
+    with pytest.raises(ValueError, match=r"another run: data\.indices"):
+        refine(zoo.load("smallcnn-standard"), other, reference=zoo.load("smallcnn-robust"), out_dir=tmp_path,
+               **options)
+
+
+def test_a_sweep_folder_refuses_another_runs_rankings(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sweep", "--images", "20", "--ks", "10", "--sigmas", "4/255", "--n-samples", "1", "--attacks", "fgsm",
+            "--no-random-control", "--adversarial-rankings", "--out", str(out)]
+    assert main([*args, "--probe-per-class", "2"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--probe-per-class", "3"]) == 2
+    assert "rankings 'adversarial' of another sweep" in _error(capsys)
+
+
+def test_the_rankings_cache_is_keyed_by_the_weights_and_a_planted_file_is_recomputed(tmp_path, monkeypatch):
+    from igdefense.data import CIFAR10
+    from igdefense.rankings.cache import cached_lo_ir
+
+    monkeypatch.setenv("IGDEFENSE_CACHE", str(tmp_path))
+    model = zoo.load("smallcnn-standard")
+    first = cached_lo_ir(model, CIFAR10("train"), 2, name="m")
+    path, = (tmp_path / "rankings").glob("m-lo-ir-*.safetensors")
+    other = zoo.load("smallcnn-robust")
+    assert not torch.equal(cached_lo_ir(other, CIFAR10("train"), 2, name="m").importance, first.importance)
+    planted = first.randomized(1)  # a file put under the key's name, without its made_by
+    planted.save(path)
+    assert torch.equal(cached_lo_ir(model, CIFAR10("train"), 2, name="m").importance, first.importance)
+
+
+def test_corruptions_folder_is_bound_to_its_images(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["corruptions", "--names", "brightness", "--per-class", "1", "--quiet", "--out", str(out)]) == 0
+    assert main(["corruptions", "--names", "brightness", "--per-class", "2", "--quiet", "--out", str(out)]) == 2
+    assert "another run" in _error(capsys)
+
+
+# 2. Logs are checked as they are read ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def written_log(standard_cnn, test_batch, tmp_path_factory):
+    batches = [(test_batch[0][i:i + 10], test_batch[1][i:i + 10]) for i in range(0, 30, 10)]
+    log = tmp_path_factory.mktemp("log") / "run.jsonl"
+    evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
+    return batches, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: {**r, "extra": [1]}, r"run.jsonl:3: unknown step\(s\) \['extra'\]"),
+    (lambda r: {**r, "fgsm": r["fgsm"][:-1]}, "run.jsonl:3: its steps have different lengths"),
+    (lambda r: {**r, "clean": [2] * len(r["clean"])}, "run.jsonl:3: 'clean' is not a list of 0/1"),
+    (lambda r: {**r, "batch": 7}, "holds results for batch 7, but the data has 3 batches"),
+    (lambda r: {**r, "digest": "0" * 32}, "batch 0 was computed on other images"),
+    (lambda r: None, "run.jsonl:3 is not JSON, and it is not the last line"),
+])
+def test_an_edited_log_stops_the_run_with_file_and_line(standard_cnn, written_log, tmp_path, edit, match):
+    batches, lines = written_log
+    record = edit(json.loads(lines[2]))
+    lines = [*lines[:2], "{torn" if record is None else json.dumps(record), *lines[3:]]
+    log = tmp_path / "run.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=match):
+        evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
+    assert log.read_text() == "\n".join(lines) + "\n"  # nothing finished was thrown away
+
+
+def test_other_images_under_the_same_log_are_refused(standard_cnn, written_log, tmp_path):
+    batches, lines = written_log
+    log = tmp_path / "run.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    x, y = batches[2]
+    with pytest.raises(ValueError, match="batch 2 was computed on other images"):
+        evaluate(standard_cnn, [*batches[:2], (x.flip(-1), y)], attacks=["fgsm"], log_path=log, progress=False)
+
+
+def test_a_committed_log_of_version_0_1_is_refused_with_how_to_redo_it(robust_cnn, test_batch, tmp_path):
+    log = tmp_path / "base.jsonl"
+    shutil.copy(REPO / "benchmarks/results/eval_smallcnn-robust/base.jsonl", log)
+    with pytest.raises(ValueError, match="written by igdefense 0.1.*--fresh"):
+        evaluate(robust_cnn, test_batch, attacks=["autoattack", "rays"], cascade=True, log_path=log, progress=False)
+
+
+# 3. No file runs code unless the user named it as code ------------------------------------------------
+
+def test_a_crafted_cifar100_pickle_is_refused_without_running(tmp_path, cifar100_root):
+    from igdefense.data import CIFAR100
+
+    root, marker = tmp_path / "root", tmp_path / "marker"
+    shutil.copytree(cifar100_root, root)
+    _crafted(root / "cifar-100-python" / "test", marker, lambda p: {"data": p, "fine_labels": [0]})
+    with pytest.raises(ValueError, match="pathlib.*refusing to unpickle"):
+        CIFAR100("test", root)
+    assert not marker.exists()
+    assert len(CIFAR100("test", cifar100_root)) == 20  # the real files still load
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "segments"])
+def test_crafted_refine_files_are_never_unpickled(tmp_path, where):
+    from igdefense.data import CIFAR10
+    from igdefense.refine import refine
+
+    marker, out = tmp_path / "marker", tmp_path / "run"
+    target = {"checkpoint": out / "checkpoint.pt", "segments": out / "segments.safetensors"}[where]
+    _crafted(target, marker)
+    data = CIFAR10("train", indices=np.r_[0:50000:500])
+    with pytest.raises(ValueError, match="does not unpickle|not a readable igdefense state file"):
+        refine(zoo.load("smallcnn-standard"), data, reference=None, out_dir=out, rounds=1, attribute_per_round=0,
+               batch_size=32, steps_per_round=1, holdout=20, method="saliency", progress=False)
+    assert not marker.exists()
+
+
+def test_a_crafted_train_checkpoint_is_never_unpickled(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    _crafted(tmp_path / "m.safetensors.ckpt", marker)
+    assert main(["train", "--epochs", "1", "-o", str(tmp_path / "m.safetensors")]) == 2
+    assert "not a readable igdefense state file" in _error(capsys) and not marker.exists()
+
+
+def test_a_crafted_attack_cache_file_is_recomputed_not_unpickled(standard_cnn, test_batch, tmp_path):
+    from igdefense.eval.attacks import _memo_path, run_attack
+
+    x, y = test_batch
+    settings = AttackSettings(cache=tmp_path / "cache", pgd_steps=2)
+    first = run_attack("bim", standard_cnn, x, y, settings)
+    path = _memo_path("bim", standard_cnn, x, y, settings)
+    marker = tmp_path / "marker"
+    _crafted(path, marker)
+    again = run_attack("bim", standard_cnn, x, y, settings)
+    assert torch.equal(again[0], first[0]) and not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def exported(robust_cnn, tmp_path_factory):
+    from igdefense.export import to_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    to_onnx(IGDefense(robust_cnn, zoo.rankings("smallcnn-robust")).eval(), path,
+            metadata={"zoo_model": "smallcnn-robust", "rankings": "zoo", "model_options": "{}"})
+    return path
+
+
+def _with_metadata(src: Path, dst: Path, **meta) -> Path:
+    import onnx
+
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        if prop.key in meta:
+            prop.value = meta.pop(prop.key)
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_export_check_never_runs_a_file_its_metadata_names(exported, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    factory = tmp_path / "evil.py"
+    factory.write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\ndef make():\n    return None\n")
+    onnx_file = _with_metadata(exported, tmp_path / "evil.onnx", zoo_model=f"{factory}:make")
+    assert main(["export", "--check", str(onnx_file), "--n", "20"]) == 2
+    assert "never runs code named in a file's metadata" in _error(capsys) and not marker.exists()
+    sneaky = _with_metadata(exported, tmp_path / "opts.onnx", model_options=json.dumps({"exec": "x"}))
+    assert main(["export", "--check", str(sneaky), "--n", "20"]) == 2
+    assert "unknown model option 'exec'" in _error(capsys)
+
+
+def test_export_check_metadata_never_overrides_what_the_user_typed(exported, tmp_path):
+    from igdefense.cli import _options_from_export, build_parser
+    from igdefense.export import OnnxDefense
+
+    onnx_file = _with_metadata(exported, tmp_path / "o.onnx",
+                               model_options=json.dumps({"dataset": "cifar100", "num_classes": 7}))
+    args = build_parser().parse_args(["export", "--check", str(onnx_file), "--num-classes", "10"])
+    got = _options_from_export(args, OnnxDefense(onnx_file).metadata)
+    assert got.model == "smallcnn-robust" and got.num_classes == 10 and got.dataset == "cifar100"
+
+
+def test_export_check_of_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["export", "--check", str(bad)]) == 2
+    assert "not an ONNX model onnxruntime can load" in _error(capsys)
+
+
+# 4. Every number is checked before it is used ---------------------------------------------------------
+
+@pytest.mark.parametrize("kw, match", [
+    ({"k": 12.5}, "k must be a whole number"), ({"k": True}, "k must be a number"), ({"k": 0}, "k must be >= 1"),
+    ({"sigma": float("nan")}, "sigma must be a finite"), ({"sigma": -0.1}, "sigma must be >= 0"),
+    ({"tau": float("inf")}, "tau must be a finite"), ({"tau": 0}, "tau must be > 0"),
+    ({"n_samples": 0}, "n_samples must be >= 1"), ({"seed": -1}, "seed must be >= 0"),
+])
+def test_defense_numbers_are_checked(robust_cnn, kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), **kw)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"eps": 8}, r"did you mean 8/255"), ({"eps": float("nan")}, "eps must be a finite"),
+    ({"eot_iter": 0}, "eot_iter must be >= 1"), ({"n_iter": 2.5}, "n_iter must be a whole"),
+    ({"rays_queries": -5}, "rays_queries must be >= 1"), ({"seed": 1.5}, "seed must be a whole"),
+])
+def test_attack_numbers_are_checked(kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        AttackSettings(**kw)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--eps", "8"], "did you mean 8/255"), (["--sigma", "1/0"], "not a number or a fraction"),
+    (["--sigma", "nan"], "finite"), (["--k", "12.5"], "not a whole number"), (["--images", "0"], "must be >= 1"),
+    (["--eot-iter", "-1"], "must be >= 1"),
+])
+def test_cli_numbers_are_checked_before_any_folder_is_made(tmp_path, capsys, args, match):
+    with pytest.raises(SystemExit) as e:
+        main(_eval(tmp_path / "D", *args))
+    assert e.value.code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "D").exists()
+
+
+def test_a_k_the_model_cannot_take_leaves_no_folder(tmp_path, capsys):
+    assert main(_eval(tmp_path / "D", "--k", "1000")) == 2
+    assert "between 1 and the number of neurons" in _error(capsys) and not (tmp_path / "D").exists()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"quantile": 1.5}, "quantile must be < 1"), ({"lr": 0}, "lr must be > 0"), ({"num_samples": 0}, ">= 1"),
+    ({"eps": float("inf")}, "eps must be a finite"),
+])
+def test_refine_numbers_are_checked(tmp_path, kw, match):
+    from igdefense.refine import refine
+
+    with pytest.raises(ValueError, match=match):
+        refine(zoo.load("smallcnn-standard"), None, out_dir=tmp_path / "r", **kw)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_nan_loss_stops_refinement_before_anything_is_written(tmp_path):
+    from igdefense.data import CIFAR10
+    from igdefense.refine import refine
+
+    data = CIFAR10("train", indices=np.r_[0:50000:500])
+    with pytest.raises(FloatingPointError, match="refinement loss is (nan|inf)"):
+        refine(zoo.load("smallcnn-standard"), data, reference=zoo.load("smallcnn-robust"), out_dir=tmp_path,
+               rounds=1, attribute_per_round=0, batch_size=32, steps_per_round=3, holdout=20, method="saliency",
+               lr=1e30, progress=False)
+    assert not (tmp_path / "checkpoint.safetensors").exists() and not (tmp_path / "log.jsonl").exists()
+
+
+# 5. Every mistake a user makes gets one line and exit 2 -----------------------------------------------
+
+def test_a_corrupt_image_names_its_file(tmp_path, capsys, imagenet_folder):
+    from igdefense.image_folder import ImageFolder
+
+    root = imagenet_folder(tmp_path / "val", naming="name")
+    victim = ImageFolder(root).files[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated
+    assert main(["eval", "--data", str(root), "--image-size", "32", "--images", "2", "--attacks", ""]) == 2
+    assert f"cannot read image {victim}" in _error(capsys)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["eval", "--data", str(REPO / "README.md"), "--images", "2"], "found no dataset there"),
+    (["eval", "--rankings", str(REPO / "pyproject.toml"), "--images", "2"], "not a readable rankings file"),
+    (["refine", "--per-class", "1", "--reference", "nope"], "unknown model 'nope'"),
+])
+def test_user_errors_from_below_are_one_line(capsys, args, match):
+    assert main(args) == 2
+    assert match in _error(capsys)
+
+
+# 6. Leftovers and concurrency ---------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_run(tmp_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    leftover = out / f".fog.tmp{_dead_pid()}.npy"
+    leftover.write_bytes(b"x" * 1000)
+    assert main(["corruptions", "--names", "brightness", "--per-class", "1", "--quiet", "--out", str(out)]) == 0
+    assert not leftover.exists() and (out / "brightness.npy").exists()
+
+
+def test_two_runs_into_one_folder_do_not_both_work_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import socket
+
+    out = tmp_path / "D"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".igdefense.lock").write_text(f"{holder.pid} {socket.gethostname()}")
+        assert main(_eval(out)) == 2
+        assert f"another igdefense run (pid {holder.pid}" in _error(capsys)
+        assert not (out / "base.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(_eval(out)) == 0  # its process is gone: the lock is stale
+    assert not (out / ".igdefense.lock").exists()
+
+
+def test_file_factories_are_documented_as_running_code():
+    readme = (REPO / "README.md").read_text()
+    assert "What is checked" in readme
+    out = subprocess.run([sys.executable, "-m", "igdefense.cli", "eval", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "which runs that file" in " ".join(out.split())
