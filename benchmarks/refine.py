@@ -79,7 +79,7 @@ def trained(row: str, work: Path, budget: float, attribute_per_round: int) -> to
     path = work / f"{row}.pt"
     model = zoo.load("smallcnn-standard")
     if path.exists():
-        model.load_state_dict(torch.load(path)["model"])
+        model.load_state_dict(torch.load(path, weights_only=True)["model"])
         return model.eval()
     data = CIFAR10("train")
     cfg = RefineConfig(budget_cpu_seconds=budget, rounds=1000, steps_per_round=100,
@@ -89,10 +89,10 @@ def trained(row: str, work: Path, budget: float, attribute_per_round: int) -> to
         steps = fgsm_rs_finetune(model, data, cfg)
         info = {"steps": steps}
     else:
-        shared = work / "refine-c" / "segments.pt"  # superpixels of the training split: computed once
-        if row != "c" and shared.exists() and not (work / f"refine-{row}" / "segments.pt").exists():
+        shared = work / "refine-c" / "segments.safetensors"  # superpixels of the training split: computed once
+        if row != "c" and shared.exists() and not (work / f"refine-{row}" / "segments.safetensors").exists():
             (work / f"refine-{row}").mkdir(parents=True, exist_ok=True)
-            (work / f"refine-{row}" / "segments.pt").write_bytes(shared.read_bytes())
+            (work / f"refine-{row}" / "segments.safetensors").write_bytes(shared.read_bytes())
         refine(model, data, reference=zoo.load("smallcnn-robust"), out_dir=work / f"refine-{row}", config=cfg,
                method="lime" if row == "c" else "saliency")
         rounds = [json.loads(line) for line in (work / f"refine-{row}" / "log.jsonl").read_text().splitlines()]
@@ -174,9 +174,9 @@ def main() -> None:
             sanity_path.write_text(json.dumps([{"name": c.name, "passed": c.passed, "detail": c.detail}
                                                for c in checks]))
         sanity[row] = json.loads(sanity_path.read_text())
-    train = {row: {k: v for k, v in torch.load(work / f"{row}.pt")["train"].items() if k != "rounds"}
+    train = {row: {k: v for k, v in torch.load(work / f"{row}.pt", weights_only=True)["train"].items() if k != "rounds"}
              for row in "bcd"}
-    rounds = {row: torch.load(work / f"{row}.pt")["train"].get("rounds") for row in "cd"}
+    rounds = {row: torch.load(work / f"{row}.pt", weights_only=True)["train"].get("rounds") for row in "cd"}
     columns = list(results["a"])
     table = {row: {c: sum(v) / len(v) for c, v in res.items()} for row, res in results.items()}
     versus_b = {row: {c: vars(stats.paired_difference(torch.tensor(results["b"][c], dtype=torch.bool),

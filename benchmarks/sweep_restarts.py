@@ -29,7 +29,7 @@ from igdefense.cli import _model, _rankings_for, _test_images, build_parser, swe
 from igdefense.data import cache_dir  # noqa: E402
 from igdefense.eval.attacks import AttackSettings  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
-from igdefense.eval.evaluate import RECORD_META, _read_log, _steps_done  # noqa: E402
+from igdefense.eval.log import RECORD_META, read_records, steps_done  # noqa: E402
 from igdefense.eval.sweep import SWEEP_ATTACKS, UNDEFENDED, DefenseSetting  # noqa: E402
 from igdefense.rankings import Rankings  # noqa: E402
 
@@ -37,10 +37,10 @@ from igdefense.rankings import Rankings  # noqa: E402
 def sweep_worst_case(folder: Path, name: str) -> tuple[torch.Tensor, list[str]]:
     """Per image: right on the clean image and under every step of the sweep's log so far; the steps."""
     path = log_path(folder, name)
-    header = json.loads(path.read_text().partition("\n")[0])["settings"]
     last: dict[int, dict] = {}
-    for record in _read_log(path, header, repair=False):  # (a torn last line, the sweep writing it, is skipped)
-        if _steps_done(record) > _steps_done(last.get(record["batch"], {})):
+    # read only (the sweep's logs of any version, checked line by line); a torn last line is skipped
+    for record in read_records(path)[1]:
+        if steps_done(record) > steps_done(last.get(record["batch"], {})):
             last[record["batch"]] = record
     steps = [k for k in last[0] if k not in RECORD_META]
     if any([k for k in r if k not in RECORD_META] != steps for r in last.values()):

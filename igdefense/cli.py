@@ -552,6 +552,9 @@ def _real(low: float = -math.inf, high: float = math.inf):
     return parse
 
 
+FRESH_HELP = "start over: move what the folder holds into a backup folder inside it"
+
+
 def _list(parse):
     def parse_all(text: str) -> list:
         return [parse(v) for v in text.split(",") if v]
@@ -568,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="undefended vs defended on test images: clean, APGD-CE, transfer "
                                     "from the base model, image-wise worst case")
     _add_model_args(d, zoo.default_model())
-    d.add_argument("--images", "--n", dest="n", type=_count, default=200, help="test images, class-balanced (default 200)")
+    d.add_argument("--images", "--n", dest="n", type=_count, default=200,
+                   help="test images, class-balanced (default 200)")
     d.add_argument("--k", type=_count, default=None, help="neurons kept per class (default: 10%% of them, rounded)")
     d.add_argument("--sigma", type=_fraction, default=None,
                    help="pass-1 noise std (default 4/255; 8/255 for smallcnn-refined, its best in `igdefense sweep`)")
@@ -625,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=_natural, default=0)
     _add_data_args(v)
     v.add_argument("--out", default="igdefense-eval", help="directory for logs (resumable) and the report")
-    v.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
+    v.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     v.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
@@ -653,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=_natural, default=0)
     _add_data_args(w)
     w.add_argument("--out", default="igdefense-sweep", help="logs (resumable), sweep.{md,json,png}, report.*")
-    w.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
+    w.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     w.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
@@ -685,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("corruptions", help="write CIFAR-10-C-style corruptions (CIFAR parameters) of the test set, "
                                            "in CIFAR-10-C's layout (resumable)")
     c.add_argument("--out", default="cifar10-c", help="folder for <name>.npy and labels.npy")
-    c.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
+    c.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     c.add_argument("--seed", type=_natural, default=0)
     c.add_argument("--names", default="all", help="comma-separated corruptions (default all 19)")
     c.add_argument("--split", default="test", choices=["test", "train"])
@@ -699,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--reference", default="smallcnn-robust", help="zoo model whose attributions count as right, "
                    "or none (instability only)")
     f.add_argument("--out", default="igdefense-refine", help="checkpoint, log.jsonl and refined.safetensors")
-    f.add_argument("--fresh", action="store_true", help="start over: move what the folder holds into a backup folder inside it")
+    f.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     f.add_argument("--per-class", type=_count, default=None, help="train on the first N images per class (default all)")
     f.add_argument("--rounds", type=_count)
     f.add_argument("--method", choices=METHODS)
@@ -745,6 +749,11 @@ USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FolderBusy
 
 
 def _one_line(e: BaseException) -> str:
+    from urllib.error import URLError
+
+    if isinstance(e, URLError):
+        return (f"a download failed ({e.reason}): without internet, put the weights or data where igdefense reads "
+                "them offline (README: Data; RobustBench: --model-dir)")
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # (str(KeyError) adds quotes)
     text = " ".join(str(text).split()) or type(e).__name__
     if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in text:

@@ -35,9 +35,9 @@ class RandomizedDefense(Protocol):
     def identity(self) -> dict:
         """What this defense's outputs depend on (logs and caches are bound to it): the base model's
         weights, the rankings, the masked site and every setting but the seed (evaluations reseed)."""
-        return {"defense": type(self).__qualname__, "model": model_identity(self.model), "rankings": self.rankings_digest,
-                "site": str(self.split.site), "k": self.k, "sigma": self.sigma, "tau": self.tau,
-                "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
+        return {"defense": type(self).__qualname__, "model": model_identity(self.model),
+                "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
+                "tau": self.tau, "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
 
     def reseed(self, seed: int | None) -> None: ...
 
@@ -119,9 +119,9 @@ class IGDefense(nn.Module):
     def identity(self) -> dict:
         """What this defense's outputs depend on (logs and caches are bound to it): the base model's
         weights, the rankings, the masked site and every setting but the seed (evaluations reseed)."""
-        return {"defense": type(self).__qualname__, "model": model_identity(self.model), "rankings": self.rankings_digest,
-                "site": str(self.split.site), "k": self.k, "sigma": self.sigma, "tau": self.tau,
-                "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
+        return {"defense": type(self).__qualname__, "model": model_identity(self.model),
+                "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
+                "tau": self.tau, "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
 
     def reseed(self, seed: int | None) -> None:
         """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""

@@ -5,7 +5,7 @@
                              downloaded only when that file is missing (RobustBench's own rule)
     torchvision:NAME         torchvision.models.get_model(NAME): the checkpoint's weights, or without one
     timm:NAME                the pretrained ones (downloaded once into torch's / Hugging Face's cache)
-    path/to/file.py:factory  factory() from that file, returning an nn.Module
+    path/to/file.py:factory  factory() from that file, returning an nn.Module (this runs the file: code you name)
 
 Every model takes [0, 1] images: RobustBench models normalise inside themselves; pretrained
 torchvision / timm weights get their own mean and std put in front; for a checkpoint or a file,

@@ -105,16 +105,16 @@ def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, 
     x, y = test_batch[0][:10], test_batch[1][:10]
     settings = AttackSettings(n_iter=5, cache=tmp_path)
     first, = run_attack("apgd-ce", standard_cnn, x, y, settings)
-    assert len(list(tmp_path.glob("apgd-ce-*.pt"))) == 1
+    assert len(list(tmp_path.glob("apgd-ce-*.safetensors"))) == 1
     again = []
     assert _forward_calls(standard_cnn, lambda: again.extend(run_attack("apgd-ce", standard_cnn, x, y, settings))) == 0
     assert torch.equal(first, again[0])  # loaded, not recomputed
     run_attack("apgd-ce", robust_cnn, x, y, settings)  # other weights: another entry
     run_attack("apgd-ce", standard_cnn, x[:5], y[:5], settings)  # other images: another entry
-    assert len(list(tmp_path.glob("apgd-ce-*.pt"))) == 3
+    assert len(list(tmp_path.glob("apgd-ce-*.safetensors"))) == 3
     defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
     run_attack("apgd-ce", defended, x, y, settings)  # randomized: never cached
-    assert len(list(tmp_path.glob("*.pt"))) == 3
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
 
 
 def test_fgsm_by_hand_and_pgd_stronger(robust_cnn, test_batch):

@@ -34,8 +34,8 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "is not a readable rankings file" in err and "Traceback" not in err
     assert not (tmp_path / "d.onnx").exists()
-    assert main(["demo", "--k", "0"]) == 2
-    assert "k=0 must be between 1 and the number of neurons (128)" in capsys.readouterr().err
+    assert main(["demo", "--k", "1000"]) == 2
+    assert "k=1000 must be between 1 and the number of neurons (128)" in capsys.readouterr().err
 
 
 def test_rank_and_eval_a_robustbench_model_offline(capsys, tmp_path):

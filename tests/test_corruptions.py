@@ -238,7 +238,7 @@ def test_dataset_layout_resume_and_reader(tmp_path):
     assert main(args) == 0
     assert (out / "jpeg_compression.npy").read_bytes() == jpeg and (out / "fog.npy").stat().st_mtime_ns == stamp
 
-    with pytest.raises(ValueError, match="another directory"):
+    with pytest.raises(ValueError, match="made by another run: seed"):
         write_dataset(out, data, names=("fog",), seed=1)
     with pytest.raises(FileNotFoundError, match="fog, jpeg_compression"):
         CorruptedCIFAR10(out, "snow", 1)
@@ -274,6 +274,6 @@ def test_evaluate_corruptions_match_the_written_dataset_and_resume(tmp_path, rob
     again = evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), settings=AttackSettings(eps=0.01), corruptions=names,
                      severities=severities, log_path=log, progress=False)  # everything read back from the log
     assert all(torch.equal(again.correct[k], result.correct[k]) for k in result.correct)
-    with pytest.raises(ValueError, match="holds a run with settings"):
+    with pytest.raises(ValueError, match=r"holds another run: settings\.corruptions"):
         evaluate(robust_cnn, [(x, y)], attacks=("fgsm",), settings=AttackSettings(eps=0.01), corruptions=("fog",),
                  log_path=log, progress=False)

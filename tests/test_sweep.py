@@ -40,7 +40,7 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
             assert d["low"] <= d["difference"] <= d["high"] and d["n"] == 30
     assert rows[control]["clean"] < rows["undefended"]["clean"]  # random neurons cost clean accuracy
     # the base model's examples (the transfer source, also its own fgsm): one file per batch, for every setting
-    assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("fgsm-*.safetensors"))) == 2
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"sweep.json", "sweep.md", "sweep.png", "report.json"}
     assert (tmp_path / "out" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]  # "4/255" in a name makes no folder
@@ -97,7 +97,7 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     full = result.results[half.name]
     assert set(full.correct) == {"clean", "transfer", "apgd-ce", "fgsm"}
     lines = log_path(out, noisy.name).read_text().splitlines()[1:]
-    steps = [set(json.loads(line)) - {"batch", "seconds"} for line in lines]
+    steps = [set(json.loads(line)) - {"batch", "seconds", "digest"} for line in lines]
     assert steps == [{"clean"}, {"clean", "transfer"}] * 2  # nothing ran after the screen
     assert len(log_path(out, half.name).read_text().splitlines()) == 1 + 2 * 4  # the full run went on from there
     rows = {r["setting"]: r for r in result.rows()}

@@ -58,8 +58,9 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
                 old = json.loads(meta_path.read_text())
             except json.JSONDecodeError as e:
                 raise ValueError(f"{meta_path} is not JSON ({e}); use another folder, or --fresh") from e
-            check_same("a corruptions dataset", out, {k: old.get(k) for k in meta} if isinstance(old, dict) else old,
-                       meta, "use another --out, or start over with --fresh (the old files are kept in a backup folder)")
+            theirs = {k: old.get(k) for k in meta} if isinstance(old, dict) else old
+            check_same("a corruptions dataset", out, theirs, meta,
+                       "use another --out, or start over with --fresh (the old files are kept in a backup folder)")
         atomic_write(meta_path, json.dumps(meta, indent=1))
         _write(out, images, names, n, seed, progress)
     return out

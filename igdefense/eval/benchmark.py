@@ -71,7 +71,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
         settings = dataclasses.replace(settings, base_model=models[baseline])
     out = Path(out)
     with folder_lock(out):  # one run writes a report folder at a time
-        meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade, "seed": settings.seed}
+        meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade,
+                "seed": settings.seed}
         rank, world = shard()
         for name, model in models.items():  # every log is checked before any is written to
             check_log(log_path(out, name), model, [a for a in attacks if not _adds_nothing(a, model, settings)],

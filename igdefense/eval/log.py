@@ -36,17 +36,13 @@ def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str]) -> 
     for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
         if not path.exists():
             continue
-        theirs, records = read_records(path, allowed, repair=path == own)
-        check_header(path, theirs, header)
-        for record in records:
+        for record in read_records(path, allowed, repair=path == own, header=header)[1]:
             if steps_done(record) > steps_done(done.get(record["batch"], {})):
                 done[record["batch"]] = record
     return done
 
 
-def check_header(path: Path, theirs: dict | None, ours: dict) -> None:
-    if theirs is None:
-        return
+def check_header(path: Path, theirs: dict, ours: dict) -> None:
     if "identity" not in theirs:
         raise StateMismatch(f"{path} was written by igdefense 0.1, which did not record the model, defense and "
                             f"data a log belongs to, so its results cannot be checked: {FIX}")
@@ -54,20 +50,23 @@ def check_header(path: Path, theirs: dict | None, ours: dict) -> None:
         raise StateMismatch(f"{path} holds another run: {describe_differences(theirs, ours)}; {FIX}")
 
 
-def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = False
+def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = False, header: dict | None = None
                  ) -> tuple[dict | None, list[dict]]:
     """(header, records) of a log, every record checked (``steps``: the step names allowed; None:
-    any). A torn last line is skipped, and with ``repair`` cut from the file; any other bad line
-    raises :class:`LogError` with the file and line number."""
+    any), after the log's header is checked against ``header`` when given. A torn last line is
+    skipped, and with ``repair`` cut from the file; any other bad line raises :class:`LogError`
+    with the file and line number."""
     lines = path.read_text().splitlines()
     if not lines:
         return None, []
     try:
-        header = json.loads(lines[0])
+        theirs = json.loads(lines[0])
     except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
+        theirs = None
+    if not isinstance(theirs, dict) or not isinstance(theirs.get("settings"), dict):
         raise LogError(f"{path}:1 is not an igdefense evaluation log header; {FIX}")
+    if header is not None:
+        check_header(path, theirs, header)
     records = []
     for number, line in enumerate(lines[1:], start=2):
         try:
@@ -83,7 +82,7 @@ def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = 
         if problem:
             raise LogError(f"{path}:{number}: {problem}; {FIX}")
         records.append(record)
-    return header, records
+    return theirs, records
 
 
 def _record_problem(record, steps: frozenset | None) -> str | None:

@@ -303,9 +303,9 @@ def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[i
     path = out / "checkpoint.safetensors"
     if not path.exists():
         if (out / "checkpoint.pt").exists():
-            raise StateMismatch(f"{out / 'checkpoint.pt'} is a pickled checkpoint of igdefense 0.1, which this version "
-                                "does not unpickle: start over with --fresh (fresh=True; it is kept in a backup folder) "
-                                "or use another out_dir")
+            raise StateMismatch(f"{out / 'checkpoint.pt'} is a pickled checkpoint of igdefense 0.1, which this "
+                                "version does not unpickle: start over with --fresh (fresh=True; it is kept in a "
+                                "backup folder) or use another out_dir")
         return 0, 0.0
     state = load_state(path)
     fix = "use another out_dir, or start over with --fresh (fresh=True; the old files are kept in a backup folder)"
