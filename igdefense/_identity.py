@@ -21,6 +21,10 @@ from torch import nn
 RESULTS_VERSION = 2
 
 
+# The two ways out of a refusal, the same everywhere.
+FIX = "use another output folder (--out), or start over with --fresh (the old files are kept in a backup folder)"
+
+
 class StateMismatch(ValueError):
     """A file on disk belongs to another run (model, defense, data or settings differ)."""
 

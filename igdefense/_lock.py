@@ -109,7 +109,10 @@ def start_fresh(folder: str | os.PathLike) -> Path | None:
         if folder.is_dir() else []
     if not items:
         return None
-    backup = folder / time.strftime("backup-%Y%m%d-%H%M%S")
+    stamp = time.strftime("backup-%Y%m%d-%H%M%S")
+    backup, n = folder / stamp, 1
+    while backup.exists():  # (two starts within a second)
+        backup, n = folder / f"{stamp}-{n}", n + 1
     backup.mkdir()
     for p in items:
         shutil.move(str(p), str(backup / p.name))

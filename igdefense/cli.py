@@ -20,7 +20,7 @@ from torch import nn
 from . import zoo
 from ._atomic import atomic_path
 from ._hooks import model_device, model_dtype
-from ._identity import StateMismatch, model_digest, short_digest
+from ._identity import FIX, StateMismatch, model_digest, short_digest
 from ._lock import FolderBusy, folder_lock, start_fresh
 from .attribution.methods import METHODS
 from .data import DATA_FORMS, balanced_loader, cache_dir, open_dataset
@@ -246,9 +246,7 @@ def _sweep(args, model: nn.Module, loader, data, out: Path, rank: int) -> int:
             torch.distributed.barrier()
         loaded = Rankings.load(path)
         if loaded.made_by != made_by:
-            raise StateMismatch(f"{path} holds rankings {name!r} of another sweep (another model, probe or eps); "
-                                f"use another --out, or start over with --fresh (the old files are kept in a backup "
-                                "folder)")
+            raise StateMismatch(f"{path} holds rankings {name!r} of another sweep (another model, probe or eps); {FIX}")
         return loaded
 
     if args.adversarial_rankings:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
 from ._identity import digest_indices, file_identity, short_digest
+from ._lock import remove_leftovers
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -114,6 +115,7 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     cached = _cached_arrays(images_file, labels_file)
     if cached is not None:
         return cached
+    remove_leftovers(cache_dir())  # a killed decode's temporary file: 150 MB for the training split
 
     def members():
         # Yields (class name, file name, bytes) for the split, in any order.

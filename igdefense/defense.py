@@ -34,10 +34,12 @@ class RandomizedDefense(Protocol):
 
     def identity(self) -> dict:
         """What this defense's outputs depend on (logs and caches are bound to it): the base model's
-        weights, the rankings, the masked site and every setting but the seed (evaluations reseed)."""
+        weights, the rankings, the masked site, every setting but the seed (evaluations reseed) and
+        the path the forward pass takes on the model's device (its noise stream is the device's too)."""
         return {"defense": type(self).__qualname__, "model": model_identity(self.model),
                 "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
-                "tau": self.tau, "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
+                "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
+                "path": "shared backbone" if self._shares(self.class_masks.device) else "two passes"}
 
     def reseed(self, seed: int | None) -> None: ...
 
@@ -118,10 +120,12 @@ class IGDefense(nn.Module):
 
     def identity(self) -> dict:
         """What this defense's outputs depend on (logs and caches are bound to it): the base model's
-        weights, the rankings, the masked site and every setting but the seed (evaluations reseed)."""
+        weights, the rankings, the masked site, every setting but the seed (evaluations reseed) and
+        the path the forward pass takes on the model's device (its noise stream is the device's too)."""
         return {"defense": type(self).__qualname__, "model": model_identity(self.model),
                 "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
-                "tau": self.tau, "n_samples": self.n_samples, "shared_backbone": self.shared_backbone}
+                "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
+                "path": "shared backbone" if self._shares(self.class_masks.device) else "two passes"}
 
     def reseed(self, seed: int | None) -> None:
         """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""
@@ -206,10 +210,14 @@ class IGDefense(nn.Module):
     def defend(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The defense proper, without input checks: ``noise`` has shape (n_samples, *x.shape)."""
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)  # (n*B, C, H, W); not clamped, as in the paper
-        share = x.device.type != "cpu" if self.shared_backbone is None else self.shared_backbone
-        if share and self.split.fast:
+        if self._shares(x.device):
             return self._forward_shared_backbone(noisy, x)
         return self._forward_two_passes(noisy, x)
+
+    def _shares(self, device: torch.device) -> bool:
+        """Whether the forward pass on ``device`` runs the backbone once on [noisy; clean] (see __init__)."""
+        share = device.type != "cpu" if self.shared_backbone is None else self.shared_backbone
+        return share and self.split.fast
 
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
         mean_logits = noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)

@@ -70,6 +70,19 @@ def test_a_rerun_with_another_model_or_setting_is_refused_and_fresh_starts_over(
     assert json.loads((backup / "report.json").read_text())["summary"] == robust  # the old run was kept
 
 
+def test_a_defenses_identity_names_its_weights_rankings_settings_and_path(robust_cnn, standard_cnn, probe_loader):
+    import igdefense
+
+    rankings = zoo.rankings("smallcnn-robust")
+    base = IGDefense(robust_cnn, rankings).identity()
+    assert base["path"] == "two passes" and base["device"] == "cpu" and base["k"] == 13
+    assert IGDefense(robust_cnn, rankings, shared_backbone=True).identity()["path"] == "shared backbone"
+    assert IGDefense(robust_cnn, rankings.randomized(0)).identity()["rankings"] != base["rankings"]
+    other = IGDefense(standard_cnn, igdefense.lo_ir(standard_cnn, probe_loader, progress=False)).identity()
+    assert other["model"] != base["model"] and other["rankings"] != base["rankings"]
+    assert IGDefense(robust_cnn, rankings, seed=5).identity() == base  # (evaluations reseed the noise)
+
+
 def _jpeg_tree(root: Path, flip: bool) -> Path:
     """A CIFAR-10 JPEG tree of the copy's first 2 test and train images per class (mirrored with ``flip``)."""
     from igdefense.data import CIFAR10, CIFAR10_CLASSES
@@ -85,10 +98,11 @@ def _jpeg_tree(root: Path, flip: bool) -> Path:
     return root
 
 
-def test_a_second_jpeg_tree_gets_its_own_decoded_images(tmp_path):
+def test_a_second_jpeg_tree_gets_its_own_decoded_images(tmp_path, monkeypatch):
     from igdefense.data import CIFAR10
 
     a, b = _jpeg_tree(tmp_path / "a", flip=False), _jpeg_tree(tmp_path / "b", flip=True)
+    monkeypatch.setenv("IGDEFENSE_CACHE", str(tmp_path / "cache"))  # (the trees' decodes are thrown away)
     xa, _ = CIFAR10("test", a).__getitems__(list(range(20)))
     xb, _ = CIFAR10("test", b).__getitems__(list(range(20)))
     assert (xa - xb.flip(-1)).abs().max() < 0.1 and (xa - xb).abs().mean() > 0.05  # b's own, mirrored images

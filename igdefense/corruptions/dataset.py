@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write
-from .._identity import RESULTS_VERSION, check_same
+from .._identity import FIX, RESULTS_VERSION, check_same
 from .._lock import folder_lock
 from . import NAMES, SEVERITIES, check_name, check_severity, corrupt
 from .blur import to_8bit
@@ -59,8 +59,7 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
             except json.JSONDecodeError as e:
                 raise ValueError(f"{meta_path} is not JSON ({e}); use another folder, or --fresh") from e
             theirs = {k: old.get(k) for k in meta} if isinstance(old, dict) else old
-            check_same("a corruptions dataset", out, theirs, meta,
-                       "use another --out, or start over with --fresh (the old files are kept in a backup folder)")
+            check_same("a corruptions dataset", out, theirs, meta, FIX)
         atomic_write(meta_path, json.dumps(meta, indent=1))
         _write(out, images, names, n, seed, progress)
     return out

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._hooks import model_device
-from .._identity import RESULTS_VERSION, StateMismatch, model_identity, tensor_digest
+from .._identity import FIX, RESULTS_VERSION, StateMismatch, model_identity, tensor_digest
 from .._lock import folder_lock
 from .._validation import check_images, check_labels
 from ..corruptions import SEVERITIES
@@ -241,7 +241,7 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
         if record.get("digest") != digest or any(len(v) != len(y) for k, v in record.items()
                                                  if k not in runlog.RECORD_META):
             raise StateMismatch(f"{log_path}: batch {i} was computed on other images (their digest differs): the "
-                                f"data or its order changed since; {runlog.FIX}")
+                                f"data or its order changed since; {FIX}")
 
         def save(step: str, result: torch.Tensor, seconds: float, write: bool = True) -> None:
             record[step] = result.int().tolist()
@@ -286,7 +286,7 @@ def _check_batches(done: dict[int, dict], n_batches: int, log_path) -> None:
     beyond = sorted(b for b in done if b >= n_batches)
     if beyond:
         raise StateMismatch(f"{log_path} holds results for batch {beyond[0]}, but the data has {n_batches} batches: "
-                            f"it was written for more or other data; {runlog.FIX}")
+                            f"it was written for more or other data; {FIX}")
 
 
 def _spread_sample(batches: Iterable, total: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

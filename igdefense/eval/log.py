@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Iterable
 
 from .._atomic import atomic_write
-from .._identity import StateMismatch, describe_differences
+from .._identity import FIX, StateMismatch, describe_differences
 
 RECORD_META = frozenset({"batch", "seconds", "digest"})  # a record's keys that are not steps
-FIX = "use another output folder (--out), or start over with --fresh (the old files are kept in a backup folder)"
 
 
 class LogError(ValueError):

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_path
 from .._hooks import model_device
-from .._identity import StateMismatch, check_same, model_digest, tensor_digest
+from .._identity import FIX, StateMismatch, check_same, model_digest, tensor_digest
 from .._lock import folder_lock, start_fresh
 from .._state import load_state, save_state
 from .._validation import check_number
@@ -308,7 +308,7 @@ def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[i
                                 "backup folder) or use another out_dir")
         return 0, 0.0
     state = load_state(path)
-    fix = "use another out_dir, or start over with --fresh (fresh=True; the old files are kept in a backup folder)"
+    fix = FIX + " (in Python: another out_dir, or fresh=True)"
     check_same("a refinement", path, state.get("identity"), identity, fix)
     theirs = {k: v for k, v in state["config"].items() if k != "rounds"}
     check_same("a refinement", path, theirs, {k: v for k, v in asdict(cfg).items() if k != "rounds"}, fix)
