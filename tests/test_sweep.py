@@ -11,6 +11,7 @@ from igdefense.cli import main
 from igdefense.eval import AttackSettings, DefenseSetting, one_at_a_time, sweep
 from igdefense.eval import attacks as attacks_module
 from igdefense.eval.benchmark import log_path
+from igdefense.eval.log import RECORD_META
 from igdefense.eval.sweep import might_gain
 
 
@@ -97,7 +98,7 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     full = result.results[half.name]
     assert set(full.correct) == {"clean", "transfer", "apgd-ce", "fgsm"}
     lines = log_path(out, noisy.name).read_text().splitlines()[1:]
-    steps = [set(json.loads(line)) - {"batch", "seconds", "digest"} for line in lines]
+    steps = [set(json.loads(line)) - RECORD_META for line in lines]
     assert steps == [{"clean"}, {"clean", "transfer"}] * 2  # nothing ran after the screen
     assert len(log_path(out, half.name).read_text().splitlines()) == 1 + 2 * 4  # the full run went on from there
     rows = {r["setting"]: r for r in result.rows()}

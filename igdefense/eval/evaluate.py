@@ -26,6 +26,7 @@ from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
 from .attacks import ATTACKS, BUDGETS, AttackSettings, attack_library_version, check_in_ball, run_attack
+from .scoring import HEADLINE, RULES, columns, right_draws, survivors
 from .distributed import shard
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvalResult:
     """Per-image outcomes. ``correct[name]`` is a bool tensor (N,): True where the model is right
-    on the clean image (``"clean"``) or on that attack's adversarial example."""
+    on the clean image (``"clean"``) or on that attack's adversarial example; for a randomized
+    defense scored over ``draws`` draws, under the majority rule (:mod:`igdefense.eval.scoring`),
+    and under each rule in ``by_rule``."""
 
     correct: dict[str, torch.Tensor] = field(default_factory=dict)
     eps: float = 8 / 255
     cascade: bool = False  # True: each attack after the first counts the images surviving it *and* all before
+    draws: int = 1  # noise draws each example was classified under (1: a deterministic model)
+    by_rule: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # {rule: columns like correct}
+    right_draws: dict[str, torch.Tensor] = field(default_factory=dict)  # per step, (N,) draws right (not cumulative)
     sanity: list = field(default_factory=list)  # igdefense.eval.sanity.Check results (evaluate(..., sanity=True))
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)  # evaluate(..., keep_adversarial=True)
     # Seconds each step took, summed over the batches; from the log for the parts of an earlier run.
@@ -94,9 +100,28 @@ class EvalResult:
     def worst_case_accuracy(self) -> float:
         return self.worst_case.float().mean().item()
 
+    def worst_case_under(self, rule: str) -> torch.Tensor:
+        """The image-wise worst case under a scoring rule ("one-draw", "majority", "every-draw");
+        for a deterministic model every rule is ``worst_case``."""
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+        if not self.by_rule:
+            return self.worst_case
+        return EvalResult(self.by_rule[rule]).worst_case
+
+    @property
+    def expected_worst_case(self) -> torch.Tensor:
+        """(N,) float: per image, the fraction of draws it is right under, on its clean image and on
+        its worst attack's example (in a cascade, an attack that no longer ran on it counts 0)."""
+        if not self.right_draws:
+            return self.worst_case.float()
+        return torch.stack([v.float() for v in self.right_draws.values()]).amin(0) / self.draws
+
     def first(self, n: int) -> "EvalResult":
         """The results on the first ``n`` images (e.g. those every model of a running evaluation has done)."""
-        return EvalResult({k: v[:n] for k, v in self.correct.items()}, self.eps, self.cascade)
+        cut = lambda d: {k: v[:n] for k, v in d.items()}  # noqa: E731
+        return EvalResult(cut(self.correct), self.eps, self.cascade, draws=self.draws,
+                          by_rule={r: cut(c) for r, c in self.by_rule.items()}, right_draws=cut(self.right_draws))
 
 
 def corruption_key(name: str, severity: int) -> str:
@@ -193,8 +218,8 @@ def check_log(log_path: Path, model: nn.Module, attacks: Sequence[str], settings
     keys = _corruption_keys(corruptions, severities)
     rank, world = shard()
     own = Path(f"{log_path}.rank{rank}") if world > 1 else Path(log_path)
-    runlog.read_logs(Path(log_path), own, log_header(model, attacks, settings, cascade, keys),
-                     ["clean", *attacks, *keys])
+    header = log_header(model, attacks, settings, cascade, keys)
+    runlog.read_logs(Path(log_path), own, header, ["clean", *attacks, *keys], header["settings"]["draws"])
 
 
 def log_header(model: nn.Module, attacks: Sequence[str], settings: AttackSettings, cascade: bool,
@@ -205,6 +230,7 @@ def log_header(model: nn.Module, attacks: Sequence[str], settings: AttackSetting
     header = {"settings": {"attacks": list(attacks), "order": _steps(attacks, cascade, None), "cascade": cascade,
                            "eps": settings.eps, "norm": settings.norm, "seed": settings.seed,
                            "eot_iter": settings.eot_iter, "budgets": {k: getattr(settings, k) for k in BUDGETS},
+                           "draws": settings.draws if isinstance(model, RandomizedDefense) else 1,
                            "corruptions": list(corruption_keys),
                            "transfer_from": list(settings.transfer_from) if "transfer" in attacks else []},
               "identity": {"model": model_identity(model), "results_version": RESULTS_VERSION,
@@ -224,7 +250,8 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
     own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
-    done = runlog.read_logs(Path(log_path), Path(own_log), header, ["clean", *attacks, *keys]) if log_path else {}
+    done = runlog.read_logs(Path(log_path), Path(own_log), header, ["clean", *attacks, *keys],
+                            header["settings"]["draws"]) if log_path else {}
     if whole_data and hasattr(batches, "__len__"):  # (else checked once the batches are counted)
         _check_batches(done, len(batches), log_path)
     mine: dict[int, dict[str, list[int]]] = {}
@@ -243,8 +270,11 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
             raise StateMismatch(f"{log_path}: batch {i} was computed on other images (their digest differs): the "
                                 f"data or its order changed since; {FIX}")
 
-        def save(step: str, result: torch.Tensor, seconds: float, write: bool = True) -> None:
+        def save(step: str, result: torch.Tensor, counts: torch.Tensor | None, seconds: float,
+                 write: bool = True) -> None:
             record[step] = result.int().tolist()
+            if counts is not None:
+                record.setdefault("draws", {})[step] = counts.tolist()
             record.setdefault("seconds", {})[step] = round(seconds, 2)
             if own_log and write:
                 runlog.append(Path(own_log), header, record)
@@ -254,8 +284,9 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
                              f"batch {i}'s results: use a new log file")
         if not all(k in record for k in ["clean", *keys, *steps]):
             known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k not in runlog.RECORD_META}
+            counts = {k: torch.tensor(v, dtype=torch.long) for k, v in record.get("draws", {}).items()}
             x, y = x.to(device), y.to(device)
-            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, save, adversarial, until)
+            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, counts, save, adversarial, until)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
         mine[i] = record
     if whole_data:
@@ -266,8 +297,13 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
         mine = {i: r for part in gathered for i, r in part.items()}
     order = sorted(mine)
     names = ["clean", *steps, *keys]
-    result = EvalResult({k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool) for k in names},
-                        eps, cascade)
+    bits = {k: torch.tensor([v for i in order for v in mine[i][k]], dtype=torch.bool) for k in names}
+    draws = settings.draws if isinstance(model, RandomizedDefense) else 1
+    counts = {k: torch.tensor([v for i in order for v in mine[i]["draws"][k]], dtype=torch.long)
+              for k in ["clean", *steps]} if draws > 1 else {}
+    by_rule = {r: {**columns(bits, counts, draws, steps, cascade, r), **{k: bits[k] for k in keys}} for r in RULES}
+    result = EvalResult(by_rule[HEADLINE], eps, cascade, draws=draws, by_rule=by_rule if draws > 1 else {},
+                        right_draws=counts)
     times = [mine[i].get("seconds", {}) for i in order]
     result.seconds = {k: sum(t.get(k, 0.0) for t in times) for k in names}
     result.untimed = sum(k not in t for t in times for k in names)
@@ -316,13 +352,16 @@ def _steps(attacks: Sequence[str], cascade: bool, until: str | None) -> list[str
 
 
 def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
-                    known: dict[str, torch.Tensor], save: Callable[[str, torch.Tensor, float], None],
+                    known: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], save: Callable[..., None],
                     adversarial: dict[str, list[torch.Tensor]] | None = None, until: str | None = None) -> None:
     """Clean and attack results of one batch, each passed to ``save`` when finished; steps in
-    ``known`` (from an interrupted run) are not redone. ``adversarial``: each attack's examples
-    (first fooling candidate, else the clean image) are appended there. ``until``: the last attack run."""
+    ``known`` (from an interrupted run) are not redone. ``known[step]``: right under the first draw
+    (an attack: on every candidate); ``counts[step]``: a randomized model's draws right
+    (:mod:`igdefense.eval.scoring`). ``adversarial``: each attack's examples (first fooling
+    candidate, else the clean image) are appended there. ``until``: the last attack run."""
     steps = ["clean", *attacks]
     order = ["clean", *_steps(attacks, cascade, until)]
+    draws = settings.draws if isinstance(model, RandomizedDefense) else 1
     for done_before, name in enumerate(order):
         if name in known:
             continue
@@ -335,20 +374,21 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
                 logits = model(x)
             check_labels(y, len(x), logits.shape[1])
             known["clean"] = (logits.argmax(1) == y).cpu()
-            save("clean", known["clean"], time.perf_counter() - start)
+            if draws > 1:
+                counts["clean"] = right_draws(model, [x], [known["clean"]], y, draws)
+            save("clean", known["clean"], counts.get("clean"), time.perf_counter() - start)
             continue
-        ok = known["clean"]
-        alive = ok.clone()  # right on the clean image and under every attack before this one
-        for prev in order[1:done_before]:
-            alive &= known[prev]
+        ok = survivors(known, counts, draws, [])
+        alive = survivors(known, counts, draws, order[1:done_before])  # right so far (one-draw or majority)
         # Attacks skip misclassified images themselves, so until an attack breaks an image the
         # whole batch is attacked (identical batches let cached base-model examples be reused).
         rows = torch.arange(len(y))
         if cascade and name not in MODEL_FREE and not torch.equal(alive, ok):
             rows = alive.nonzero().squeeze(1)
-        survived = torch.zeros_like(ok)
-        survived[rows] = ok[rows]
+        survived = torch.zeros_like(known["clean"])
+        survived[rows] = known["clean"][rows]
         kept = x.detach().cpu().clone() if adversarial is not None else None
+        candidates, firsts = [], []
         if len(rows):
             xs, ys = x[rows.to(x.device)], y[rows.to(y.device)]
             for x_adv in run_attack(name, model, xs, ys, settings):
@@ -360,10 +400,16 @@ def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: boo
                     first = ~right & survived[rows]
                     kept[rows[first]] = x_adv.detach().cpu()[first]
                 survived[rows] &= right
-        known[name] = survived & alive if cascade else survived
+                candidates.append(x_adv)
+                firsts.append(right)
+        known[name] = survived  # (an image not attacked: False, broken before under every rule)
+        if draws > 1:
+            counts[name] = torch.zeros(len(y), dtype=torch.long)
+            if len(rows):  # after the first draw of every candidate, so that the first stays the one it was
+                counts[name][rows] = right_draws(model, candidates, firsts, ys, draws)
         if adversarial is not None:
             adversarial[name].append(kept)
-        save(name, known[name], time.perf_counter() - start)
+        save(name, known[name], counts.get(name), time.perf_counter() - start)
 
 
 def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: int, known: dict[str, torch.Tensor],
@@ -382,4 +428,4 @@ def _evaluate_corruptions(model, x, y, keys: Sequence[str], seed: int, batch: in
         x_c = corrupt(x, name, int(severity), seed=chunk_seed(seed, name, int(severity), batch))
         with torch.no_grad():
             known[key] = (model(x_c).argmax(1) == y).cpu()
-        save(key, known[key], time.perf_counter() - start, write=step == todo[-1][0])
+        save(key, known[key], None, time.perf_counter() - start, write=step == todo[-1][0])

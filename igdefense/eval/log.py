@@ -20,14 +20,14 @@ from typing import Iterable
 from .._atomic import atomic_write
 from .._identity import FIX, StateMismatch, describe_differences
 
-RECORD_META = frozenset({"batch", "seconds", "digest"})  # a record's keys that are not steps
+RECORD_META = frozenset({"batch", "seconds", "digest", "draws"})  # a record's keys that are not steps
 
 
 class LogError(ValueError):
     """A log line that is not a record this version writes (edited, crafted, or another program's)."""
 
 
-def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str]) -> dict[int, dict]:
+def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str], draws: int = 1) -> dict[int, dict]:
     """The furthest record of each batch in the logs of a run with this ``header``: the
     single-process log and every torchrun process's (so a run resumes with any process count)."""
     done: dict[int, dict] = {}
@@ -35,7 +35,7 @@ def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str]) -> 
     for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
         if not path.exists():
             continue
-        for record in read_records(path, allowed, repair=path == own, header=header)[1]:
+        for record in read_records(path, allowed, repair=path == own, header=header, draws=draws)[1]:
             if steps_done(record) > steps_done(done.get(record["batch"], {})):
                 done[record["batch"]] = record
     return done
@@ -49,8 +49,8 @@ def check_header(path: Path, theirs: dict, ours: dict) -> None:
         raise StateMismatch(f"{path} holds another run: {describe_differences(theirs, ours)}; {FIX}")
 
 
-def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = False, header: dict | None = None
-                 ) -> tuple[dict | None, list[dict]]:
+def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = False, header: dict | None = None,
+                 draws: int | None = None) -> tuple[dict | None, list[dict]]:
     """(header, records) of a log, every record checked (``steps``: the step names allowed; None:
     any), after the log's header is checked against ``header`` when given. A torn last line is
     skipped, and with ``repair`` cut from the file; any other bad line raises :class:`LogError`
@@ -77,14 +77,14 @@ def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = 
             if repair:
                 atomic_write(path, "\n".join(lines[:-1]) + "\n")
             break
-        problem = _record_problem(record, None if steps is None else frozenset(steps))
+        problem = _record_problem(record, None if steps is None else frozenset(steps), draws)
         if problem:
             raise LogError(f"{path}:{number}: {problem}; {FIX}")
         records.append(record)
     return theirs, records
 
 
-def _record_problem(record, steps: frozenset | None) -> str | None:
+def _record_problem(record, steps: frozenset | None, draws: int | None) -> str | None:
     if not isinstance(record, dict):
         return "not a record (a JSON object)"
     batch = record.get("batch")
@@ -100,6 +100,16 @@ def _record_problem(record, steps: frozenset | None) -> str | None:
         if not isinstance(v, list) or any(isinstance(b, bool) or b not in (0, 1) for b in v):
             return f"{k!r} is not a list of 0/1 results"
         lengths.add(len(v))
+    counts = record.get("draws", {})
+    if not isinstance(counts, dict) or (counts and draws == 1):
+        return "its draws are not a {step: counts} object of a randomized model's run"
+    missing = [k for k in names if "@" not in k and k not in counts]  # (corruptions are classified once)
+    if draws is not None and draws > 1 and missing:
+        return f"it has no draw counts for {missing}"
+    for k, v in counts.items():
+        if k not in names or not isinstance(v, list) or len(v) != len(record[k]) or any(
+                isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= (draws or c) for c in v):
+            return f"draws of {k!r} are not counts of right draws for its images"
     if len(lengths) > 1:
         return f"its steps have different lengths {sorted(lengths)}"
     if not isinstance(record.get("digest", ""), str):

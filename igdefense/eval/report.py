@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._atomic import atomic_path, atomic_write
 from .evaluate import EvalResult, is_corruption
+from .scoring import HEADLINE, RULES
 from .stats import paired_difference, paired_mean_difference
 
 
@@ -22,6 +23,10 @@ def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
         if corrupted:
             row["corruptions"] = 100 * r.mean_corruption_accuracy
         row["iw_wc"] = 100 * r.worst_case_accuracy
+        if r.by_rule:  # a randomized defense: iw_wc is the majority rule's; the others, and the mean over draws
+            row.update({f"iw_wc {rule}": 100 * r.worst_case_under(rule).float().mean().item()
+                        for rule in RULES if rule != HEADLINE})
+            row["iw_wc expected"] = 100 * r.expected_worst_case.mean().item()
         if name != baseline:
             row["gains"] = {k: str(paired_difference(a, b)) for k, (a, b) in _pairs(base, r).items()}
             if corrupted and _corruption_keys(base) == _corruption_keys(r):
@@ -59,6 +64,9 @@ def _pairs(base: EvalResult, other: EvalResult) -> dict:
         shared = [k for k in a if k in b]
     pairs = {k: (base.correct[k], other.correct[k]) for k in ["clean", *shared]}
     pairs["IW-WC"] = (base.worst_case, other.worst_case)
+    if base.by_rule or other.by_rule:  # the other rules too (a deterministic model is the same under each)
+        pairs.update({f"IW-WC {rule}": (base.worst_case_under(rule), other.worst_case_under(rule))
+                      for rule in RULES if rule != HEADLINE})
     return pairs
 
 
@@ -66,8 +74,9 @@ def markdown_table(rows: list[dict]) -> str:
     # Rows differ in attacks (the base model skips EOT and transfer): the union, in the order of the
     # row with the most (a cascade's order, which its cumulative columns depend on), IW-WC last.
     ordered = sorted(rows, key=len, reverse=True)
-    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("gains", "iw_wc")]
-    cols.append("iw_wc")
+    rules = [c for c in dict.fromkeys(k for r in ordered for k in r) if c.startswith("iw_wc ")]
+    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("gains", "iw_wc", *rules)]
+    cols += ["iw_wc", *rules]
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
@@ -83,6 +92,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
     rows = summary_rows(results, baseline)
     payload = {**meta, "summary": rows,
                "per_image": {m: {k: v.int().tolist() for k, v in r.correct.items()} for m, r in results.items()},
+               "per_image_draws": {m: {"draws": r.draws, **{k: v.tolist() for k, v in r.right_draws.items()}}
+                                   for m, r in results.items() if r.right_draws},
                "sanity": [str(c) for c in sanity or []]}
     atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
     md = ["# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
@@ -90,6 +101,14 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
     if corrupted:
         md += ["", "## Corruptions (CIFAR-10-C-style, CIFAR parameters; accuracy %, mean over the severities)", "",
                corrupted]
+    scored = {n: r.draws for n, r in results.items() if r.by_rule}
+    if scored:
+        md += ["", "Randomized models (" + ", ".join(f"{n}: {d} draws" for n, d in scored.items()) + "): every "
+                   "example and clean image was classified under that many draws of the model's noise; an image "
+                   "counts as right when it is right in more than half of them (the majority rule of Croce et al. "
+                   "2022), the headline: clean, each attack and iw_wc. iw_wc one-draw: right under the first "
+                   "draw (the rule of single-draw evaluations); every-draw: right under all; expected: the mean "
+                   "over draws (in a cascade, an attack that no longer ran on an image counts 0)."]
     if any(r.cascade for r in results.values()):
         md += ["", "Cascade: each attack ran only on the images no earlier attack broke, so every attack "
                    "column after the first is cumulative (right under it and all before it); the last "
