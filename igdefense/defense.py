@@ -32,15 +32,6 @@ class RandomizedDefense(Protocol):
     surrogate gradient (``contextlib.nullcontext()`` when nothing in the forward pass saturates).
     :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one."""
 
-    def identity(self) -> dict:
-        """What this defense's outputs depend on (logs and caches are bound to it): the base model's
-        weights, the rankings, the masked site, every setting but the seed (evaluations reseed) and
-        the path the forward pass takes on the model's device (its noise stream is the device's too)."""
-        return {"defense": type(self).__qualname__, "model": model_identity(self.model),
-                "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
-                "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
-                "path": "shared backbone" if self._shares(self.class_masks.device) else "two passes"}
-
     def reseed(self, seed: int | None) -> None: ...
 
     def smooth_gradients(self, tau: float = 1.0) -> ContextManager: ...
