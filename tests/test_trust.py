@@ -83,6 +83,30 @@ def test_a_defenses_identity_names_its_weights_rankings_settings_and_path(robust
     assert IGDefense(robust_cnn, rankings, seed=5).identity() == base  # (evaluations reseed the noise)
 
 
+def test_a_third_party_randomized_defense_needs_only_reseed_and_smooth_gradients():
+    import contextlib
+
+    from igdefense import RandomizedDefense
+    from igdefense._identity import model_identity
+
+    class Noisy(torch.nn.Module):
+        def __init__(self, sigma):
+            super().__init__()
+            self.sigma, self.linear = sigma, torch.nn.Linear(3, 2)
+
+        def reseed(self, seed):
+            torch.manual_seed(seed)
+
+        def smooth_gradients(self, tau=1.0):
+            return contextlib.nullcontext()
+
+    assert isinstance(Noisy(0.1), RandomizedDefense)  # (identity() is IGDefense's own, not the protocol's)
+    torch.manual_seed(0)
+    a, b = Noisy(0.1), Noisy(0.2)
+    b.load_state_dict(a.state_dict())
+    assert model_identity(a)["weights"] == model_identity(b)["weights"] and model_identity(a) != model_identity(b)
+
+
 def _jpeg_tree(root: Path, flip: bool) -> Path:
     """A CIFAR-10 JPEG tree of the copy's first 2 test and train images per class (mirrored with ``flip``)."""
     from igdefense.data import CIFAR10, CIFAR10_CLASSES
