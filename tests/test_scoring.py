@@ -1,0 +1,100 @@
+"""Scoring a randomized defense over draws: a toy defense whose right draws per image are known exactly."""
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+
+from igdefense.eval import AttackSettings, evaluate
+from igdefense.eval.report import summary_rows
+from igdefense.eval.scoring import under
+
+
+class CyclicDefense(nn.Module):
+    """A randomized defense with known rates: at its c-th forward since ``reseed``, image i is right iff
+    ``(c + i) % period < rights[i]``, so any ``period`` consecutive forwards get image i right exactly
+    ``rights[i]`` times. Image i is the constant image (i + 0.5) / n (an eps-0 attack leaves it so)."""
+
+    def __init__(self, rights: torch.Tensor, labels: torch.Tensor, period: int):
+        super().__init__()
+        self.rights, self.labels, self.period, self.calls = rights, labels, period, 0
+        self.scale = nn.Parameter(torch.ones(()))  # a gradient path for the attacks
+
+    def reseed(self, seed):
+        self.calls = 0
+
+    def smooth_gradients(self, tau: float = 1.0):
+        return contextlib.nullcontext()
+
+    def forward(self, x):
+        i = (x[:, 0, 0, 0] * len(self.rights)).long()
+        right = (self.calls + i) % self.period < self.rights[i]
+        self.calls += 1
+        target = torch.where(right, self.labels[i], (self.labels[i] + 1) % 10)
+        return nn.functional.one_hot(target, 10).float() * self.scale + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+@pytest.fixture
+def toy():
+    n, draws = 20, 9
+    rights = torch.arange(n) % (draws + 1)  # 0..9 right draws of 9, twice over
+    labels = torch.arange(n) % 10
+    x = ((torch.arange(n) + 0.5) / n).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    return CyclicDefense(rights, labels, draws), x, labels, rights, draws
+
+
+def test_the_rules_give_the_known_counts(toy):
+    model, x, y, rights, draws = toy
+    result = evaluate(model, (x, y), attacks=["fgsm"], settings=AttackSettings(eps=0, draws=draws), progress=False)
+    assert result.draws == draws
+    for step in ("clean", "fgsm"):
+        assert torch.equal(result.right_draws[step], rights)
+    majority, every = rights > draws / 2, rights == draws
+    assert torch.equal(result.correct["clean"], majority) and torch.equal(result.worst_case, majority)
+    assert torch.equal(result.worst_case_under("every-draw"), every)
+    first = (torch.arange(len(y)) % draws) < rights  # the clean pass is the first forward after reseed
+    assert torch.equal(result.by_rule["one-draw"]["clean"], first)
+    assert result.expected_worst_case.tolist() == pytest.approx((rights / draws).tolist())
+    row = summary_rows({"toy": result}, "toy")[0]
+    assert row["iw_wc"] == pytest.approx(100 * majority.float().mean().item())
+    assert row["iw_wc every-draw"] == pytest.approx(100 * every.float().mean().item())
+    assert row["iw_wc expected"] == pytest.approx(100 * (rights / draws).mean().item())
+
+
+def test_a_cascade_attacks_the_images_alive_under_either_rule_and_resumes_from_its_counts(toy, tmp_path):
+    model, x, y, rights, draws = toy
+    settings = AttackSettings(eps=0, draws=draws, pgd_steps=1)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, a: seen.append(len(a[0])))
+    log = tmp_path / "toy.jsonl"
+    try:
+        result = evaluate(model, (x, y), attacks=["fgsm", "bim"], settings=settings, cascade=True, log_path=log,
+                          progress=False)
+    finally:
+        handle.remove()
+    alive = result.by_rule["one-draw"]["fgsm"] | result.by_rule["majority"]["fgsm"]
+    assert 0 < int(alive.sum()) < len(y) and seen[-1] == int(alive.sum())  # bim's last draw: only those
+    assert torch.equal(result.correct["bim"], rights > draws / 2)  # exact under the majority rule
+    again = evaluate(model, (x, y), attacks=["fgsm", "bim"], settings=settings, cascade=True, log_path=log,
+                     progress=False)
+    assert all(torch.equal(again.right_draws[k], result.right_draws[k]) for k in result.right_draws)
+
+
+def test_a_deterministic_model_is_classified_once(standard_cnn, test_batch):
+    calls = []
+    handle = standard_cnn.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        result = evaluate(standard_cnn, test_batch, attacks=[], progress=False)
+    finally:
+        handle.remove()
+    assert calls == [len(test_batch[1])] and result.draws == 1 and not result.by_rule
+    assert torch.equal(result.worst_case_under("every-draw"), result.worst_case)
+
+
+def test_under_names_the_rules():
+    bits, counts = torch.tensor([True, False, True]), torch.tensor([5, 5, 9])
+    assert under("majority", bits, counts, 9).tolist() == [True, True, True]
+    assert under("every-draw", bits, counts, 9).tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="unknown rule"):
+        under("most", bits, counts, 9)
