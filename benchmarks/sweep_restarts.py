@@ -30,7 +30,7 @@ from igdefense.data import cache_dir  # noqa: E402
 from igdefense.eval.attacks import AttackSettings  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
 from igdefense.eval.log import RECORD_META, read_records, steps_done  # noqa: E402
-from igdefense.eval.sweep import SWEEP_ATTACKS, UNDEFENDED, DefenseSetting  # noqa: E402
+from igdefense.eval.sweep import UNDEFENDED, DefenseSetting  # noqa: E402
 from igdefense.rankings import Rankings  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
     worst = {UNDEFENDED: undefended, name: defended}
     rows_out = [summary("sweep (" + ", ".join(steps[1:]) + ")", worst, name)]
     alive = (worst[UNDEFENDED] | worst[name]).nonzero().squeeze(1)
-    attacks = [t for t in args.attacks.split(",") if t] if args.attacks else list(SWEEP_ATTACKS)
+    attacks = meta["attacks"]  # what the sweep ran (its report's own record)
     slug = re.sub(r"[^\w.=%-]+", "_", name)
     logs = Path("runs") / "sweep_restarts" / a.sweep.name / slug
     for r in range(1, a.restarts + 1):

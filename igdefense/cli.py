@@ -26,6 +26,7 @@ from .attribution.methods import METHODS
 from .data import DATA_FORMS, balanced_loader, cache_dir, open_dataset
 from .defense import IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
+from .eval.sweep import SWEEP_ATTACKS
 from .models import load_model
 from .rankings import Rankings
 from .rankings.cache import cached_lo_ir
@@ -229,7 +230,7 @@ def cmd_sweep(args) -> int:
 
 def _sweep(args, model: nn.Module, loader, data, out: Path, rank: int) -> int:
     from .eval.distributed import shard
-    from .eval.sweep import SWEEP_ATTACKS, adversarial_probe, one_at_a_time, sweep
+    from .eval.sweep import adversarial_probe, one_at_a_time, sweep
 
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
                               cache=cache_dir() / "adversarial")
@@ -613,8 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("eval", help="base vs defended under several attacks; image-wise worst case; report")
     _add_model_args(v, zoo.default_model())
     v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
-    v.add_argument("--attacks", default="autoattack,transfer,apgd-ce-eot,rays",
-                   help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set)")
+    v.add_argument("--attacks", default="transfer,adaptive,autoattack,apgd-ce-eot,rays",
+                   help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set and the defense's own "
+                   "adaptive attack)")
     v.add_argument("--corruptions", default="", help="also accuracy under CIFAR-10-C-style corruptions (CIFAR "
                    "parameters, generated per batch): 'all', 'main' (the 15) or comma-separated names")
     v.add_argument("--severities", default="1-5", type=_severities, help="e.g. 1-5 (default) or 3,5")
@@ -656,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-screen", action="store_true", help="run every attack on every setting, also those "
                    "that the attacks run so far show cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
-                   "transfer,autoattack,apgd-ce-eot,rays)")
+                   ",".join(SWEEP_ATTACKS) + ")")
     w.add_argument("--eps", type=_radius, default=8 / 255)
     w.add_argument("--eot-iter", type=_count, default=20)
     w.add_argument("--draws", type=_count, default=AttackSettings.draws, help=DRAWS_HELP)

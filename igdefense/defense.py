@@ -30,7 +30,9 @@ class RandomizedDefense(Protocol):
     depend only on the batch and step (resumed and sharded runs agree; EOT attacks and the sanity
     checks apply; its examples are never cached), ``smooth_gradients`` gives BPDA attacks a
     surrogate gradient (``contextlib.nullcontext()`` when nothing in the forward pass saturates).
-    :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one."""
+    :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one,
+    and may name its own adaptive attack as a method ``adaptive_attack(x, y, settings) -> [candidates]``,
+    which the attack ``adaptive`` runs (checked, scored and cascaded like every other attack)."""
 
     def reseed(self, seed: int | None) -> None: ...
 
@@ -117,6 +119,19 @@ class IGDefense(nn.Module):
                 "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
                 "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
                 "path": "shared backbone" if self._shares(self.class_masks.device) else "two passes"}
+
+    def masked_logits(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Pass 2 alone, with the mask fixed to the important neurons of ``classes`` (B,) (the mask pass 1
+        would give if it picked them): differentiable, for attacks on the mechanism."""
+        mask = self.class_masks[classes].to(model_dtype(self.model))
+        with hooks([register_at(self.model, self.split.site, lambda f: apply_neuron_mask(f, mask))]):
+            return self.model(x.to(model_dtype(self.model)))
+
+    def adaptive_attack(self, x: torch.Tensor, y: torch.Tensor, settings) -> list[torch.Tensor]:
+        """The attack on this defense's mechanism that ``adaptive`` runs (:mod:`igdefense.eval.adaptive`)."""
+        from .eval.adaptive import mask_aware_attack
+
+        return mask_aware_attack(self, x, y, settings)
 
     def reseed(self, seed: int | None) -> None:
         """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""

@@ -8,6 +8,8 @@ IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo
 ``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models);
 ``fgsm``, ``bim`` (10 steps of eps/4) and ``pgd`` (the same from a random start), the weaker
 classic attacks some papers report (:mod:`igdefense.eval.pgd`).
+Adaptive: ``adaptive`` runs the defense's own attack on its mechanism (``model.adaptive_attack``;
+IGDefense's: :mod:`igdefense.eval.adaptive`, pass 1 and pass 2 under a fixed mask).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model (``AttackSettings.transfer_from`` chooses).
@@ -36,12 +38,13 @@ from .._validation import check_number
 from ..defense import RandomizedDefense
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
-             "autoattack-rand", "fgsm", "bim", "pgd")
+             "autoattack-rand", "fgsm", "bim", "pgd", "adaptive")
 BLACK_BOX = ("square", "rays")
 TRANSFER = ("transfer",)
 ATTACKS = WHITE_BOX + BLACK_BOX + TRANSFER
 TRANSFER_SOURCES = ("apgd-ce", "apgd-cw", "apgd-t", "autoattack")  # the paper's transfer attacks (RayS aside)
-BUDGETS = ("n_iter", "square_queries", "rays_queries", "pgd_steps")  # AttackSettings' per-attack budgets
+BUDGETS = ("n_iter", "square_queries", "rays_queries", "pgd_steps", "adaptive_steps", "adaptive_targets",
+           "adaptive_eot")  # AttackSettings' per-attack budgets
 
 
 @dataclass
@@ -61,6 +64,11 @@ class AttackSettings:
     square_queries: int = 5_000  # Square, in AutoAttack too
     rays_queries: int = 10_000
     pgd_steps: int = 10  # BIM and PGD steps of eps / 4 (the refinement papers do not state theirs)
+    # ``adaptive``, a defense's own attack (IGDefense: igdefense.eval.adaptive): steps per run, wrong
+    # classes targeted, noise draws per pass-1 gradient
+    adaptive_steps: int = 50
+    adaptive_targets: int = 2
+    adaptive_eot: int = 5
     base_model: nn.Module | None = None  # source of transfer attacks
     transfer_from: tuple[str, ...] = TRANSFER_SOURCES  # attacks crafted on base_model by "transfer"
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
@@ -151,6 +159,14 @@ def _rays(model, x, y, s: AttackSettings):
     return RayS(model, s.eps, queries=s.rays_queries).perturb(x, y)
 
 
+def _adaptive(model, x, y, s: AttackSettings):
+    attack = getattr(model, "adaptive_attack", None)
+    if not callable(attack):
+        raise ValueError(f"{type(model).__name__} names no adaptive attack of its own: a defense gives one as a method "
+                         "adaptive_attack(x, y, settings) -> list of candidate batches (IGDefense has one)")
+    return attack(x, y, s)
+
+
 def _transfer(model, x, y, s: AttackSettings):
     if s.base_model is None:
         raise ValueError("the transfer attack needs base_model= (the undefended model)")
@@ -177,6 +193,7 @@ _RUNNERS: dict[str, Callable] = {
     "square": _square,
     "rays": _rays,
     "transfer": _transfer,
+    "adaptive": _adaptive,
 }
 
 

@@ -131,6 +131,8 @@ def _seconds(results: dict[str, EvalResult]) -> dict[str, dict]:
 
 
 def _adds_nothing(attack: str, model: nn.Module, settings: AttackSettings) -> bool:
+    if attack == "adaptive":  # a defense's own attack: only where the model names one
+        return not callable(getattr(model, "adaptive_attack", None))
     if isinstance(model, RandomizedDefense):
         return False
     return attack.endswith("-eot") or (attack == "transfer" and model is settings.base_model)

@@ -45,7 +45,7 @@ from .distributed import shard
 from .evaluate import EvalResult, evaluate, run_order
 from .stats import paired_difference
 
-SWEEP_ATTACKS = ("transfer", "autoattack", "apgd-ce-eot", "rays")
+SWEEP_ATTACKS = ("transfer", "adaptive", "autoattack", "apgd-ce-eot", "rays")
 UNDEFENDED = "undefended"
 
 
