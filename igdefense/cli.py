@@ -189,8 +189,31 @@ def cmd_eval(args) -> int:
     print(markdown_table(summary_rows(results, "base")))
     for c in results[rankings.method].sanity:
         print(c)
-    print(f"wrote {Path(args.out) / 'report.md'} and report.json")
+    info = _model_info(args, models, results, data, settings)
+    print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(info)} RobustBench entries "
+          f"({info[0].parent})")
     return 0
+
+
+def _model_info(args, models: dict, results: dict, data, settings: AttackSettings) -> list[Path]:
+    """``--out``/model_info/<dataset>/<threat>/<model>_<name>.json: each evaluated model as a RobustBench entry."""
+    from .eval.model_info import entry, write_entries
+
+    dataset = {"CIFAR10": "cifar10", "CIFAR100": "cifar100"}.get(type(data).__name__, "")
+    base = models["base"]
+    architecture = type(getattr(base, "model", base)).__name__  # (inside a Normalized wrapper)
+    slug = re.sub(r"[^\w.+-]+", "-", args.model)
+    entries = {}
+    for name, model in models.items():
+        defended = isinstance(model, IGDefense)
+        label = args.model if not defended else \
+            f"{args.model} + IG-Defense ({name}, k={model.k}, sigma {255 * model.sigma:g}/255)"
+        entries[f"{slug}_{name}"] = entry(
+            results[name], name=label, architecture=architecture + (" + IG-Defense" if defended else ""),
+            dataset=dataset, eps=settings.eps, data=data.description,
+            forward_passes=model.n_samples + 1 if defended else 1, defended=defended,
+            additional_data=False if args.model.startswith("smallcnn-") else "")  # (the zoo's: CIFAR-10 only)
+    return write_entries(args.out, entries, dataset, settings.norm)
 
 
 def _fresh(args) -> None:

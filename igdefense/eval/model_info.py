@@ -1,0 +1,54 @@
+"""An evaluated model as a RobustBench entry: ``model_info/<dataset>/<threat_model>/<id>.json``, the
+fields RobustBench's own files have, accuracies as strings as it stores them.
+
+What igdefense does not know is left empty, never invented: a zoo model has no paper (``link``,
+``authors``, ``venue``, ``reported`` are ""), and ``autoattack_acc`` is AutoAttack's own accuracy only
+where the report has it alone (not a cascade's cumulative column). ``external`` is the image-wise
+worst case under the majority rule over every attack the evaluation ran, the adaptive one included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .._atomic import atomic_write
+from .evaluate import EvalResult
+from .scoring import HEADLINE
+
+IG_DEFENSE_LINK = "https://arxiv.org/abs/2409.15190"  # Kulkarni & Weng, ECCV 2024
+
+
+def entry(result: EvalResult, *, name: str, architecture: str, dataset: str, eps: float, forward_passes: int,
+          data: str, defended: bool, additional_data: bool | str = "") -> dict:
+    """The fields of one RobustBench ``model_info`` entry for ``result`` (a model of a report)."""
+    order = [k for k in result.correct if k != "clean" and "@" not in k]
+    alone = "autoattack" in order and (not result.cascade or order[0] == "autoattack")
+    scored = (f"each example classified under {result.draws} draws of the model's noise and counted right in more "
+              f"than half ({HEADLINE} rule)") if result.by_rule else "one forward pass per example (deterministic)"
+    footnote = (f"igdefense evaluation: image-wise worst case over {', '.join(order)}; {scored}; "
+                f"{len(result.correct['clean'])} images of {data}.")
+    if defended:
+        footnote += " Test-time defense: IG-Defense (Kulkarni & Weng, ECCV 2024), randomized."
+    failed = [c.name for c in result.sanity if not c.passed]
+    return {"link": IG_DEFENSE_LINK if defended else "", "name": name, "authors": "",
+            "additional_data": additional_data, "number_forward_passes": forward_passes, "dataset": dataset,
+            "venue": "", "architecture": architecture, "eps": f"{255 * eps:g}/255",
+            "clean_acc": f"{100 * result.clean_accuracy:.2f}", "reported": "",
+            "autoattack_acc": f"{100 * result.robust_accuracy['autoattack']:.2f}" if alone else "",
+            "external": f"{100 * result.worst_case_accuracy:.2f}",
+            "footnote": footnote + (f" Sanity checks failed: {', '.join(failed)}." if failed else ""),
+            "unreliable": bool(failed) if result.sanity else ""}
+
+
+def write_entries(folder: str | os.PathLike, entries: dict[str, dict], dataset: str, threat_model: str) -> list[Path]:
+    """Write ``folder/model_info/<dataset>/<threat_model>/<id>.json`` for each {id: entry}."""
+    paths = []
+    for model_id, fields in entries.items():
+        path = Path(folder) / "model_info" / (dataset or "unknown") / threat_model / \
+            f"{re.sub(r'[^A-Za-z0-9._+-]+', '-', model_id)}.json"
+        atomic_write(path, json.dumps(fields, indent=2) + "\n")
+        paths.append(path)
+    return paths

@@ -1,0 +1,28 @@
+"""`igdefense eval` writes each model as a RobustBench model_info entry that RobustBench's own reader loads."""
+
+import json
+
+import igdefense  # noqa: F401  (robustbench 1.1.1 imports beside pyautoattack)
+from igdefense.cli import main
+
+
+def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeypatch, capsys):
+    from robustbench.utils import get_leaderboard_latex
+
+    out = tmp_path / "D"
+    assert main(["eval", "--images", "20", "--attacks", "fgsm", "--draws", "3", "--out", str(out)]) == 0
+    report = {row["model"]: row for row in json.loads((out / "report.json").read_text())["summary"]}
+    folder = out / "model_info" / "cifar10" / "Linf"
+    entries = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    assert set(entries) == {"smallcnn-robust_base", "smallcnn-robust_lo-ir"}
+    for key, model in (("smallcnn-robust_base", "base"), ("smallcnn-robust_lo-ir", "lo-ir")):
+        e = entries[key]
+        assert e["clean_acc"] == f"{report[model]['clean']:.2f}" and e["external"] == f"{report[model]['iw_wc']:.2f}"
+        assert e["eps"] == "8/255" and e["dataset"] == "cifar10" and e["autoattack_acc"] == ""  # AutoAttack not run
+        assert e["authors"] == e["venue"] == e["reported"] == "" and e["unreliable"] == ""  # unknown: empty
+    defended = entries["smallcnn-robust_lo-ir"]
+    assert defended["number_forward_passes"] == 2 and "3 draws" in defended["footnote"]
+    assert "majority" in defended["footnote"] and "IG-Defense" in defended["architecture"]
+    monkeypatch.chdir(out)  # RobustBench reads ./model_info/<dataset>/<threat_model>/*.json
+    latex = get_leaderboard_latex("cifar10", "Linf")
+    assert latex.count("\\\\") == 2 and f"& {defended['clean_acc']} & {defended['external']} &" in latex
