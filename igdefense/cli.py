@@ -638,8 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(v, zoo.default_model())
     v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
     v.add_argument("--attacks", default="transfer,adaptive,autoattack,apgd-ce-eot,rays",
-                   help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set and the defense's own "
-                   "adaptive attack)")
+                   help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set and the "
+                   "defense's own adaptive attack)")
     v.add_argument("--corruptions", default="", help="also accuracy under CIFAR-10-C-style corruptions (CIFAR "
                    "parameters, generated per batch): 'all', 'main' (the 15) or comma-separated names")
     v.add_argument("--severities", default="1-5", type=_severities, help="e.g. 1-5 (default) or 3,5")
@@ -665,7 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
-                                     "(transfer first, then AutoAttack, EOT, RayS); table + plot (resumable)")
+                                     "(transfer first, then the adaptive attack, AutoAttack, EOT, RayS); table + "
+                                     "plot (resumable)")
     _add_model_args(w, zoo.default_model())
     w.add_argument("--images", "--n", dest="n", type=_count, default=500, help="test images, class-balanced")
     w.add_argument("--ks", type=_list(_real(0, 100)), default=[2, 5, 10, 25, 50],

@@ -7,7 +7,8 @@
 
 Every setting is one model of :func:`igdefense.eval.benchmark`: the same images, a cascade with
 the transfer from the undefended model first (its examples are crafted once, cached, shared by
-every setting), then AutoAttack, EOT and RayS on the survivors; per-setting logs, so a rerun resumes.
+every setting), then IG-Defense's own adaptive attack, AutoAttack, EOT and RayS on the survivors;
+per-setting logs, so a rerun resumes.
 The number that counts is the image-wise worst case, paired against the undefended model. After
 the grid a random-ranking control runs at the k whose worst case was best: a ranking that does no
 better than random neurons is not what gains anything.
