@@ -192,3 +192,34 @@ def test_attack_budgets_are_part_of_a_log_s_settings(standard_cnn, test_batch, t
     with pytest.raises(ValueError, match=r"another run: settings\.budgets\.pgd_steps \(2 there, 3 here\)"):
         evaluate(standard_cnn, test_batch, attacks=["bim"], settings=AttackSettings(pgd_steps=3), log_path=log,
                  progress=False)
+
+
+def test_an_attack_added_to_a_finished_evaluation_runs_alone_on_what_stands(robust_cnn, test_batch, tmp_path,
+                                                                            monkeypatch):
+    from igdefense.eval import attacks as attacks_module
+
+    calls = []
+    for name in ("fgsm", "bim"):
+        runner = attacks_module._RUNNERS[name]
+        monkeypatch.setitem(attacks_module._RUNNERS, name,
+                            lambda m, x, y, s, r=runner, n=name: calls.append((n, len(x))) or r(m, x, y, s))
+    settings = AttackSettings(pgd_steps=2)
+    x, y = test_batch
+    batches = [(x[:15], y[:15]), (x[15:], y[15:])]
+    log = tmp_path / "run.jsonl"
+    first = evaluate(robust_cnn, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log,
+                     progress=False)
+    calls.clear()
+    added = evaluate(robust_cnn, batches, attacks=["fgsm", "bim"], settings=settings, cascade=True, log_path=log,
+                     progress=False)
+    assert {n for n, _ in calls} == {"bim"}  # fgsm is not run again
+    assert sum(size for _, size in calls) == int(first.correct["fgsm"].sum())  # bim saw fgsm's survivors only
+    fresh = evaluate(robust_cnn, batches, attacks=["fgsm", "bim"], settings=settings, cascade=True, progress=False)
+    assert all(torch.equal(added.correct[k], fresh.correct[k]) for k in fresh.correct)
+    assert json.loads(log.read_text().splitlines()[0])["settings"]["order"] == ["fgsm", "bim"]  # the log says so
+    calls.clear()
+    evaluate(robust_cnn, batches, attacks=["fgsm", "bim"], settings=settings, cascade=True, log_path=log,
+             progress=False)
+    assert calls == []  # resumed: everything from the log
+    with pytest.raises(ValueError, match=r"ran \['bim'\], which the attacks given no longer name"):
+        evaluate(robust_cnn, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log, progress=False)

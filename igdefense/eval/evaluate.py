@@ -188,12 +188,13 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     if until is not None and (not cascade or until not in attacks):
         raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(attacks)}")
-    steps = _steps(attacks, cascade, until)
+    order = _run_order(attacks, cascade, runlog.logged_order(Path(log_path)) if log_path else None, log_path)
+    steps = order[:order.index(until) + 1] if until else order
     batches = [data] if isinstance(data, tuple) else data
     settings = settings or AttackSettings()
     eps, seed = settings.eps, settings.seed
     keys = _corruption_keys(corruptions, severities)
-    header = log_header(model, attacks, settings, cascade, keys)
+    header = log_header(model, order, settings, cascade, keys)
     rank, world = shard()
     if keep_adversarial and world > 1:
         raise ValueError("keep_adversarial works in one process; under torchrun write the examples per shard yourself")
@@ -218,16 +219,32 @@ def check_log(log_path: Path, model: nn.Module, attacks: Sequence[str], settings
     keys = _corruption_keys(corruptions, severities)
     rank, world = shard()
     own = Path(f"{log_path}.rank{rank}") if world > 1 else Path(log_path)
-    header = log_header(model, attacks, settings, cascade, keys)
+    order = _run_order(attacks, cascade, runlog.logged_order(Path(log_path)), log_path)
+    header = log_header(model, order, settings, cascade, keys)
     runlog.read_logs(Path(log_path), own, header, ["clean", *attacks, *keys], header["settings"]["draws"])
 
 
-def log_header(model: nn.Module, attacks: Sequence[str], settings: AttackSettings, cascade: bool,
+def _run_order(attacks: Sequence[str], cascade: bool, logged: list[str] | None, log_path) -> list[str]:
+    """The order the attacks run in: those a log already ran in its order, then the others (a cascade's
+    model-free ones first), so that an attack added to a finished evaluation runs last, on what stands."""
+    fresh = run_order(attacks) if cascade else list(attacks)
+    if not logged:
+        return fresh
+    gone = [a for a in logged if a not in attacks]
+    if gone:
+        raise StateMismatch(f"{log_path} ran {gone}, which the attacks given no longer name (later results depend "
+                            f"on every attack before them): name them again, or {FIX}")
+    return list(logged) + [a for a in fresh if a not in logged]
+
+
+def log_header(model: nn.Module, order: Sequence[str], settings: AttackSettings, cascade: bool,
                corruption_keys: Sequence[str] = ()) -> dict:
     """A log's first line: everything its per-image results depend on besides the images (each
-    record carries their digest): the attack settings, the model's identity (weights; a defense's
-    settings and rankings), the transfer source's, the results' and the attack library's versions."""
-    header = {"settings": {"attacks": list(attacks), "order": _steps(attacks, cascade, None), "cascade": cascade,
+    record carries their digest): the attacks in the order they run (an attack added later extends
+    it), the attack settings, the model's identity (weights; a defense's settings and rankings), the
+    transfer source's, the results' and the attack library's versions."""
+    attacks = order
+    header = {"settings": {"order": list(order), "cascade": cascade,
                            "eps": settings.eps, "norm": settings.norm, "seed": settings.seed,
                            "eot_iter": settings.eot_iter, "budgets": {k: getattr(settings, k) for k in BUDGETS},
                            "draws": settings.draws if isinstance(model, RandomizedDefense) else 1,
@@ -286,7 +303,8 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
             known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k not in runlog.RECORD_META}
             counts = {k: torch.tensor(v, dtype=torch.long) for k, v in record.get("draws", {}).items()}
             x, y = x.to(device), y.to(device)
-            _evaluate_batch(model, x, y, attacks, settings, cascade, seed + i, known, counts, save, adversarial, until)
+            _evaluate_batch(model, x, y, attacks, steps, settings, cascade, seed + i, known, counts, save,
+                            adversarial)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
         mine[i] = record
     if whole_data:
@@ -345,22 +363,17 @@ def run_order(attacks: Sequence[str]) -> list[str]:
     return [a for a in attacks if a in MODEL_FREE] + [a for a in attacks if a not in MODEL_FREE]
 
 
-def _steps(attacks: Sequence[str], cascade: bool, until: str | None) -> list[str]:
-    """The attacks run, in the order they run: a cascade's run order, cut after ``until``."""
-    steps = run_order(attacks) if cascade else list(attacks)
-    return steps[:steps.index(until) + 1] if until else steps
-
-
-def _evaluate_batch(model, x, y, attacks, settings: AttackSettings, cascade: bool, batch_seed: int,
+def _evaluate_batch(model, x, y, attacks, run: Sequence[str], settings: AttackSettings, cascade: bool,
+                    batch_seed: int,
                     known: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], save: Callable[..., None],
-                    adversarial: dict[str, list[torch.Tensor]] | None = None, until: str | None = None) -> None:
+                    adversarial: dict[str, list[torch.Tensor]] | None = None) -> None:
     """Clean and attack results of one batch, each passed to ``save`` when finished; steps in
     ``known`` (from an interrupted run) are not redone. ``known[step]``: right under the first draw
     (an attack: on every candidate); ``counts[step]``: a randomized model's draws right
     (:mod:`igdefense.eval.scoring`). ``adversarial``: each attack's examples (first fooling
-    candidate, else the clean image) are appended there. ``until``: the last attack run."""
+    candidate, else the clean image) are appended there. ``run``: the attacks run, in their order."""
     steps = ["clean", *attacks]
-    order = ["clean", *_steps(attacks, cascade, until)]
+    order = ["clean", *run]
     draws = settings.draws if isinstance(model, RandomizedDefense) else 1
     for done_before, name in enumerate(order):
         if name in known:

@@ -42,11 +42,30 @@ def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str], dra
 
 
 def check_header(path: Path, theirs: dict, ours: dict) -> None:
+    """Refuse a log of another run; one whose attacks are the first of ours is ours (attacks added since)."""
     if "identity" not in theirs:
         raise StateMismatch(f"{path} was written by igdefense 0.1, which did not record the model, defense and "
                             f"data a log belongs to, so its results cannot be checked: {FIX}")
+    order, their_order = ours["settings"].get("order", []), theirs["settings"].get("order")
+    if isinstance(their_order, list) and their_order == order[:len(their_order)]:
+        theirs = {**theirs, "settings": {**theirs["settings"], "order": order}}
     if theirs != ours:
         raise StateMismatch(f"{path} holds another run: {describe_differences(theirs, ours)}; {FIX}")
+
+
+def logged_order(log_path: Path) -> list[str] | None:
+    """The attacks the logs of ``log_path`` (and its torchrun processes') ran, in their order; None if none."""
+    longest = None
+    for path in [log_path, *sorted(log_path.parent.glob(f"{log_path.name}.rank*"))]:
+        if path.is_file():
+            with open(path) as f:
+                try:
+                    order = json.loads(f.readline())["settings"]["order"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # (read_logs says what is wrong with it)
+            if isinstance(order, list) and len(order) > len(longest or []):
+                longest = order
+    return longest
 
 
 def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = False, header: dict | None = None,
@@ -131,6 +150,11 @@ def append(path: Path, header: dict, record: dict) -> None:
     new = not path.exists()
     if new:
         path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        with open(path) as f:
+            first = f.readline()
+        if json.loads(first) != header:  # attacks were added: the header names them (checked on reading)
+            atomic_write(path, json.dumps(header) + "\n" + path.read_text()[len(first):])
     with open(path, "a") as f:
         if new:
             f.write(json.dumps(header) + "\n")
