@@ -176,6 +176,11 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
             (:func:`benchmark` runs batch by batch); True (default): a log holding later batches
             was written for other data and is refused.
 
+    A randomized defense's clean images and examples are each classified under ``settings.draws``
+    draws of its noise; ``result.correct`` holds the majority rule, ``result.by_rule`` every rule,
+    ``result.right_draws`` the counts (:mod:`igdefense.eval.scoring`). An attack added to a log's
+    attacks runs after those the log holds, on the images still standing; the others are read back.
+
     A :class:`~igdefense.defense.RandomizedDefense` (IGDefense) is reseeded from the seed, the batch index and the step
     before the clean pass and each attack, so its noise does not depend on what ran before: a
     resumed or sharded run gets the same results as an uninterrupted one. Under
