@@ -197,7 +197,6 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     steps = order[:order.index(until) + 1] if until else order
     batches = [data] if isinstance(data, tuple) else data
     settings = settings or AttackSettings()
-    eps, seed = settings.eps, settings.seed
     keys = _corruption_keys(corruptions, severities)
     header = log_header(model, order, settings, cascade, keys)
     rank, world = shard()
@@ -248,16 +247,15 @@ def log_header(model: nn.Module, order: Sequence[str], settings: AttackSettings,
     record carries their digest): the attacks in the order they run (an attack added later extends
     it), the attack settings, the model's identity (weights; a defense's settings and rankings), the
     transfer source's, the results' and the attack library's versions."""
-    attacks = order
     header = {"settings": {"order": list(order), "cascade": cascade,
                            "eps": settings.eps, "norm": settings.norm, "seed": settings.seed,
                            "eot_iter": settings.eot_iter, "budgets": {k: getattr(settings, k) for k in BUDGETS},
                            "draws": settings.draws if isinstance(model, RandomizedDefense) else 1,
                            "corruptions": list(corruption_keys),
-                           "transfer_from": list(settings.transfer_from) if "transfer" in attacks else []},
+                           "transfer_from": list(settings.transfer_from) if "transfer" in order else []},
               "identity": {"model": model_identity(model), "results_version": RESULTS_VERSION,
                            "attack_library": attack_library_version()}}
-    if "transfer" in attacks and settings.base_model is not None:
+    if "transfer" in order and settings.base_model is not None:
         header["identity"]["transfer_base"] = model_identity(settings.base_model)
     return header
 
