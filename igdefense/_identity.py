@@ -18,7 +18,7 @@ from torch import nn
 
 # Bumped when a change makes stored per-image results differ (an attack's or the defense's numbers):
 # logs and caches of another value are refused instead of being mixed with new results.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: APGD attacks every image of a randomized defense
 
 
 # The two ways out of a refusal, the same everywhere.

@@ -101,6 +101,20 @@ def test_eot_averages_over_noise_draws_and_breaks_images(robust_cnn, test_batch)
     assert result.robust_accuracy["apgd-ce-eot"] < result.clean_accuracy  # the robust model still loses images
 
 
+def test_apgd_on_a_randomized_defense_attacks_every_image(robust_cnn, test_batch):
+    # perturb() skips an image one noisy forward gets wrong and hands back the clean image; scoring over
+    # draws would then score the clean image as this attack's example
+    defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
+    x, y = test_batch[0][:20], test_batch[1][:20]
+    with torch.no_grad():
+        assert (defended(x).argmax(1) != y).any()  # images perturb() would have left alone
+    candidates = run_attack("apgd-ce-eot", defended, x, y, AttackSettings(n_iter=5, eot_iter=2))
+    assert len(candidates) == 2  # the step a draw got wrong, the highest-loss step
+    for c in candidates:
+        moved = (c - x).flatten(1).abs().amax(1)
+        assert (moved > 0).all() and (moved <= 8 / 255 + 1e-6).all()
+
+
 def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, test_batch, tmp_path):
     x, y = test_batch[0][:10], test_batch[1][:10]
     settings = AttackSettings(n_iter=5, cache=tmp_path)

@@ -19,6 +19,10 @@ not an IGDefense) are stored there as safetensors (no pickle), keyed by the mode
 batch, the settings and the pyautoattack version: the base model's AutoAttack run then also serves
 as the transfer source for every defended model. A cached file must hold candidates of the batch's
 shape inside the eps-ball, or it is recomputed.
+
+On a randomized defense the APGD attacks attack every image and return two candidates (the latest
+step a draw got wrong, the highest-loss step); AutoAttack runs as its reference code does, which
+skips an image its first noisy forward gets wrong (the cascade's other attacks still attack it).
 """
 
 from __future__ import annotations
@@ -95,7 +99,15 @@ def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: 
     if loss == "cw":  # APGD on the Carlini-Wagner margin: pyautoattack's DLR slot with the CW loss
         atk.loss = "dlr"
         atk.dlr_loss = _cw_loss
-    return atk.perturb(x, y)
+    if not isinstance(model, RandomizedDefense):
+        return atk.perturb(x, y)
+    # A randomized defense: perturb() would skip each image one noisy forward gets wrong and hand back
+    # the clean image for each that no draw during the attack got wrong. Attack every image and keep
+    # both the latest step a draw got wrong and the highest-loss step: scoring over draws picks.
+    atk.init_hyperparam(x)
+    torch.random.manual_seed(s.seed)
+    highest_loss, _, _, fooled_once = atk.attack_single_run(x.detach().float(), y)
+    return [fooled_once, highest_loss]
 
 
 def _apgd_bpda(model, x, y, s: AttackSettings):
