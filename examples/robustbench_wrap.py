@@ -7,9 +7,9 @@ Offline, put the checkpoint at models/cifar10/Linf/<name>.pt as {"state_dict": .
 
 import sys
 
-import igdefense  # first: makes robustbench 1.1.1 importable beside pyautoattack
+import igdefense
 from igdefense.data import cifar10_loader
-from robustbench.utils import load_model  # importable once igdefense is imported
+from igdefense.robustbench_compat import load_model  # robustbench's, importable beside pyautoattack
 
 name = sys.argv[1] if len(sys.argv) > 1 else "Addepalli2021Towards_RN18"
 model = load_model(name, model_dir="models", dataset="cifar10", threat_model="Linf")

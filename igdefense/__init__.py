@@ -8,7 +8,6 @@
 
 from ._version import __version__
 
-from . import robustbench_compat  # noqa: F401  (lets robustbench 1.1.1 import beside pyautoattack)
 from .defense import IGDefense, RandomizedDefense, wrap
 from .eval import EvalResult, evaluate
 from .rankings import Rankings, RankingsError, cd_ir, lo_ir

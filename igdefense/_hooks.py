@@ -1,16 +1,12 @@
-"""Private helpers for hooks on a model: masks at a layer, hook cleanup, eval mode, device and dtype."""
+"""Private helpers for hooks on a model: neuron masks, hook cleanup, eval mode, device and dtype."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .split import Site
-
 
 def neuron_axis(ndim: int) -> int:
     """Axis holding the neurons: channels for (B,C) and (B,C,H,W), features for tokens (B,T,D)."""
@@ -55,11 +51,3 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes.items():
             m.training = training
-
-
-def register_at(model: nn.Module, site: Site, fn: Callable[[torch.Tensor], torch.Tensor]):
-    """Hook ``fn`` to rewrite the tensor at ``site``; returns the handle."""
-    module = model.get_submodule(site.module)
-    if site.at == "output":
-        return module.register_forward_hook(lambda m, args, out: fn(out))
-    return module.register_forward_pre_hook(lambda m, args: (fn(args[0]), *args[1:]))

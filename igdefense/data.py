@@ -37,8 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
-from ._identity import digest_indices, file_identity, short_digest
+from ._identity import file_identity, short_digest
 from ._lock import remove_leftovers
+from .images import LabelledImages, collate
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -177,28 +178,6 @@ def load_cifar_pickle(path: Path) -> dict:
     if not isinstance(entry, dict):
         raise ValueError(f"{path} is not a CIFAR pickle: it holds a {type(entry).__name__}, not a dict")
     return entry
-
-
-class LabelledImages(Dataset):
-    """Images with ``labels`` (of every image) of which ``indices`` are kept (a class-balanced subset,
-    say); subclasses read a batch at once in ``__getitems__(indices) -> (images, labels)``, and set
-    ``source`` (what :func:`igdefense._identity.file_identity` says of the files read)."""
-
-    labels: np.ndarray
-    indices: np.ndarray
-    source_identity: dict
-
-    def identity(self) -> dict:
-        """What the images served are: the source files and the indices kept (caches and
-        checkpoints made from this dataset are bound to it)."""
-        return {"source": self.source_identity, "indices": digest_indices(self.indices)}
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.__getitems__([i])
-        return x[0], int(y[0])
 
 
 class CIFAR10(LabelledImages):
@@ -349,11 +328,7 @@ def balanced_loader(dataset: Dataset, n: int | None = None, batch_size: int = 25
         dataset.indices = kept[np.argsort(labels[kept], kind="stable")]
     else:
         dataset.indices = np.arange(len(labels)) if n is None else balanced_subset(labels, n)
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=_collate)
-
-
-def _collate(batch):
-    return batch  # __getitems__ already returns a batched (x, y)
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
 
 
 def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, offset: int = 0) -> list[int]:
@@ -379,7 +354,7 @@ def cifar10_loader(split: str = "test", per_class: int | None = None, batch_size
     if per_class is not None:
         ds.indices = np.asarray(balanced_indices(ds.labels, per_class, offset))
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=_collate, generator=gen)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=gen)
 
 
 def foolbox_cifar10() -> tuple[torch.Tensor, torch.Tensor]:

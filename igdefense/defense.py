@@ -17,7 +17,7 @@ from typing import ContextManager, Iterator, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype, register_at
+from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype
 from ._identity import model_identity, tensor_digest
 from ._validation import check_images, check_number
 from .rankings import Rankings, RankingsError
@@ -32,7 +32,8 @@ class RandomizedDefense(Protocol):
     surrogate gradient (``contextlib.nullcontext()`` when nothing in the forward pass saturates).
     :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one,
     and may name its own adaptive attack as a method ``adaptive_attack(x, y, settings) -> [candidates]``,
-    which the attack ``adaptive`` runs (checked, scored and cascaded like every other attack)."""
+    which the attack ``adaptive`` runs (checked, scored and cascaded like every other attack; an IGDefense's
+is :func:`igdefense.eval.adaptive.mask_aware_attack`)."""
 
     def reseed(self, seed: int | None) -> None: ...
 
@@ -124,7 +125,7 @@ class IGDefense(nn.Module):
         """Pass 2 alone, with the mask fixed to the important neurons of ``classes`` (B,) (the mask pass 1
         would give if it picked them): differentiable, for attacks on the mechanism."""
         mask = self.class_masks[classes].to(model_dtype(self.model))
-        with hooks([register_at(self.model, self.split.site, lambda f: apply_neuron_mask(f, mask))]):
+        with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]):
             return self.model(x.to(model_dtype(self.model)))
 
     def adaptive_attack(self, x: torch.Tensor, y: torch.Tensor, settings) -> list[torch.Tensor]:
@@ -257,7 +258,7 @@ class IGDefense(nn.Module):
 
     def _forward_two_passes(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mask = self._soft_mask(self.model(noisy), x.shape[0])
-        with hooks([register_at(self.model, self.split.site, lambda f: apply_neuron_mask(f, mask))]):
+        with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]):
             return self.model(x)
 
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from ._identity import file_identity
-from .data import LabelledImages
+from .images import LabelledImages
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 CROP_FRACTION = 0.875  # resize the shorter side to size / 0.875, crop the centre: 256 -> 224 (ImageNet's eval)

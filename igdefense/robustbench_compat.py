@@ -3,8 +3,10 @@
 robustbench imports AutoAttack under its GitHub name, ``autoattack`` (``from autoattack import
 AutoAttack``, ``from autoattack.state import EvaluationState``), but PyPI only has the package as
 ``pyautoattack``. Registering the alias in ``sys.modules`` is the whole fix for
-``robustbench.utils.load_model`` and the model zoo; ``import igdefense`` does it, so after that
-``from robustbench.utils import load_model`` works. (robustbench's own ``benchmark`` still calls
+``robustbench.utils.load_model`` and the model zoo. It is registered only when robustbench is used
+through this module (``from igdefense.robustbench_compat import load_model``) or
+:func:`install_autoattack_alias` is called (then ``from robustbench.utils import load_model``
+works); ``import igdefense`` leaves ``sys.modules`` alone. (robustbench's own ``benchmark`` still calls
 AutoAttack with keywords pyautoattack 0.2.0 dropped; use :func:`igdefense.evaluate` instead.)
 
 Offline use: ``load_model(name, dataset, threat_model, model_dir=D)`` reads
@@ -36,13 +38,12 @@ def install_autoattack_alias() -> None:
         sys.modules["autoattack.state"] = pyautoattack.state
 
 
-install_autoattack_alias()
-
 
 def __getattr__(name: str):
     # robustbench is an optional extra (and slow to import): loaded only when one of its names is asked for
     if name not in _ROBUSTBENCH:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    install_autoattack_alias()
     try:
         return getattr(importlib.import_module(_ROBUSTBENCH[name]), name)
     except ImportError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,13 @@ class Site:
 
     def __str__(self) -> str:
         return f"{self.module}:{self.at}"
+
+    def register(self, model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]):
+        """Hook ``fn`` to rewrite the tensor at this site of ``model``; returns the handle."""
+        module = model.get_submodule(self.module)
+        if self.at == "output":
+            return module.register_forward_hook(lambda m, args, out: fn(out))
+        return module.register_forward_pre_hook(lambda m, args: (fn(args[0]), *args[1:]))
 
     @classmethod
     def parse(cls, text: str) -> "Site":

@@ -2,11 +2,12 @@
 
 import json
 
-import igdefense  # noqa: F401  (robustbench 1.1.1 imports beside pyautoattack)
+from igdefense.robustbench_compat import install_autoattack_alias
 from igdefense.cli import main
 
 
 def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeypatch, capsys):
+    install_autoattack_alias()  # (robustbench 1.1.1 imports autoattack, which PyPI has as pyautoattack)
     from robustbench.utils import get_leaderboard_latex
 
     out = tmp_path / "D"

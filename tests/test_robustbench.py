@@ -8,17 +8,19 @@ import torch
 import igdefense
 
 
-def test_plain_robustbench_import_works_after_importing_igdefense():
+def test_robustbench_imports_through_igdefense_and_import_igdefense_changes_nothing():
     # a fresh interpreter: robustbench 1.1.1 alone fails on "import autoattack" (PyPI has pyautoattack)
-    code = "import igdefense; from robustbench.utils import load_model; print(load_model.__module__)"
+    code = ("import sys, igdefense; assert 'autoattack' not in sys.modules; "
+            "from igdefense.robustbench_compat import load_model; print(load_model.__module__); "
+            "from robustbench.utils import load_model as again; assert again is load_model")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "robustbench.utils"
 
 
 def test_load_model_offline_and_wrap(tmp_path, probe_loader, foolbox_images):
+    from igdefense.robustbench_compat import load_model
     from robustbench.model_zoo.cifar10 import linf  # the registry load_model reads
-    from robustbench.utils import load_model
 
     name = "Addepalli2021Towards_RN18"
     # The documented offline layout: <model_dir>/<dataset>/<threat_model>/<name>.pt = {"state_dict": ...}.

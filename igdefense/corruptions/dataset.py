@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_path, atomic_write
 from .._identity import FIX, RESULTS_VERSION, check_same
 from .._lock import folder_lock
-from . import NAMES, SEVERITIES, check_name, check_severity, corrupt
+from .registry import NAMES, SEVERITIES, check_name, check_severity, corrupt
 from .blur import to_8bit
 
 CHUNK = 1000  # images corrupted together; seeds are per chunk, so the output does not depend on memory
@@ -156,7 +156,7 @@ def corrupted_loaders(root: str | os.PathLike, names: Iterable[str] = NAMES,
     """{(name, severity): DataLoader} over a CIFAR-10-C-layout folder (batches in file order)."""
     from torch.utils.data import DataLoader
 
-    from ..data import _collate
+    from ..images import collate
 
-    return {(name, s): DataLoader(CorruptedCIFAR10(root, name, s), batch_size=batch_size, collate_fn=_collate)
+    return {(name, s): DataLoader(CorruptedCIFAR10(root, name, s), batch_size=batch_size, collate_fn=collate)
             for name in names for s in severities}

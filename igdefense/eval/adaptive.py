@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from ..defense import IGDefense
 
 
-def mask_aware_attack(defense: IGDefense, x: torch.Tensor, y: torch.Tensor, settings) -> list[torch.Tensor]:
-    """The adaptive attack on ``defense`` for the batch (x, y): one candidate per image (a list of one)."""
+def mask_aware_attack(defense: IGDefense, x: torch.Tensor, y: torch.Tensor, settings,
+                      transfer_start: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The adaptive attack on ``defense`` for the batch (x, y): one candidate per image (a list of one).
+    ``transfer_start``: the base model's APGD-CE examples of x, a second start for the wrong classes."""
     if settings.norm != "Linf":
         raise ValueError("the mask-aware attack is an L-inf attack")
     gen = torch.Generator(x.device).manual_seed(settings.seed)
@@ -35,11 +37,7 @@ def mask_aware_attack(defense: IGDefense, x: torch.Tensor, y: torch.Tensor, sett
         logits = defense.model(x)  # pass 1 without noise: which wrong classes are nearest
     wrong = logits.scatter(1, y[:, None], -torch.inf).topk(min(settings.adaptive_targets, logits.shape[1] - 1),
                                                             dim=1).indices
-    starts = [x]
-    if settings.base_model is not None:
-        from .attacks import run_attack
-
-        starts.append(run_attack("apgd-ce", settings.base_model, x, y, settings)[0].detach())
+    starts = [x] if transfer_start is None else [x, transfer_start.detach()]
     steps = settings.adaptive_steps
     candidates = [apgd_maximize(_true_mask_loss(defense, y), x, x, settings.eps, steps)]
     for j in range(wrong.shape[1]):

@@ -9,7 +9,7 @@ IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo
 ``fgsm``, ``bim`` (10 steps of eps/4) and ``pgd`` (the same from a random start), the weaker
 classic attacks some papers report (:mod:`igdefense.eval.pgd`).
 Adaptive: ``adaptive`` runs the defense's own attack on its mechanism (``model.adaptive_attack``;
-IGDefense's: :mod:`igdefense.eval.adaptive`, pass 1 and pass 2 under a fixed mask).
+an IGDefense's: :mod:`igdefense.eval.adaptive`, pass 1 and pass 2 under a fixed mask).
 Black-box: ``square`` (5,000 queries) and ``rays`` (decision-based, 10,000 queries).
 Transfer (needs ``base_model``): ``transfer`` crafts APGD-CE, APGD-CW, targeted APGD-DLR and
 AutoAttack examples on the undefended base model (``AttackSettings.transfer_from`` chooses).
@@ -39,7 +39,7 @@ from torch import nn
 from .._identity import RESULTS_VERSION, tensor_digest
 from .._state import StateFileError, load_state, save_state
 from .._validation import check_number
-from ..defense import RandomizedDefense
+from ..defense import IGDefense, RandomizedDefense
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
              "autoattack-rand", "fgsm", "bim", "pgd", "adaptive")
@@ -171,9 +171,25 @@ def _rays(model, x, y, s: AttackSettings):
     return RayS(model, s.eps, queries=s.rays_queries).perturb(x, y)
 
 
+def adaptive_attack_of(model: nn.Module) -> Callable | None:
+    """The defense's own attack, ``(x, y, settings) -> [candidates]``: its method ``adaptive_attack``,
+    else for an IGDefense the mask-aware attack (:mod:`igdefense.eval.adaptive`); None for other models."""
+    own = getattr(model, "adaptive_attack", None)
+    if callable(own):
+        return own
+    if not isinstance(model, IGDefense):
+        return None
+    from .adaptive import mask_aware_attack
+
+    def attack(x, y, s: AttackSettings) -> list[torch.Tensor]:
+        start = None if s.base_model is None else run_attack("apgd-ce", s.base_model, x, y, s)[0]
+        return mask_aware_attack(model, x, y, s, transfer_start=start)
+    return attack
+
+
 def _adaptive(model, x, y, s: AttackSettings):
-    attack = getattr(model, "adaptive_attack", None)
-    if not callable(attack):
+    attack = adaptive_attack_of(model)
+    if attack is None:
         raise ValueError(f"{type(model).__name__} names no adaptive attack of its own: a defense gives one as a method "
                          "adaptive_attack(x, y, settings) -> list of candidate batches (IGDefense has one)")
     return attack(x, y, s)

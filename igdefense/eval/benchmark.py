@@ -25,7 +25,7 @@ from .._lock import folder_lock
 from .._machine import machine
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
-from .attacks import AttackSettings
+from .attacks import AttackSettings, adaptive_attack_of
 from .distributed import shard
 from .evaluate import EvalResult, _spread_sample, check_log, evaluate
 from .report import plot_eps_curves, write_report
@@ -132,7 +132,7 @@ def _seconds(results: dict[str, EvalResult]) -> dict[str, dict]:
 
 def _adds_nothing(attack: str, model: nn.Module, settings: AttackSettings) -> bool:
     if attack == "adaptive":  # a defense's own attack: only where the model names one
-        return not callable(getattr(model, "adaptive_attack", None))
+        return adaptive_attack_of(model) is None
     if isinstance(model, RandomizedDefense):
         return False
     return attack.endswith("-eot") or (attack == "transfer" and model is settings.base_model)

@@ -126,12 +126,10 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
 
 def plot_eps_curves(curves: dict[str, dict[float, float]], path: str | os.PathLike, attack: str) -> Path:
     """Robust accuracy vs eps, one line per model (needs matplotlib: the ``plot`` extra)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a notebook's backend stays as it is)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for name, curve in curves.items():
         eps = sorted(e for e in curve if e < 1)  # eps = 1 (unbounded) is a sanity point, not a curve point
         ax.plot([255 * e for e in eps], [100 * curve[e] for e in eps], marker="o", label=name)
@@ -143,5 +141,4 @@ def plot_eps_curves(curves: dict[str, dict[float, float]], path: str | os.PathLi
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     return Path(path)

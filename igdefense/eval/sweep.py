@@ -252,12 +252,10 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike, zoom: float = 6.0) 
     bars around the point), screened settings as open triangles at their upper bound, the
     undefended model as a star; left every setting, right those within ``zoom`` points of the
     undefended model, where settings usually crowd. Points are numbered; the key is below."""
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a notebook's backend stays as it is)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.3]})
+    fig = Figure(figsize=(13, 5.5))
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     base = result.results[UNDEFENDED]
     bx, by = 100 * base.clean_accuracy, 100 * base.worst_case_accuracy
     rows = [r for r in result.rows() if r["setting"] != UNDEFENDED]
@@ -299,5 +297,4 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike, zoom: float = 6.0) 
     fig.text(0.01, 0.01, "   ".join(key), fontsize=7, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.02 * (1 + len(key) // 4), 1, 1))
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return Path(path)

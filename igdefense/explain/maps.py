@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._hooks import apply_neuron_mask, eval_mode, hooks, model_device, register_at
+from .._hooks import apply_neuron_mask, eval_mode, hooks, model_device
 from .._validation import check_images, check_labels
 
 METHODS = ("gradcam", "smoothgrad", "lime")
@@ -41,7 +41,7 @@ class _MaskedDecision(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask.repeat_interleave(len(x) // len(self.mask), 0)  # captum: each image's copies together
-        with hooks([register_at(self.base, self.site, lambda f: apply_neuron_mask(f, mask))]):
+        with hooks([self.site.register(self.base, lambda f: apply_neuron_mask(f, mask))]):
             return self.base(x)
 
 

@@ -61,13 +61,11 @@ def _fmt(v: dict) -> str:
 def plot_grid(images: torch.Tensor, adversarial: torch.Tensor, maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
               path: str | os.PathLike, title: str = "", labels: list[str] | None = None) -> Path:
     """One row per image: the image, the adversarial image, then each method's clean and adversarial map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # (no pyplot: a notebook's backend stays as it is)
 
     n, cols = len(images), 2 + 2 * len(maps)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.7 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
     headers = ["image", "adversarial"] + [f"{m} {w}" for m in maps for w in ("clean", "adv.")]
     for i in range(n):
         panels = [images[i].permute(1, 2, 0), adversarial[i].permute(1, 2, 0)]
@@ -86,5 +84,4 @@ def plot_grid(images: torch.Tensor, adversarial: torch.Tensor, maps: dict[str, t
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return Path(path)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._hooks import hooks, model_device, neuron_axis, register_at
+from .._hooks import hooks, model_device, neuron_axis
 from .._validation import check_images
 from ..split import find_split, head_fingerprint
 from .format import Rankings
@@ -131,7 +131,7 @@ def cd_ir(model: nn.Module, probe_images: torch.Tensor | Iterable, class_names: 
                     input_shape = tuple(x.shape[1:])
                     if split.num_classes != len(class_names):
                         raise ValueError(f"{len(class_names)} class names for a model with {split.num_classes} classes")
-                with hooks([register_at(model, split.site, lambda f: captured.append(f) or f)]):
+                with hooks([split.site.register(model, lambda f: captured.append(f) or f)]):
                     model(x)
                 q = _pool(captured.pop())  # (B, neurons)
                 img = F.normalize(clip_model.encode_image(_clip_inputs(clip_model, x)).float(), dim=-1)

@@ -24,12 +24,10 @@ def topk_jaccard(a: Rankings, b: Rankings, k: int) -> torch.Tensor:
 
 def plot_jaccard(matrix: torch.Tensor, path: str | os.PathLike, row_names, col_names, title: str = "") -> None:
     """Heat map of a Jaccard matrix, written to ``path`` (PNG/PDF by extension)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a notebook's backend stays as it is)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1 + 0.55 * len(col_names), 1 + 0.5 * len(row_names)))
+    fig = Figure(figsize=(1 + 0.55 * len(col_names), 1 + 0.5 * len(row_names)))
+    ax = fig.subplots()
     im = ax.imshow(matrix.numpy(), vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(col_names)), col_names, rotation=60, ha="right")
     ax.set_yticks(range(len(row_names)), row_names)
@@ -41,4 +39,3 @@ def plot_jaccard(matrix: torch.Tensor, path: str | os.PathLike, row_names, col_n
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._hooks import apply_neuron_mask, hooks, model_device, register_at
+from .._hooks import apply_neuron_mask, hooks, model_device
 from .._validation import check_images
 from ..split import Site, Split, find_split, head_fingerprint
 from .format import Rankings
@@ -40,7 +40,7 @@ def _abs_features_per_class(model, split, loader, num_classes, progress) -> tupl
         captured.append(f)
         return f
 
-    with hooks([register_at(model, split.site, grab)]), torch.no_grad():
+    with hooks([split.site.register(model, grab)]), torch.no_grad():
         for x, y in tqdm(loader, desc="LO-IR (closed form)", disable=not progress):
             model(x.to(model_device(model)))
             a = captured.pop().abs().flatten(1).double().cpu()  # (B, neurons); 1x1-spatial conv input too
@@ -64,7 +64,7 @@ def _ablation_sums(model, split, loader, num_classes, neuron_batch, progress) ->
                 keep = torch.ones(len(js), n, device=device)
                 keep[torch.arange(len(js)), js] = 0  # copy i of the batch loses neuron js[i]
                 rows = keep.repeat_interleave(b, dim=0)  # (J*B, neurons)
-                with hooks([register_at(model, split.site, lambda f: apply_neuron_mask(f, rows))]):
+                with hooks([split.site.register(model, lambda f: apply_neuron_mask(f, rows))]):
                     out = model(x.repeat(len(js), *[1] * (x.ndim - 1)))  # (J*B, classes)
                 ablated = out.view(len(js), b, -1).gather(2, y.view(1, b, 1).expand(len(js), b, 1)).squeeze(2)
                 diff = (ablated - base).abs().double().cpu()  # (J, B)

@@ -17,15 +17,13 @@ def plot_flags(images: torch.Tensor, segments: torch.Tensor, flags: Flags, path:
     """One row per image: the image, its superpixel boundaries, then one panel per criterion with
     the superpixels it flagged tinted (irrelevance red, sensitivity blue, instability yellow)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # (no pyplot: a notebook's backend stays as it is)
         from skimage.segmentation import mark_boundaries
     except ImportError as e:
         raise ImportError("plot_flags needs matplotlib and scikit-image: pip install 'igdefense[plot,lime]'") from e
     rows = len(images)
-    fig, axes = plt.subplots(rows, 2 + len(CRITERIA), figsize=(2 * (2 + len(CRITERIA)), 2 * rows), squeeze=False)
+    fig = Figure(figsize=(2 * (2 + len(CRITERIA)), 2 * rows))
+    axes = fig.subplots(rows, 2 + len(CRITERIA), squeeze=False)
     for b in range(rows):
         # 4x nearest upsampling: at 32x32 the one-pixel superpixel boundaries would cover the image
         img = images[b].permute(1, 2, 0).cpu().double().numpy().repeat(4, 0).repeat(4, 1)
@@ -43,4 +41,3 @@ def plot_flags(images: torch.Tensor, segments: torch.Tensor, flags: Flags, path:
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
