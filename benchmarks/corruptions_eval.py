@@ -50,12 +50,12 @@ def models() -> dict[str, torch.nn.Module]:
 def loader(root: Path, name: str, severity: int, rows: np.ndarray | None = None):
     from torch.utils.data import DataLoader, Subset
 
-    from igdefense.data import _collate
+    from igdefense.images import collate
 
     data = CorruptedCIFAR10(root, name, severity)
     if rows is not None:
         data = Subset(data, rows.tolist())  # (Subset passes batches on to CorruptedCIFAR10.__getitems__)
-    return DataLoader(data, batch_size=1000, collate_fn=_collate)
+    return DataLoader(data, batch_size=1000, collate_fn=collate)
 
 
 def main() -> None:

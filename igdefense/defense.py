@@ -32,8 +32,8 @@ class RandomizedDefense(Protocol):
     surrogate gradient (``contextlib.nullcontext()`` when nothing in the forward pass saturates).
     :class:`IGDefense` is one; a third-party randomized defense implements both to be evaluated as one,
     and may name its own adaptive attack as a method ``adaptive_attack(x, y, settings) -> [candidates]``,
-    which the attack ``adaptive`` runs (checked, scored and cascaded like every other attack; an IGDefense's
-is :func:`igdefense.eval.adaptive.mask_aware_attack`)."""
+    which the attack ``adaptive`` runs (checked, scored and cascaded like every other attack; the evaluation
+holds IGDefense's own, the mask-aware attack)."""
 
     def reseed(self, seed: int | None) -> None: ...
 
