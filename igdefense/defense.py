@@ -128,6 +128,99 @@ class IGDefense(nn.Module):
         with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]):
             return self.model(x.to(model_dtype(self.model)))
 
+    def reseed(self, seed: int | None) -> None: ...
+
+    def smooth_gradients(self, tau: float = 1.0) -> ContextManager: ...
+
+
+class IGDefense(nn.Module):
+    """Wrap a classifier so that it masks unimportant penultimate neurons per predicted class.
+
+    Args:
+        model: the classifier (taking images, returning logits (B, classes)).
+        rankings: :class:`Rankings` (or a path to a saved one) computed for this model.
+        k: neurons kept per class; default 10% of the neurons, rounded (51 of 512, 13 of 128). The
+            paper uses k = 50 on CIFAR (of 512 neurons in ResNet-18, 640 in WRN-34-10): pass ``k=50``.
+        sigma: std of the Gaussian noise of pass 1, in the model's input space (paper: eps/2).
+        n_samples: noise draws averaged (in logit space) for the pseudo-label.
+        tau: softmax temperature of the pseudo-label.
+        seed: seed of the defense's own noise generator (reproducible draws); None uses torch's
+            global RNG.
+        input_range: checked range of input values, or None to skip the check.
+        shared_backbone: run the backbone once on the concatenated [noisy; clean] batch and the
+            head twice (True), or make two full passes (False). None (default) shares it on GPUs
+            and not on CPUs, where a pass over 2B images costs more than two passes over B (the
+            activations leave the caches: 2.39x vs 2.04x the base time for the zoo's SmallCNN at
+            batch 256, benchmarks/overhead.py). Sharing needs the masked layer to be the
+            classifier's input and the classifier's output to be the model's output; otherwise
+            (``layer=`` a deeper site) two passes are made anyway.
+
+    The wrapped model must be in eval mode (``wrap`` sets it): a forward with any of its modules in
+    train mode raises, since batch norm would mix pass 1's noisy images with the clean ones and
+    update its running statistics. Images are cast to the model's dtype (float16 or float64
+    images work with a float32 model); the logits come in the model's dtype. An empty batch gives
+    empty logits (0, classes).
+
+    Example::
+
+        rankings = igdefense.lo_ir(model, probe_loader)
+        defended = igdefense.IGDefense(model, rankings, k=50).eval()
+    """
+
+    def __init__(self, model: nn.Module, rankings: Rankings | str | os.PathLike, *, k: int | None = None,
+                 sigma: float = 4 / 255, n_samples: int = 1, tau: float = 0.01, seed: int | None = None,
+                 input_range: tuple[float, float] | None = (0.0, 1.0), shared_backbone: bool | None = None):
+        super().__init__()
+        if not isinstance(rankings, Rankings):
+            rankings = Rankings.load(rankings)
+        check_number("n_samples", n_samples, integer=True, low=1)
+        check_number("sigma", sigma, low=0)
+        check_number("tau", tau, low=0, low_open=True)
+        if k is not None:
+            check_number("k", k, integer=True, low=1)
+        if seed is not None:
+            check_number("seed", seed, integer=True, low=0)
+        device = model_device(model)
+        example = torch.full((1, *rankings.input_shape), 0.5, device=device)
+        site = Site.parse(rankings.layer)
+        if site.module not in dict(model.named_modules()):
+            raise RankingsError(f"these rankings were made for another model: they mask {site}, and this "
+                                f"model has no module {site.module!r}. Recompute them for this model.")
+        split = find_split(model, example, site)
+        rankings.check_matches(split, head_fingerprint(model, split.head))
+        self.model = model
+        self.split = split
+        self.k = max(1, round(0.1 * split.num_neurons)) if k is None else int(k)
+        self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
+        self.rankings_digest = tensor_digest(rankings.importance)[:32]
+        self.sigma, self.n_samples, self.tau = float(sigma), int(n_samples), float(tau)
+        self.input_range = input_range
+        self.input_shape = tuple(rankings.input_shape)
+        self.seed = seed
+        self.shared_backbone = shared_backbone
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._gradient_tau: float | None = None  # set by smooth_gradients()
+
+    def extra_repr(self) -> str:
+        return (f"site={self.split.site}, k={self.k}/{self.split.num_neurons}, sigma={self.sigma:.4g}, "
+                f"n_samples={self.n_samples}, tau={self.tau:g}")
+
+    def identity(self) -> dict:
+        """What this defense's outputs depend on (logs and caches are bound to it): the base model's
+        weights, the rankings, the masked site, every setting but the seed (evaluations reseed) and
+        the path the forward pass takes on the model's device (its noise stream is the device's too)."""
+        return {"defense": type(self).__qualname__, "model": model_identity(self.model),
+                "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
+                "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
+                "path": "shared backbone" if self._shares(self.class_masks.device) else "two passes"}
+
+    def masked_logits(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Pass 2 alone, with the mask fixed to the important neurons of ``classes`` (B,) (the mask pass 1
+        would give if it picked them): differentiable, for attacks on the mechanism."""
+        mask = self.class_masks[classes].to(model_dtype(self.model))
+        with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]):
+            return self.model(x.to(model_dtype(self.model)))
+
     def adaptive_attack(self, x: torch.Tensor, y: torch.Tensor, settings) -> list[torch.Tensor]:
         """The attack on this defense's mechanism that ``adaptive`` runs (:mod:`igdefense.eval.adaptive`)."""
         from .eval.adaptive import mask_aware_attack
