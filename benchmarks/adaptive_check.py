@@ -23,11 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import paired_row, print_table, write_results  # noqa: E402
 
-from igdefense import IGDefense  # noqa: E402
-from igdefense.cli import _model, _rankings_for, _test_images, build_parser  # noqa: E402
+from igdefense.cli import build_parser, specs  # noqa: E402
 from igdefense.eval import EvalResult, evaluate  # noqa: E402
 from igdefense.eval.attacks import ATTACKS, AttackSettings  # noqa: E402
-from igdefense.rankings import Rankings  # noqa: E402
 
 WEAK = ("fgsm", "bim", "pgd")  # weaker than APGD: they add nothing to its worst case
 
@@ -48,11 +46,12 @@ def main() -> None:
     args = build_parser().parse_args(shlex.split(report["run"]["command"])[1:])  # the eval's own options
     if args.func.__name__ != "cmd_eval":
         raise SystemExit(f"{a.eval} is not an `igdefense eval` report: its command is {report['run']['command']!r}")
-    base = _model(args)
-    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args, args.model, base)
-    defense = IGDefense(base, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()
+    model_spec, data_spec, setting = specs(args)
+    base = model_spec.load()
+    rankings = setting.rankings_for(base, model_spec.name, data_spec)
+    defense = setting.build(base, rankings, seed=args.seed)
     name = rankings.method
-    loader, _ = _test_images(args, args.n, args.batch_size)
+    loader, _ = data_spec.loader("test", args.n, batch_size=args.batch_size)
     x, y = (torch.cat(t) for t in zip(*loader))
 
     ran = report["attacks"]

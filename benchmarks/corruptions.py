@@ -29,7 +29,7 @@ def _data(per_class: int | None):
 
     data = CIFAR10("test")
     if per_class:
-        data.indices = np.asarray(balanced_indices(data.labels, per_class))
+        data.indices = balanced_indices(data.labels, per_class=per_class)
     return data
 
 

@@ -68,7 +68,7 @@ def main() -> None:
     work = Path(args.work)
     nets = models()
     clean = CIFAR10("test")
-    clean.indices = np.asarray(balanced_indices(clean.labels, args.n // 10))
+    clean.indices = balanced_indices(clean.labels, per_class=args.n // 10)
     root = write_dataset(work / "cifar10-c", clean, seed=args.seed,
                          source=f"CIFAR-10 (JPEG copy) test, first {args.n // 10} per class")
 
@@ -85,7 +85,7 @@ def main() -> None:
         results[name] = EvalResult(correct)
 
     labels = CorruptedCIFAR10(root, NAMES[0], 1).labels.numpy()
-    rows = np.asarray(balanced_indices(labels, args.attack_n // 10))
+    rows = balanced_indices(labels, per_class=args.attack_n // 10)
     attacked: dict[str, dict[str, dict[str, float]]] = {m: {} for m in nets}
     for name, model in nets.items():
         for c in tqdm(NAMES, desc=f"{name}, FGSM/PGD on corrupted"):

@@ -31,7 +31,7 @@ from igdefense.defense import IGDefense
 from igdefense.explain import explain
 from igdefense.eval.stats import paired_mean_difference
 from igdefense.explain.metrics import METRICS
-from igdefense.explain.report import plot_grid, write_report
+from igdefense.explain.report import plot_grid, write_study_report
 from igdefense.explain.robustness import explanation_robustness, separation
 from igdefense._machine import machine
 
@@ -80,7 +80,7 @@ def run(setting: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels
                 for m in ("gradcam", "smoothgrad", "lime")}
         plot_grid(x[rows], adversarial, maps, out / f"grid-{attack}.png",
                   title=f"{setting}, {attack} eps {args.eps}", labels=[labels[i] for i in rows])
-    write_report(out, study, meta)  # last: its presence marks the setting done
+    write_study_report(out, study, meta)  # last: its presence marks the setting done
     return study.summary()
 
 

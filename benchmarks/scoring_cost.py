@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_results  # noqa: E402
 
 from igdefense import IGDefense, zoo  # noqa: E402
-from igdefense.cli import _fraction  # noqa: E402
+from igdefense._parse import fraction  # noqa: E402
 from igdefense.data import CIFAR10, balanced_loader, cache_dir  # noqa: E402
 from igdefense.eval import AttackSettings, evaluate, run_attack  # noqa: E402
 from igdefense.eval.attacks import TRANSFER_SOURCES  # noqa: E402
@@ -39,7 +39,7 @@ CASCADE = ["transfer", "autoattack", "apgd-ce-eot", "rays"]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smallcnn-refined", choices=zoo.available())
-    p.add_argument("--sigma", type=_fraction, default=8 / 255)
+    p.add_argument("--sigma", type=fraction, default=8 / 255)
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--draws", type=int, default=AttackSettings.draws)
     a = p.parse_args()

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import paired_row, print_table, write_results  # noqa: E402
 
-from igdefense.cli import _model, _rankings_for, _test_images, build_parser, sweep_rankings_path  # noqa: E402
+from igdefense.cli import build_parser, specs, sweep_rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
 from igdefense.eval.attacks import AttackSettings  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
@@ -52,7 +52,8 @@ def sweep_worst_case(folder: Path, name: str) -> tuple[torch.Tensor, list[str]]:
 def rankings_of(args, folder: Path, model, name: str) -> Rankings:
     """The rankings the sweep used under ``name``: the model's clean ones, or one the sweep saved."""
     if name == "clean":
-        return _rankings_for(args, args.model, model)
+        model_spec, data_spec, setting = specs(args)
+        return setting.rankings_for(model, model_spec.name, data_spec)
     path = sweep_rankings_path(folder, name)
     if not path.exists():
         raise SystemExit(f"no {path}: the sweep saved no rankings {name!r} (random controls are not restarted)")
@@ -83,10 +84,11 @@ def main() -> None:
         raise SystemExit(f"{name!r} is not in the grid of {a.sweep}: {sorted(grid)}")
     args = build_parser().parse_args(shlex.split(meta["run"]["command"])[1:])  # the sweep's own options
     torch.manual_seed(args.seed)
-    model = _model(args)
+    model_spec, data_spec, _ = specs(args)
+    model = model_spec.load()
     setting = grid[name]
     defense = setting.build(model, rankings_of(args, a.sweep, model, setting.rankings), args.seed)
-    loader, _ = _test_images(args, args.n, args.batch_size)
+    loader, _ = data_spec.loader("test", args.n, batch_size=args.batch_size)
     x, y = (torch.cat(t) for t in zip(*loader))
 
     (undefended, _), (defended, steps) = (sweep_worst_case(a.sweep, n) for n in (UNDEFENDED, name))

@@ -8,11 +8,12 @@
 
 from ._version import __version__
 
-from .defense import IGDefense, RandomizedDefense, wrap
+from .defense import IGDefense, RandomizedDefense
 from .eval import EvalResult, evaluate
 from .rankings import Rankings, RankingsError, cd_ir, lo_ir
 from .split import Site, Split, SplitError, find_split
+from .specs import DataSpec, DefenseSpec, ModelSpec, wrap
 from . import zoo
 
 __all__ = ["IGDefense", "RandomizedDefense", "wrap", "lo_ir", "cd_ir", "Rankings", "RankingsError", "Site", "Split",
-           "SplitError", "find_split", "evaluate", "EvalResult", "zoo", "__version__"]
+           "SplitError", "find_split", "evaluate", "EvalResult", "zoo", "ModelSpec", "DataSpec", "DefenseSpec", "__version__"]

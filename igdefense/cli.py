@@ -6,70 +6,58 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import re
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import zoo
 from ._atomic import atomic_path
-from ._hooks import model_device, model_dtype
 from ._identity import FIX, StateMismatch, model_digest, short_digest
 from ._lock import FolderBusy, folder_lock, start_fresh
 from .attribution.methods import METHODS
-from .data import DATA_FORMS, balanced_loader, cache_dir, open_dataset
-from .defense import IGDefense
+from .data import balanced_loader, cache_dir
+from .defense import SIGMA, TAU, IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
 from .eval.sweep import SWEEP_ATTACKS
-from .models import load_model
+from ._parse import count, fraction, listof, natural, radius, real, severities, whole
+from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
 from .rankings import Rankings
-from .rankings.cache import cached_lo_ir
 from .rankings.lo_ir import lo_ir
 
 
-def _data(args, split: str):
-    """The dataset ``--data`` names (``--image-size`` for image folders)."""
-    return open_dataset(args.data, split, image_size=args.image_size)
+def specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DefenseSpec]:
+    """The model, data and defense a parsed command line names (``build_parser().parse_args(...)``):
+    what a benchmark re-reading a report's recorded command rebuilds."""
+    model = _model_spec(args)
+    return model, _data_spec(args), _defense_spec(args, model.name)
 
 
-def _test_images(args, n: int, batch_size: int):
-    """``n`` class-balanced test images of ``--data``: (loader, its dataset)."""
-    data = _data(args, "test")
-    return balanced_loader(data, n, batch_size), data
+def _model_spec(args) -> ModelSpec:
+    """The model ``--model`` and its options name (the command's default model where none is typed)."""
+    return from_args(ModelSpec, args, ModelSpec(name=args.default_model or zoo.default_model()))
 
 
-def _rankings_for(args, name: str, model: nn.Module) -> Rankings:
-    """Shipped rankings for zoo models that have them; else LO-IR on ``--probe-per-class`` training
-    images per class, cached (keyed by the model's weights and the probe images' files and indices)."""
-    if name in zoo.with_rankings():
-        return zoo.rankings(name)
-    data = _data(args, "train")
-    outputs = _check_classes(model, data)
-    return cached_lo_ir(model, data, args.probe_per_class, name=name, class_names=_class_names(data, outputs))
+def _data_spec(args) -> DataSpec:
+    return from_args(DataSpec, args)
 
 
-def _check_classes(model: nn.Module, data) -> int:
-    """The model's number of outputs; a clear error when ``--data``'s labels do not fit them (e.g.
-    CIFAR-100 for a CIFAR-10 model)."""
-    x = data.__getitems__([0])[0]
-    with torch.no_grad():
-        outputs = model(x.to(model_dtype(model)).to(model_device(model))).shape[-1]
-    top = int(np.max(data.labels))
-    if top >= outputs:
-        raise ValueError(f"{data.description} has labels up to {top}, but the model has {outputs} outputs: "
-                         "--data and --model do not belong together")
-    return outputs
+def _defense_spec(args, model: str) -> DefenseSpec:
+    """The defense: ``--setting FILE``, else the model's own (its tuned setting, or the paper's), with
+    each option typed put over it."""
+    base = DefenseSpec.load(args.setting) if getattr(args, "setting", None) else DefenseSpec.for_model(model)
+    return from_args(DefenseSpec, args, base)
 
 
-def _class_names(data, outputs: int) -> list[str] | None:
-    """The dataset's class names, when they name the model's outputs one to one."""
-    return list(data.classes) if len(data.classes) == outputs else None
+def _defended(args, model: nn.Module, name: str, data: DataSpec, seed: int | None
+              ) -> tuple[IGDefense, DefenseSpec, Rankings]:
+    spec = _defense_spec(args, name)
+    rankings = spec.rankings_for(model, name, data)
+    return spec.build(model, rankings, seed=seed), spec, rankings
 
 
 def cmd_demo(args) -> int:
@@ -77,12 +65,11 @@ def cmd_demo(args) -> int:
     from .eval.stats import paired_difference
 
     torch.manual_seed(args.seed)
-    model = _model(args)
-    loader, data = _test_images(args, args.n, args.batch_size)
-    _check_classes(model, data)
-    rankings = _rankings_for(args, args.model, model)
-    sigma = zoo.demo_sigma(args.model) if args.sigma is None else args.sigma
-    defended = IGDefense(model, rankings, k=args.k, sigma=sigma, seed=args.seed).eval()
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model = spec.load()
+    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    check_classes(model, data)
+    defended, setting, rankings = _defended(args, model, spec.name, data_spec, args.seed)
     attack = "autoattack" if args.full else "apgd-ce"
     # The base model's examples are cached, so the transfer attack (the defended model re-classifying
     # them) costs one forward pass.
@@ -91,10 +78,9 @@ def cmd_demo(args) -> int:
     base = evaluate(model, loader, attacks=[attack], settings=settings, desc="undefended")
     dfd = evaluate(defended, loader, attacks=[attack, "transfer"], settings=settings, desc="IG-defended")
     name = "AutoAttack" if args.full else "APGD-CE"
-    print(f"\nmodel {args.model}, {len(data)} class-balanced images of {data.description}, "
+    print(f"\nmodel {spec.name}, {len(data)} class-balanced images of {data.description}, "
           f"L-inf eps {args.eps * 255:g}/255")
-    print(f"defense: LO-IR k={defended.k}/{defended.split.num_neurons}, sigma={sigma * 255:g}/255, "
-          f"tau={defended.tau}, rankings from {rankings.probe}\n")
+    print(f"defense: {setting.describe(defended)}; rankings from {rankings.probe}\n")
     cols = ["clean", f"{name} (white-box)", f"{name} from the base (transfer)", "worst case"]
     print(f"{'':13}" + "".join(f"{c:>{len(c) + 3}}" for c in cols))
     for label, r, transfer in (("undefended", base, None), ("IG-defended", dfd, dfd.robust_accuracy["transfer"])):
@@ -114,9 +100,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    model = _model(args)
-    data = _data(args, "train")
-    outputs = _check_classes(model, data)
+    model = _model_spec(args).load()
+    data = _data_spec(args).open("train")
+    outputs = check_classes(model, data)
     loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
     probe = f"{data.description}, " + (f"first {args.per_class} per class" if args.per_class else "all")
     t0 = time.time()
@@ -127,7 +113,7 @@ def cmd_rank(args) -> int:
         rankings = cd_ir(model, loader, list(data.classes), clip=args.clip, pretrained=pretrained, layer=args.layer,
                          probe=probe + f", CLIP {args.clip} ({pretrained or 'random init'})")
     else:
-        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=_class_names(data, outputs),
+        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=list(data.classes) if len(data.classes) == outputs else None,
                          probe=probe)
     rankings.save(args.output)
     print(f"wrote {args.output}: {rankings.method} at {rankings.layer}, {rankings.num_classes} classes x "
@@ -152,22 +138,22 @@ def cmd_compare(args) -> int:
 
 def cmd_eval(args) -> int:
     from .eval.benchmark import benchmark
-    from .eval.distributed import init_distributed
+    from .distributed import init_distributed
     from .eval.report import markdown_table, summary_rows
 
     torch.manual_seed(args.seed)
     rank, device = init_distributed()
-    base = _model(args).to(device)
-    loader, data = _test_images(args, args.n, args.batch_size)
-    _check_classes(base, data)
-    rankings = Rankings.load(args.rankings) if args.rankings else _rankings_for(args, args.model, base)
-    models = {"base": base,
-              f"{rankings.method}": IGDefense(base, rankings, k=args.k, sigma=args.sigma, seed=args.seed).eval()}
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    base = spec.load().to(device)
+    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    check_classes(base, data)
+    defended, setting, rankings = _defended(args, base, spec.name, data_spec, args.seed)
+    models = {"base": base, f"{rankings.method}": defended}
     if args.random_mask:
-        models["random-mask"] = IGDefense(base, rankings.randomized(args.seed), k=args.k, sigma=args.sigma,
-                                          seed=args.seed).eval()
+        models["random-mask"] = setting.build(base, rankings.randomized(args.seed), seed=args.seed)
     corruptions = _corruption_names(args.corruptions)
-    meta = {"model": args.model, "rankings": rankings.probe, "k": models[rankings.method].k, "sigma": args.sigma,
+    meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
+            "defense": setting.describe(defended),
             "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
             "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
     if corruptions:
@@ -175,7 +161,7 @@ def cmd_eval(args) -> int:
                               f"severities {','.join(map(str, args.severities))}"
     sanity_data = None
     if args.sanity:
-        sanity_data = next(iter(_test_images(args, args.sanity_n, args.sanity_n)[0]))
+        sanity_data = next(iter(data_spec.loader("test", args.sanity_n, batch_size=args.sanity_n)[0]))
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
                               cache=cache_dir() / "adversarial")
     with folder_lock(args.out):
@@ -189,37 +175,37 @@ def cmd_eval(args) -> int:
     print(markdown_table(summary_rows(results, "base")))
     for c in results[rankings.method].sanity:
         print(c)
-    info = _model_info(args, models, results, data, settings)
+    info = _model_info(args.out, spec.name, models, results, data, settings)
     print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(info)} RobustBench entries "
           f"({info[0].parent})")
     return 0
 
 
-def _model_info(args, models: dict, results: dict, data, settings: AttackSettings) -> list[Path]:
+def _model_info(out, model_name: str, models: dict, results: dict, data, settings: AttackSettings) -> list[Path]:
     """``--out``/model_info/<dataset>/<threat>/<model>_<name>.json: each evaluated model as a RobustBench entry."""
     from .eval.model_info import entry, write_entries
 
     dataset = {"CIFAR10": "cifar10", "CIFAR100": "cifar100"}.get(type(data).__name__, "")
     base = models["base"]
     architecture = type(getattr(base, "model", base)).__name__  # (inside a Normalized wrapper)
-    slug = re.sub(r"[^\w.+-]+", "-", args.model)
+    slug = re.sub(r"[^\w.+-]+", "-", model_name)
     entries = {}
     for name, model in models.items():
         defended = isinstance(model, IGDefense)
-        label = args.model if not defended else \
-            f"{args.model} + IG-Defense ({name}, k={model.k}, sigma {255 * model.sigma:g}/255)"
+        label = model_name if not defended else \
+            f"{model_name} + IG-Defense ({name}, k={model.k}, sigma {255 * model.sigma:g}/255)"
         entries[f"{slug}_{name}"] = entry(
             results[name], name=label, architecture=architecture + (" + IG-Defense" if defended else ""),
             dataset=dataset, eps=settings.eps, data=data.description,
             forward_passes=model.n_samples + 1 if defended else 1, defended=defended,
-            additional_data=False if args.model.startswith("smallcnn-") else "")  # (the zoo's: CIFAR-10 only)
-    return write_entries(args.out, entries, dataset, settings.norm)
+            additional_data=False if model_name.startswith("smallcnn-") else "")  # (the zoo's: CIFAR-10 only)
+    return write_entries(out, entries, dataset, settings.norm)
 
 
 def _fresh(args) -> None:
     """``--fresh``: move what ``--out`` holds into a backup folder (one process under torchrun; the
     others wait), so that the run starts over and loses nothing."""
-    from .eval.distributed import shard
+    from .distributed import shard
 
     if not getattr(args, "fresh", False):
         return
@@ -238,35 +224,37 @@ def sweep_rankings_path(out: Path, name: str) -> Path:
 
 
 def cmd_sweep(args) -> int:
-    from .eval.distributed import init_distributed
+    from .distributed import init_distributed
 
     torch.manual_seed(args.seed)
     rank, device = init_distributed()
-    model = _model(args).to(device)
-    loader, data = _test_images(args, args.n, args.batch_size)
-    _check_classes(model, data)
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model = spec.load().to(device)
+    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    check_classes(model, data)
     out = Path(args.out)
     with folder_lock(out):
         _fresh(args)
-        return _sweep(args, model, loader, data, out, rank)
+        return _sweep(args, spec.name, data_spec, model, loader, data, out, rank)
 
 
-def _sweep(args, model: nn.Module, loader, data, out: Path, rank: int) -> int:
-    from .eval.distributed import shard
+def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data, out: Path, rank: int) -> int:
+    from .distributed import shard
     from .eval.sweep import adversarial_probe, one_at_a_time, sweep
 
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
                               cache=cache_dir() / "adversarial")
-    rankings = {"clean": _rankings_for(args, args.model, model)}
+    probe_setting = DefenseSpec(probe_per_class=args.probe_per_class)
+    rankings = {"clean": probe_setting.rankings_for(model, name, data_spec)}
 
     def probe():
-        train = _data(args, "train")
+        train = data_spec.open("train")
         return balanced_loader(train, batch_size=200, per_class=args.probe_per_class), train.description
 
     def saved(name: str, compute) -> Rankings:  # computed once per sweep folder (by one process under torchrun)
         path = sweep_rankings_path(out, name)
         # what made them: a folder's rankings of another model, probe or eps are refused, not reused
-        made_by = short_digest({"model": model_digest(model), "probe": _data(args, "train").identity(),
+        made_by = short_digest({"model": model_digest(model), "probe": data_spec.open("train").identity(),
                                 "probe_per_class": args.probe_per_class, "eps": args.eps, "name": name})
         if rank == 0 and not path.exists():
             computed = compute()
@@ -293,7 +281,7 @@ def _sweep(args, model: nn.Module, loader, data, out: Path, rank: int) -> int:
                          probe=f"{source}, first {args.probe_per_class} per class")
         rankings[f"layer {args.deep_layer}"] = saved(f"layer {args.deep_layer}", deeper)
     grid = one_at_a_time(tuple(rankings), ks=[v / 100 for v in args.ks], sigmas=args.sigmas, n_samples=args.n_samples)
-    meta = {"model": args.model, "images": len(data), "data": f"{data.description}, class-balanced",
+    meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
             "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
     attacks = [a for a in args.attacks.split(",") if a] if args.attacks else SWEEP_ATTACKS
@@ -302,6 +290,18 @@ def _sweep(args, model: nn.Module, loader, data, out: Path, rank: int) -> int:
     if rank > 0:
         return 0
     print(result.table())
+    best = result.best()
+    if best is not None:  # the tuned setting, one file: igdefense eval --setting, igdefense.wrap(model, file)
+        chosen = result.settings[best["setting"]]
+        path = sweep_rankings_path(out, chosen.rankings)
+        if not path.exists():
+            rankings[chosen.rankings].save(path)
+        neurons = rankings[chosen.rankings].num_neurons
+        DefenseSpec(k=max(1, round(chosen.k * neurons)), sigma=chosen.sigma, n_samples=chosen.n_samples,
+                    rankings=str(path), probe_per_class=args.probe_per_class,
+                    origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
+        print(f"best setting: {out / 'defense.json'} (igdefense eval --setting {out / 'defense.json'}; "
+              "igdefense.wrap(model, that file))")
     print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
     return 0
 
@@ -310,7 +310,8 @@ def cmd_train(args) -> int:
     from .zoo.train import TrainConfig, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed), args.output, args.data,
+    data = _data_spec(args).cifar10("train", "train")
+    train(TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed), args.output, data.source,
           fresh=args.fresh)
     print(f"wrote {args.output}")
     return 0
@@ -319,15 +320,15 @@ def cmd_train(args) -> int:
 def cmd_refine(args) -> int:
     from safetensors.torch import save_file
 
-    from .data import CIFAR10, balanced_indices
+    from .data import balanced_indices
     from .refine import RefineConfig, refine
-    from .refine.loop import is_main_process
+    from .distributed import is_main_process
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    data = CIFAR10("train", args.data)
+    data = _data_spec(args).cifar10("train", "refine")
     if args.per_class:
-        data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
-    model = zoo.load(args.model)
+        data.indices = balanced_indices(data.labels, per_class=args.per_class)
+    model = zoo.load(args.base)
     reference = None if args.reference.lower() == "none" else zoo.load(args.reference)
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(RefineConfig)
                if getattr(args, f.name) is not None}  # every field has its --option
@@ -336,15 +337,15 @@ def cmd_refine(args) -> int:
         path = Path(args.out) / "refined.safetensors"
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                      metadata={"base": args.model, "reference": args.reference})
+                      metadata={"base": args.base, "reference": args.reference})
         print(f"wrote {path}; per-round log: {Path(args.out) / 'log.jsonl'}")
     return 0
 
 
 def cmd_explain_robustness(args) -> int:
-    from .explain import METHODS as MAP_METHODS
+    from .explain import MAP_METHODS
     from .explain import explain
-    from .explain.report import plot_grid, write_report
+    from .explain.report import plot_grid, write_study_report
     from .explain.robustness import explanation_robustness
 
     torch.manual_seed(args.seed)
@@ -353,13 +354,13 @@ def cmd_explain_robustness(args) -> int:
         if m not in MAP_METHODS:
             raise ValueError(f"unknown method {m!r}; choose from {MAP_METHODS}")
     attacks = tuple(a for a in args.attacks.split(",") if a)
-    model = _model(args)
-    name = args.model
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model, name = spec.load(), spec.name
     if args.defense:
-        model = IGDefense(model, _rankings_for(args, args.model, model), seed=args.seed).eval()
-        name += " + IG-Defense (LO-IR)"
-    loader, data = _test_images(args, args.images, args.images)
-    _check_classes(model, data)
+        model, setting, _ = _defended(args, model, spec.name, data_spec, args.seed)
+        name += f" + IG-Defense (LO-IR, {setting.describe(model)})"
+    loader, data = data_spec.loader("test", args.images, batch_size=args.images)
+    check_classes(model, data)
     x, y = next(iter(loader))
     options = {"num_samples": args.num_samples}
     study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=attacks, methods=methods, q=args.q,
@@ -369,7 +370,7 @@ def cmd_explain_robustness(args) -> int:
     meta = {"model": name, "images": len(x), "data": f"{data.description}, class-balanced", "eps": args.eps,
             "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
             "sensitivity_samples": args.sensitivity, "seed": args.seed}
-    report = write_report(out, study, meta)
+    report = write_study_report(out, study, meta)
     rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
     for attack in attacks:
         maps = {m: (explain(model, x[rows], method=m, seed=args.seed, **options),
@@ -379,21 +380,6 @@ def cmd_explain_robustness(args) -> int:
     print(report.read_text())
     print(f"wrote {report}, report.json and grid-<attack>.png in {out}")
     return 0
-
-
-def _severities(text: str) -> tuple[int, ...]:
-    """'1-5' or '3,5' -> (1, 2, 3, 4, 5) or (3, 5)."""
-    try:
-        if "-" in text:
-            lo, hi = (int(v) for v in text.split("-"))
-            values = tuple(range(lo, hi + 1))
-        else:
-            values = tuple(int(v) for v in text.split(",") if v)
-    except ValueError:
-        values = ()
-    if not values or any(v not in range(1, 6) for v in values):
-        raise argparse.ArgumentTypeError(f"severities: {text!r} is not like 1-5 or 3,5 (values 1..5)")
-    return values
 
 
 def _corruption_names(text: str) -> tuple[str, ...]:
@@ -406,12 +392,12 @@ def _corruption_names(text: str) -> tuple[str, ...]:
 
 def cmd_corruptions(args) -> int:
     from .corruptions import write_dataset
-    from .data import CIFAR10, balanced_indices
+    from .data import balanced_indices
 
     names = _corruption_names(args.names)
-    data = CIFAR10(args.split, args.data)
+    data = _data_spec(args).cifar10(args.split, "corruptions")
     if args.per_class is not None:
-        data.indices = np.asarray(balanced_indices(data.labels, args.per_class))
+        data.indices = balanced_indices(data.labels, per_class=args.per_class)
     source = f"CIFAR-10 ({data.kind}) {args.split}" + (f", first {args.per_class} per class" if args.per_class else "")
     with folder_lock(args.out):
         _fresh(args)
@@ -421,26 +407,22 @@ def cmd_corruptions(args) -> int:
     return 0
 
 
-def _defended(args, model_name: str, rankings_path, **kw) -> IGDefense:
-    model = _model(args, model_name)
-    rankings = (Rankings.load(rankings_path) if rankings_path
-                else _rankings_for(args, model_name, model))
-    return IGDefense(model, rankings, **kw).eval()
-
-
 def cmd_export(args) -> int:
     from .export import OnnxDefense, check_parity, to_onnx
 
+    data = _data_spec(args)
     if args.check:
         session = OnnxDefense(args.check)
         cfg = session.config
         if not cfg:
             raise ValueError(f"{args.check} has no igdefense metadata; pass --model and --rankings")
-        args = _options_from_export(args, session.metadata)
-        defended = _defended(args, args.model, args.rankings, k=cfg.get("k"), sigma=cfg.get("sigma", 4 / 255),
-                             tau=cfg.get("tau", 0.01), n_samples=cfg.get("n_samples", 1), seed=args.seed)
-        loader = _test_images(args, args.n, 250)[0]
-        report = check_parity(session, defended, loader, seed=args.seed)
+        spec, rankings = _export_sources(args, session.metadata)
+        model = spec.load()
+        setting = DefenseSpec(k=cfg.get("k"), sigma=cfg.get("sigma", SIGMA), tau=cfg.get("tau", TAU),
+                              n_samples=cfg.get("n_samples", 1), rankings=rankings,
+                              probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
+        defended = setting.build(model, setting.rankings_for(model, spec.name, data), seed=args.seed)
+        report = check_parity(session, defended, data.loader("test", args.n)[0], seed=args.seed)
         for key, value in report.items():
             print(f"{key:22} {value}")
         if report["noise"] == "input":
@@ -452,214 +434,132 @@ def cmd_export(args) -> int:
     if not args.output:
         print("igdefense: export needs -o model.onnx (or --check model.onnx)", file=sys.stderr)
         return 2
-    model_name = args.model or zoo.default_model()
-    defended = _defended(args, model_name, args.rankings, k=args.k, sigma=args.sigma)
-    meta = {"zoo_model": model_name, "rankings": str(Path(args.rankings).resolve()) if args.rankings else "zoo",
-            "model_options": json.dumps(_model_options(args))}
+    spec = _model_spec(args)
+    defended, setting, _ = _defended(args, spec.load(), spec.name, data, None)
+    options = {k: v for k, v in spec.to_json().items() if k != "name"}
+    meta = {"zoo_model": spec.name, "rankings": str(Path(setting.rankings).resolve()) if setting.rankings else "zoo",
+            "model_options": json.dumps(options)}
     to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=meta)
-    print(f"wrote {args.output} ({args.noise} noise, k={defended.k}, sigma={defended.sigma:.4g}, opset {args.opset})")
+    print(f"wrote {args.output} ({args.noise} noise, {setting.describe(defended)}, opset {args.opset})")
     return 0
 
 
-_MODEL_OPTIONS = {"model_dir": str, "dataset": str, "threat_model": str, "checkpoint": str, "num_classes": int}
-
-
-def _options_from_export(args, meta: dict[str, str]) -> argparse.Namespace:
-    """The model, rankings and model options of ``export --check``: what the user typed, and only where
-    they typed nothing, what the file's metadata says, read as data. A model *file* named there is
-    never run: that takes the user's own --model."""
-    model = args.model or meta.get("zoo_model")
-    if not model:
+def _export_sources(args, meta: dict[str, str]) -> tuple[ModelSpec, str | None]:
+    """The model and rankings of ``export --check``: what the user typed, and only where they typed
+    nothing, what the file's metadata says, read as data. A model *file* named there is never run:
+    that takes the user's own --model."""
+    rankings = args.rankings if args.rankings is not None else \
+        (meta.get("rankings") if meta.get("rankings") not in (None, "zoo") else None)
+    if args.name:  # (the metadata's model options belong to the exported model, not to this one)
+        return _model_spec(args), rankings
+    if not meta.get("zoo_model"):
         raise ValueError(f"{args.check} does not name its model; pass --model and --rankings")
-    if not args.model and not (model in zoo.available() or model.startswith(("robustbench:", "torchvision:", "timm:"))):
-        raise ValueError(f"{args.check} names the model {model!r}, a file igdefense would have to run; it never runs "
-                         "code named in a file's metadata: pass --model yourself if you trust that file")
-    values = vars(args) | {"model": model}
-    if not args.model:  # the options the export was made with belong to its model
-        try:
-            options = json.loads(meta.get("model_options", "{}"))
-            if not isinstance(options, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            raise ValueError(f"{args.check} has malformed model_options metadata ({e})") from e
-        for key, value in options.items():
-            if key not in _MODEL_OPTIONS:
-                raise ValueError(f"{args.check}: unknown model option {key!r} in its metadata")
-            if value is not None and (isinstance(value, bool) or not isinstance(value, _MODEL_OPTIONS[key])):
-                raise ValueError(f"{args.check}: model option {key}={value!r} in its metadata is not a "
-                                 f"{_MODEL_OPTIONS[key].__name__}")
-            if values.get(key) is None:  # never over what the user typed
-                values[key] = value
-    if args.rankings is None and meta.get("rankings") not in (None, "zoo"):
-        values["rankings"] = meta["rankings"]
-    return argparse.Namespace(**values)
-
-
-def _model_options(args) -> dict:
-    """The options besides --model that rebuild the model (paths made absolute)."""
-    resolve = lambda v: None if v is None else str(Path(v).resolve())  # noqa: E731
-    return {"model_dir": resolve(args.model_dir), "dataset": args.dataset, "threat_model": args.threat_model,
-            "checkpoint": resolve(args.checkpoint), "num_classes": args.num_classes}
-
-
-def _model(args, spec: str | None = None) -> nn.Module:
-    """The model ``--model`` (or ``spec``) names, with the options that go with it."""
-    return load_model(spec or args.model, model_dir=args.model_dir, dataset=args.dataset or "cifar10",
-                      threat_model=args.threat_model or "Linf", checkpoint=args.checkpoint,
-                      num_classes=args.num_classes)
-
-
-def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--model", default=default, help="a zoo name (" + ", ".join(zoo.available()) + "), "
-                   "robustbench:NAME, torchvision:NAME, timm:NAME or path/to/file.py:factory (which runs that "
-                   "file: name only files you trust); the model takes [0,1] images (normalisation inside it)"
-                   + (f" (default {default})" if default else ""))
-    p.add_argument("--model-dir", default=None, help="RobustBench's model folder: <dir>/<dataset>/<threat>/NAME.pt "
-                   "is read, downloaded only when missing (default ./models)")
-    p.add_argument("--dataset", default=None, choices=["cifar10", "cifar100", "imagenet"],
-                   help="the RobustBench model's dataset (default cifar10)")
-    p.add_argument("--threat-model", default=None, choices=["Linf", "L2", "corruptions"], help="default Linf")
-    p.add_argument("--checkpoint", default=None, help="state dict for torchvision:NAME / timm:NAME (read with "
-                   "torch.load(weights_only=True): tensors only, no code)")
-    p.add_argument("--num-classes", type=_count, default=None, help="classifier outputs of the checkpoint's model")
-
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="the images: " + "; ".join(DATA_FORMS) + " (class-balanced subsets)")
-    p.add_argument("--image-size", type=_whole(8), default=224, help="image folders: side of the centre crop, after "
-                   "resizing the shorter side to size / 0.875 (default 224)")
-
-
-def _fraction(text: str) -> float:
-    """Parse '8/255' or '0.03' (finite, >= 0)."""
-    num, _, den = text.partition("/")
     try:
-        value = float(num) / float(den or 1)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 8/255") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
+        options = json.loads(meta.get("model_options", "{}"))
+        if not isinstance(options, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"{args.check} has malformed model_options metadata ({e})") from e
+    stored = ModelSpec.from_json({"name": meta["zoo_model"], **{k: v for k, v in options.items() if v is not None}},
+                                 where=f"{args.check}'s metadata")
+    if stored.runs_code:
+        raise ValueError(f"{args.check} names the model {stored.name!r}, a file igdefense would have to run; it never "
+                         "runs code named in a file's metadata: pass --model yourself if you trust that file")
+    return from_args(ModelSpec, args, stored), rankings
 
 
-def _radius(text: str) -> float:
-    """An L-inf radius on [0, 1] images: '8/255' or '0.03', at most 1."""
-    value = _fraction(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is more than the whole [0, 1] range of an image; did you mean "
-                                         f"{text}/255?")
-    return value
+def _model_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    add_options(p, ModelSpec, defaults={"name": default})
+    p.set_defaults(default_model=default)
 
 
-def _whole(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
-        return value
-    parse.__name__ = "whole number"
-    return parse
+def _data_options(p: argparse.ArgumentParser) -> None:
+    add_options(p, DataSpec)
 
 
-_count, _natural = _whole(1), _whole(0)  # (>= 1: images, steps, k; >= 0: seeds)
+def _defense_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", default=None, metavar="FILE", help="a defense setting (a sweep's defense.json); "
+                   "default: the model's tuned setting where the zoo has one (smallcnn-refined: sigma 8/255), "
+                   "else the paper's; the options below go over it")
+    add_options(p, DefenseSpec, only=("k", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
 
 
-def _real(low: float = -math.inf, high: float = math.inf):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number in [{low:g}, {high:g}]")
-        return value
-    parse.__name__ = "number"
-    return parse
+def _seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=natural, default=0, help="seed of the data order, attacks and noise (default 0)")
 
 
+def _batch_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=count, default=BATCH_SIZE,
+                   help=f"images per batch (default {BATCH_SIZE}; large batches are far faster on CPUs)")
+
+
+BATCH_SIZE = 250
 DRAWS_HELP = ("noise draws each example of a randomized defense is classified under; an image counts when right "
               f"in more than half (default {AttackSettings.draws}; 1: one draw, as single-draw evaluations)")
 FRESH_HELP = "start over: move what the folder holds into a backup folder inside it"
-
-
-def _list(parse):
-    def parse_all(text: str) -> list:
-        return [parse(v) for v in text.split(",") if v]
-    parse_all.__name__ = "comma-separated list"
-    return parse_all
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="igdefense", description="Interpretability-guided test-time defense.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", required=True)
-    data_help = "CIFAR-10 location (tar.gz, JPEG tree or torchvision root); default: search, see docs"
 
     d = sub.add_parser("demo", help="undefended vs defended on test images: clean, APGD-CE, transfer "
                                     "from the base model, image-wise worst case")
-    _add_model_args(d, zoo.default_model())
-    d.add_argument("--images", "--n", dest="n", type=_count, default=200,
+    _model_options(d, zoo.default_model())
+    _defense_options(d)
+    d.add_argument("--images", "--n", dest="n", type=count, default=200,
                    help="test images, class-balanced (default 200)")
-    d.add_argument("--k", type=_count, default=None, help="neurons kept per class (default: 10%% of them, rounded)")
-    d.add_argument("--sigma", type=_fraction, default=None,
-                   help="pass-1 noise std (default 4/255; 8/255 for smallcnn-refined, its best in `igdefense sweep`)")
-    d.add_argument("--eps", type=_radius, default=8 / 255, help="L-inf radius (default 8/255)")
+    d.add_argument("--eps", type=radius, default=8 / 255, help="L-inf radius (default 8/255)")
     d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
-    d.add_argument("--probe-per-class", type=_count, default=200, help="LO-IR probe images per class")
-    d.add_argument("--batch-size", type=_count, default=100)
-    d.add_argument("--seed", type=_natural, default=0)
-    _add_data_args(d)
+    _batch_size(d)
+    _seed(d)
+    _data_options(d)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("rank", help="compute neuron importance rankings for a model")
-    _add_model_args(r, zoo.default_model())
+    _model_options(r, zoo.default_model())
     r.add_argument("--method", default="lo-ir", choices=["lo-ir", "cd-ir"])
     r.add_argument("--clip", default="ViT-B-16", help="open_clip architecture for cd-ir")
     r.add_argument("--pretrained", default="openai", help="CLIP weights: tag (downloads), local path, or 'none'")
     r.add_argument("--mode", default="auto", choices=["auto", "closed", "ablation"])
     r.add_argument("--layer", default=None, help="module name (its output is ranked); default: penultimate")
-    r.add_argument("--per-class", type=_count, default=None, help="probe images per class (default: all 5,000)")
-    r.add_argument("--batch-size", type=_count, default=256)
-    _add_data_args(r)
+    r.add_argument("--per-class", type=count, default=None, help="probe images per class (default: all 5,000)")
+    _batch_size(r)
+    _data_options(r)
     r.add_argument("-o", "--output", required=True, type=Path)
     r.set_defaults(func=cmd_rank)
 
     c = sub.add_parser("compare", help="overlap of two rankings' per-class top-k neuron sets")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
-    c.add_argument("--k", type=_count, default=50)
+    c.add_argument("--k", type=count, default=50)
     c.add_argument("--plot", type=Path, default=None, help="heat map output (e.g. overlap.png)")
     c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("eval", help="base vs defended under several attacks; image-wise worst case; report")
-    _add_model_args(v, zoo.default_model())
-    v.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
+    _model_options(v, zoo.default_model())
+    _defense_options(v)
     v.add_argument("--attacks", default="transfer,adaptive,autoattack,apgd-ce-eot,rays",
                    help="comma-separated, from: " + ",".join(ATTACKS) + " (default: the paper's IW-WC set and the "
                    "defense's own adaptive attack)")
     v.add_argument("--corruptions", default="", help="also accuracy under CIFAR-10-C-style corruptions (CIFAR "
                    "parameters, generated per batch): 'all', 'main' (the 15) or comma-separated names")
-    v.add_argument("--severities", default="1-5", type=_severities, help="e.g. 1-5 (default) or 3,5")
+    v.add_argument("--severities", default="1-5", type=severities, help="e.g. 1-5 (default) or 3,5")
     v.add_argument("--cascade", action="store_true",
                    help="attack only images no earlier attack broke: same IW-WC, far cheaper; columns "
                         "after the first become cumulative")
     # --images, not a bare --n: torchrun's parser would take "--n" as an abbreviation of its own options
-    v.add_argument("--images", "--n", dest="n", type=_count, default=1000, help="test images, class-balanced")
-    v.add_argument("--k", type=_count, default=None)
-    v.add_argument("--sigma", type=_fraction, default=4 / 255)
-    v.add_argument("--eps", type=_radius, default=8 / 255)
-    v.add_argument("--eot-iter", type=_count, default=20)
-    v.add_argument("--draws", type=_count, default=AttackSettings.draws, help=DRAWS_HELP)
+    v.add_argument("--images", "--n", dest="n", type=count, default=1000, help="test images, class-balanced")
+    v.add_argument("--eps", type=radius, default=8 / 255)
+    v.add_argument("--eot-iter", type=count, default=20)
+    v.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
     v.add_argument("--random-mask", action="store_true", help="also evaluate a random-k mask (ablation)")
     v.add_argument("--sanity", action="store_true", help="run the sanity checks on the defended model")
-    v.add_argument("--sanity-n", type=_count, default=100)
-    v.add_argument("--probe-per-class", type=_count, default=200)
-    v.add_argument("--batch-size", type=_count, default=250, help="large batches are far faster on CPUs")
-    v.add_argument("--seed", type=_natural, default=0)
-    _add_data_args(v)
+    v.add_argument("--sanity-n", type=count, default=100)
+    _batch_size(v)
+    _seed(v)
+    _data_options(v)
     v.add_argument("--out", default="igdefense-eval", help="directory for logs (resumable) and the report")
     v.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     v.set_defaults(func=cmd_eval)
@@ -667,13 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
                                      "(transfer first, then the adaptive attack, AutoAttack, EOT, RayS); table + "
                                      "plot (resumable)")
-    _add_model_args(w, zoo.default_model())
-    w.add_argument("--images", "--n", dest="n", type=_count, default=500, help="test images, class-balanced")
-    w.add_argument("--ks", type=_list(_real(0, 100)), default=[2, 5, 10, 25, 50],
+    _model_options(w, zoo.default_model())
+    w.add_argument("--images", "--n", dest="n", type=count, default=500, help="test images, class-balanced")
+    w.add_argument("--ks", type=listof(real(0, 100)), default=[2, 5, 10, 25, 50],
                    help="k values, %% of the masked layer's neurons (default 2,5,10,25,50)")
-    w.add_argument("--sigmas", type=_list(_fraction),
+    w.add_argument("--sigmas", type=listof(fraction),
                    default=[2 / 255, 4 / 255, 8 / 255], help="noise std values (default 2/255,4/255,8/255)")
-    w.add_argument("--n-samples", type=_list(_count), default=[1, 8],
+    w.add_argument("--n-samples", type=listof(count), default=[1, 8],
                    help="noise draws (default 1,8)")
     w.add_argument("--adversarial-rankings", action="store_true",
                    help="also LO-IR on the model's PGD-10 examples of the probe images")
@@ -683,40 +583,41 @@ def build_parser() -> argparse.ArgumentParser:
                    "that the attacks run so far show cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
                    ",".join(SWEEP_ATTACKS) + ")")
-    w.add_argument("--eps", type=_radius, default=8 / 255)
-    w.add_argument("--eot-iter", type=_count, default=20)
-    w.add_argument("--draws", type=_count, default=AttackSettings.draws, help=DRAWS_HELP)
-    w.add_argument("--probe-per-class", type=_count, default=200)
-    w.add_argument("--batch-size", type=_count, default=250)
-    w.add_argument("--seed", type=_natural, default=0)
-    _add_data_args(w)
+    w.add_argument("--eps", type=radius, default=8 / 255)
+    w.add_argument("--eot-iter", type=count, default=20)
+    w.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
+    w.add_argument("--probe-per-class", type=count, default=200)
+    _batch_size(w)
+    _seed(w)
+    _data_options(w)
     w.add_argument("--out", default="igdefense-sweep", help="logs (resumable), sweep.{md,json,png}, report.*")
     w.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     w.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
     t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")
-    t.add_argument("--epochs", type=_count, default=10)
-    t.add_argument("--seed", type=_natural, default=0)
-    t.add_argument("--data", default=None, help=data_help)
+    t.add_argument("--epochs", type=count, default=10)
+    _seed(t)
+    _data_options(t)
     t.add_argument("-o", "--output", required=True, type=Path)
     t.add_argument("--fresh", action="store_true", help="start over: the checkpoint OUTPUT.ckpt is kept as .ckpt.bak")
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("explain-robustness", help="do Grad-CAM / SmoothGrad / LIME maps see an attack? metrics "
                                                   "between clean and adversarial maps vs a noise control, figures")
-    _add_model_args(x, "smallcnn-standard")
-    x.add_argument("--defense", action="store_true", help="explain the model wrapped in IG-Defense (LO-IR)")
-    x.add_argument("--images", type=_count, default=200, help="test images, class-balanced (default 200)")
-    x.add_argument("--eps", type=_radius, default=0.025, help="L-inf radius (default 0.025, the study's)")
+    _model_options(x, "smallcnn-standard")
+    x.add_argument("--defense", action="store_true", help="explain the model wrapped in IG-Defense (LO-IR, the "
+                   "model's setting and the options below)")
+    x.add_argument("--images", type=count, default=200, help="test images, class-balanced (default 200)")
+    x.add_argument("--eps", type=radius, default=0.025, help="L-inf radius (default 0.025, the study's)")
     x.add_argument("--attacks", default="fgsm,bim", help="from the attack registry (default fgsm,bim)")
     x.add_argument("--methods", default="gradcam,smoothgrad,lime")
-    x.add_argument("--q", type=_real(0, 100), default=20, help="top-q%% pixels for IoU and top-k intersection")
-    x.add_argument("--num-samples", type=_count, default=1000, help="LIME perturbations per image")
-    x.add_argument("--sensitivity", type=_natural, default=3, help="noise draws for sensitivity_max (0: skip)")
-    x.add_argument("--probe-per-class", type=_count, default=200)
-    x.add_argument("--seed", type=_natural, default=0)
+    x.add_argument("--q", type=real(0, 100), default=20, help="top-q%% pixels for IoU and top-k intersection")
+    x.add_argument("--num-samples", type=count, default=1000, help="LIME perturbations per image")
+    x.add_argument("--sensitivity", type=natural, default=3, help="noise draws for sensitivity_max (0: skip)")
+    _defense_options(x)
+    _seed(x)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_data_args(x)
+    _data_options(x)
     x.add_argument("--out", default="igdefense-explain", help="report.json, report.md, grid-<attack>.png")
     x.set_defaults(func=cmd_explain_robustness)
 
@@ -724,53 +625,51 @@ def build_parser() -> argparse.ArgumentParser:
                                            "in CIFAR-10-C's layout (resumable)")
     c.add_argument("--out", default="cifar10-c", help="folder for <name>.npy and labels.npy")
     c.add_argument("--fresh", action="store_true", help=FRESH_HELP)
-    c.add_argument("--seed", type=_natural, default=0)
+    _seed(c)
     c.add_argument("--names", default="all", help="comma-separated corruptions (default all 19)")
     c.add_argument("--split", default="test", choices=["test", "train"])
-    c.add_argument("--per-class", type=_count, default=None, help="only the first N images of each class (default all)")
+    c.add_argument("--per-class", type=count, default=None, help="only the first N images of each class (default all)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
-    c.add_argument("--data", default=None, help=data_help)
+    _data_options(c)
     c.set_defaults(func=cmd_corruptions)
 
     f = sub.add_parser("refine", help="LIME-guided refinement of a zoo model (resumable; runs under torchrun)")
-    f.add_argument("--model", default="smallcnn-standard", choices=zoo.available())
+    f.add_argument("--model", dest="base", default="smallcnn-standard", choices=zoo.available(),
+                   help="the zoo model refined (default smallcnn-standard)")
     f.add_argument("--reference", default="smallcnn-robust", help="zoo model whose attributions count as right, "
                    "or none (instability only)")
     f.add_argument("--out", default="igdefense-refine", help="checkpoint, log.jsonl and refined.safetensors")
     f.add_argument("--fresh", action="store_true", help=FRESH_HELP)
-    f.add_argument("--per-class", type=_count, default=None, help="train on the first N images per class (default all)")
-    f.add_argument("--rounds", type=_count)
+    f.add_argument("--per-class", type=count, default=None, help="train on the first N images per class (default all)")
+    f.add_argument("--rounds", type=count)
     f.add_argument("--method", choices=METHODS)
-    f.add_argument("--attribute-per-round", type=_natural)
-    f.add_argument("--num-samples", type=_count)
-    f.add_argument("--copies", type=_natural)
-    f.add_argument("--quantile", type=_real(0, 1))
-    f.add_argument("--alpha", type=_real(0))
-    f.add_argument("--lam", type=_real(0))
-    f.add_argument("--eps", type=_radius)
-    f.add_argument("--lr", type=_real(0))
-    f.add_argument("--weight-decay", type=_real(0))
-    f.add_argument("--batch-size", type=_count)
-    f.add_argument("--steps-per-round", type=_count)
-    f.add_argument("--holdout", type=_natural)
-    f.add_argument("--budget-cpu-seconds", type=_real(0))
-    f.add_argument("--seed", type=_natural)
+    f.add_argument("--attribute-per-round", type=natural)
+    f.add_argument("--num-samples", type=count)
+    f.add_argument("--copies", type=natural)
+    f.add_argument("--quantile", type=real(0, 1))
+    f.add_argument("--alpha", type=real(0))
+    f.add_argument("--lam", type=real(0))
+    f.add_argument("--eps", type=radius)
+    f.add_argument("--lr", type=real(0))
+    f.add_argument("--weight-decay", type=real(0))
+    f.add_argument("--batch-size", type=count)
+    f.add_argument("--steps-per-round", type=count)
+    f.add_argument("--holdout", type=natural)
+    f.add_argument("--budget-cpu-seconds", type=real(0))
+    f.add_argument("--seed", type=natural)
     f.add_argument("--quiet", action="store_true", help="no progress bars")
-    f.add_argument("--data", default=None, help=data_help)
+    _data_options(f)
     f.set_defaults(func=cmd_refine)
     e = sub.add_parser("export", help="export a defended model to ONNX, or check an export's parity")
-    _add_model_args(e, None)
-    e.add_argument("--rankings", default=None, help="rankings file (default: shipped, or LO-IR on a probe subset)")
-    e.add_argument("--k", type=_count, default=None)
-    e.add_argument("--sigma", type=_fraction, default=4 / 255)
+    _model_options(e, None)
+    _defense_options(e)
     e.add_argument("--noise", choices=["graph", "input"], default="graph")
-    e.add_argument("--opset", type=_whole(7), default=17)
-    e.add_argument("--probe-per-class", type=_count, default=200)
+    e.add_argument("--opset", type=whole(7), default=17)
     e.add_argument("-o", "--output", type=Path, default=None)
     e.add_argument("--check", type=Path, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
-    e.add_argument("--n", type=_count, default=1000, help="test images for --check (default 1000)")
-    e.add_argument("--seed", type=_natural, default=0)
-    _add_data_args(e)
+    e.add_argument("--n", type=count, default=1000, help="test images for --check (default 1000)")
+    _seed(e)
+    _data_options(e)
     e.set_defaults(func=cmd_export)
     return ap
 

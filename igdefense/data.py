@@ -306,41 +306,35 @@ def _rank_in_class(labels: np.ndarray) -> np.ndarray:
     return rank
 
 
-def balanced_subset(labels: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
-    """``n`` class-balanced indices: the first image of every class, then the second, ... (classes
-    with fewer images drop out), returned in class order. With ``n`` a multiple of the class count
-    these are the first n / C images of each class, as ``balanced_indices`` gives them."""
+def balanced_indices(labels: Sequence[int] | np.ndarray, n: int | None = None, *, per_class: int | None = None,
+                     offset: int = 0) -> np.ndarray:
+    """Class-balanced indices, by one rule: images are taken by their rank within their class (the
+    first of every class, then the second, ...), from rank ``offset``; a class that runs out drops
+    out. ``n`` takes the first ``n`` in that order, ``per_class`` every image of rank below
+    ``offset + per_class`` (so ``n = per_class x classes`` is the same set when no class is short);
+    neither: all from ``offset``. Returned in class order (rank order within a class)."""
     labels = np.asarray(labels)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
-        raise ValueError(f"asked for {n!r} images; the dataset has {len(labels)}")
+    if n is not None and per_class is not None:
+        raise ValueError("pass n or per_class, not both")
     rank = _rank_in_class(labels)
-    chosen = np.lexsort((labels, rank))[:n]  # by rank, then class: round robin
-    return chosen[np.lexsort((rank[chosen], labels[chosen]))]
+    ranked = np.lexsort((labels, rank))  # by rank, then class: round robin
+    ranked = ranked[rank[ranked] >= offset]
+    if per_class is not None:
+        ranked = ranked[rank[ranked] < offset + per_class]
+    elif n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(ranked):
+            raise ValueError(f"asked for {n!r} images; the dataset has {len(ranked)}"
+                             + (f" from rank {offset} of each class" if offset else ""))
+        ranked = ranked[:n]
+    return ranked[np.lexsort((rank[ranked], labels[ranked]))]
 
 
 def balanced_loader(dataset: Dataset, n: int | None = None, batch_size: int = 256, *,
                     per_class: int | None = None) -> DataLoader:
-    """A DataLoader over ``n`` class-balanced images of ``dataset``, or the first ``per_class`` of each
-    class (all of a class that has fewer), or (neither given) all of them. Sets ``dataset.indices``."""
-    labels = np.asarray(dataset.labels)
-    if per_class is not None:
-        kept = np.flatnonzero(_rank_in_class(labels) < per_class)
-        dataset.indices = kept[np.argsort(labels[kept], kind="stable")]
-    else:
-        dataset.indices = np.arange(len(labels)) if n is None else balanced_subset(labels, n)
+    """A DataLoader over :func:`balanced_indices` of ``dataset`` (``n`` images, or ``per_class`` of
+    each class, or all of them). Sets ``dataset.indices``."""
+    dataset.indices = balanced_indices(dataset.labels, n, per_class=per_class)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-
-
-def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, offset: int = 0) -> list[int]:
-    """Indices of images ``offset .. offset+per_class-1`` of each class, in class order."""
-    labels = np.asarray(labels)
-    out: list[int] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)[offset:offset + per_class]
-        if len(idx) < per_class:
-            raise ValueError(f"class {c} has only {len(idx)} images from offset {offset}; asked for {per_class}")
-        out += idx.tolist()
-    return out
 
 
 def cifar10_loader(split: str = "test", per_class: int | None = None, batch_size: int = 256,
@@ -351,8 +345,8 @@ def cifar10_loader(split: str = "test", per_class: int | None = None, batch_size
     (after ``offset``), e.g. ``per_class=100`` on "test" is the first 100 test images per class.
     """
     ds = CIFAR10(split, root)
-    if per_class is not None:
-        ds.indices = np.asarray(balanced_indices(ds.labels, per_class, offset))
+    if per_class is not None or offset:
+        ds.indices = balanced_indices(ds.labels, per_class=per_class, offset=offset)
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=gen)
 

@@ -24,6 +24,9 @@ from .rankings import Rankings, RankingsError
 from .split import Site, find_split, head_fingerprint
 
 
+SIGMA, TAU = 4 / 255, 0.01  # the paper's pass-1 noise (eps / 2) and pseudo-label temperature
+
+
 @runtime_checkable
 class RandomizedDefense(Protocol):
     """A model whose forward pass draws noise, as the evaluation sees it: ``reseed`` makes its noise
@@ -75,7 +78,7 @@ class IGDefense(nn.Module):
     """
 
     def __init__(self, model: nn.Module, rankings: Rankings | str | os.PathLike, *, k: int | None = None,
-                 sigma: float = 4 / 255, n_samples: int = 1, tau: float = 0.01, seed: int | None = None,
+                 sigma: float = SIGMA, n_samples: int = 1, tau: float = TAU, seed: int | None = None,
                  input_range: tuple[float, float] | None = (0.0, 1.0), shared_backbone: bool | None = None):
         super().__init__()
         if not isinstance(rankings, Rankings):
@@ -254,8 +257,3 @@ class IGDefense(nn.Module):
         mask = self._soft_mask(self.model(noisy), x.shape[0])
         with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]):
             return self.model(x)
-
-
-def wrap(model: nn.Module, rankings: Rankings | str | os.PathLike, **kwargs) -> IGDefense:
-    """One-liner: ``defended = igdefense.wrap(model, "rankings.safetensors", k=50)`` (in eval mode)."""
-    return IGDefense(model, rankings, **kwargs).eval()

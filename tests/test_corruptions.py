@@ -223,7 +223,7 @@ def test_dataset_layout_resume_and_reader(tmp_path):
     fog = np.load(out / "fog.npy")
     assert fog.dtype == np.uint8 and fog.shape == (5 * 20, 32, 32, 3)
     data = CIFAR10("test")
-    data.indices = np.asarray(balanced_indices(data.labels, 2))
+    data.indices = balanced_indices(data.labels, per_class=2)
     x, y = data.__getitems__(list(range(20)))
     assert np.array_equal(np.load(out / "labels.npy"), np.tile(y.numpy(), 5))
     expected = to_8bit(corrupt(x, "fog", 4, seed=chunk_seed(0, "fog", 4, 0)))
@@ -253,7 +253,7 @@ def test_evaluate_corruptions_match_the_written_dataset_and_resume(tmp_path, rob
     from igdefense.data import CIFAR10, balanced_indices
 
     data = CIFAR10("test")
-    data.indices = np.asarray(balanced_indices(data.labels, 2))
+    data.indices = balanced_indices(data.labels, per_class=2)
     x, y = data.__getitems__(list(range(20)))
     names, severities = ("contrast", "spatter"), (2, 5)
     log = tmp_path / "log.jsonl"

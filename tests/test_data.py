@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from igdefense.data import (CIFAR10, DataNotFoundError, balanced_indices, balanced_loader, balanced_subset,
+from igdefense.data import (CIFAR10, DataNotFoundError, balanced_indices, balanced_loader,
                             cifar10_loader, open_dataset)
 
 
@@ -26,9 +26,8 @@ def test_balanced_loader_takes_the_first_images_of_each_class():
     loader = cifar10_loader("test", per_class=3, batch_size=7)
     labels = np.concatenate([y.numpy() for _, y in loader])
     assert labels.tolist() == sorted([c for c in range(10) for _ in range(3)])
-    assert balanced_indices([0, 1, 0, 1, 0, 1], 2, offset=1) == [2, 4, 3, 5]
-    with pytest.raises(ValueError, match="has only"):
-        balanced_indices([0, 1, 0], 2)
+    assert balanced_indices([0, 1, 0, 1, 0, 1], per_class=2, offset=1).tolist() == [2, 4, 3, 5]
+    assert balanced_indices([0, 1, 0], per_class=2).tolist() == [0, 2, 1]  # a short class gives what it has
 
 
 def test_missing_data_says_where_it_looked(tmp_path):
@@ -81,11 +80,12 @@ def test_an_imagenet_style_folder_gets_imagenet_labels_and_centre_crops(tmp_path
 
 def test_balanced_subsets_of_any_size():
     labels = np.array([2, 0, 0, 1, 0, 2, 1, 0])
-    assert balanced_subset(labels, 5).tolist() == [1, 2, 3, 6, 0]  # two of 0 and 1, one of 2, class order
+    assert balanced_indices(labels, 5).tolist() == [1, 2, 3, 6, 0]  # two of 0 and 1, one of 2, class order
+    assert balanced_indices(labels, per_class=3).tolist() == [1, 2, 4, 3, 6, 0, 5]  # class 0 has four: three
     cifar = CIFAR10("test").labels
-    assert balanced_subset(cifar, 30).tolist() == balanced_indices(cifar, 3)
+    assert balanced_indices(cifar, 30).tolist() == balanced_indices(cifar, per_class=3).tolist()
     with pytest.raises(ValueError, match="the dataset has 8"):
-        balanced_subset(labels, 9)
+        balanced_indices(labels, 9)
     ds = CIFAR10("test")
     balanced_loader(ds, per_class=2)
     assert np.bincount(ds.labels[ds.indices]).tolist() == [2] * 10

@@ -309,18 +309,18 @@ def test_export_check_never_runs_a_file_its_metadata_names(exported, tmp_path, c
     assert "never runs code named in a file's metadata" in _error(capsys) and not marker.exists()
     sneaky = _with_metadata(exported, tmp_path / "opts.onnx", model_options=json.dumps({"exec": "x"}))
     assert main(["export", "--check", str(sneaky), "--n", "20"]) == 2
-    assert "unknown model option 'exec'" in _error(capsys)
+    assert "unknown ModelSpec field(s) ['exec']" in _error(capsys)
 
 
 def test_export_check_metadata_never_overrides_what_the_user_typed(exported, tmp_path):
-    from igdefense.cli import _options_from_export, build_parser
+    from igdefense.cli import _export_sources, build_parser
     from igdefense.export import OnnxDefense
 
     onnx_file = _with_metadata(exported, tmp_path / "o.onnx",
                                model_options=json.dumps({"dataset": "cifar100", "num_classes": 7}))
     args = build_parser().parse_args(["export", "--check", str(onnx_file), "--num-classes", "10"])
-    got = _options_from_export(args, OnnxDefense(onnx_file).metadata)
-    assert got.model == "smallcnn-robust" and got.num_classes == 10 and got.dataset == "cifar100"
+    got, rankings = _export_sources(args, OnnxDefense(onnx_file).metadata)
+    assert got.name == "smallcnn-robust" and got.num_classes == 10 and got.dataset == "cifar100" and rankings is None
 
 
 def test_export_check_of_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys):

@@ -26,7 +26,7 @@ from .._machine import machine
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from .attacks import AttackSettings, adaptive_attack_of
-from .distributed import shard
+from ..distributed import shard
 from .evaluate import EvalResult, _spread_sample, check_log, evaluate
 from .report import plot_eps_curves, write_report
 from .sanity import correct_vs_eps, run_sanity_checks

@@ -27,7 +27,7 @@ from ..defense import RandomizedDefense
 from . import log as runlog
 from .attacks import ATTACKS, BUDGETS, AttackSettings, attack_library_version, check_in_ball, run_attack
 from .scoring import HEADLINE, RULES, columns, right_draws, survivors
-from .distributed import shard
+from ..distributed import shard
 
 log = logging.getLogger(__name__)
 

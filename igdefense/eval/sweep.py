@@ -42,7 +42,7 @@ from ..defense import IGDefense
 from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
 from .benchmark import benchmark, log_path
-from .distributed import shard
+from ..distributed import shard
 from .evaluate import EvalResult, evaluate, run_order
 from .stats import paired_difference
 

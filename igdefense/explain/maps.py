@@ -25,7 +25,7 @@ from torch import nn
 from .._hooks import apply_neuron_mask, eval_mode, hooks, model_device
 from .._validation import check_images, check_labels
 
-METHODS = ("gradcam", "smoothgrad", "lime")
+MAP_METHODS = ("gradcam", "smoothgrad", "lime")
 SMOOTHGRAD_PIXELS = 2**23
 Method = Literal["gradcam", "smoothgrad", "lime"]
 
@@ -91,8 +91,8 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     from ..defense import IGDefense
 
     check_images(images)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method not in MAP_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {MAP_METHODS}")
     device = model_device(model)
     x = images.detach().to(device)
     defended = isinstance(model, IGDefense)

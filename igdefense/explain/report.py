@@ -15,7 +15,7 @@ from .robustness import Study
 ARROWS = {m: "lower = closer" if m in LOWER_IS_CLOSER else "higher = closer" for m in METRICS}
 
 
-def write_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
+def write_study_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
     """report.json (summary + per-image values) and report.md in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

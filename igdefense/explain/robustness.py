@@ -21,7 +21,7 @@ from .._validation import check_images, check_labels
 from ..defense import RandomizedDefense
 from ..eval.attacks import AttackSettings, check_in_ball, run_attack
 from ..eval.stats import paired_difference, paired_mean_difference
-from .maps import METHODS, explain
+from .maps import MAP_METHODS, explain
 from .metrics import LOWER_IS_CLOSER, compare
 
 
@@ -106,7 +106,7 @@ def _mean(v: torch.Tensor) -> dict[str, float]:
 
 
 def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.025,
-                           attacks: tuple[str, ...] = ("fgsm", "bim"), methods: tuple[str, ...] = METHODS,
+                           attacks: tuple[str, ...] = ("fgsm", "bim"), methods: tuple[str, ...] = MAP_METHODS,
                            q: float = 20, batch_size: int = 50, seed: int = 0, progress: bool = True,
                            sensitivity_samples: int = 0, **explain_options) -> tuple[Study, dict[str, torch.Tensor]]:
     """Clean vs adversarial maps of ``images`` for each attack (from the attack registry) and method.

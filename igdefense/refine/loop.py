@@ -37,6 +37,7 @@ from .._lock import folder_lock, start_fresh
 from .._state import load_state, save_state
 from .._validation import check_number
 from ..attribution import segment
+from ..distributed import init_distributed, shard
 from ..attribution.methods import METHODS
 from ..eval.pgd import sign_gradient_attack
 from .flags import check_same_classes, flag_spurious
@@ -92,7 +93,8 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         raise ValueError("nothing can be flagged: without a reference model only instability flags superpixels, "
                          "and copies=0 turns it off; pass reference= or copies >= 1")
     out = Path(out_dir)
-    rank, world = _distributed()
+    init_distributed()
+    rank, world = shard()
     identity = {"model": model_digest(model), "reference": None if reference is None else model_digest(reference),
                 "data": _data_identity(train_data)}
     with folder_lock(out):
@@ -326,20 +328,6 @@ def _checkpoint(model, opt, out: Path, cfg, identity: dict, rnd: int, spent: flo
     lines = [line for line in lines if json.loads(line)["round"] < rnd] + [json.dumps(entry)]
     with atomic_path(out / "log.jsonl") as tmp:  # rewritten whole: a redone round replaces its old line
         Path(tmp).write_text("\n".join(lines) + "\n")
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); starts the process group under torchrun (nccl on GPUs, gloo on CPUs)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main_process() -> bool:
-    """True outside torchrun and on its rank 0 (the process that writes files)."""
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def _weight_gap(model: nn.Module) -> float:

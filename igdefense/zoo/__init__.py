@@ -80,14 +80,11 @@ def rankings(name: str):
     return Rankings.load(path)
 
 
-# Pass-1 noise that beat the paper's 4/255 for a zoo model in `igdefense sweep`, confirmed on 1,000 images
-# with the sanity checks and benchmarks/adaptive_check.py (README, results); the demo's default for it.
-_TUNED_SIGMA = {"smallcnn-refined": 8 / 255}
-
-
-def demo_sigma(name: str) -> float:
-    """The pass-1 noise ``igdefense demo`` uses for model ``name``: its tuned one, else the paper's 4/255."""
-    return _TUNED_SIGMA.get(name, 4 / 255)
+def tuned_setting(name: str) -> Path | None:
+    """The file of a zoo model's tuned IG-Defense setting (its sweep's best, confirmed on 1,000 images:
+    README, results), read by :meth:`igdefense.specs.DefenseSpec.for_model`; None: the paper's defaults."""
+    path = WEIGHTS_DIR / f"{name}.defense.json"
+    return path if path.exists() else None
 
 
 def default_model() -> str:

@@ -1,4 +1,4 @@
-"""torchrun support: join the process group, and which share of the batches this process runs."""
+"""torchrun support, for every job: join the process group, this process's rank, whether it writes files."""
 
 from __future__ import annotations
 
@@ -22,3 +22,8 @@ def shard() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on its rank 0 (the process that writes files)."""
+    return shard()[0] == 0
