@@ -16,4 +16,5 @@ from .specs import DataSpec, DefenseSpec, ModelSpec, wrap
 from . import zoo
 
 __all__ = ["IGDefense", "RandomizedDefense", "wrap", "lo_ir", "cd_ir", "Rankings", "RankingsError", "Site", "Split",
-           "SplitError", "find_split", "evaluate", "EvalResult", "zoo", "ModelSpec", "DataSpec", "DefenseSpec", "__version__"]
+           "SplitError", "find_split", "evaluate", "EvalResult", "zoo", "ModelSpec", "DataSpec", "DefenseSpec",
+           "__version__"]

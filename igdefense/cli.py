@@ -113,8 +113,8 @@ def cmd_rank(args) -> int:
         rankings = cd_ir(model, loader, list(data.classes), clip=args.clip, pretrained=pretrained, layer=args.layer,
                          probe=probe + f", CLIP {args.clip} ({pretrained or 'random init'})")
     else:
-        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=list(data.classes) if len(data.classes) == outputs else None,
-                         probe=probe)
+        names = list(data.classes) if len(data.classes) == outputs else None  # (when they name the outputs)
+        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=names, probe=probe)
     rankings.save(args.output)
     print(f"wrote {args.output}: {rankings.method} at {rankings.layer}, {rankings.num_classes} classes x "
           f"{rankings.num_neurons} neurons, {time.time() - t0:.1f}s")
