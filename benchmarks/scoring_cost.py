@@ -83,7 +83,7 @@ def main() -> None:
     floor = forward * (a.draws - 1) * (1 + len(CASCADE) + 3)  # transfer: 4 candidates per image
     total = {k: rows[k]["total_seconds"] for k in rows}
     payload = {"model": a.model, "sigma": f"{255 * a.sigma:g}/255", "k": defense.k, "images": len(y),
-               "data": f"{data.description}, class-balanced", "rows": rows,
+               "data": "CIFAR-10 test, class-balanced", "rows": rows,
                "ratios": {"B/A (scoring over draws)": total["B"] / total["A"],
                           "C/A (scoring + adaptive)": total["C"] / total["A"], "goal C/A": 1.3},
                "scoring_floor": {"forward_seconds_full_batch": forward, "floor_seconds_upper": floor,
