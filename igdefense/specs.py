@@ -2,8 +2,8 @@
 
 Each is a frozen dataclass: one place for its defaults, a JSON round trip (``to_json`` /
 ``from_json``, which refuses unknown keys and wrong types in one line), and the command line's
-options made from its fields (:func:`add_options`, :func:`from_args`). Reports, ONNX metadata, a
-sweep's best setting and the logs' identities record them.
+options made from its fields (:func:`add_options`, :func:`from_args`). A sweep's best setting is a
+saved ``DefenseSpec``; reports print the setting they used.
 
     model = ModelSpec("smallcnn-refined").load()
     defense = DefenseSpec.for_model("smallcnn-refined")     # its tuned setting: sigma 8/255
@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from . import zoo
+from ._hooks import model_device, model_dtype
 from ._atomic import atomic_write
 from ._parse import count, fraction, real, whole
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
@@ -225,11 +228,6 @@ def wrap(model: nn.Module, rankings: Rankings | str | os.PathLike, **kwargs) -> 
 def check_classes(model: nn.Module, data) -> int:
     """The model's number of outputs; one line when the data's labels do not fit them (e.g. CIFAR-100
     for a CIFAR-10 model)."""
-    import numpy as np
-    import torch
-
-    from ._hooks import model_device, model_dtype
-
     x = data.__getitems__([0])[0]
     with torch.no_grad():
         outputs = model(x.to(model_dtype(model)).to(model_device(model))).shape[-1]

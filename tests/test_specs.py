@@ -28,6 +28,15 @@ def test_from_json_refuses_unknown_fields_and_wrong_types_in_one_line():
         DefenseSpec.from_json({"sigma": True})
 
 
+def test_a_truncated_setting_file_is_refused_in_one_line(tmp_path, capsys):
+    path = DefenseSpec(sigma=2 / 255).save(tmp_path / "d.json")
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(ValueError, match="is not a readable defense setting"):
+        DefenseSpec.load(path)
+    assert main(["demo", "--setting", str(path), "--images", "10"]) == 2
+    assert "is not a readable defense setting" in capsys.readouterr().err
+
+
 def test_a_zoo_models_tuned_setting_is_every_commands_default():
     assert DefenseSpec.for_model("smallcnn-refined").sigma == 8 / 255
     assert DefenseSpec.for_model("smallcnn-robust") == DefenseSpec()  # no tuned setting: the paper's
