@@ -28,6 +28,7 @@ from common import paired_row, print_table, write_results  # noqa: E402
 from igdefense.cli import build_parser, specs, sweep_rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
 from igdefense.eval.attacks import AttackSettings  # noqa: E402
+from igdefense.eval import Plan  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
 from igdefense.eval.log import RECORD_META, read_records, steps_done  # noqa: E402
 from igdefense.eval.sweep import UNDEFENDED, DefenseSetting  # noqa: E402
@@ -101,8 +102,8 @@ def main() -> None:
     for r in range(1, a.restarts + 1):
         settings = AttackSettings(eps=args.eps, seed=args.seed + 1000 * r, eot_iter=args.eot_iter,
                                   cache=cache_dir() / "adversarial", base_model=model)
-        results = benchmark({UNDEFENDED: model, name: defense}, (x[alive], y[alive]), out=logs / f"restart{r}",
-                            attacks=attacks, settings=settings, baseline=UNDEFENDED, cascade=True,
+        results = benchmark({UNDEFENDED: model, name: defense}, (x[alive], y[alive]),
+                            Plan(attacks, settings, cascade=True), out=logs / f"restart{r}", baseline=UNDEFENDED,
                             meta={"restart": r, "of": str(a.sweep)})
         for n in worst:
             worst[n][alive] &= results[n].worst_case

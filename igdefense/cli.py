@@ -23,6 +23,7 @@ from .attribution.methods import METHODS
 from .data import balanced_loader, cache_dir
 from .defense import SIGMA, TAU, IGDefense
 from .eval.attacks import ATTACKS, AttackSettings
+from .eval.plan import Plan
 from .eval.sweep import SWEEP_ATTACKS
 from ._parse import count, fraction, listof, natural, radius, real, severities, whole
 from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
@@ -162,23 +163,28 @@ def cmd_eval(args) -> int:
     sanity_data = None
     if args.sanity:
         sanity_data = next(iter(data_spec.loader("test", args.sanity_n, batch_size=args.sanity_n)[0]))
-    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
-                              cache=cache_dir() / "adversarial")
+    plan = _plan(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     with folder_lock(args.out):
         _fresh(args)
-        results = benchmark(models, loader, out=args.out, attacks=[a for a in args.attacks.split(",") if a],
-                            settings=settings, baseline="base", cascade=args.cascade, corruptions=corruptions,
-                            severities=args.severities, sanity=[rankings.method] if args.sanity else (),
-                            sanity_data=sanity_data, meta=meta)
+        results = benchmark(models, loader, plan, out=args.out, baseline="base",
+                            sanity=[rankings.method] if args.sanity else (), sanity_data=sanity_data, meta=meta)
     if rank > 0:
         return 0
     print(markdown_table(summary_rows(results, "base")))
     for c in results[rankings.method].sanity:
         print(c)
-    info = _model_info(args.out, spec.name, models, results, data, settings)
+    info = _model_info(args.out, spec.name, models, results, data, plan.settings)
     print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(info)} RobustBench entries "
           f"({info[0].parent})")
     return 0
+
+
+def _plan(args, attacks: str, **fields) -> Plan:
+    """The plan of ``eval`` and ``sweep``: the comma-separated ``attacks`` under the common options
+    (eps, seed, EOT and scoring draws), crafted examples of deterministic models cached."""
+    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
+                              cache=cache_dir() / "adversarial")
+    return Plan([a for a in attacks.split(",") if a], settings, **fields)
 
 
 def _model_info(out, model_name: str, models: dict, results: dict, data, settings: AttackSettings) -> list[Path]:
@@ -242,8 +248,8 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
     from .distributed import shard
     from .eval.sweep import adversarial_probe, one_at_a_time, sweep
 
-    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
-                              cache=cache_dir() / "adversarial")
+    plan = _plan(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
+    settings = plan.settings
     probe_setting = DefenseSpec(probe_per_class=args.probe_per_class)
     rankings = {"clean": probe_setting.rankings_for(model, name, data_spec)}
 
@@ -284,9 +290,8 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
     meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
             "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
-    attacks = [a for a in args.attacks.split(",") if a] if args.attacks else SWEEP_ATTACKS
-    result = sweep(model, rankings, loader, out=out, grid=grid, attacks=attacks, settings=settings,
-                   random_control=not args.no_random_control, screen=not args.no_screen, seed=args.seed, meta=meta)
+    result = sweep(model, rankings, loader, out=out, grid=grid, plan=plan, random_control=not args.no_random_control,
+                   screen=not args.no_screen, seed=args.seed, meta=meta)
     if rank > 0:
         return 0
     print(result.table())

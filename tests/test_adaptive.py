@@ -70,12 +70,12 @@ def test_the_mask_aware_attack_breaks_what_apgd_ce_eot_cannot(defended, images):
 
 
 def test_a_model_without_its_own_attack_is_refused_and_skipped_by_benchmark(images, tmp_path):
-    from igdefense.eval import benchmark
+    from igdefense.eval import Plan, benchmark
 
     plain = mask_decides_model()
     with pytest.raises(ValueError, match="names no adaptive attack of its own"):
         evaluate(plain, images, attacks=["adaptive"], progress=False)
-    results = benchmark({"plain": plain}, [images], out=tmp_path, attacks=["adaptive"], progress=False)
+    results = benchmark({"plain": plain}, [images], Plan(["adaptive"], cascade=True), out=tmp_path, progress=False)
     assert list(results["plain"].correct) == ["clean"]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from igdefense import IGDefense, RandomizedDefense, zoo
-from igdefense.eval import AttackSettings, evaluate
+from igdefense.eval import AttackSettings, Plan, evaluate
 from igdefense.eval import attacks as attacks_module
 from igdefense.eval.benchmark import benchmark
 
@@ -21,7 +21,7 @@ def test_report_paired_and_resumed(models, test_batch, tmp_path, monkeypatch):
     x, y = test_batch
     data = [(x[:10], y[:10]), (x[10:20], y[10:20])]
     settings = AttackSettings(eps=0.01, transfer_from=("fgsm",), n_iter=5, eot_iter=2)
-    results = benchmark(models, data, out=tmp_path, attacks=["fgsm", "apgd-ce-eot", "transfer"], settings=settings,
+    results = benchmark(models, data, Plan(["fgsm", "apgd-ce-eot", "transfer"], settings, cascade=True), out=tmp_path,
                         progress=False, meta={"model": "smallcnn-robust"})
     # the deterministic base model skips EOT and the transfer from itself; the defense gets every attack
     assert set(results["base"].correct) == {"clean", "fgsm"}
@@ -37,7 +37,7 @@ def test_report_paired_and_resumed(models, test_batch, tmp_path, monkeypatch):
     assert all(torch.equal(alone.correct[k], results["lo-ir"].correct[k]) for k in alone.correct)
     calls = []
     monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
-    again = benchmark(models, data, out=tmp_path, attacks=["fgsm", "apgd-ce-eot", "transfer"], settings=settings,
+    again = benchmark(models, data, Plan(["fgsm", "apgd-ce-eot", "transfer"], settings, cascade=True), out=tmp_path,
                       progress=False)
     assert not calls  # read back from the logs
     assert all(torch.equal(again["lo-ir"].correct[k], results["lo-ir"].correct[k]) for k in alone.correct)
@@ -46,8 +46,8 @@ def test_report_paired_and_resumed(models, test_batch, tmp_path, monkeypatch):
 def test_sanity_checks_land_in_the_result_and_the_eps_curve(models, test_batch, tmp_path):
     x, y = test_batch
     settings = AttackSettings(eps=8 / 255, n_iter=5, square_queries=50, eot_iter=2)
-    results = benchmark({"base": models["base"]}, [(x[:10], y[:10])], out=tmp_path, attacks=["fgsm"],
-                        settings=settings, sanity=["base"], sanity_n=6, progress=False)
+    results = benchmark({"base": models["base"]}, [(x[:10], y[:10])], Plan(["fgsm"], settings, cascade=True),
+                        out=tmp_path, sanity=["base"], sanity_n=6, progress=False)
     names = [c.name for c in results["base"].sanity]
     assert names[:3] == ["gradients", "eps sweep", "more steps"]
     curve = json.loads((tmp_path / "eps_curve.json").read_text())

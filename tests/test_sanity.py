@@ -4,8 +4,7 @@ import torch
 from torch import nn
 
 from igdefense.eval.attacks import AttackSettings
-from igdefense.eval.evaluate import _spread_sample, evaluate
-from igdefense.eval.sanity import run_sanity_checks
+from igdefense.eval.sanity import run_sanity_checks, spread_sample
 
 
 class _Quantize(nn.Module):
@@ -35,13 +34,6 @@ def test_gradient_masking_is_caught(standard_cnn, test_batch):
     assert not checks["white-box vs transfer"].passed, checks["white-box vs transfer"]
 
 
-def test_evaluate_attaches_the_checks(standard_cnn, test_batch):
-    x, y = test_batch
-    result = evaluate(standard_cnn, [(x[:15], y[:15]), (x[15:], y[15:])], attacks=[], sanity=True, sanity_n=5,
-                      progress=False)
-    assert [c.name for c in result.sanity] == ["gradients", "eps sweep", "more steps", "white-box vs black-box"]
-
-
 def test_the_defense_also_faces_transfer_eot_and_bpda(robust_cnn, test_batch):
     from igdefense import IGDefense, zoo
 
@@ -56,6 +48,6 @@ def test_the_defense_also_faces_transfer_eot_and_bpda(robust_cnn, test_batch):
 
 def test_spread_sample_reaches_every_class(test_batch):
     x, y = test_batch  # 3 per class, ordered by class
-    xs, ys = _spread_sample([(x[:12], y[:12]), (x[12:], y[12:])], len(y), 10)
+    xs, ys = spread_sample([(x[:12], y[:12]), (x[12:], y[12:])], 10)
     assert ys.tolist() == list(range(10))
     assert torch.equal(xs[0], x[0]) and torch.equal(xs[-1], x[-1])

@@ -10,7 +10,7 @@ import torch
 import igdefense
 from igdefense import DefenseSpec, zoo
 from igdefense.cli import main
-from igdefense.eval import AttackSettings, DefenseSetting, one_at_a_time, sweep
+from igdefense.eval import AttackSettings, DefenseSetting, Plan, one_at_a_time, sweep
 from igdefense.eval import attacks as attacks_module
 from igdefense.eval.benchmark import log_path
 from igdefense.eval.log import RECORD_META
@@ -31,8 +31,8 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
     grid = [DefenseSetting(k=0.10), DefenseSetting(k=0.50, sigma=8 / 255)]
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
-    result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
-                   settings=settings, screen=False, progress=False)
+    result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid,
+                   plan=Plan(("transfer", "fgsm", "apgd-ce"), settings), screen=False, progress=False)
     rows = {r["setting"]: r for r in result.rows()}
     control = "k=10% sigma=4/255 n=1 random(0)" if result.best()["k"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
     assert set(rows) == {"undefended", *(s.name for s in grid), control}
@@ -52,8 +52,8 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     assert [r["setting"] for r in saved["rows"]] == list(rows)
     calls = []
     monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
-    again = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid, attacks=("transfer", "fgsm", "apgd-ce"),
-                  settings=settings, screen=False, progress=False)
+    again = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid,
+                  plan=Plan(("transfer", "fgsm", "apgd-ce"), settings), screen=False, progress=False)
     assert not calls  # every setting read back from its log
     assert all(torch.equal(again.results[n].worst_case, result.results[n].worst_case) for n in rows)
     # the cost is the first run's, from the logs, not the resumed run's nothing
@@ -86,8 +86,8 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     noisy, keep_all, half = DefenseSetting(sigma=0.5), DefenseSetting(k=1.0, sigma=1 / 255), DefenseSetting(k=0.5)
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     out = tmp_path / "out"
-    result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all, half], attacks=("apgd-ce", "fgsm",
-                   "transfer"), settings=settings, random_control=False, progress=False)
+    result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all, half],
+                   plan=Plan(("apgd-ce", "fgsm", "transfer"), settings), random_control=False, progress=False)
     base = result.results["undefended"].worst_case
     assert result.screened[noisy.name] == "transfer"  # the cascade's order: transfer first
     order = ["transfer", "apgd-ce", "fgsm"]
@@ -111,8 +111,9 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     assert f"Screened ({len(result.screened)})" in report and "(screened after transfer)" in report
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     # when every setting is screened, the one that got furthest still gets the whole cascade
-    result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all], attacks=("apgd-ce", "fgsm", "transfer"),
-                   settings=settings, random_control=False, progress=False)
+    result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all],
+                   plan=Plan(("apgd-ce", "fgsm", "transfer"), settings),
+                   random_control=False, progress=False)
     assert result.screened == {noisy.name: "transfer"} and result.best()["setting"] == keep_all.name
     assert set(result.results[keep_all.name].correct) == {"clean", "transfer", "apgd-ce", "fgsm"}
 

@@ -1,7 +1,7 @@
 """Several models on the same images, one report: what ``igdefense eval`` runs, as a library call.
 
-    results = benchmark({"base": model, "defended": defended}, loader, attacks=["autoattack", "transfer"],
-                        settings=AttackSettings(eps=8 / 255), out="eval-out", sanity=["defended"])
+    plan = Plan(["autoattack", "transfer"], AttackSettings(eps=8 / 255), cascade=True)
+    results = benchmark({"base": model, "defended": defended}, loader, plan, out="eval-out", sanity=["defended"])
 
 Batch by batch across the models, the report rewritten after each one: an interrupted run keeps a
 paired table on the images every model has done, and resumes from the per-model logs.
@@ -9,7 +9,6 @@ paired table on the images every model has done, and resumes from the per-model 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -23,37 +22,33 @@ from .._atomic import atomic_write
 from .._hooks import model_device
 from .._lock import folder_lock
 from .._machine import machine
-from ..corruptions import SEVERITIES
-from ..defense import RandomizedDefense
-from .attacks import AttackSettings, adaptive_attack_of
 from ..distributed import shard
-from .evaluate import EvalResult, _spread_sample, check_log, evaluate
+from .evaluate import EvalResult, check_log, evaluate_plan
+from .plan import Plan
 from .report import plot_eps_curves, write_report
-from .sanity import correct_vs_eps, run_sanity_checks
+from .sanity import check_models, named, spread_sample
 
-SANITY_EPS = (2 / 255, 4 / 255, 16 / 255, 32 / 255, 1.0)  # with the evaluation's own eps: the eps curve
+CASCADE = Plan(cascade=True)  # benchmark()'s default: APGD-CE, as a cascade
 
 
-def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.PathLike,
-              attacks: Sequence[str] = ("apgd-ce",), settings: AttackSettings | None = None,
-              baseline: str | None = None, cascade: bool = True, sanity: Sequence[str] = (),
+def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE, *, out: str | os.PathLike,
+              baseline: str | None = None, sanity: Sequence[str] = (),
               sanity_data: tuple[torch.Tensor, torch.Tensor] | None = None, sanity_n: int = 100,
-              corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES, meta: dict | None = None,
-              progress: bool = True) -> dict[str, EvalResult]:
+              meta: dict | None = None, progress: bool = True) -> dict[str, EvalResult]:
     """Evaluate every model on the same images; write ``out/report.{md,json}`` with paired intervals.
 
     Args:
         models: {name: model in eval mode}; the same devices as the data will be moved to.
         data: a DataLoader (or list) of (images, labels) batches, the same order on every run.
+        plan: what runs on every model (:class:`~igdefense.eval.plan.Plan`); each model gets the
+            attacks that can add something on it (:meth:`Plan.for_model`: a deterministic model
+            skips the EOT attacks, the transfer source skips ``transfer``).
         out: the report's folder; it also holds ``<name>.jsonl``, the logs a rerun resumes from.
-        attacks, settings, cascade, corruptions, severities: as in :func:`evaluate`; a deterministic
-            model (no :class:`~igdefense.defense.RandomizedDefense`) skips the EOT attacks, and the
-            transfer source skips ``transfer`` (they add nothing there).
         baseline: the model the others are compared with (default: the first); also the transfer
-            source unless ``settings.base_model`` is set.
-        sanity: names of models to run :func:`run_sanity_checks` on, after the attacks, on
-            ``sanity_data`` (default: ``sanity_n`` images spread over the data); their APGD-CE
-            accuracy-vs-eps curves, and the baseline's, go to ``eps_curve.{json,png}``.
+            source unless the plan's ``settings.base_model`` is set.
+        sanity: names of models to run the sanity checks on (:func:`~igdefense.eval.sanity.check_models`),
+            after the attacks, on ``sanity_data`` (default: ``sanity_n`` images spread over the
+            data); their APGD-CE accuracy-vs-eps curves, and the baseline's, go to ``eps_curve.{json,png}``.
         meta: written at the top of the report (e.g. the model and data names, the command); the
             report adds each model's evaluation seconds, from its log (every run's parts).
 
@@ -66,17 +61,15 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
     unknown = [n for n in [baseline, *sanity] if n not in models]
     if unknown:
         raise ValueError(f"{unknown} are not among the models {list(models)}")
-    settings = settings or AttackSettings()
-    if settings.base_model is None:
-        settings = dataclasses.replace(settings, base_model=models[baseline])
+    plan = plan.with_base(models[baseline])
+    plans = {name: plan.for_model(model) for name, model in models.items()}
     out = Path(out)
     with folder_lock(out):  # one run writes a report folder at a time
-        meta = {**(meta or {}), "eps": settings.eps, "attacks": list(attacks), "cascade": cascade,
-                "seed": settings.seed}
+        meta = {**(meta or {}), "eps": plan.settings.eps, "attacks": list(plan.attacks), "cascade": plan.cascade,
+                "seed": plan.settings.seed}
         rank, world = shard()
         for name, model in models.items():  # every log is checked before any is written to
-            check_log(log_path(out, name), model, [a for a in attacks if not _adds_nothing(a, model, settings)],
-                      settings, cascade, corruptions, severities)
+            check_log(log_path(out, name), model, plans[name])
         results: dict[str, EvalResult] = {}
         batches: list = []
         data = [data] if isinstance(data, tuple) else data
@@ -87,11 +80,9 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
             if done % world and done != total:
                 continue  # under torchrun, one new batch per process each round: they run side by side
             for name, model in models.items():
-                todo = [a for a in attacks if not _adds_nothing(a, model, settings)]
-                results[name] = evaluate(model, batches, attacks=todo, settings=settings, cascade=cascade,
-                                         desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
-                                         log_path=log_path(out, name), corruptions=corruptions,
-                                         severities=severities, progress=progress, whole_data=done == total)
+                results[name] = evaluate_plan(model, batches, plans[name], log_path=log_path(out, name),
+                                              desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
+                                              progress=progress, whole_data=done == total)
                 if rank == 0:  # every model so far, on the images all have done
                     n = min(len(r.correct["clean"]) for r in results.values())
                     write_report(out, {k: r.first(n) for k, r in results.items()}, baseline,
@@ -104,10 +95,13 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, *, out: str | os.Pat
             return results  # rank 0 reports
         checks = []
         if sanity:
-            x, y = sanity_data if sanity_data is not None else _spread_sample(batches, sum(len(b[1]) for b in batches),
-                                                                                sanity_n)
+            x, y = sanity_data if sanity_data is not None else spread_sample(batches, sanity_n)
             device = model_device(models[baseline])
-            checks = _sanity(models, results, baseline, sanity, x.to(device), y.to(device), settings, out)
+            found, curves = check_models(models, sanity, baseline, x.to(device), y.to(device), plan.settings)
+            for name, c in found.items():
+                results[name].sanity = c
+            checks = named(found)
+            _write_eps_curves(curves, out)
         meta["run"] = {**meta.get("run", {}), "machine": machine(),
                        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
@@ -130,27 +124,7 @@ def _seconds(results: dict[str, EvalResult]) -> dict[str, dict]:
     return out
 
 
-def _adds_nothing(attack: str, model: nn.Module, settings: AttackSettings) -> bool:
-    if attack == "adaptive":  # a defense's own attack: only where the model names one
-        return adaptive_attack_of(model) is None
-    if isinstance(model, RandomizedDefense):
-        return False
-    return attack.endswith("-eot") or (attack == "transfer" and model is settings.base_model)
-
-
-def _sanity(models, results: dict[str, EvalResult], baseline: str, names: Sequence[str], x, y,
-            settings: AttackSettings, out: Path) -> list:
-    """The checks on each named model (their results land in its EvalResult too) and the eps curves."""
-    eps_values = sorted({*SANITY_EPS, settings.eps})
-    per_image = {name: correct_vs_eps(models[name], x, y, eps_values, settings=settings)
-                 for name in dict.fromkeys([baseline, *names])}
-    checks = []
-    for name in names:
-        found = run_sanity_checks(models[name], x, y, eps=settings.eps, sweep=per_image[name],
-                                  base_model=None if name == baseline else settings.base_model, settings=settings)
-        results[name].sanity = found
-        checks += [dataclasses.replace(c, name=f"{name}: {c.name}") for c in found] if len(names) > 1 else found
-    curves = {name: {e: c.float().mean().item() for e, c in p.items()} for name, p in per_image.items()}
+def _write_eps_curves(curves: dict[str, dict[float, float]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "eps_curve.json",
                  json.dumps({name: {f"{255 * e:g}/255": a for e, a in c.items()} for name, c in curves.items()}))
@@ -158,4 +132,3 @@ def _sanity(models, results: dict[str, EvalResult], baseline: str, names: Sequen
         plot_eps_curves(curves, out / "eps_curve.png", "APGD-CE")
     except ImportError:
         print("matplotlib is missing (pip install 'igdefense[plot]'): eps_curve.json written, no plot")
-    return checks

@@ -19,13 +19,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._hooks import model_device
-from .._identity import FIX, RESULTS_VERSION, StateMismatch, model_identity, tensor_digest
+from .._identity import FIX, StateMismatch, tensor_digest
 from .._lock import folder_lock
 from .._validation import check_images, check_labels
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
-from .attacks import ATTACKS, BUDGETS, AttackSettings, attack_library_version, check_in_ball, run_attack
+from .attacks import AttackSettings, check_in_ball, run_attack
+from .plan import MODEL_FREE, Plan, is_corruption
 from .scoring import HEADLINE, RULES, columns, right_draws, survivors
 from ..distributed import shard
 
@@ -45,7 +46,7 @@ class EvalResult:
     draws: int = 1  # noise draws each example was classified under (1: a deterministic model)
     by_rule: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # {rule: columns like correct}
     right_draws: dict[str, torch.Tensor] = field(default_factory=dict)  # per step, (N,) draws right (not cumulative)
-    sanity: list = field(default_factory=list)  # igdefense.eval.sanity.Check results (evaluate(..., sanity=True))
+    sanity: list = field(default_factory=list)  # igdefense.eval.sanity.Check results (benchmark(..., sanity=[name]))
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)  # evaluate(..., keep_adversarial=True)
     # Seconds each step took, summed over the batches; from the log for the parts of an earlier run.
     seconds: dict[str, float] = field(default_factory=dict)
@@ -124,54 +125,39 @@ class EvalResult:
                           by_rule={r: cut(c) for r, c in self.by_rule.items()}, right_draws=cut(self.right_draws))
 
 
-def corruption_key(name: str, severity: int) -> str:
-    """The ``EvalResult.correct`` key of one corruption at one severity, e.g. "fog@3"."""
-    return f"{name}@{severity}"
-
-
-def is_corruption(key: str) -> bool:
-    return "@" in key
-
-
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],
              attacks: Sequence[str] = ("apgd-ce",), *, settings: AttackSettings | None = None,
-             progress: bool = True, desc: str = "evaluating", log_path: str | os.PathLike | None = None,
-             cascade: bool = False, sanity: bool = False, sanity_n: int = 100, corruptions: Sequence[str] = (),
-             severities: Sequence[int] = SEVERITIES, keep_adversarial: bool = False, until: str | None = None,
-             whole_data: bool = True) -> EvalResult:
-    """Clean accuracy and accuracy under each attack, per image.
+             cascade: bool = False, corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES,
+             **options) -> EvalResult:
+    """Clean accuracy and accuracy under each attack, per image: :func:`evaluate_plan` of
+    ``Plan(attacks, settings, cascade, corruptions, severities)`` (:class:`~igdefense.eval.plan.Plan`
+    says what each does); ``options`` are :func:`evaluate_plan`'s (``log_path``, ``until``, ...)."""
+    return evaluate_plan(model, data, Plan(attacks, settings or AttackSettings(), cascade, corruptions, severities),
+                         **options)
+
+
+def evaluate_plan(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor], plan: Plan, *,
+                  log_path: str | os.PathLike | None = None, until: str | None = None,
+                  keep_adversarial: bool = False, whole_data: bool = True, progress: bool = True,
+                  desc: str = "evaluating") -> EvalResult:
+    """Run ``plan`` on ``model``: clean accuracy and accuracy under each attack, per image.
 
     Args:
         model: classifier or defended model (eval mode is set by the caller).
         data: a DataLoader of (images, labels) or one (images, labels) pair of tensors; images
             (B, C, H, W) float in [0, 1], labels (B,) integer class indices.
-        attacks: names from :data:`igdefense.eval.ATTACKS`.
-        settings: eps, norm, seed and every attack's budget (steps, queries, EOT draws), the
-            ``base_model`` that ``transfer`` crafts on and the attacks it crafts (``transfer_from``),
-            the ``cache`` directory; None: :class:`AttackSettings`' defaults (L-inf 8/255,
-            AutoAttack's budgets).
+        plan: the attacks, their settings, the cascade and the corruptions. Batch i is corrupted
+            with the seeds the dataset writer gives chunk i, so with batches of 1,000 the images are
+            those of ``igdefense corruptions``.
         log_path: a JSONL file that gets a line after the clean pass and after each attack of a
             batch (with the seconds each step took); an interrupted run given the same file (and the
             same data, in the same order) resumes at the step it was in.
-        cascade: attack only the images no earlier attack has broken (the image-wise worst case
-            is the same, at a fraction of the cost). Attacks whose examples do not depend on the
-            model (``transfer``: the base model's examples, on disk after its own run) go first and
-            see the whole batch, so the expensive white-box attacks only see their survivors; the
-            others follow in the order given. The first attack run reports its own accuracy, each
-            later one a cumulative one (right under it and under every attack run before it).
-        corruptions: names from :data:`igdefense.corruptions.NAMES` (CIFAR-10-C-style, CIFAR
-            parameters): accuracy on each clean image corrupted at each of ``severities``, under
-            the keys "name@severity". Batch i is corrupted with the seeds the dataset writer gives
-            chunk i, so with batches of 1,000 the images are those of ``igdefense corruptions``.
-        sanity: also run :func:`igdefense.eval.run_sanity_checks` (APGD-CE; with ``settings.base_model``
-            the transfer comparisons too) on ``sanity_n`` images spread evenly over the data;
-            the checks land in ``result.sanity`` and failures are printed loudly.
+        until: with a cascade, stop after this attack (in run order); the result holds the steps up
+            to it. The log is the whole cascade's, so a later call without ``until`` goes on from there.
         keep_adversarial: keep each attack's examples in ``result.adversarial`` (on the CPU): per
             image the first candidate that fooled the model, else the clean image (as AutoAttack's
             x_adv); memory grows with the data, and every step must run in this call (not
             resumed from ``log_path``), in one process.
-        until: with ``cascade``, stop after this attack (in run order); the result holds the steps up
-            to it. The log is the whole cascade's, so a later call without ``until`` goes on from there.
         whole_data: False when ``data`` is the first batches of what the log was written for
             (:func:`benchmark` runs batch by batch); True (default): a log holding later batches
             was written for other data and is refused.
@@ -188,81 +174,34 @@ def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor
     the results gathered; each process writes ``<log_path>.rank<r>``, and a resumed run reads every
     process's log, so it may use another number of processes.
     """
-    for name in attacks:
-        if name not in ATTACKS:
-            raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
-    if until is not None and (not cascade or until not in attacks):
-        raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(attacks)}")
-    order = _run_order(attacks, cascade, runlog.logged_order(Path(log_path)) if log_path else None, log_path)
+    if until is not None and (not plan.cascade or until not in plan.attacks):
+        raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(plan.attacks)}")
+    order = plan.order(log_path)
     steps = order[:order.index(until) + 1] if until else order
     batches = [data] if isinstance(data, tuple) else data
-    settings = settings or AttackSettings()
-    keys = _corruption_keys(corruptions, severities)
-    header = log_header(model, order, settings, cascade, keys)
+    header = plan.header(model, order)
     rank, world = shard()
     if keep_adversarial and world > 1:
         raise ValueError("keep_adversarial works in one process; under torchrun write the examples per shard yourself")
     with folder_lock(Path(log_path).parent) if log_path else nullcontext():
-        return _run(model, batches, attacks, settings, steps, keys, header, cascade, until, sanity, sanity_n,
-                    keep_adversarial, log_path, desc, progress, whole_data)
+        return _run(model, batches, plan, steps, header, keep_adversarial, log_path, desc, progress, whole_data)
 
 
-def _corruption_keys(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
-    if not corruptions:
-        return []
-    from ..corruptions import check_name, check_severity
-
-    return [corruption_key(check_name(c), check_severity(s)) for c in corruptions for s in severities]
-
-
-def check_log(log_path: Path, model: nn.Module, attacks: Sequence[str], settings: AttackSettings, cascade: bool,
-              corruptions: Sequence[str] = (), severities: Sequence[int] = SEVERITIES) -> None:
+def check_log(log_path: Path, model: nn.Module, plan: Plan) -> None:
     """Raise (one line) unless the logs at ``log_path`` (every process's) are of this run: what
-    :func:`evaluate` would do on reading them, before anything runs (:func:`benchmark` checks every
-    model's log before it writes to any)."""
-    keys = _corruption_keys(corruptions, severities)
+    :func:`evaluate_plan` would do on reading them, before anything runs (:func:`benchmark` checks
+    every model's log before it writes to any)."""
     rank, world = shard()
     own = Path(f"{log_path}.rank{rank}") if world > 1 else Path(log_path)
-    order = _run_order(attacks, cascade, runlog.logged_order(Path(log_path)), log_path)
-    header = log_header(model, order, settings, cascade, keys)
-    runlog.read_logs(Path(log_path), own, header, ["clean", *attacks, *keys], header["settings"]["draws"])
+    header = plan.header(model, plan.order(log_path))
+    runlog.read_logs(Path(log_path), own, header, ["clean", *plan.attacks, *plan.corruption_keys],
+                     header["settings"]["draws"])
 
 
-def _run_order(attacks: Sequence[str], cascade: bool, logged: list[str] | None, log_path) -> list[str]:
-    """The order the attacks run in: those a log already ran in its order, then the others (a cascade's
-    model-free ones first), so that an attack added to a finished evaluation runs last, on what stands."""
-    fresh = run_order(attacks) if cascade else list(attacks)
-    if not logged:
-        return fresh
-    gone = [a for a in logged if a not in attacks]
-    if gone:
-        raise StateMismatch(f"{log_path} ran {gone}, which the attacks given no longer name (later results depend "
-                            f"on every attack before them): name them again, or {FIX}")
-    return list(logged) + [a for a in fresh if a not in logged]
-
-
-def log_header(model: nn.Module, order: Sequence[str], settings: AttackSettings, cascade: bool,
-               corruption_keys: Sequence[str] = ()) -> dict:
-    """A log's first line: everything its per-image results depend on besides the images (each
-    record carries their digest): the attacks in the order they run (an attack added later extends
-    it), the attack settings, the model's identity (weights; a defense's settings and rankings), the
-    transfer source's, the results' and the attack library's versions."""
-    header = {"settings": {"order": list(order), "cascade": cascade,
-                           "eps": settings.eps, "norm": settings.norm, "seed": settings.seed,
-                           "eot_iter": settings.eot_iter, "budgets": {k: getattr(settings, k) for k in BUDGETS},
-                           "draws": settings.draws if isinstance(model, RandomizedDefense) else 1,
-                           "corruptions": list(corruption_keys),
-                           "transfer_from": list(settings.transfer_from) if "transfer" in order else []},
-              "identity": {"model": model_identity(model), "results_version": RESULTS_VERSION,
-                           "attack_library": attack_library_version()}}
-    if "transfer" in order and settings.base_model is not None:
-        header["identity"]["transfer_base"] = model_identity(settings.base_model)
-    return header
-
-
-def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header, cascade, until, sanity, sanity_n,
-         keep_adversarial, log_path, desc, progress, whole_data) -> EvalResult:
-    """The body of :func:`evaluate`, its arguments checked (and its output folder held)."""
+def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, desc, progress,
+         whole_data) -> EvalResult:
+    """The body of :func:`evaluate_plan`, its arguments checked (and its output folder held)."""
+    attacks, settings, cascade, keys = plan.attacks, plan.settings, plan.cascade, plan.corruption_keys
     eps, seed = settings.eps, settings.seed
     device = model_device(model)
     rank, world = shard()
@@ -275,9 +214,8 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
     if whole_data and hasattr(batches, "__len__"):  # (else checked once the batches are counted)
         _check_batches(done, len(batches), log_path)
     mine: dict[int, dict[str, list[int]]] = {}
-    total = n_batches = 0
+    n_batches = 0
     for i, (x, y) in enumerate(tqdm(batches, desc=desc, disable=not progress or rank > 0)):
-        total += len(y)
         n_batches += 1
         if i % world != rank:
             continue
@@ -330,12 +268,6 @@ def _run(model, batches, attacks, settings: AttackSettings, steps, keys, header,
     result.untimed = sum(k not in t for t in times for k in names)
     if adversarial is not None:
         result.adversarial = {a: torch.cat(v) for a, v in adversarial.items()}
-    if sanity and rank == 0:
-        from .sanity import run_sanity_checks
-
-        x, y = _spread_sample(batches, total, sanity_n)
-        result.sanity = run_sanity_checks(model, x.to(device), y.to(device), eps=eps, settings=settings,
-                                          base_model=settings.base_model)
     return result
 
 
@@ -344,26 +276,6 @@ def _check_batches(done: dict[int, dict], n_batches: int, log_path) -> None:
     if beyond:
         raise StateMismatch(f"{log_path} holds results for batch {beyond[0]}, but the data has {n_batches} batches: "
                             f"it was written for more or other data; {FIX}")
-
-
-def _spread_sample(batches: Iterable, total: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images spread evenly over the data (class-ordered data then still gives every class)."""
-    wanted = set(torch.linspace(0, total - 1, min(n, total)).round().long().tolist())
-    xs, ys, seen = [], [], 0
-    for x, y in batches:
-        rows = [j for j in range(len(y)) if seen + j in wanted]
-        xs.append(x[rows])
-        ys.append(y[rows])
-        seen += len(y)
-    return torch.cat(xs), torch.cat(ys)
-
-
-MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
-
-
-def run_order(attacks: Sequence[str]) -> list[str]:
-    """The order a cascade runs ``attacks`` in: model-free ones (cheap: their examples are on disk) first."""
-    return [a for a in attacks if a in MODEL_FREE] + [a for a in attacks if a not in MODEL_FREE]
 
 
 def _evaluate_batch(model, x, y, attacks, run: Sequence[str], settings: AttackSettings, cascade: bool,

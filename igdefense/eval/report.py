@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from .._atomic import atomic_path, atomic_write
-from .evaluate import EvalResult, is_corruption
+from .evaluate import EvalResult
+from .plan import is_corruption
 from .scoring import HEADLINE, RULES
 from .stats import paired_difference, paired_mean_difference
 

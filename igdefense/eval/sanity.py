@@ -8,7 +8,9 @@ confidence interval of the difference excludes zero in the wrong direction.
 from __future__ import annotations
 
 import sys
+import dataclasses
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,8 @@ from torch import nn
 from ..defense import RandomizedDefense
 from .attacks import ATTACKS, AttackSettings, run_attack
 from .stats import paired_difference
+
+SANITY_EPS = (2 / 255, 4 / 255, 16 / 255, 32 / 255, 1.0)  # with the evaluation's own eps: the eps curve
 
 
 @dataclass
@@ -119,3 +123,43 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
         if not c.passed:
             print(f"\n!!! SANITY CHECK FAILED: {c}\n", file=sys.stderr)
     return checks
+
+
+def check_models(models: dict[str, nn.Module], names: Sequence[str], baseline: str, x: torch.Tensor, y: torch.Tensor,
+                 settings: AttackSettings) -> tuple[dict[str, list[Check]], dict[str, dict[float, float]]]:
+    """The sanity checks of an evaluation of several models, in one place: :func:`run_sanity_checks`
+    on each of ``names`` (the transfer comparisons from ``settings.base_model``, except on the
+    ``baseline`` itself), and the APGD-CE accuracy at each of :data:`SANITY_EPS` and the evaluation's
+    eps of those models and the baseline (its eps sweep is the checks' own, not run twice).
+
+    Returns:
+        ({name: checks}, {name: {eps: accuracy}}).
+    """
+    eps_values = sorted({*SANITY_EPS, settings.eps})
+    per_image = {name: correct_vs_eps(models[name], x, y, eps_values, settings=settings)
+                 for name in dict.fromkeys([baseline, *names])}
+    checks = {name: run_sanity_checks(models[name], x, y, eps=settings.eps, sweep=per_image[name], settings=settings,
+                                      base_model=None if name == baseline else settings.base_model)
+              for name in names}
+    curves = {name: {e: c.float().mean().item() for e, c in p.items()} for name, p in per_image.items()}
+    return checks, curves
+
+
+def named(checks: dict[str, list[Check]]) -> list[Check]:
+    """Every model's checks in one list, each named after its model when there are several."""
+    if len(checks) == 1:
+        return next(iter(checks.values()))
+    return [dataclasses.replace(c, name=f"{name}: {c.name}") for name, found in checks.items() for c in found]
+
+
+def spread_sample(batches: Iterable, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images spread evenly over the batches (class-ordered data then still gives every class)."""
+    total = sum(len(y) for _, y in batches)
+    wanted = set(torch.linspace(0, total - 1, min(n, total)).round().long().tolist())
+    xs, ys, seen = [], [], 0
+    for x, y in batches:
+        rows = [j for j in range(len(y)) if seen + j in wanted]
+        xs.append(x[rows])
+        ys.append(y[rows])
+        seen += len(y)
+    return torch.cat(xs), torch.cat(ys)

@@ -43,10 +43,12 @@ from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
 from .benchmark import benchmark, log_path
 from ..distributed import shard
-from .evaluate import EvalResult, evaluate, run_order
+from .evaluate import EvalResult, evaluate_plan
+from .plan import Plan, run_order
 from .stats import paired_difference
 
 SWEEP_ATTACKS = ("transfer", "adaptive", "autoattack", "apgd-ce-eot", "rays")
+SWEEP_PLAN = Plan(SWEEP_ATTACKS, cascade=True)
 UNDEFENDED = "undefended"
 
 
@@ -146,8 +148,8 @@ class SweepResult:
 
 
 def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, out: str | os.PathLike,
-          grid: Sequence[DefenseSetting] | None = None, attacks: Sequence[str] = SWEEP_ATTACKS,
-          settings: AttackSettings | None = None, random_control: bool = True, screen: bool = True, seed: int = 0,
+          grid: Sequence[DefenseSetting] | None = None, plan: Plan = SWEEP_PLAN,
+          random_control: bool = True, screen: bool = True, seed: int = 0,
           meta: dict | None = None, progress: bool = True) -> SweepResult:
     """Evaluate the undefended ``model`` and IG-Defense at every setting of ``grid`` on ``data``.
 
@@ -158,7 +160,7 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
         data: the same (images, labels) batches on every run (class-balanced, e.g. 500 test images).
         out: report folder; per-setting logs there make a rerun resume; ``sweep.{json,md,png}``.
         grid: the settings (default :func:`one_at_a_time` over the rankings given).
-        attacks, settings: as in :func:`benchmark` (a cascade; the transfer source is ``model``).
+        plan: the attacks and their settings, run as a cascade (the transfer source is ``model``).
         random_control: after the grid, IG-Defense with random rankings (of the best setting's layer)
             at the best setting's k, sigma and n_samples.
         screen: after each attack of the cascade, attack further only the settings that gain more
@@ -170,8 +172,8 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
     if missing:
         raise ValueError(f"the grid names rankings {missing}; given: {sorted(rankings)}")
     data = [data] if isinstance(data, tuple) else list(data)  # every pass sees the same batches
-    attacks = run_order(attacks)  # the cascade's order (transfer first), also the screen's
-    settings = dataclasses.replace(settings or AttackSettings(), base_model=model)
+    attacks = run_order(plan.attacks)  # the cascade's order (transfer first), also the screen's
+    plan = plan.replace(attacks=attacks, cascade=True, settings=dataclasses.replace(plan.settings, base_model=model))
     by_name = {s.name: s for s in grid}
     models = {UNDEFENDED: model, **{n: s.build(model, rankings[s.rankings], seed) for n, s in by_name.items()}}
     meta = {**(meta or {}), "grid": [dataclasses.asdict(s) for s in grid], "screen": screen}
@@ -180,21 +182,20 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
         bounds: dict[str, EvalResult] = {}
         screened: dict[str, str] = {}
         if screen:
-            base = benchmark({UNDEFENDED: model}, data, out=out, attacks=attacks, settings=settings,
-                             meta=meta, progress=progress)[UNDEFENDED]
+            base = benchmark({UNDEFENDED: model}, data, plan, out=out, meta=meta, progress=progress)[UNDEFENDED]
             pending = [n for n in models if n != UNDEFENDED]
             for attack in attacks[:-1]:  # (after the last one the bound is the result)
                 for name in pending:  # in the logs of the full run, which goes on from there
-                    bounds[name] = evaluate(models[name], data, attacks, settings=settings, cascade=True, until=attack,
-                                            desc=f"{name}, screen to {attack}", log_path=log_path(out, name),
-                                            progress=progress)
+                    bounds[name] = evaluate_plan(models[name], data, plan.for_model(models[name]), until=attack,
+                                                 desc=f"{name}, screen to {attack}", log_path=log_path(out, name),
+                                                 progress=progress)
                 screened.update({n: attack for n in pending if not might_gain(base.worst_case, bounds[n].worst_case)})
                 pending = [n for n in pending if n not in screened]
             candidates = [n for n in models if n != UNDEFENDED and not by_name[n].rankings.startswith("random")]
             if candidates and all(n in screened for n in candidates):  # one exact worst case, with its interval
                 del screened[max(candidates, key=lambda n: (attacks.index(screened[n]), bounds[n].worst_case_accuracy))]
-        full = benchmark({n: m for n, m in models.items() if n not in screened}, data, out=out, attacks=attacks,
-                         settings=settings, baseline=UNDEFENDED, cascade=True, meta=meta, progress=progress)
+        full = benchmark({n: m for n, m in models.items() if n not in screened}, data, plan, out=out,
+                         baseline=UNDEFENDED, meta=meta, progress=progress)
         return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, screened)
 
     with folder_lock(out):  # one sweep writes a folder at a time
