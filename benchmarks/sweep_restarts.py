@@ -70,6 +70,15 @@ def best_setting(folder: Path) -> str:
                key=lambda r: r["worst_case"])["setting"]
 
 
+def grid_setting(entry: dict) -> DefenseSetting:
+    """A grid entry of a sweep's report; older sweeps called the share of neurons "k"
+    (there it was always the share: the count was never stored in a grid)."""
+    entry = dict(entry)
+    if "k" in entry and "share" not in entry:
+        entry["share"] = entry.pop("k")
+    return DefenseSetting(**entry)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", type=Path, required=True, help="a sweep's folder (its report.json: options and grid)")
@@ -79,7 +88,7 @@ def main() -> None:
     if a.restarts < 1:
         raise SystemExit(f"--restarts {a.restarts}: at least 1")
     meta = json.loads((a.sweep / "report.json").read_text())  # the sweep's options and grid, from its start
-    grid = {s.name: s for s in (DefenseSetting(**g) for g in meta["grid"])}
+    grid = {s.name: s for s in (grid_setting(g) for g in meta["grid"])}
     name = a.setting or best_setting(a.sweep)
     if name not in grid:
         raise SystemExit(f"{name!r} is not in the grid of {a.sweep}: {sorted(grid)}")

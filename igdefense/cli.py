@@ -286,7 +286,7 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
             return lo_ir(model, loader_, layer=args.deep_layer, class_names=rankings["clean"].class_names,
                          probe=f"{source}, first {args.probe_per_class} per class")
         rankings[f"layer {args.deep_layer}"] = saved(f"layer {args.deep_layer}", deeper)
-    grid = one_at_a_time(tuple(rankings), ks=[v / 100 for v in args.ks], sigmas=args.sigmas, n_samples=args.n_samples)
+    grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
     meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
             "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
@@ -301,8 +301,7 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
         path = sweep_rankings_path(out, chosen.rankings)
         if not path.exists():
             rankings[chosen.rankings].save(path)
-        neurons = rankings[chosen.rankings].num_neurons
-        DefenseSpec(k=max(1, round(chosen.k * neurons)), sigma=chosen.sigma, n_samples=chosen.n_samples,
+        DefenseSpec(k=chosen.k_for(rankings[chosen.rankings]), sigma=chosen.sigma, n_samples=chosen.n_samples,
                     rankings=str(path), probe_per_class=args.probe_per_class,
                     origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
         print(f"best setting: {out / 'defense.json'} (igdefense eval --setting {out / 'defense.json'}; "
@@ -574,8 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "plot (resumable)")
     _model_options(w, zoo.default_model())
     w.add_argument("--images", "--n", dest="n", type=count, default=500, help="test images, class-balanced")
-    w.add_argument("--ks", type=listof(real(0, 100)), default=[2, 5, 10, 25, 50],
-                   help="k values, %% of the masked layer's neurons (default 2,5,10,25,50)")
+    w.add_argument("--shares", type=listof(real(0, 1)), default=[0.02, 0.05, 0.10, 0.25, 0.50],
+                   help="shares of the masked layer's neurons kept per class, each setting's k = share x "
+                        "neurons, rounded (default 0.02,0.05,0.1,0.25,0.5)")
     w.add_argument("--sigmas", type=listof(fraction),
                    default=[2 / 255, 4 / 255, 8 / 255], help="noise std values (default 2/255,4/255,8/255)")
     w.add_argument("--n-samples", type=listof(count), default=[1, 8],

@@ -61,7 +61,7 @@ def test_a_sharded_run_resumes_in_one_process(rankings_file, tmp_path):
 
 
 def _sweep(out, procs: int):
-    args = ["sweep", "--model", "smallcnn-robust", "--images", "10", "--batch-size", "5", "--ks", "10",
+    args = ["sweep", "--model", "smallcnn-robust", "--images", "10", "--batch-size", "5", "--shares", "0.1",
             "--sigmas", "4/255", "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings",
             "--probe-per-class", "2", "--out", str(out)]
     done = _cli(args, procs)

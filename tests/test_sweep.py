@@ -18,10 +18,10 @@ from igdefense.eval.sweep import might_gain
 
 
 def test_one_at_a_time_varies_one_thing_around_the_defaults():
-    grid = one_at_a_time(("clean", "adversarial"), ks=(0.05, 0.10), sigmas=(4 / 255, 8 / 255), n_samples=(1, 8))
+    grid = one_at_a_time(("clean", "adversarial"), shares=(0.05, 0.10), sigmas=(4 / 255, 8 / 255), n_samples=(1, 8))
     default = DefenseSetting()
-    assert grid[0] == DefenseSetting(k=0.05) and grid.count(default) == 1
-    assert set(grid) == {default, DefenseSetting(k=0.05), DefenseSetting(sigma=8 / 255), DefenseSetting(n_samples=8),
+    assert grid[0] == DefenseSetting(share=0.05) and grid.count(default) == 1
+    assert set(grid) == {default, DefenseSetting(share=0.05), DefenseSetting(sigma=8 / 255), DefenseSetting(n_samples=8),
                          DefenseSetting(rankings="adversarial")}
 
 
@@ -29,12 +29,12 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     x, y = test_batch
     data = [(x[:15], y[:15]), (x[15:], y[15:])]
     settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
-    grid = [DefenseSetting(k=0.10), DefenseSetting(k=0.50, sigma=8 / 255)]
+    grid = [DefenseSetting(share=0.10), DefenseSetting(share=0.50, sigma=8 / 255)]
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid,
                    plan=Plan(("transfer", "fgsm", "apgd-ce"), settings), screen=False, progress=False)
     rows = {r["setting"]: r for r in result.rows()}
-    control = "k=10% sigma=4/255 n=1 random(0)" if result.best()["k"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
+    control = "k=10% sigma=4/255 n=1 random(0)" if result.best()["share"] == 0.10 else "k=50% sigma=8/255 n=1 random(0)"
     assert set(rows) == {"undefended", *(s.name for s in grid), control}
     for name, r in rows.items():
         assert r["n"] == 30 and r["worst_case"] <= r["clean"], name
@@ -83,7 +83,7 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     # attack already. Keeping every neuron, with little noise, gains some there (the transfer source,
     # FGSM on the model, is weak) and is close to the undefended model under white-box APGD-CE.
     settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
-    noisy, keep_all, half = DefenseSetting(sigma=0.5), DefenseSetting(k=1.0, sigma=1 / 255), DefenseSetting(k=0.5)
+    noisy, keep_all, half = DefenseSetting(sigma=0.5), DefenseSetting(share=1.0, sigma=1 / 255), DefenseSetting(share=0.5)
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     out = tmp_path / "out"
     result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all, half],
@@ -119,7 +119,7 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
 
 
 def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
-    assert main(["sweep", "--model", "smallcnn-robust", "--images", "10", "--ks", "10", "--sigmas", "4/255",
+    assert main(["sweep", "--model", "smallcnn-robust", "--images", "10", "--shares", "0.1", "--sigmas", "4/255",
                  "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings", "--deep-layer",
                  "features.16", "--probe-per-class", "2", "--batch-size", "10", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "sweep.json").read_text())
@@ -134,6 +134,6 @@ def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
                 and not r["rankings"].startswith("random")), key=lambda r: r["worst_case"])
     setting = DefenseSpec.load(tmp_path / "defense.json")
     assert Path(setting.rankings).parent == tmp_path and setting.sigma == best["sigma"]
-    assert setting.k == round(best["k"] * igdefense.Rankings.load(setting.rankings).num_neurons)
+    assert setting.k == round(best["share"] * igdefense.Rankings.load(setting.rankings).num_neurons)
     defended = igdefense.wrap(zoo.load("smallcnn-robust"), tmp_path / "defense.json", seed=0)
     assert (defended.k, defended.sigma) == (setting.k, setting.sigma)

@@ -153,7 +153,7 @@ def test_refine_resumed_with_another_model_or_reference_is_refused(tmp_path):
 
 def test_a_sweep_folder_refuses_another_runs_rankings(tmp_path, capsys):
     out = tmp_path / "s"
-    args = ["sweep", "--images", "20", "--ks", "10", "--sigmas", "4/255", "--n-samples", "1", "--attacks", "fgsm",
+    args = ["sweep", "--images", "20", "--shares", "0.1", "--sigmas", "4/255", "--n-samples", "1", "--attacks", "fgsm",
             "--no-random-control", "--adversarial-rankings", "--out", str(out)]
     assert main([*args, "--probe-per-class", "2"]) == 0
     capsys.readouterr()

@@ -54,32 +54,36 @@ UNDEFENDED = "undefended"
 
 @dataclass(frozen=True)
 class DefenseSetting:
-    """One point of the grid: ``k`` as a fraction of the masked layer's neurons, the noise ``sigma``,
-    ``n_samples`` noise draws, and the name of the rankings (a key of the rankings given to
-    :func:`sweep`; their layer is the layer masked)."""
+    """One point of the grid: the ``share`` of the masked layer's neurons kept per class (a share,
+    not IG-Defense's ``k``, because the grid spans layers of different widths: ``k`` = the count
+    :meth:`k_for` gives), the noise ``sigma``, ``n_samples`` noise draws, and the name of the
+    rankings (a key of the rankings given to :func:`sweep`; their layer is the layer masked)."""
 
-    k: float = 0.10
+    share: float = 0.10
     sigma: float = 4 / 255
     n_samples: int = 1
     rankings: str = "clean"
 
     @property
     def name(self) -> str:
-        return f"k={100 * self.k:g}% sigma={255 * self.sigma:g}/255 n={self.n_samples} {self.rankings}"
+        return f"k={100 * self.share:g}% sigma={255 * self.sigma:g}/255 n={self.n_samples} {self.rankings}"
+
+    def k_for(self, rankings: Rankings) -> int:
+        """IG-Defense's ``k`` (neurons kept per class) at this share of the rankings' layer."""
+        return max(1, round(self.share * rankings.num_neurons))
 
     def build(self, model: nn.Module, rankings: Rankings, seed: int = 0) -> IGDefense:
-        k = max(1, round(self.k * rankings.num_neurons))
-        return IGDefense(model, rankings, k=k, sigma=self.sigma, n_samples=self.n_samples, seed=seed).eval()
+        return IGDefense(model, rankings, k=self.k_for(rankings), sigma=self.sigma, n_samples=self.n_samples, seed=seed).eval()
 
 
-def one_at_a_time(rankings: Sequence[str] = ("clean",), ks: Sequence[float] = (0.02, 0.05, 0.10, 0.25, 0.50),
+def one_at_a_time(rankings: Sequence[str] = ("clean",), shares: Sequence[float] = (0.02, 0.05, 0.10, 0.25, 0.50),
                   sigmas: Sequence[float] = (2 / 255, 4 / 255, 8 / 255), n_samples: Sequence[int] = (1, 8)
                   ) -> list[DefenseSetting]:
-    """The grid that varies one thing at a time around the paper's defaults (k 10%, sigma 4/255, one
-    draw, the first rankings): every k, every sigma, every n_samples, every other rankings. A full
+    """The grid that varies one thing at a time around the paper's defaults (10% of the neurons,
+    sigma 4/255, one draw, the first rankings): every share, every sigma, every n_samples, every other rankings. A full
     product (``itertools.product``) costs |ks| x |sigmas| x ... full evaluations instead of their sum."""
     default = DefenseSetting(rankings=rankings[0])
-    grid = [dataclasses.replace(default, k=k) for k in ks]
+    grid = [dataclasses.replace(default, share=v) for v in shares]
     grid += [dataclasses.replace(default, sigma=s) for s in sigmas]
     grid += [dataclasses.replace(default, n_samples=n) for n in n_samples]
     grid += [dataclasses.replace(default, rankings=r) for r in rankings]
@@ -136,7 +140,7 @@ class SweepResult:
                  "|---|---|---|---|---|---|"]
         for r in self.rows():
             wc = f"{100 * r['worst_case']:.1f}"
-            extra = [diff(r["clean_vs_undefended"]), diff(r["worst_case_vs_undefended"])] if "k" in r else ["", ""]
+            extra = [diff(r["clean_vs_undefended"]), diff(r["worst_case_vs_undefended"])] if "share" in r else ["", ""]
             if r.get("screened"):  # an upper bound: its interval would claim a precision the bound has not
                 wc = f"≤ {wc} (screened after {r['screened']})"
                 extra[1] = f"≤ {100 * r['worst_case_vs_undefended']['difference']:+.1f}"
@@ -202,7 +206,7 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
         result = run()
         best = result.best()
         if random_control and best is not None:
-            control = DefenseSetting(best["k"], best["sigma"], best["n_samples"], f"random({seed})")
+            control = DefenseSetting(best["share"], best["sigma"], best["n_samples"], f"random({seed})")
             rankings = {**rankings, control.rankings: rankings[best["rankings"]].randomized(seed)}
             by_name[control.name] = control
             models[control.name] = control.build(model, rankings[control.rankings], seed)
