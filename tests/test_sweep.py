@@ -121,7 +121,7 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
 def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
     assert main(["sweep", "--model", "smallcnn-robust", "--images", "10", "--shares", "0.1", "--sigmas", "4/255",
                  "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings", "--deep-layer",
-                 "features.16", "--probe-per-class", "2", "--batch-size", "10", "--out", str(tmp_path)]) == 0
+                 "features.16", "--probe-per-class", "2", "--batch-size", "10", "--draws", "3", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "sweep.json").read_text())
     names = {r["setting"] for r in saved["rows"]}
     assert {"k=10% sigma=4/255 n=1 clean", "k=10% sigma=4/255 n=1 adversarial",
