@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip / timm never wait on a hub here
-torch.set_num_threads(2)
+# Under pytest-xdist (-n 2) each worker takes one of the 2 cores; alone, the suite takes both.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,8 @@ def defended_standard(standard_cnn, probe_loader):
 def test_every_attack_runs_and_fools_the_defended_standard_model(name, defended_standard, standard_cnn, test_batch):
     # Tiny budgets (AutoAttack's own too): each attack must still break a normally trained model.
     x, y = test_batch[0][::5], test_batch[1][::5]
-    settings = AttackSettings(n_iter=5, eot_iter=2, square_queries=50, rays_queries=100, base_model=standard_cnn)
+    settings = AttackSettings(n_iter=5, eot_iter=2, square_queries=50, rays_queries=100, adaptive_steps=5,
+                              adaptive_eot=2, base_model=standard_cnn)
     defended_standard.reseed(0)
     with torch.no_grad():
         correct = defended_standard(x).argmax(1) == y
@@ -96,8 +97,8 @@ def test_eot_averages_over_noise_draws_and_breaks_images(robust_cnn, test_batch)
     calls = {eot: _forward_calls(defended, lambda: run_attack(
         "apgd-ce-eot", defended, x, y, AttackSettings(n_iter=10, eot_iter=eot))) for eot in (1, 3)}
     assert calls[3] >= 2.5 * calls[1]  # three forward/backward passes per step instead of one
-    result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"], settings=AttackSettings(eot_iter=2),
-                                progress=False)
+    result = igdefense.evaluate(defended, (x, y), attacks=["apgd-ce-eot"],
+                                settings=AttackSettings(eot_iter=2, n_iter=10, draws=3), progress=False)
     assert result.robust_accuracy["apgd-ce-eot"] < result.clean_accuracy  # the robust model still loses images
 
 

@@ -107,6 +107,9 @@ def test_a_cascade_runs_the_transfer_first_and_white_box_attacks_on_its_survivor
     assert torch.equal(cascade.worst_case, full.worst_case)
 
 
+QUICK = AttackSettings(n_iter=10, draws=3)  # resume and until do not depend on the attacks' budgets
+
+
 @pytest.fixture
 def defended_batches(robust_cnn, test_batch):
     """IG-Defense (seeded) on the robust SmallCNN, and two batches of 6 test images."""
@@ -120,12 +123,12 @@ def test_resume_mid_batch_matches_an_uninterrupted_run(defended_batches, tmp_pat
     defended, batches = defended_batches
     attacks = ["apgd-ce", "apgd-dlr"]
     log = tmp_path / "run.jsonl"
-    full = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True)
+    full = evaluate(defended, batches, attacks=attacks, settings=QUICK, log_path=log, progress=False, cascade=True)
     lines = log.read_text().splitlines()
     assert len(lines) == 1 + 2 * 3  # header, then clean and each attack of each batch
     log.write_text("\n".join(lines[:-1]) + "\n")  # stopped during batch 2's apgd-dlr
-    resumed, calls = forward_sizes(defended, lambda: evaluate(defended, batches, attacks=attacks, log_path=log,
-                                                              progress=False, cascade=True))
+    resumed, calls = forward_sizes(defended, lambda: evaluate(defended, batches, attacks=attacks, settings=QUICK,
+                                                              log_path=log, progress=False, cascade=True))
     survivors = int(full.correct["apgd-ce"][6:].sum())
     assert calls and max(calls) <= survivors  # only batch 2's apgd-dlr (on apgd-ce's survivors) ran again
     for k in ["clean", *attacks]:  # the defense's noise is seeded per batch and step: same results
@@ -157,13 +160,14 @@ def test_until_stops_the_cascade_and_a_later_call_goes_on_from_its_log(defended_
     defended, batches = defended_batches
     attacks = ["apgd-ce", "apgd-dlr"]
     log = tmp_path / "run.jsonl"
-    first = evaluate(defended, batches, attacks=attacks, log_path=log, progress=False, cascade=True, until="apgd-ce")
+    first = evaluate(defended, batches, attacks=attacks, settings=QUICK, log_path=log, progress=False, cascade=True,
+                     until="apgd-ce")
     assert set(first.correct) == {"clean", "apgd-ce"} and len(log.read_text().splitlines()) == 1 + 2 * 2
-    rest, calls = forward_sizes(defended, lambda: evaluate(defended, batches, attacks=attacks, log_path=log,
-                                                           progress=False, cascade=True))
+    rest, calls = forward_sizes(defended, lambda: evaluate(defended, batches, attacks=attacks, settings=QUICK,
+                                                           log_path=log, progress=False, cascade=True))
     assert calls and max(calls) <= int(first.correct["apgd-ce"].sum())  # apgd-dlr on the survivors only
-    whole = evaluate(defended, batches, attacks=attacks, log_path=tmp_path / "whole.jsonl", progress=False,
-                     cascade=True)
+    whole = evaluate(defended, batches, attacks=attacks, settings=QUICK, log_path=tmp_path / "whole.jsonl",
+                     progress=False, cascade=True)
     for k in ["clean", *attacks]:
         assert torch.equal(rest.correct[k], whole.correct[k]), k
     with pytest.raises(ValueError, match="needs cascade=True"):
