@@ -21,8 +21,8 @@ def test_one_at_a_time_varies_one_thing_around_the_defaults():
     grid = one_at_a_time(("clean", "adversarial"), shares=(0.05, 0.10), sigmas=(4 / 255, 8 / 255), n_samples=(1, 8))
     default = DefenseSetting()
     assert grid[0] == DefenseSetting(share=0.05) and grid.count(default) == 1
-    assert set(grid) == {default, DefenseSetting(share=0.05), DefenseSetting(sigma=8 / 255), DefenseSetting(n_samples=8),
-                         DefenseSetting(rankings="adversarial")}
+    assert set(grid) == {default, DefenseSetting(share=0.05), DefenseSetting(sigma=8 / 255),
+                         DefenseSetting(n_samples=8), DefenseSetting(rankings="adversarial")}
 
 
 def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp_path, monkeypatch):
@@ -83,7 +83,8 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     # attack already. Keeping every neuron, with little noise, gains some there (the transfer source,
     # FGSM on the model, is weak) and is close to the undefended model under white-box APGD-CE.
     settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
-    noisy, keep_all, half = DefenseSetting(sigma=0.5), DefenseSetting(share=1.0, sigma=1 / 255), DefenseSetting(share=0.5)
+    noisy, keep_all = DefenseSetting(sigma=0.5), DefenseSetting(share=1.0, sigma=1 / 255)
+    half = DefenseSetting(share=0.5)
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     out = tmp_path / "out"
     result = sweep(robust_cnn, rankings, data, out=out, grid=[noisy, keep_all, half],
@@ -121,7 +122,8 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
 def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
     assert main(["sweep", "--model", "smallcnn-robust", "--images", "10", "--shares", "0.1", "--sigmas", "4/255",
                  "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings", "--deep-layer",
-                 "features.16", "--probe-per-class", "2", "--batch-size", "10", "--draws", "3", "--out", str(tmp_path)]) == 0
+                 "features.16", "--probe-per-class", "2", "--batch-size", "10", "--draws", "3",
+                 "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "sweep.json").read_text())
     names = {r["setting"] for r in saved["rows"]}
     assert {"k=10% sigma=4/255 n=1 clean", "k=10% sigma=4/255 n=1 adversarial",

@@ -73,7 +73,8 @@ class DefenseSetting:
         return max(1, round(self.share * rankings.num_neurons))
 
     def build(self, model: nn.Module, rankings: Rankings, seed: int = 0) -> IGDefense:
-        return IGDefense(model, rankings, k=self.k_for(rankings), sigma=self.sigma, n_samples=self.n_samples, seed=seed).eval()
+        return IGDefense(model, rankings, k=self.k_for(rankings), sigma=self.sigma, n_samples=self.n_samples,
+                         seed=seed).eval()
 
 
 def one_at_a_time(rankings: Sequence[str] = ("clean",), shares: Sequence[float] = (0.02, 0.05, 0.10, 0.25, 0.50),
