@@ -67,6 +67,8 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     assert table[grid[1].name].endswith("| not kept |")
     with pytest.raises(ValueError, match="names rankings \\['deeper'\\]"):
         sweep(robust_cnn, rankings, data, out=tmp_path / "x", grid=[DefenseSetting(rankings="deeper")])
+    with pytest.raises(ValueError, match="share must be > 0"):
+        DefenseSetting(share=0)
 
 
 def test_might_gain_counts_images_gained_against_images_lost():

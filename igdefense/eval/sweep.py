@@ -38,6 +38,7 @@ from torch import nn
 from .._atomic import atomic_write
 from .._hooks import model_device
 from .._lock import folder_lock
+from .._validation import check_number
 from ..defense import IGDefense
 from ..rankings import Rankings
 from .attacks import AttackSettings, run_attack
@@ -63,6 +64,11 @@ class DefenseSetting:
     sigma: float = 4 / 255
     n_samples: int = 1
     rankings: str = "clean"
+
+    def __post_init__(self) -> None:
+        check_number("share", self.share, low=0, low_open=True, high=1)
+        check_number("sigma", self.sigma, low=0)
+        check_number("n_samples", self.n_samples, low=1, integer=True)
 
     @property
     def name(self) -> str:
