@@ -59,13 +59,13 @@ def test_two_processes_match_one(rankings_file, sharded, tmp_path):
 
 
 def test_a_sharded_run_resumes_in_one_process(rankings_file, sharded, tmp_path):
-    shutil.copytree(sharded[0], tmp_path / "run")
-    sharded = sharded[1]
+    folder, expected = sharded
+    shutil.copytree(folder, tmp_path / "run")
     (tmp_path / "run" / "report.json").unlink()
     logs = sorted(p.name for p in (tmp_path / "run").glob("*.jsonl*"))
     sizes = {p: (tmp_path / "run" / p).stat().st_size for p in logs}
     resumed = _eval(tmp_path / "run", rankings_file, 1)  # finds every batch in the rank logs
-    assert resumed == sharded
+    assert resumed == expected
     assert all((tmp_path / "run" / p).stat().st_size == sizes[p] for p in logs if ".rank" in p)
     assert not list((tmp_path / "run").glob("*.jsonl"))  # nothing redone: no single-process log was begun
 

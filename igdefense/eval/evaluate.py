@@ -191,11 +191,19 @@ def check_log(log_path: Path, model: nn.Module, plan: Plan) -> None:
     """Raise (one line) unless the logs at ``log_path`` (every process's) are of this run: what
     :func:`evaluate_plan` would do on reading them, before anything runs (:func:`benchmark` checks
     every model's log before it writes to any)."""
+    _read_logs(Path(log_path), plan.header(model, plan.order(log_path)), plan)
+
+
+def _own_log(log_path: Path) -> Path:
+    """The log this process writes: ``<log_path>.rank<r>`` under torchrun, else ``log_path``."""
     rank, world = shard()
-    own = Path(f"{log_path}.rank{rank}") if world > 1 else Path(log_path)
-    header = plan.header(model, plan.order(log_path))
-    runlog.read_logs(Path(log_path), own, header, ["clean", *plan.attacks, *plan.corruption_keys],
-                     header["settings"]["draws"])
+    return Path(f"{log_path}.rank{rank}") if world > 1 else log_path
+
+
+def _read_logs(log_path: Path, header: dict, plan: Plan) -> dict[int, dict]:
+    """Every process's records of this run at ``log_path``, by batch (refused if of another run)."""
+    return runlog.read_logs(log_path, _own_log(log_path), header, ["clean", *plan.attacks, *plan.corruption_keys],
+                            header["settings"]["draws"])
 
 
 def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, desc, progress,
@@ -206,11 +214,10 @@ def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, 
     device = model_device(model)
     rank, world = shard()
     adversarial: dict[str, list[torch.Tensor]] | None = {a: [] for a in attacks} if keep_adversarial else None
-    own_log = Path(f"{log_path}.rank{rank}") if log_path and world > 1 else log_path
+    own_log = _own_log(Path(log_path)) if log_path else None
     # One line per finished step (clean, then each attack) of a batch, each holding the batch's
     # results so far: a run stopped mid-batch resumes at the attack it was in, not the batch's start.
-    done = runlog.read_logs(Path(log_path), Path(own_log), header, ["clean", *attacks, *keys],
-                            header["settings"]["draws"]) if log_path else {}
+    done = _read_logs(Path(log_path), header, plan) if log_path else {}
     if whole_data and hasattr(batches, "__len__"):  # (else checked once the batches are counted)
         _check_batches(done, len(batches), log_path)
     mine: dict[int, dict[str, list[int]]] = {}
