@@ -11,6 +11,8 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip / timm never wait on a hub here
 # Under pytest-xdist (-n 2) each worker takes one of the 2 cores; alone, the suite takes both.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and so does each command a test starts
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,15 @@ def robust_cnn():
     from igdefense import zoo
 
     return zoo.load("smallcnn-robust")
+
+
+@pytest.fixture(scope="session")
+def random_clip():
+    """open_clip's ViT-S-32 with random weights (no CLIP weights exist offline; CD-IR's mechanics need none)."""
+    pytest.importorskip("open_clip")
+    from igdefense.rankings.cd_ir import load_clip
+
+    return load_clip("ViT-S-32", pretrained=None)
 
 
 @pytest.fixture(scope="session")

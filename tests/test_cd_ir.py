@@ -39,11 +39,6 @@ def test_vectorised_equals_loops(k, lam):
                                _soft_wpmi_loops(similarity, top, cfg).float(), rtol=0, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def random_clip():
-    return load_clip("ViT-B-32", pretrained=None)  # no CLIP weights exist offline
-
-
 def test_cd_ir_end_to_end_and_defense_accepts_it(resnet18, foolbox_images, random_clip, tmp_path):
     x, _ = foolbox_images
     rankings = igdefense.cd_ir(resnet18, x, CIFAR10_CLASSES, clip=random_clip, progress=False,

@@ -20,7 +20,7 @@ def test_demo_shows_transfer_and_the_worst_case(capsys):
 
 
 def test_demo_uses_a_zoo_models_tuned_sigma_unless_given(capsys):
-    small = ["--images", "10", "--batch-size", "10"]
+    small = ["--images", "3", "--batch-size", "3"]
     assert main(["demo", "--model", "smallcnn-refined", *small]) == 0
     assert "sigma=8/255" in capsys.readouterr().out  # its best in `igdefense sweep` (README, results)
     assert main(["demo", "--model", "smallcnn-refined", "--sigma", "4/255", *small]) == 0
@@ -54,7 +54,7 @@ def test_rank_and_eval_a_robustbench_model_offline(capsys, tmp_path):
     assert main(["rank", *spec, "--per-class", "5", "-o", str(tmp_path / "r.safetensors")]) == 0
     assert "512 neurons" in capsys.readouterr().out
     assert main(["eval", *spec, "--rankings", str(tmp_path / "r.safetensors"), "--images", "10", "--attacks", "fgsm",
-                 "--batch-size", "10", "--out", str(tmp_path / "out")]) == 0
+                 "--batch-size", "10", "--draws", "3", "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["model"] == f"robustbench:{name}" and report["images_done"] == 10
     assert set(report["per_image"]) == {"base", "lo-ir"}

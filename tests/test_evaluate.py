@@ -10,7 +10,8 @@ from igdefense.eval.log import RECORD_META
 
 
 def test_apgd_breaks_a_standard_model(standard_cnn, test_batch):
-    result = evaluate(standard_cnn, test_batch, attacks=["apgd-ce"], progress=False)
+    result = evaluate(standard_cnn, test_batch, attacks=["apgd-ce"], settings=AttackSettings(n_iter=25),
+                      progress=False)
     assert result.clean_accuracy >= 0.7
     assert result.robust_accuracy["apgd-ce"] <= 0.05  # a normally trained model has no robustness
     assert torch.equal(result.worst_case, result.correct["clean"] & result.correct["apgd-ce"])
@@ -67,12 +68,12 @@ def test_unknown_attack(resnet18, foolbox_images):
 
 def test_cascade_gives_the_same_worst_case_for_less_work(robust_cnn, test_batch):
     x, y = test_batch[0][::3], test_batch[1][::3]
-    attacks = ["apgd-ce", "apgd-dlr"]
-    full = evaluate(robust_cnn, (x, y), attacks=attacks, progress=False)
+    attacks, settings = ["apgd-ce", "apgd-dlr"], AttackSettings(n_iter=25)
+    full = evaluate(robust_cnn, (x, y), attacks=attacks, settings=settings, progress=False)
     attacked = []
     handle = robust_cnn.register_forward_pre_hook(lambda m, a: attacked.append(len(a[0])))
     try:
-        cascade = evaluate(robust_cnn, (x, y), attacks=attacks, progress=False, cascade=True)
+        cascade = evaluate(robust_cnn, (x, y), attacks=attacks, settings=settings, progress=False, cascade=True)
     finally:
         handle.remove()
     assert torch.equal(cascade.worst_case, full.worst_case)
@@ -88,7 +89,7 @@ def test_a_cascade_runs_the_transfer_first_and_white_box_attacks_on_its_survivor
 
     defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
     x, y = test_batch
-    settings = AttackSettings(eps=8 / 255, n_iter=10, base_model=standard_cnn, transfer_from=("apgd-ce",))
+    settings = AttackSettings(eps=8 / 255, n_iter=10, draws=3, base_model=standard_cnn, transfer_from=("apgd-ce",))
     attacked = []
     handle = defended.register_forward_pre_hook(lambda m, a: attacked.append(len(a[0])))
     try:

@@ -72,14 +72,11 @@ def test_no_hook_left_behind(entry, robust_cnn, rankings, test_batch, tmp_path):
     _check_entry_point(ENTRY_POINTS[entry], robust_cnn, rankings, test_batch, tmp_path)
 
 
-def test_no_hook_left_behind_by_cd_ir(robust_cnn, rankings, test_batch, tmp_path):
-    pytest.importorskip("open_clip")
-    from igdefense.rankings.cd_ir import SoftWPMI, load_clip
-
-    clip = load_clip("ViT-B-32", pretrained=None)  # no CLIP weights exist offline
+def test_no_hook_left_behind_by_cd_ir(robust_cnn, rankings, test_batch, tmp_path, random_clip):
+    from igdefense.rankings.cd_ir import SoftWPMI
 
     def run(m, r, x, y, tmp):
-        igdefense.cd_ir(m, [x[:15], x[15:]], CIFAR10_CLASSES, clip=clip, settings=SoftWPMI(top_k=4), progress=False)
+        igdefense.cd_ir(m, [x[:15], x[15:]], CIFAR10_CLASSES, clip=random_clip, settings=SoftWPMI(top_k=4), progress=False)
 
     _check_entry_point(run, robust_cnn, rankings, test_batch, tmp_path)
 

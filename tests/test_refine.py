@@ -25,7 +25,7 @@ def batch(test_batch):
 
 def test_flags_follow_the_criteria(standard_cnn, robust_cnn, batch):
     x, y, seg, counts = batch
-    flags = flag_spurious(standard_cnn, x, y, seg, reference=robust_cnn, num_samples=200, copies=2)
+    flags = flag_spurious(standard_cnn, x, y, seg, reference=robust_cnn, num_samples=100, copies=2)
     for c in CRITERIA:
         f = getattr(flags, c)
         assert f.shape == (12, int(counts.max())) and f.dtype == torch.bool
@@ -80,7 +80,7 @@ def _run(data, out, **kw):
     from igdefense import zoo
 
     model = zoo.load("smallcnn-standard")
-    options = dict(rounds=2, attribute_per_round=4, num_samples=50, batch_size=32, steps_per_round=2, holdout=40,
+    options = dict(rounds=2, attribute_per_round=4, num_samples=50, batch_size=32, steps_per_round=2, holdout=20,
                    method="saliency")
     options.update(kw)
     refine(model, data, reference=zoo.load("smallcnn-robust"), out_dir=out, progress=False, **options)
@@ -118,7 +118,7 @@ def test_two_processes_keep_identical_weights(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "igdefense.cli", "refine", "--per-class", "20", "--rounds", "2", "--attribute-per-round", "4",
-           "--num-samples", "50", "--batch-size", "16", "--steps-per-round", "2", "--holdout", "40",
+           "--num-samples", "50", "--batch-size", "16", "--steps-per-round", "2", "--holdout", "20",
            "--method", "saliency", "--quiet", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -28,7 +28,7 @@ def test_one_at_a_time_varies_one_thing_around_the_defaults():
 def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp_path, monkeypatch):
     x, y = test_batch
     data = [(x[:15], y[:15]), (x[15:], y[15:])]
-    settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
+    settings = AttackSettings(eps=8 / 255, n_iter=5, draws=3, transfer_from=("fgsm",), cache=tmp_path / "cache")
     grid = [DefenseSetting(share=0.10), DefenseSetting(share=0.50, sigma=8 / 255)]
     rankings = {"clean": zoo.rankings("smallcnn-robust")}
     result = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid,
@@ -84,7 +84,7 @@ def test_screen_stops_each_setting_after_the_attack_that_shows_it_cannot_gain(ro
     # Noise of half the pixel range picks other classes' masks: it loses images under the transfer
     # attack already. Keeping every neuron, with little noise, gains some there (the transfer source,
     # FGSM on the model, is weak) and is close to the undefended model under white-box APGD-CE.
-    settings = AttackSettings(eps=8 / 255, n_iter=5, transfer_from=("fgsm",), cache=tmp_path / "cache")
+    settings = AttackSettings(eps=8 / 255, n_iter=5, draws=3, transfer_from=("fgsm",), cache=tmp_path / "cache")
     noisy, keep_all = DefenseSetting(sigma=0.5), DefenseSetting(share=1.0, sigma=1 / 255)
     half = DefenseSetting(share=0.5)
     rankings = {"clean": zoo.rankings("smallcnn-robust")}

@@ -165,15 +165,16 @@ def test_the_rankings_cache_is_keyed_by_the_weights_and_a_planted_file_is_recomp
     from igdefense.data import CIFAR10
     from igdefense.rankings.cache import cached_lo_ir
 
+    train = CIFAR10("train")  # decoded into the shared cache; the rankings go into the test's own
     monkeypatch.setenv("IGDEFENSE_CACHE", str(tmp_path))
     model = zoo.load("smallcnn-standard")
-    first = cached_lo_ir(model, CIFAR10("train"), 2, name="m")
+    first = cached_lo_ir(model, train, 2, name="m")
     path, = (tmp_path / "rankings").glob("m-lo-ir-*.safetensors")
     other = zoo.load("smallcnn-robust")
-    assert not torch.equal(cached_lo_ir(other, CIFAR10("train"), 2, name="m").importance, first.importance)
+    assert not torch.equal(cached_lo_ir(other, train, 2, name="m").importance, first.importance)
     planted = first.randomized(1)  # a file put under the key's name, without its made_by
     planted.save(path)
-    assert torch.equal(cached_lo_ir(model, CIFAR10("train"), 2, name="m").importance, first.importance)
+    assert torch.equal(cached_lo_ir(model, train, 2, name="m").importance, first.importance)
 
 
 def test_corruptions_folder_is_bound_to_its_images(tmp_path, capsys):
