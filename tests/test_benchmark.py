@@ -20,7 +20,7 @@ def models(robust_cnn):
 def test_report_paired_and_resumed(models, test_batch, tmp_path, monkeypatch):
     x, y = test_batch
     data = [(x[:10], y[:10]), (x[10:20], y[10:20])]
-    settings = AttackSettings(eps=0.01, transfer_from=("fgsm",), n_iter=5, eot_iter=2)
+    settings = AttackSettings(eps=0.01, transfer_from=("fgsm",), n_iter=5, eot_iter=2, draws=3)
     results = benchmark(models, data, Plan(["fgsm", "apgd-ce-eot", "transfer"], settings, cascade=True), out=tmp_path,
                         progress=False, meta={"model": "smallcnn-robust"})
     # the deterministic base model skips EOT and the transfer from itself; the defense gets every attack

@@ -6,7 +6,7 @@ from igdefense.cli import main
 
 
 def test_demo_shows_transfer_and_the_worst_case(capsys):
-    assert main(["demo", "--images", "10", "--batch-size", "10"]) == 0
+    assert main(["demo", "--images", "5", "--batch-size", "5"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "clean" in line and "worst case" in line)
     assert "APGD-CE (white-box)" in header and "APGD-CE from the base (transfer)" in header
@@ -15,7 +15,7 @@ def test_demo_shows_transfer_and_the_worst_case(capsys):
     assert rows["undefended"][2] == "-"  # the base model has no transfer column: it is its own source
     defended = [float(v[:-1]) for v in rows["IG-defended"]]
     assert len(defended) == 4 and defended[3] <= min(defended[:3])
-    assert re.search(r"worst case, IG-defended minus undefended: [+-]\d+\.\d\d points, 95% CI .*n=10\b", out)
+    assert re.search(r"worst case, IG-defended minus undefended: [+-]\d+\.\d\d points, 95% CI .*n=5\b", out)
     assert "k=13/128" in out  # 10% of the robust SmallCNN's 128 neurons, rounded
 
 

@@ -1,5 +1,7 @@
 """torchrun shards an evaluation across processes (gloo on CPU) and gets the single-process results."""
 
+import contextlib
+import io
 import json
 import shutil
 import socket
@@ -26,13 +28,19 @@ def rankings_file(standard_cnn, tmp_path_factory):
     return path
 
 
-def _cli(args: list[str], procs: int) -> subprocess.CompletedProcess:
-    """`igdefense ARGS` in one process, or under torchrun in ``procs``."""
-    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}"]
-    cmd = [sys.executable, *(launcher if procs > 1 else []), "-m", "igdefense.cli", *args]
+def _cli(args: list[str], procs: int) -> str:
+    """What `igdefense ARGS` prints: in this process (the reference), or under torchrun in ``procs``."""
+    if procs == 1:
+        from igdefense.cli import main
+
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(args) == 0
+        return out.getvalue()
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
+           "-m", "igdefense.cli", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    return done.stdout
 
 
 def _eval(out, rankings, procs: int):
@@ -74,9 +82,9 @@ def _sweep(out, procs: int):
     args = ["sweep", "--model", "smallcnn-robust", "--images", "10", "--batch-size", "5", "--shares", "0.1",
             "--sigmas", "4/255", "--n-samples", "1", "--attacks", "transfer,fgsm", "--adversarial-rankings",
             "--probe-per-class", "2", "--draws", "3", "--out", str(out)]
-    done = _cli(args, procs)
+    printed = _cli(args, procs)
     rows = json.loads((out / "sweep.json").read_text())["rows"]
-    return done.stdout, [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    return printed, [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def test_a_sweep_under_torchrun_matches_one_process(tmp_path):

@@ -40,7 +40,7 @@ def _defended(m, rankings, **kw):
 
 def _sanity(m, rankings, x, y, _):
     defended = _defended(m, rankings)
-    settings = AttackSettings(n_iter=2, square_queries=5, eot_iter=2)
+    settings = AttackSettings(n_iter=2, square_queries=5, eot_iter=2, draws=2, adaptive_steps=2, adaptive_eot=1)
     try:
         run_sanity_checks(defended, x[:4], y[:4], settings=settings, base_model=m)
     finally:
@@ -58,7 +58,7 @@ ENTRY_POINTS = {
     "defense, shared backbone": lambda m, r, x, y, tmp: _defended(m, r, shared_backbone=True)(x),
     "defense, two passes": lambda m, r, x, y, tmp: _defended(m, r, shared_backbone=False)(x),
     "lo-ir closed form": lambda m, r, x, y, tmp: igdefense.lo_ir(m, [(x, y)], mode="closed", progress=False),
-    "lo-ir ablation": lambda m, r, x, y, tmp: igdefense.lo_ir(m, [(x[0:15:3], y[0:15:3]), (x[15::3], y[15::3])],
+    "lo-ir ablation": lambda m, r, x, y, tmp: igdefense.lo_ir(m, [(x[0:15:5], y[0:15:5]), (x[15::5], y[15::5])],
                                                               mode="ablation", neuron_batch=64, progress=False),
     "sanity": _sanity,
     "export": _export,

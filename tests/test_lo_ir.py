@@ -9,8 +9,8 @@ from igdefense._hooks import hooks
 
 
 def test_closed_form_equals_brute_force_ablation(robust_cnn):
-    # Real trained model, real images: 3 per class, all 128 penultimate neurons ablated one by one.
-    loader = cifar10_loader("train", per_class=3, batch_size=15)
+    # Real trained model, real images: 2 per class, all 128 penultimate neurons ablated one by one.
+    loader = cifar10_loader("train", per_class=2, batch_size=10)
     closed = igdefense.lo_ir(robust_cnn, loader, mode="closed", progress=False)
     ablated = igdefense.lo_ir(robust_cnn, loader, mode="ablation", neuron_batch=64, progress=False)
     torch.testing.assert_close(closed.importance, ablated.importance, rtol=0, atol=1e-4)

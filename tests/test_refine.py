@@ -117,7 +117,7 @@ def test_two_processes_keep_identical_weights(tmp_path):
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "igdefense.cli", "refine", "--per-class", "20", "--rounds", "2", "--attribute-per-round", "4",
+           "-m", "igdefense.cli", "refine", "--per-class", "10", "--rounds", "2", "--attribute-per-round", "4",
            "--num-samples", "50", "--batch-size", "16", "--steps-per-round", "2", "--holdout", "20",
            "--method", "saliency", "--quiet", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
