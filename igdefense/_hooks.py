@@ -42,12 +42,22 @@ def hooks(handles: list) -> Iterator[list]:
         handles.clear()
 
 
+def module_modes(model: nn.Module) -> dict[nn.Module, bool]:
+    """Every module's training flag, for :func:`restore_modes`: ``model.train(was)`` would set one flag
+    on all of them (a wrapper left in train mode would put the user's eval-mode model in train mode)."""
+    return {m: m.training for m in model.modules()}
+
+
+def restore_modes(modes: dict[nn.Module, bool]) -> None:
+    for m, training in modes.items():
+        m.training = training
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
+    modes = module_modes(model)
     model.eval()
     try:
         yield
     finally:
-        for m, training in modes.items():
-            m.training = training
+        restore_modes(modes)

@@ -24,6 +24,10 @@ class FailOnCall(nn.Module):
         return out
 
 
+def _modes(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
 def _hooks_left(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules()
             if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks]
@@ -58,7 +62,7 @@ ENTRY_POINTS = {
     "defense, shared backbone": lambda m, r, x, y, tmp: _defended(m, r, shared_backbone=True)(x),
     "defense, two passes": lambda m, r, x, y, tmp: _defended(m, r, shared_backbone=False)(x),
     "lo-ir closed form": lambda m, r, x, y, tmp: igdefense.lo_ir(m, [(x, y)], mode="closed", progress=False),
-    "lo-ir ablation": lambda m, r, x, y, tmp: igdefense.lo_ir(m, [(x[0:15:5], y[0:15:5]), (x[15::5], y[15::5])],
+    "lo-ir ablation": lambda m, r, x, y, tmp: igdefense.lo_ir(m, [(x[0:15:3], y[0:15:3]), (x[15::3], y[15::3])],
                                                               mode="ablation", neuron_batch=64, progress=False),
     "sanity": _sanity,
     "export": _export,
@@ -83,13 +87,16 @@ def test_no_hook_left_behind_by_cd_ir(robust_cnn, rankings, test_batch, tmp_path
 
 def _check_entry_point(run, model, rankings, images, tmp_path):
     x, y = images
-    wrapper = FailOnCall(model)
+    wrapper = FailOnCall(model.eval())  # in train mode (never .eval()'d), around the user's model in eval mode
+    modes = _modes(model)
     run(wrapper, rankings, x, y, tmp_path)
     total = wrapper.calls
     assert total >= 1 and not _hooks_left(wrapper)
+    assert _modes(model) == modes  # each module's own mode back, not the wrapper's on all of them
     # Fail on the first forward calls, one in the middle and the last.
     for fail_on in sorted({1, 2, 3, max(1, total // 2), total} & set(range(1, total + 1))):
         wrapper = FailOnCall(model, fail_on)
         with pytest.raises(Exception, match="planned failure"):
             run(wrapper, rankings, x, y, tmp_path)
         assert not _hooks_left(wrapper), f"hooks left after a failure on forward {fail_on} of {total}"
+        assert _modes(model) == modes, f"modes changed by a failure on forward {fail_on} of {total}"

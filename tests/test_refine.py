@@ -80,7 +80,7 @@ def _run(data, out, **kw):
     from igdefense import zoo
 
     model = zoo.load("smallcnn-standard")
-    options = dict(rounds=2, attribute_per_round=4, num_samples=50, batch_size=32, steps_per_round=2, holdout=20,
+    options = dict(rounds=2, attribute_per_round=4, num_samples=50, batch_size=16, steps_per_round=2, holdout=20,
                    method="saliency")
     options.update(kw)
     refine(model, data, reference=zoo.load("smallcnn-robust"), out_dir=out, progress=False, **options)

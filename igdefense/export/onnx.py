@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path
+from .._hooks import module_modes, restore_modes
 from ..defense import IGDefense
 
 
@@ -67,7 +68,7 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dy
     if not isinstance(defended, IGDefense):
         raise TypeError(f"to_onnx exports an IGDefense, got {type(defended).__name__}")
     shape = tuple(input_shape or defended.input_shape)
-    was_training = defended.training
+    modes = module_modes(defended)
     defended.eval()
     x = torch.rand(2, *shape, device=defended.class_masks.device)
     module: nn.Module = _GraphNoise(defended) if noise == "graph" else _InputNoise(defended)
@@ -100,7 +101,7 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dy
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the exported graph is invalid: {e}") from e
     finally:
-        defended.train(was_training)
+        restore_modes(modes)
     return path
 
 

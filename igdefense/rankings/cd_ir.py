@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._hooks import hooks, model_device, neuron_axis
+from .._hooks import hooks, model_device, module_modes, neuron_axis, restore_modes
 from .._validation import check_images
 from ..split import find_split, head_fingerprint
 from .format import Rankings
@@ -114,7 +114,7 @@ def cd_ir(model: nn.Module, probe_images: torch.Tensor | Iterable, class_names: 
     """
     device = model_device(model)
     clip_model, tokenizer = load_clip(clip, pretrained, device) if isinstance(clip, str) else clip
-    was_training = model.training
+    modes = module_modes(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -152,7 +152,7 @@ def cd_ir(model: nn.Module, probe_images: torch.Tensor | Iterable, class_names: 
                         class_names=list(class_names),
                         probe=probe or f"{seen} unlabelled images, top {settings.top_k} per neuron")
     finally:
-        model.train(was_training)
+        restore_modes(modes)
 
 
 def _pool(f: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._hooks import apply_neuron_mask, hooks, model_device
+from .._hooks import apply_neuron_mask, hooks, model_device, module_modes, restore_modes
 from .._validation import check_images
 from ..split import Site, Split, find_split, head_fingerprint
 from .format import Rankings
@@ -91,7 +91,7 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
     Returns:
         :class:`Rankings` with importance [classes, neurons].
     """
-    was_training = model.training
+    modes = module_modes(model)
     model.eval()
     try:
         it = iter(probe_loader)
@@ -128,4 +128,4 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
                         input_shape=tuple(first[0].shape[1:]), class_names=list(class_names or []),
                         probe=probe or f"{int(counts.sum())} labelled images")
     finally:
-        model.train(was_training)
+        restore_modes(modes)
