@@ -25,6 +25,9 @@ from .split import Site, find_split, head_fingerprint
 
 
 SIGMA, TAU = 4 / 255, 0.01  # the paper's pass-1 noise (eps / 2) and pseudo-label temperature
+# On a CPU one backbone pass over [noisy; clean] beats two passes up to about this many images, where the
+# activations still fit the caches (crossover at 8-16 for SmallCNN and ResNet-18, benchmarks/overhead.py).
+CPU_SHARED_UP_TO = 16
 
 
 @runtime_checkable
@@ -58,12 +61,14 @@ class IGDefense(nn.Module):
             global RNG.
         input_range: checked range of input values, or None to skip the check.
         shared_backbone: run the backbone once on the concatenated [noisy; clean] batch and the
-            head twice (True), or make two full passes (False). None (default) shares it on GPUs
-            and not on CPUs, where a pass over 2B images costs more than two passes over B (the
-            activations leave the caches: 2.39x vs 2.04x the base time for the zoo's SmallCNN at
-            batch 256, benchmarks/overhead.py). Sharing needs the masked layer to be the
-            classifier's input and the classifier's output to be the model's output; otherwise
-            (``layer=`` a deeper site) two passes are made anyway.
+            head twice (True), or make two full passes (False). None (default) shares it on GPUs,
+            and on CPUs only while the backbone's batch, (n_samples + 1) x B, is at most
+            ``CPU_SHARED_UP_TO`` (16) images: beyond that a CPU pass over 2B images costs more than
+            two passes over B (the activations leave the caches: 2.39x vs 2.04x the base time for
+            the zoo's SmallCNN at batch 256, benchmarks/overhead.py). Both paths compute the same
+            function. Sharing needs the masked layer to be the classifier's input and the
+            classifier's output to be the model's output; otherwise (``layer=`` a deeper site) two
+            passes are made anyway.
 
     The wrapped model must be in eval mode (``wrap`` sets it): a forward with any of its modules in
     train mode raises, since batch norm would mix pass 1's noisy images with the clean ones and
@@ -118,11 +123,12 @@ class IGDefense(nn.Module):
     def identity(self) -> dict:
         """What this defense's outputs depend on (logs and caches are bound to it): the base model's
         weights, the rankings, the masked site, every setting but the seed (evaluations reseed) and
-        the path the forward pass takes on the model's device (its noise stream is the device's too)."""
+        the rule by which the forward pass picks its path on the model's device (its noise stream is
+        the device's too)."""
         return {"defense": type(self).__qualname__, "model": model_identity(self.model),
                 "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
                 "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
-                "path": "shared backbone" if self._shares(self.class_masks.device) else "two passes"}
+                "path": self._path_rule(self.class_masks.device)}
 
     def masked_logits(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Pass 2 alone, with the mask fixed to the important neurons of ``classes`` (B,) (the mask pass 1
@@ -211,17 +217,29 @@ class IGDefense(nn.Module):
                              f"(batch, {', '.join(map(str, self.input_shape))}) (stored in its rankings); got "
                              f"{tuple(x.shape)}{hint}")
 
-    def defend(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The defense proper, without input checks: ``noise`` has shape (n_samples, *x.shape)."""
+    def defend(self, x: torch.Tensor, noise: torch.Tensor, shared_backbone: bool | None = None) -> torch.Tensor:
+        """The defense proper, without input checks: ``noise`` has shape (n_samples, *x.shape);
+        ``shared_backbone`` None takes the path this defense picks for the device and batch."""
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)  # (n*B, C, H, W); not clamped, as in the paper
-        if self._shares(x.device):
+        if shared_backbone is None:
+            shared_backbone = self._shares(x.device, x.shape[0])
+        if shared_backbone and self.split.fast:
             return self._forward_shared_backbone(noisy, x)
         return self._forward_two_passes(noisy, x)
 
-    def _shares(self, device: torch.device) -> bool:
-        """Whether the forward pass on ``device`` runs the backbone once on [noisy; clean] (see __init__)."""
-        share = device.type != "cpu" if self.shared_backbone is None else self.shared_backbone
-        return share and self.split.fast
+    def _shares(self, device: torch.device, batch: int | None = None) -> bool:
+        """Whether the forward pass of ``batch`` images (None: a large batch) on ``device`` runs the
+        backbone once on [noisy; clean] (see __init__)."""
+        if not self.split.fast:
+            return False
+        if self.shared_backbone is not None:
+            return self.shared_backbone
+        return device.type != "cpu" or (batch is not None and (self.n_samples + 1) * batch <= CPU_SHARED_UP_TO)
+
+    def _path_rule(self, device: torch.device) -> str:
+        if self._shares(device) or not self._shares(device, 1):  # one path at every batch
+            return "shared backbone" if self._shares(device) else "two passes"
+        return f"shared backbone up to {CPU_SHARED_UP_TO} backbone images, else two passes"
 
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
         mean_logits = noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)

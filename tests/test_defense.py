@@ -56,6 +56,29 @@ def test_shared_backbone_equals_two_passes(resnet18, resnet18_rankings, foolbox_
         torch.testing.assert_close(fast(x, noise=noise), slow(x, noise=noise), rtol=1e-4, atol=1e-4)
 
 
+def test_on_a_cpu_the_default_shares_the_backbone_for_small_batches_only(resnet18, resnet18_rankings, foolbox_images):
+    from igdefense.defense import CPU_SHARED_UP_TO
+
+    first_conv = []  # the batch of each call of the backbone's first layer
+    handle = resnet18.conv1.register_forward_hook(lambda m, args, out: first_conv.append(len(args[0])))
+    try:
+        for n_samples in (1, 3):
+            defended = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=n_samples).eval()
+            two = IGDefense(resnet18, resnet18_rankings, k=50, n_samples=n_samples, shared_backbone=False).eval()
+            small = CPU_SHARED_UP_TO // (n_samples + 1)
+            for batch, calls in ((small, [(n_samples + 1) * small]), (small + 1, [n_samples * (small + 1), small + 1])):
+                x = foolbox_images[0][:batch]
+                noise = torch.randn(n_samples, *x.shape) * 4 / 255
+                first_conv.clear()
+                with torch.no_grad():
+                    got = defended(x, noise=noise)
+                assert first_conv == calls, (n_samples, batch)
+                with torch.no_grad():
+                    torch.testing.assert_close(got, two(x, noise=noise), rtol=1e-4, atol=1e-4)
+    finally:
+        handle.remove()
+
+
 def test_seeded_noise_is_reproducible(resnet18, resnet18_rankings, foolbox_images):
     x = foolbox_images[0][:4]
     a = IGDefense(resnet18, resnet18_rankings, k=50, seed=3, tau=1.0).eval()

@@ -18,8 +18,10 @@ def defended(resnet18, resnet18_rankings):
     return igdefense.wrap(resnet18, resnet18_rankings, k=50, seed=0)
 
 
-def test_input_noise_parity_on_real_images(defended, tmp_path):
-    path = to_onnx(defended, tmp_path / "d.onnx", noise="input")
+@pytest.mark.parametrize("shared_backbone", [None, True], ids=["cpu default", "shared backbone"])
+def test_input_noise_parity_on_real_images(resnet18, resnet18_rankings, shared_backbone, tmp_path):
+    defended = igdefense.wrap(resnet18, resnet18_rankings, k=50, seed=0, shared_backbone=shared_backbone)
+    path = to_onnx(defended, tmp_path / "d.onnx", noise="input")  # (traced on 2 images, run on 25)
     session = OnnxDefense(path)
     assert session.provider == "CPUExecutionProvider" and session.takes_noise
     report = check_parity(session, defended, cifar10_loader("test", per_class=6, batch_size=25))

@@ -75,8 +75,11 @@ def test_a_defenses_identity_names_its_weights_rankings_settings_and_path(robust
 
     rankings = zoo.rankings("smallcnn-robust")
     base = IGDefense(robust_cnn, rankings).identity()
-    assert base["path"] == "two passes" and base["device"] == "cpu" and base["k"] == 13
+    assert base["path"] == "shared backbone up to 16 backbone images, else two passes" and base["device"] == "cpu"
+    assert base["k"] == 13
     assert IGDefense(robust_cnn, rankings, shared_backbone=True).identity()["path"] == "shared backbone"
+    assert IGDefense(robust_cnn, rankings, shared_backbone=False).identity()["path"] == "two passes"
+    assert IGDefense(robust_cnn, rankings, n_samples=16).identity()["path"] == "two passes"
     assert IGDefense(robust_cnn, rankings.randomized(0)).identity()["rankings"] != base["rankings"]
     other = IGDefense(standard_cnn, igdefense.lo_ir(standard_cnn, probe_loader, progress=False)).identity()
     assert other["model"] != base["model"] and other["rankings"] != base["rankings"]

@@ -34,7 +34,7 @@ class _GraphNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defended
         noise = torch.randn_like(x.unsqueeze(0).expand(d.n_samples, *x.shape)) * d.sigma
-        return d.defend(x, noise)
+        return d.defend(x, noise, shared_backbone=d._shares(x.device))
 
 
 class _InputNoise(nn.Module):
@@ -43,13 +43,17 @@ class _InputNoise(nn.Module):
         self.defended = defended
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.defended.defend(x, noise)
+        return self.defended.defend(x, noise, shared_backbone=self.defended._shares(x.device))
 
 
 def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dynamic_batch: bool = True,
             noise: Literal["graph", "input"] = "graph", input_shape: tuple[int, ...] | None = None,
             metadata: dict[str, str] | None = None) -> Path:
     """Export ``defended`` to ``path`` and validate it (onnx checker + strict shape inference).
+
+    The graph takes the path the defense takes at large batches on its device: two passes for a
+    defense on a CPU, the shared backbone on a GPU or with ``shared_backbone=True`` (the faster graph
+    on onnxruntime's CUDA provider).
 
     Args:
         defended: the defended model (exported in eval mode).
