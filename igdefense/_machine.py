@@ -16,4 +16,4 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cuda": torch.cuda.is_available()}
+            "cuda": torch.cuda.is_available(), **({"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {})}

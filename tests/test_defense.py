@@ -164,3 +164,22 @@ def test_explicit_layer_two_pass_path(resnet18, foolbox_images):
         torch.testing.assert_close(keep_all(x), resnet18(x))
         # k=1 keeps one channel of layer4 per class: the prediction must move.
         assert (IGDefense(resnet18, rankings, k=1, sigma=0.0)(x) - resnet18(x)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("shared_backbone", [False, True], ids=["two passes", "shared backbone"])
+def test_works_under_torch_compile(robust_cnn, shared_backbone, foolbox_images):
+    from igdefense import zoo
+
+    # aot_eager: dynamo's capture and AOT autograd, which the hooks must survive, without the C++
+    # compile of the inductor backend (its speed is in benchmarks/overhead.py --compile)
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), shared_backbone=shared_backbone).eval()
+    compiled = torch.compile(defended, backend="aot_eager")
+    x = foolbox_images[0][:4].clone().requires_grad_()
+    noise = torch.randn(1, *x.shape) * defended.sigma
+    torch._dynamo.reset()
+    got = compiled(x, noise=noise)
+    grad, = torch.autograd.grad(got.sum(), x)
+    want = defended(x, noise=noise)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), x)[0])
+    assert _no_hooks(robust_cnn)

