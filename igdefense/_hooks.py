@@ -21,8 +21,10 @@ def apply_neuron_mask(features: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for a parameter-free model)."""
+    """Device of the model's first parameter, else buffer (CPU for a model with neither)."""
     p = next(iter(model.parameters()), None)
+    if p is None:
+        p = next(iter(model.buffers()), None)
     return p.device if p is not None else torch.device("cpu")
 
 

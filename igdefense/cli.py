@@ -22,6 +22,7 @@ from ._lock import FolderBusy, folder_lock, start_fresh
 from .attribution.methods import METHODS
 from .data import balanced_loader, cache_dir
 from .defense import SIGMA, TAU, IGDefense
+from .distributed import default_device
 from .eval.attacks import ATTACKS, AttackSettings
 from .eval.plan import Plan
 from .eval.sweep import SWEEP_ATTACKS
@@ -67,7 +68,7 @@ def cmd_demo(args) -> int:
 
     torch.manual_seed(args.seed)
     spec, data_spec = _model_spec(args), _data_spec(args)
-    model = spec.load()
+    model = spec.load().to(default_device())
     loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
     check_classes(model, data)
     defended, setting, rankings = _defended(args, model, spec.name, data_spec, args.seed)
@@ -101,7 +102,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    model = _model_spec(args).load()
+    model = _model_spec(args).load().to(default_device())
     data = _data_spec(args).open("train")
     outputs = check_classes(model, data)
     loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
@@ -332,8 +333,8 @@ def cmd_refine(args) -> int:
     data = _data_spec(args).cifar10("train", "refine")
     if args.per_class:
         data.indices = balanced_indices(data.labels, per_class=args.per_class)
-    model = zoo.load(args.base)
-    reference = None if args.reference.lower() == "none" else zoo.load(args.reference)
+    model = zoo.load(args.base).to(default_device())
+    reference = None if args.reference.lower() == "none" else zoo.load(args.reference).to(default_device())
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(RefineConfig)
                if getattr(args, f.name) is not None}  # every field has its --option
     refine(model, data, reference=reference, out_dir=args.out, progress=not args.quiet, fresh=args.fresh, **options)
@@ -359,7 +360,7 @@ def cmd_explain_robustness(args) -> int:
             raise ValueError(f"unknown method {m!r}; choose from {MAP_METHODS}")
     attacks = tuple(a for a in args.attacks.split(",") if a)
     spec, data_spec = _model_spec(args), _data_spec(args)
-    model, name = spec.load(), spec.name
+    model, name = spec.load().to(default_device()), spec.name
     if args.defense:
         model, setting, _ = _defended(args, model, spec.name, data_spec, args.seed)
         name += f" + IG-Defense (LO-IR, {setting.describe(model)})"
@@ -669,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(e, None)
     _defense_options(e)
     e.add_argument("--noise", choices=["graph", "input"], default="graph")
-    e.add_argument("--opset", type=whole(7), default=17)
+    e.add_argument("--opset", type=whole(18), default=18, help="ONNX opset (18 or newer: the torch.export-based exporter's)")
     e.add_argument("-o", "--output", type=Path, default=None)
     e.add_argument("--check", type=Path, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
     e.add_argument("--n", type=count, default=1000, help="test images for --check (default 1000)")

@@ -347,7 +347,7 @@ def cifar10_loader(split: str = "test", per_class: int | None = None, batch_size
     ds = CIFAR10(split, root)
     if per_class is not None or offset:
         ds.indices = balanced_indices(ds.labels, per_class=per_class, offset=offset)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator("cpu").manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=gen)
 
 

@@ -192,6 +192,7 @@ class IGDefense(nn.Module):
         return self._soft_mask(self.model(noisy), x.shape[0])
 
     def _checked(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_device(x)
         check_images(x, self.input_range)
         self._check_runnable(x)
         x = x.to(model_dtype(self.model))  # differentiable: attacks on float64 images still get gradients
@@ -201,7 +202,17 @@ class IGDefense(nn.Module):
             noise = noise.unsqueeze(0)
         elif noise.shape != (self.n_samples, *x.shape):
             raise ValueError(f"noise must have shape {(self.n_samples, *x.shape)}, got {tuple(noise.shape)}")
-        return x, noise.to(x.dtype)
+        return x, noise.to(x)
+
+    def _check_device(self, x: torch.Tensor) -> None:
+        """A module refuses images on another device (the jobs, evaluate, lo_ir, attribute, ..., move data
+        to the model's device instead)."""
+        device = model_device(self.model)
+        if isinstance(x, torch.Tensor) and x.device != device:
+            raise ValueError(f"images are on {x.device} but the model is on {device}: pass images.to({str(device)!r})")
+        if self.class_masks.device != device:
+            raise ValueError(f"the model is on {device} but the defense's class masks are on {self.class_masks.device}: "
+                             f"move the defended model (defended.to({str(device)!r})), not its model alone")
 
     def _check_runnable(self, x: torch.Tensor) -> None:
         training = next((name for name, m in self.model.named_modules() if m.training), None)

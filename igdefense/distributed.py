@@ -7,14 +7,28 @@ import os
 import torch
 
 
+def default_device() -> torch.device:
+    """Where this process computes: its GPU (torchrun's LOCAL_RANK-th, else the first) when CUDA is
+    available, else the CPU (``CUDA_VISIBLE_DEVICES=`` forces the CPU)."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if local >= torch.cuda.device_count():
+        raise ValueError(f"this process is local rank {local} but the machine has {torch.cuda.device_count()} GPU(s): "
+                         f"start at most one process per GPU (torchrun --nproc-per-node {torch.cuda.device_count()})")
+    return torch.device("cuda", local)
+
+
 def init_distributed() -> tuple[int, torch.device]:
-    """Join the process group when started by torchrun (gloo on CPU, nccl on GPU); (rank, device)."""
+    """Join the process group when started by torchrun (gloo on CPU, nccl on GPU, each process on its
+    own GPU); (rank, :func:`default_device`)."""
+    device = default_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # nccl's collectives run on the current device: one per process
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    if torch.cuda.is_available():
-        return rank, torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return rank, torch.device("cpu")
+    return rank, device
 
 
 def shard() -> tuple[int, int]:

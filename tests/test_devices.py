@@ -127,4 +127,39 @@ def test_onnx_export_of_a_device_model(model, batch, device, tmp_path):
     x = batch[0]
     noise = torch.randn(1, *x.shape, device=device) * defended.sigma
     with torch.no_grad():
-        torch.testing.assert_close(session(x.cpu(), noise.cpu()), defended(x, noise=noise).cpu(), rtol=1e-4, atol=1e-4)
+        out = session(x, noise)  # bound in place on the provider's device, returned on the images'
+        assert _on(device, out)
+        torch.testing.assert_close(out, defended(x, noise=noise), rtol=1e-4, atol=1e-4)
+
+
+def test_the_jobs_take_cpu_images_for_a_device_model_and_answer_on_theirs(model, test_batch, device, tmp_path):
+    """The jobs move data to the model's device; what they return lands on the images' device."""
+    from igdefense.attribution import attribute, segment
+    from igdefense.eval import AttackSettings, evaluate
+    from igdefense.explain import explain
+
+    x, y = test_batch[0][:4], test_batch[1][:4]  # on the CPU
+    rankings = igdefense.lo_ir(model, [test_batch], progress=False)  # (every class)
+    defended = igdefense.wrap(model, rankings, seed=0)
+    result = evaluate(defended, (x, y), ["fgsm"], settings=AttackSettings(draws=3), progress=False)
+    assert len(result.correct["fgsm"]) == 4
+    assert _on(torch.device("cpu"), attribute(model, x, segment(x), y, method="saliency"),
+               explain(model, x, y, method="gradcam"))
+
+
+def test_a_module_refuses_images_on_another_device(robust_cnn, test_batch):
+    """On any machine: the meta device stands in for a second device (no data, same checks)."""
+    from igdefense.eval import AttackSettings
+    from igdefense.eval.attacks import run_attack
+
+    x, y = test_batch[0][:2], test_batch[1][:2]
+    defended = igdefense.wrap(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0)
+    with pytest.raises(ValueError, match=r"images are on meta but the model is on cpu: pass images.to\('cpu'\)"):
+        defended(x.to("meta"))
+    moved = igdefense.wrap(zoo.load("smallcnn-robust"), zoo.rankings("smallcnn-robust"))
+    moved.model.to("meta")
+    with pytest.raises(ValueError, match=r"class masks are on cpu: move the defended model \(defended.to\('meta'\)\)"):
+        moved(x.to("meta"))
+    # the transfer attack crafts on base_model, with the images on the evaluated model's device
+    with pytest.raises(ValueError, match="fgsm: the images are on cpu but the attacked model is on meta; a base_model="):
+        run_attack("fgsm", zoo.load("smallcnn-robust").to("meta"), x, y, AttackSettings())

@@ -79,7 +79,7 @@ def lime(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, *, num_
     batch = len(images)
     segments, counts = check_segments(segments, images)
     z = _samples(samples, num_samples, counts, seed)  # (B, S, N), 0/1
-    device = model_device(model)
+    device, origin = model_device(model), images.device  # the result goes back to the images' device
     images, segments, z = images.to(device), segments.to(device), z.to(device)
     fill = hidden_fill(images, segments, hide_color)
     probs = _probabilities(model, images, fill, segments, z, batch_size, progress)  # (B, S, K)
@@ -92,13 +92,13 @@ def lime(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, *, num_
             raise ValueError(f"labels must be class indices in [0, {probs.shape[2] - 1}], shape (B, n) or (n,)")
     y = probs.gather(2, labels[:, None, :].expand(-1, probs.shape[1], -1))  # (B, S, n_labels)
     coef, intercept = _weighted_ridge(z, y, counts.to(device), kernel_width)
-    return LimeResult(coef.cpu(), intercept.cpu(), labels.cpu(), counts)
+    return LimeResult(coef.to(origin), intercept.to(origin), labels.to(origin), counts)
 
 
 def _samples(samples, num_samples: int, counts: torch.Tensor, seed: int | None) -> torch.Tensor:
     batch, widest = len(counts), int(counts.max())
     if samples is None:
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = torch.Generator("cpu").manual_seed(seed) if seed is not None else None  # same draws on any device
         z = torch.randint(0, 2, (batch, num_samples, widest), generator=gen, dtype=torch.uint8)
         z[:, 0] = 1
         return z

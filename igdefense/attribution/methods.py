@@ -52,7 +52,7 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
     for name, value in (("num_samples", num_samples), ("n_steps", n_steps), ("batch_size", batch_size)):
         check_number(name, value, integer=True, low=1)
     check_images(images)
-    device = model_device(model)
+    device, origin = model_device(model), images.device  # the scores go back to the images' device
     images = images.to(device)
     segments, counts = check_segments(segments, images)
     n = int(counts.max()) if len(counts) else 0
@@ -63,7 +63,7 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
     target = target.to(device)
     if method == "lime":
         return lime(model, images, segments, num_samples=num_samples, labels=target[:, None],
-                    hide_color=hide_color, seed=seed, batch_size=batch_size).coef[:, 0]
+                    hide_color=hide_color, seed=seed, batch_size=batch_size).coef[:, 0].to(origin)
     try:
         from captum.attr import IntegratedGradients, KernelShap, Saliency
     except ImportError as e:
@@ -75,11 +75,11 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
     fill = hidden_fill(images, segments, hide_color)
     if method == "saliency":
         pixels = Saliency(probability).attribute(images.clone().requires_grad_(True), target=target, abs=True)
-        return superpixel_sum(pixels.double(), segments, n).cpu()
+        return superpixel_sum(pixels.double(), segments, n).to(origin)
     if method == "integrated_gradients":
         pixels = IntegratedGradients(probability).attribute(
             images, baselines=fill, target=target, n_steps=n_steps, internal_batch_size=batch_size)
-        return superpixel_sum(pixels.double(), segments, n).cpu()
+        return superpixel_sum(pixels.double(), segments, n).to(origin)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
         torch.manual_seed(seed)  # captum draws KernelSHAP's coalitions from the global RNG
         warnings.filterwarnings("ignore", message="You are providing multiple inputs")  # per-image fits: intended
@@ -88,4 +88,4 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
             perturbations_per_eval=batch_size)
     # KernelSHAP gives every pixel of a superpixel its superpixel's value: average it back out
     sizes = superpixel_sum(torch.ones_like(segments, dtype=torch.float64), segments, n)
-    return (superpixel_sum(pixels[:, 0].double(), segments, n) / sizes.clamp(min=1)).cpu()
+    return (superpixel_sum(pixels[:, 0].double(), segments, n) / sizes.clamp(min=1)).to(origin)

@@ -43,7 +43,7 @@ def segment(images: torch.Tensor, method: Literal["slic", "quickshift"] = "slic"
         else:
             ids = quickshift(img, kernel_size=kernel_size, max_dist=max_dist, ratio=ratio, rng=seed)
         out.append(np.unique(ids, return_inverse=True)[1].reshape(ids.shape))  # ids 0..n-1, no gaps
-    return torch.from_numpy(np.stack(out)).long()
+    return torch.from_numpy(np.stack(out)).long().to(images.device)
 
 
 def segment_counts(segments: torch.Tensor) -> torch.Tensor:

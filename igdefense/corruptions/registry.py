@@ -54,7 +54,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int | None 
         raise ValueError(f"corruptions are defined for RGB images (B, 3, H, W), got {images.shape[1]} channels")
     fn = CORRUPTIONS[check_name(name)]
     check_severity(severity)
-    g = torch.Generator()  # randomness is drawn on the CPU: the same seed gives the same images on any device
+    g = torch.Generator("cpu")  # randomness is drawn on the CPU: the same seed gives the same images on any device
     if seed is None:
         g.seed()
     else:

@@ -36,6 +36,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .._hooks import model_device
 from .._identity import RESULTS_VERSION, tensor_digest
 from .._state import StateFileError, load_state, save_state
 from .._validation import check_number
@@ -236,6 +237,9 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
     """Adversarial candidates of attack ``name`` for the batch (x, y): a list of tensors like x."""
     if name not in _RUNNERS:
         raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+    if model_device(model) != x.device:  # the images are on the evaluated model's device: so must base_model be
+        raise ValueError(f"{name}: the images are on {x.device} but the attacked model is on {model_device(model)}; "
+                         "a base_model= (transfer) must be on the evaluated model's device")
     path = _memo_path(name, model, x, y, settings)
     if path is not None and path.exists():
         cached = _read_cached(path, x, settings)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._hooks import model_device
 from ..defense import RandomizedDefense
 from .attacks import ATTACKS, AttackSettings, run_attack
 from .stats import paired_difference
@@ -95,6 +96,7 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
     and 1.0 (computed when None); its run at ``eps`` is the 100-step white-box result.
     """
     base = AttackSettings(**{**(settings or AttackSettings()).__dict__, "eps": eps})
+    x, y = x.to(model_device(model)), y.to(model_device(model))  # as evaluate does
     checks = [gradient_check(model, x, y)]
     if sweep is None or not {eps, 1.0} <= set(sweep):
         sweep = correct_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base)

@@ -75,7 +75,7 @@ def cam_layer(model: nn.Module, example: torch.Tensor) -> str:
 def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None, *, method: Method = "gradcam",
             layer: str | None = None, nt_samples: int = 20, stdev: float = 0.15, num_samples: int = 1000,
             segments: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-    """Saliency maps (B, H, W), float32 on the CPU; larger = more important for ``target``.
+    """Saliency maps (B, H, W), float32 on the images' device; larger = more important for ``target``.
 
     Args:
         model: a classifier, or an ``IGDefense`` (the map of its decision; see the module docstring).
@@ -102,7 +102,8 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
             torch.manual_seed(seed)
             if defended:
                 model.reseed(seed)
-            return _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments, seed)
+            maps = _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments, seed)
+            return maps.to(images.device)
     finally:
         if defended:
             model.reseed(own_seed)  # the caller's seed back (its noise stream restarts from it)

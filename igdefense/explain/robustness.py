@@ -69,8 +69,8 @@ def sensitivity(model: nn.Module, images: torch.Tensor, method: str, *, radius: 
         clean_maps = explain(model, images, target, method=method, seed=seed, **explain_options)
     clean = clean_maps.flatten(1).double()
     size = clean.norm(dim=1)
-    g = torch.Generator().manual_seed(seed)
-    worst = torch.zeros(len(images), dtype=torch.float64)
+    g = torch.Generator("cpu").manual_seed(seed)
+    worst = torch.zeros(len(images), dtype=torch.float64, device=clean_maps.device)
     for _ in range(samples):
         noisy = (images + (torch.rand(images.shape, generator=g) * 2 - 1).to(images) * radius).clamp(0, 1)
         moved = explain(model, noisy, target, method=method, seed=seed, **explain_options).flatten(1).double()
@@ -138,7 +138,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
         with torch.no_grad():
             pred = model(x).argmax(1)
         _append(study.correct, "clean", (pred == y).cpu())
-        g = torch.Generator().manual_seed(seed + start)
+        g = torch.Generator("cpu").manual_seed(seed + start)
         noise = (x + eps * (torch.randint(0, 2, x.shape, generator=g).to(x) * 2 - 1)).clamp(0, 1)
         versions = {a: run_attack(a, model, x, y, AttackSettings(eps=eps, seed=seed))[0].detach() for a in attacks}
         versions["noise"] = noise

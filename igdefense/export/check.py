@@ -17,13 +17,15 @@ def check_parity(session: OnnxDefense, defended: IGDefense, batches: Iterable[tu
     With a noise input, both get the same noise: reports max |logit difference| and the number of
     argmax disagreements. With in-graph noise, only accuracies can be compared: reports both.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator("cpu").manual_seed(seed)
     n = max_diff = disagree = onnx_correct = torch_correct = 0
     defended.eval()
+    device = defended.class_masks.device
     for x, y in batches:
+        x, y = x.to(device), y.to(device)  # the session takes them on any device and answers on theirs
         with torch.no_grad():
             if session.takes_noise:
-                noise = torch.randn((defended.n_samples, *x.shape), generator=gen) * defended.sigma
+                noise = (torch.randn((defended.n_samples, *x.shape), generator=gen) * defended.sigma).to(device)
                 ref, got = defended(x, noise=noise), session(x, noise)
                 max_diff = max(max_diff, (ref - got).abs().max().item())
                 disagree += (ref.argmax(1) != got.argmax(1)).sum().item()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -46,10 +47,11 @@ class _InputNoise(nn.Module):
         return self.defended.defend(x, noise, shared_backbone=self.defended._shares(x.device))
 
 
-def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dynamic_batch: bool = True,
+def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 18, dynamic_batch: bool = True,
             noise: Literal["graph", "input"] = "graph", input_shape: tuple[int, ...] | None = None,
             metadata: dict[str, str] | None = None) -> Path:
-    """Export ``defended`` to ``path`` and validate it (onnx checker + strict shape inference).
+    """Export ``defended`` to ``path`` with the ``torch.export``-based exporter and validate it (onnx
+    checker + strict shape inference); one file, weights inside.
 
     The graph takes the path the defense takes at large batches on its device: two passes for a
     defense on a CPU, the shared backbone on a GPU or with ``shared_backbone=True`` (the faster graph
@@ -57,7 +59,7 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dy
 
     Args:
         defended: the defended model (exported in eval mode).
-        opset: ONNX opset version.
+        opset: ONNX opset version (18 or newer: the exporter's own).
         dynamic_batch: batch dimension symbolic ("batch") instead of fixed.
         noise: "graph" (RandomNormalLike inside the graph) or "input" (second input "noise").
         input_shape: (C, H, W) of one image; default: the shape the rankings were made with.
@@ -73,40 +75,47 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 17, dy
         raise TypeError(f"to_onnx exports an IGDefense, got {type(defended).__name__}")
     shape = tuple(input_shape or defended.input_shape)
     modes = module_modes(defended)
-    defended.eval()
+    module: nn.Module = (_GraphNoise if noise == "graph" else _InputNoise)(defended).eval()
     x = torch.rand(2, *shape, device=defended.class_masks.device)
-    module: nn.Module = _GraphNoise(defended) if noise == "graph" else _InputNoise(defended)
     args = (x,) if noise == "graph" else (x, torch.zeros(defended.n_samples, *x.shape, device=x.device))
     names = ["images"] if noise == "graph" else ["images", "noise"]
-    axes = {}
-    if dynamic_batch:
-        axes = {"images": {0: "batch"}, "logits": {0: "batch"}}
-        if noise == "input":
-            axes["noise"] = {1: "batch"}
+    batch = torch.export.Dim("batch", min=1)
+    dims = (({0: batch},) if noise == "graph" else ({0: batch}, {1: batch})) if dynamic_batch else None
     path = Path(path)
     try:
-        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(module, args, str(tmp), input_names=names, output_names=["logits"],
-                              dynamic_axes=axes or None, opset_version=opset, dynamo=False)
-            model = onnx.load(str(tmp))
-            onnx.checker.check_model(model)
-            onnx.shape_inference.infer_shapes(model, strict_mode=True)
-            meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma,
-                                             "tau": defended.tau, "n_samples": defended.n_samples,
-                                             "site": str(defended.split.site), "input_shape": list(shape)}),
-                    **(metadata or {})}
-            for key, value in meta.items():
-                model.metadata_props.add(key=key, value=value)
-            onnx.save(model, str(tmp))
-    except torch.onnx.errors.UnsupportedOperatorError as e:
-        raise ExportError(f"cannot export to ONNX opset {opset}: {e}. Try a higher opset or replace "
-                          "that operation in the model.") from e
+        with torch.no_grad(), warnings.catch_warnings():
+            # both inputs' batch axes are one symbol, named once: the exporter warns about the second
+            warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+            program = torch.onnx.export(module, args, input_names=names, output_names=["logits"],
+                                        dynamic_shapes=dims, opset_version=opset,
+                                        dynamo=True, external_data=False, verbose=False)
+        model = program.model_proto
+        onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except torch.onnx.errors.OnnxExporterError as e:
+        raise ExportError(f"cannot export to ONNX opset {opset}: {_reason(e)}. Replace that operation in the "
+                          "model, or try another opset.") from e
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the exported graph is invalid: {e}") from e
     finally:
         restore_modes(modes)
+    meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma, "tau": defended.tau,
+                                     "n_samples": defended.n_samples, "site": str(defended.split.site),
+                                     "input_shape": list(shape)}), **(metadata or {})}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
     return path
+
+
+def _reason(error: Exception) -> str:
+    """The exporter's reason in one line (its messages run to pages: the graph, a stack trace)."""
+    text = str(error)
+    op = re.search(r"target=([\w.]+)", text)
+    if op:
+        return f"the operation {op.group(1)} has no ONNX translation"
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def optimize(path: str | os.PathLike, out: str | os.PathLike, *, fp16: bool = False) -> Path:

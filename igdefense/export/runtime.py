@@ -46,7 +46,10 @@ class OnnxDefense:
         batch_size: inputs larger than this are run in chunks.
 
     ``provider`` tells which execution provider the session actually got. Calling the object with
-    numpy arrays returns numpy logits; with torch tensors, torch logits.
+    numpy arrays returns numpy logits; with torch tensors, torch logits on the images' device. Torch
+    tensors are bound in place (onnxruntime's I/O binding): on the CUDA provider, CUDA images and
+    logits never pass through the host; images on another device than the provider's are copied to it
+    and the logits back.
     """
 
     def __init__(self, path: str | os.PathLike, providers: str | Sequence[str] = "auto", batch_size: int = 256):
@@ -76,13 +79,15 @@ class OnnxDefense:
 
     def __call__(self, images, noise=None):
         as_torch = isinstance(images, torch.Tensor)
-        x = _numpy(images)
-        if x.ndim != 4 or x.dtype != np.float32:
-            raise ValueError(f"images must be float32 (B, C, H, W), got {x.dtype} {x.shape}")
+        x = images if as_torch else _numpy(images)
+        if x.ndim != 4 or x.dtype != (torch.float32 if as_torch else np.float32):
+            raise ValueError(f"images must be float32 (B, C, H, W), got {x.dtype} {tuple(x.shape)}")
         if self.takes_noise and noise is None:
             raise ValueError("this model was exported with noise='input': pass noise of shape (n_samples, B, C, H, W)")
         if not self.takes_noise and noise is not None:
             raise ValueError("this model draws its noise in the graph (noise='graph'); do not pass noise")
+        if as_torch:
+            return self._run_bound(x, noise)
         n = _numpy(noise) if noise is not None else None
         outs = []
         for s in range(0, len(x), self.batch_size):
@@ -90,11 +95,35 @@ class OnnxDefense:
             if n is not None:
                 feed["noise"] = n[:, s:s + self.batch_size]
             outs.append(self.session.run(["logits"], feed)[0])
-        logits = np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
-        return torch.from_numpy(logits) if as_torch else logits
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the session's inputs and outputs live: the CUDA provider's GPU, else the CPU."""
+        if self.provider == "CUDAExecutionProvider":
+            return torch.device("cuda", int(self.session.get_provider_options()[self.provider].get("device_id", 0)))
+        return torch.device("cpu")
+
+    def _run_bound(self, images: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        device = self.device
+        x = images.detach().to(device).contiguous()
+        n = noise.detach().to(device, torch.float32).contiguous() if noise is not None else None
+        classes = self.session.get_outputs()[0].shape[-1]
+        logits = torch.empty(len(x), classes, dtype=torch.float32, device=device)
+        chunks = [{"images": x[s:s + self.batch_size], "logits": logits[s:s + self.batch_size]}
+                  | ({"noise": n[:, s:s + self.batch_size].contiguous()} if n is not None else {})
+                  for s in range(0, len(x), self.batch_size)]
+        if device.type == "cuda":  # onnxruntime runs on its own stream: every input must be written first
+            torch.cuda.current_stream(device).synchronize()
+        for feeds in chunks:
+            binding = self.session.io_binding()
+            for name, t in feeds.items():
+                bind = binding.bind_output if name == "logits" else binding.bind_input
+                bind(name, device.type, device.index or 0, np.float32, tuple(t.shape), t.data_ptr())
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+        return logits.to(images.device)
 
 
 def _numpy(a) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return np.ascontiguousarray(a.detach().cpu().numpy())
-    return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a)

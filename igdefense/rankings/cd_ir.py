@@ -49,7 +49,7 @@ def soft_wpmi(similarity: torch.Tensor, top_indices: torch.Tensor, cfg: SoftWPMI
     indices [neurons, K] (most activating first). Vectorised over neurons (chunked) and classes."""
     s = torch.softmax(cfg.a * similarity.double(), dim=1)  # (probe, classes)
     k = top_indices.shape[1]
-    p = cfg.p_start - torch.arange(k, dtype=torch.float64) / k * (cfg.p_start - cfg.p_end)  # (K,)
+    p = cfg.p_start - torch.arange(k, dtype=torch.float64, device=s.device) / k * (cfg.p_start - cfg.p_end)  # (K,)
     p = p.view(1, k, 1)
     log_pcj = torch.cat([torch.log(1 - p + p * s[idx] + cfg.eps).sum(1)  # (chunk, classes)
                          for idx in top_indices.split(neuron_chunk)])
@@ -119,7 +119,8 @@ def cd_ir(model: nn.Module, probe_images: torch.Tensor | Iterable, class_names: 
     try:
         with torch.no_grad():
             texts = [t.format(c) for c in class_names for t in templates]
-            txt = F.normalize(clip_model.encode_text(tokenizer(texts).to(device)).float(), dim=-1)
+            clip_device = model_device(clip_model)  # a CLIP pair passed in may live elsewhere than the model
+            txt = F.normalize(clip_model.encode_text(tokenizer(texts).to(clip_device)).float(), dim=-1).to(device)
             txt = F.normalize(txt.view(len(class_names), len(templates), -1).mean(1), dim=-1)  # (classes, D)
             sims, top_vals, top_idx, split, seen, input_shape = [], None, None, None, 0, None
             captured: list[torch.Tensor] = []
@@ -134,7 +135,8 @@ def cd_ir(model: nn.Module, probe_images: torch.Tensor | Iterable, class_names: 
                 with hooks([split.site.register(model, lambda f: captured.append(f) or f)]):
                     model(x)
                 q = _pool(captured.pop())  # (B, neurons)
-                img = F.normalize(clip_model.encode_image(_clip_inputs(clip_model, x)).float(), dim=-1)
+                img = F.normalize(clip_model.encode_image(_clip_inputs(clip_model, x.to(clip_device))).float(),
+                                  dim=-1).to(device)
                 sims.append((img @ txt.T).cpu())  # (B, classes)
                 idx = torch.arange(seen, seen + len(x)).expand(q.shape[1], -1)  # (neurons, B)
                 vals = q.T.cpu()

@@ -88,7 +88,7 @@ class Rankings:
 
     def randomized(self, seed: int = 0) -> "Rankings":
         """Same metadata, random importance: the random-k mask baseline of the paper's ablation."""
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator("cpu").manual_seed(seed)
         return Rankings(torch.rand(self.importance.shape, generator=gen), method=f"random(seed={seed})",
                         layer=self.layer, head_fingerprint=self.head_fingerprint, input_shape=self.input_shape,
                         class_names=self.class_names, probe="none")

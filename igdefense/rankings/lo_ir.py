@@ -44,6 +44,7 @@ def _abs_features_per_class(model, split, loader, num_classes, progress) -> tupl
         for x, y in tqdm(loader, desc="LO-IR (closed form)", disable=not progress):
             model(x.to(model_device(model)))
             a = captured.pop().abs().flatten(1).double().cpu()  # (B, neurons); 1x1-spatial conv input too
+            y = y.cpu()  # the sums live on the CPU, wherever the loader's labels are
             sums.index_add_(0, y, a)
             counts += torch.bincount(y, minlength=num_classes)
     return sums, counts

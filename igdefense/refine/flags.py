@@ -97,7 +97,7 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         return attribute(m, x, segments, labels, method=how, num_samples=num_samples, seed=seed,
                          batch_size=batch_size)
 
-    none = torch.zeros(len(images), int(counts.max()) if len(counts) else 0, dtype=torch.bool)
+    none = torch.zeros(len(images), int(counts.max()) if len(counts) else 0, dtype=torch.bool, device=images.device)
     irrelevance = sensitivity = instability = none
     beta = scores(model, images, method) if {"irrelevance", "instability"} & set(criteria) else None
     if reference is not None and "irrelevance" in criteria:
@@ -106,7 +106,7 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         sensitivity = unsupported(scores(model, images, "saliency"), scores(reference, images, "saliency"),
                                   counts, quantile)
     if copies and "instability" in criteria:
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator("cpu").manual_seed(seed)  # same draws on any device
         betas = [beta] + [scores(model, (images + (torch.rand(images.shape, generator=gen) * 2 - 1)
                                          .to(images) * noise).clamp(0, 1), method) for _ in range(copies)]
         instability = high(torch.stack(betas).var(0), counts, quantile)

@@ -93,8 +93,11 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         raise ValueError("nothing can be flagged: without a reference model only instability flags superpixels, "
                          "and copies=0 turns it off; pass reference= or copies >= 1")
     out = Path(out_dir)
-    init_distributed()
+    _, device = init_distributed()
     rank, world = shard()
+    if world > 1:  # each process trains on its own device (nccl's collectives need the tensors there)
+        model.to(device)
+        reference = reference.to(device) if reference is not None else None
     identity = {"model": model_digest(model), "reference": None if reference is None else model_digest(reference),
                 "data": _data_identity(train_data)}
     with folder_lock(out):
@@ -125,7 +128,7 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
     for rnd in range(start, cfg.rounds):
         times, t0 = {}, time.perf_counter()
         cpu0 = time.process_time()
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + rnd)
+        gen = torch.Generator("cpu").manual_seed(cfg.seed * 1000 + rnd)
         order = train_idx[torch.randperm(n_train, generator=gen)[: n_train // world * world]]
         shard = order[rank::world]
         flagged, lime_counts = _attribute(model, train_data, segments, shard[: cfg.attribute_per_round // world],
@@ -156,7 +159,7 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
             for k, v in asdict(parts).items():
                 sums[k] = sums.get(k, 0) + v
             if cfg.budget_cpu_seconds is not None and _all_stop(
-                    spent + time.process_time() - cpu0 >= cfg.budget_cpu_seconds, world):
+                    spent + time.process_time() - cpu0 >= cfg.budget_cpu_seconds, world, device):
                 budget_hit = True
                 break
         times["train_s"] = time.perf_counter() - t1
@@ -185,7 +188,7 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
 
 def holdout_split(n_items: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(training indices, held-out indices): ``holdout`` items drawn at random from ``seed``."""
-    order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n_items, generator=torch.Generator("cpu").manual_seed(seed))
     return order[:n_items - holdout], order[n_items - holdout:]
 
 
@@ -332,12 +335,12 @@ def _checkpoint(model, opt, out: Path, cfg, identity: dict, rnd: int, spent: flo
 
 def _weight_gap(model: nn.Module) -> float:
     """Largest |weight - rank 0's weight| over all processes: 0 unless the processes diverged."""
-    gap = torch.zeros(())
+    gap = torch.zeros((), device=model_device(model))
     for p in model.state_dict().values():
         if p.is_floating_point():
             ref = p.detach().clone()
             dist.broadcast(ref, 0)
-            gap = torch.maximum(gap, (p.detach() - ref).abs().max().cpu())
+            gap = torch.maximum(gap, (p.detach() - ref).abs().max())
     dist.all_reduce(gap, op=dist.ReduceOp.MAX)
     if gap > 0:
         raise RuntimeError(f"the processes' weights differ by up to {gap.item():.3g}: data-parallel training diverged")
@@ -358,11 +361,11 @@ def _average_buffers(model: nn.Module, world: int) -> None:
             b /= world
 
 
-def _all_stop(stop: bool, world: int) -> bool:
+def _all_stop(stop: bool, world: int, device: torch.device) -> bool:
     """True on every process once any process has run out of budget (all must take the same steps)."""
     if world == 1:
         return stop
-    flag = torch.tensor([float(stop)])
+    flag = torch.tensor([float(stop)], device=device)
     dist.all_reduce(flag)
     return bool(flag.item())
 
