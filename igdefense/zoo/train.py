@@ -55,7 +55,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _fgsm_rs(model, x, y, eps, alpha, gen):
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+    delta = (torch.rand(x.shape, generator=gen, device=gen.device).to(x) * 2 - 1) * eps  # gen on any device
     delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
     grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
     delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
