@@ -28,6 +28,7 @@ from .eval.plan import Plan
 from .eval.sweep import SWEEP_ATTACKS
 from ._parse import count, fraction, listof, natural, radius, real, severities, whole
 from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
+from .zoo.models import ARCHITECTURES
 from .rankings import Rankings
 from .rankings.lo_ir import lo_ir
 
@@ -316,8 +317,8 @@ def cmd_train(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = _data_spec(args).cifar10("train", "train")
-    train(TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed), args.output, data.source,
-          fresh=args.fresh)
+    cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class)
+    train(cfg, args.output, data.source, fresh=args.fresh, progress=not args.quiet)
     print(f"wrote {args.output}")
     return 0
 
@@ -600,9 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     w.set_defaults(func=cmd_sweep)
 
-    t = sub.add_parser("train", help="train the zoo's CIFAR-10 SmallCNN (robust with --robust)")
+    t = sub.add_parser("train", help="train a CIFAR-10 SmallCNN or PreAct ResNet-18 (robust with --robust); "
+                                     "--model FILE.safetensors evaluates the result")
     t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")
+    t.add_argument("--arch", choices=sorted(ARCHITECTURES), default="smallcnn")
     t.add_argument("--epochs", type=count, default=10)
+    t.add_argument("--per-class", type=count, default=None, help="train on the first N images of each class")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     _seed(t)
     _data_options(t)
     t.add_argument("-o", "--output", required=True, type=Path)

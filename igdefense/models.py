@@ -6,6 +6,7 @@
     torchvision:NAME         torchvision.models.get_model(NAME): the checkpoint's weights, or without one
     timm:NAME                the pretrained ones (downloaded once into torch's / Hugging Face's cache)
     path/to/file.py:factory  factory() from that file, returning an nn.Module (this runs the file: code you name)
+    path/to/W.safetensors    weights written by ``igdefense train`` (the architecture named in the file's metadata)
 
 Every model takes [0, 1] images: RobustBench models normalise inside themselves; pretrained
 torchvision / timm weights get their own mean and std put in front; for a checkpoint or a file,
@@ -63,11 +64,18 @@ def load_model(spec: str, *, model_dir: str | os.PathLike | None = None, dataset
         model = _library_model(prefix, name, checkpoint, num_classes, normalize)
     elif ":" in spec and spec.split(":")[0].endswith(".py"):
         model = _from_file(spec, normalize)
+    elif spec.endswith(".safetensors"):
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"{spec} does not exist (weights written by igdefense train)")
+        from .zoo.train import load_weights
+
+        model = load_weights(spec)
     elif spec in zoo.available():
         model = zoo.load(spec)
     else:
         raise ValueError(f"unknown model {spec!r}: use a zoo name ({', '.join(zoo.available())}), "
-                         "robustbench:NAME, torchvision:NAME, timm:NAME or path/to/file.py:factory")
+                         "robustbench:NAME, torchvision:NAME, timm:NAME, path/to/file.py:factory or a .safetensors "
+                         "file igdefense train wrote")
     return model.eval()
 
 

@@ -85,8 +85,9 @@ class ModelSpec(Spec):
     """A classifier by name (:func:`igdefense.models.load_model`) and the options that go with it."""
 
     name: str = field(default_factory=zoo.default_model, metadata=option(
-        "a zoo name (" + ", ".join(zoo.available()) + "), robustbench:NAME, torchvision:NAME, timm:NAME or "
-        "path/to/file.py:factory (which runs that file: name only files you trust); the model takes [0,1] images "
+        "a zoo name (" + ", ".join(zoo.available()) + "), robustbench:NAME, torchvision:NAME, timm:NAME, "
+        "FILE.safetensors (written by igdefense train) or path/to/file.py:factory (which runs that file: name only "
+        "files you trust); the model takes [0,1] images "
         "(normalisation inside it)", flag="--model"))
     model_dir: str | None = field(default=None, metadata=option(
         "RobustBench's model folder: <dir>/<dataset>/<threat>/NAME.pt is read, downloaded only when missing "

@@ -1,7 +1,11 @@
 """Training recipe for the shipped CIFAR-10 models: fast adversarial training (FGSM with random
-start, Wong et al. 2020, "Fast is better than free") or standard training, one-cycle LR.
+start, Wong et al. 2020, "Fast is better than free") or standard training, one-cycle LR, for the
+zoo's SmallCNN or the paper-scale PreAct ResNet-18 (``arch``).
 
-Re-run with ``igdefense train --robust -o robust.safetensors`` (see the model cards).
+Re-run with ``igdefense train --robust -o robust.safetensors`` (see the model cards). The same code
+runs on a GPU (the default device when there is one) with bfloat16 autocast and channels-last
+convolutions; the random draws (order, crops, flips, FGSM starts) come from one CPU generator, so a
+run's data stream is the same on any device.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path
@@ -23,7 +30,8 @@ from .._identity import check_same
 from .._state import load_state, save_state
 from .._validation import check_number
 from ..data import cifar10_loader
-from .models import SmallCNN
+from ..distributed import default_device
+from .models import ARCHITECTURES, SmallCNN
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +45,29 @@ class TrainConfig:
     weight_decay: float = 5e-4
     eps: float = 8 / 255  # L-inf radius of the training attack
     alpha: float = 10 / 255  # FGSM step from the random start (Wong et al. use 1.25 * eps)
-    widths: tuple[int, int, int] = (32, 64, 128)
+    widths: tuple[int, int, int] = (32, 64, 128)  # SmallCNN's stages
     seed: int = 0
+    arch: str = "smallcnn"  # a name in igdefense.zoo.models.ARCHITECTURES
+    per_class: int | None = None  # a class-balanced subset of the training split (None: all of it)
+
+    def build(self) -> nn.Module:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose from {sorted(ARCHITECTURES)}")
+        return SmallCNN(tuple(self.widths)) if self.arch == "smallcnn" else ARCHITECTURES[self.arch]()
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with 4-pixel zero padding and random horizontal flip, per image."""
+    """Random crop with 4-pixel zero padding and random horizontal flip, per image, on the images'
+    device (the draws from ``gen``, on the CPU)."""
     b, _, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
-    dx, dy = torch.randint(0, 9, (2, b), generator=gen)
-    flip = torch.rand(b, generator=gen) < 0.5
-    out = torch.empty_like(x)
-    for i in range(b):
-        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
+    dx, dy = (d.to(x.device) for d in torch.randint(0, 9, (2, b), generator=gen))
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H): the crop's rows in the padded image
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, H, W, C) -> NCHW
 
 
 def _fgsm_rs(model, x, y, eps, alpha, gen):
@@ -62,12 +78,15 @@ def _fgsm_rs(model, x, y, eps, alpha, gen):
     return (x + delta).clamp(0, 1).detach()
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bool = False) -> SmallCNN:
-    """Train a SmallCNN on the CIFAR-10 training split; writes weights to ``out`` (safetensors).
+def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bool = False,
+          device: str | torch.device | None = None, progress: bool = True) -> nn.Module:
+    """Train ``cfg.arch`` on the CIFAR-10 training split; writes weights to ``out`` (safetensors,
+    with the config in its metadata: :func:`load_weights` rebuilds the model from the file alone).
 
     A checkpoint ``out + '.ckpt'`` (safetensors and JSON) is written after every epoch and resumed
     from if present, when it was made with the same config and training data (else refused);
-    ``fresh`` moves it aside (``.ckpt.bak``) and starts over.
+    ``fresh`` moves it aside (``.ckpt.bak``) and starts over. ``device``: None is the GPU when
+    there is one (bfloat16 autocast there), else the CPU.
     """
     for name in ("epochs", "batch_size"):
         check_number(name, getattr(cfg, name), integer=True, low=1)
@@ -75,10 +94,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     for name in ("lr_max", "eps", "alpha"):
         check_number(name, getattr(cfg, name), low=0, low_open=name == "lr_max", high=None if name == "lr_max" else 1)
     check_number("weight_decay", cfg.weight_decay, low=0)
+    if cfg.per_class is not None:
+        check_number("per_class", cfg.per_class, integer=True, low=1)
+    device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
-    model = SmallCNN(cfg.widths).to(memory_format=torch.channels_last)  # ~1.4x faster convs on CPU
-    loader = cifar10_loader("train", batch_size=cfg.batch_size, shuffle=True, root=data_root, seed=cfg.seed)
+    model = cfg.build().to(device, memory_format=torch.channels_last)  # ~1.4x faster convs on CPU, the norm on GPUs
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    loader = cifar10_loader("train", per_class=cfg.per_class, batch_size=cfg.batch_size, shuffle=True,
+                            root=data_root, seed=cfg.seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_max, momentum=0.9, nesterov=True,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr_max, epochs=cfg.epochs,
@@ -89,7 +113,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
         os.replace(ckpt, ckpt.with_name(ckpt.name + ".bak"))
     start = 0
     if ckpt.exists():
-        state = load_state(ckpt)
+        state = load_state(ckpt)  # (on the CPU: load_state_dict copies into the model's device)
         check_same("a training run", ckpt, state.get("identity"), identity,
                    f"use another -o, or start over with --fresh (it is kept as {ckpt.name}.bak)")
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
@@ -102,11 +126,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
         model.train()
         correct = seen = 0
         loss_sum = 0.0
-        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
+        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = _augment(x, gen).contiguous(memory_format=torch.channels_last)
-            if cfg.robust:
-                x = _fgsm_rs(model, x, y, cfg.eps, cfg.alpha, gen)
-            logits = model(x)
+            with autocast:
+                if cfg.robust:
+                    x = _fgsm_rs(model, x, y, cfg.eps, cfg.alpha, gen)
+                logits = model(x).float()
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -122,13 +148,25 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
                           "loader_gen": loader.generator.get_state(), "epoch": epoch + 1, "identity": identity})
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
-    meta = {"config": json.dumps(asdict(cfg)), "train_seconds": f"{time.time() - t0:.0f}"}
+    meta = {"config": json.dumps(asdict(cfg)), "train_seconds": f"{time.time() - t0:.0f}",
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     with atomic_path(out) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
     return model
 
 
-def load_weights(path: str | os.PathLike, widths=(32, 64, 128)) -> SmallCNN:
-    model = SmallCNN(widths)
+def load_weights(path: str | os.PathLike) -> nn.Module:
+    """The eval-mode model a file written by :func:`train` (or ``igdefense refine``) holds, built from
+    the config in its metadata (files without an ``arch`` are SmallCNNs)."""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    try:
+        config = json.loads(meta.get("config", "{}"))
+        arch, widths = config.get("arch", "smallcnn"), tuple(config.get("widths", (32, 64, 128)))
+        if arch not in ARCHITECTURES or len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise ValueError(f"arch {arch!r}, widths {widths}")
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"{path}: its metadata does not name a model igdefense builds ({e})") from e
+    model = SmallCNN(widths) if arch == "smallcnn" else ARCHITECTURES[arch]()
     model.load_state_dict(load_file(str(path)))
     return model.eval()

@@ -1,0 +1,53 @@
+"""igdefense train: the paper-scale PreAct ResNet-18 recipe at a tiny size, its checkpoint, and its
+weights file as a model anyone can name (--model FILE.safetensors)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import igdefense
+from igdefense.models import load_model
+from igdefense.zoo.models import PreActResNet18
+from igdefense.zoo.train import TrainConfig, _augment, load_weights, train
+
+
+def test_augment_is_the_per_image_crop_and_flip():
+    x, ref = torch.rand(32, 3, 32, 32), []
+    gen = torch.Generator().manual_seed(3)
+    padded = F.pad(x, (4, 4, 4, 4))
+    dx, dy = torch.randint(0, 9, (2, 32), generator=gen)
+    flip = torch.rand(32, generator=gen) < 0.5
+    for i in range(32):  # the recipe's original loop, one image at a time
+        crop = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        ref.append(crop.flip(-1) if flip[i] else crop)
+    assert torch.equal(_augment(x, torch.Generator().manual_seed(3)), torch.stack(ref))
+
+
+def test_preact_resnet18_trains_resumes_and_loads_from_its_file(tmp_path, test_batch, caplog):
+    cfg = TrainConfig(arch="preact-resnet18", robust=True, epochs=2, per_class=2, batch_size=10)
+    out = tmp_path / "r18.safetensors"
+    trained = train(cfg, out, progress=False)
+    assert isinstance(trained, PreActResNet18)
+    first = load_weights(out).state_dict()
+    out.unlink()  # the checkpoint holds both epochs: a rerun resumes at the end and writes the same weights
+    with caplog.at_level("INFO"):
+        train(cfg, out, progress=False)
+    assert "resumed from" in caplog.text
+    assert all(torch.equal(first[k], v) for k, v in load_weights(out).state_dict().items())
+    model = load_model(str(out))  # as --model FILE.safetensors
+    x, y = test_batch
+    rankings = igdefense.lo_ir(model, [(x, y)], progress=False)
+    assert rankings.importance.shape == (10, 512)
+    assert igdefense.wrap(model, rankings)(x[:4]).shape == (4, 10)
+    with pytest.raises(ValueError, match="another run"):
+        train(TrainConfig(arch="preact-resnet18", epochs=3, per_class=2, batch_size=10), out, progress=False)
+
+
+def test_a_weights_file_naming_an_unknown_architecture_is_refused(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"config": json.dumps({"arch": "os.system"})})
+    with pytest.raises(ValueError, match="its metadata does not name a model igdefense builds"):
+        load_model(str(path))
