@@ -315,7 +315,7 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
 def cmd_train(args) -> int:
     from .zoo.train import TrainConfig, train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
     data = _data_spec(args).cifar10("train", "train")
     cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class)
     train(cfg, args.output, data.source, fresh=args.fresh, progress=not args.quiet)
@@ -330,7 +330,7 @@ def cmd_refine(args) -> int:
     from .refine import RefineConfig, refine
     from .distributed import is_main_process
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
     data = _data_spec(args).cifar10("train", "refine")
     if args.per_class:
         data.indices = balanced_indices(data.labels, per_class=args.per_class)
@@ -707,7 +707,7 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     if args.verbose:  # AutoAttack reports each finished attack at DEBUG level
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)
     try:

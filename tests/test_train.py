@@ -51,3 +51,21 @@ def test_a_weights_file_naming_an_unknown_architecture_is_refused(tmp_path):
     save_file({"w": torch.zeros(1)}, str(path), metadata={"config": json.dumps({"arch": "os.system"})})
     with pytest.raises(ValueError, match="its metadata does not name a model igdefense builds"):
         load_model(str(path))
+
+
+def test_the_paper_scale_script_at_toy_sizes(tmp_path):
+    """benchmarks/paper_scale.sh, the GPU run of the paper's scale, runs its commands end to end."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "SIZE": "tiny", "RESULTS": str(tmp_path / "results"), "WEIGHTS": str(tmp_path / "w"),
+           "IGDEFENSE": f"{sys.executable} -m igdefense.cli", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(["bash", "benchmarks/paper_scale.sh"], cwd=root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "epoch 1/1" in (tmp_path / "results" / "train_preact-resnet18-robust.log").read_text()
+    for name in ("eval_preact-resnet18-robust-pgd10", "eval_preact-resnet18-robust", "eval_preact-resnet18-robust-sigma8"):
+        report = json.loads((tmp_path / "results" / name / "report.json").read_text())
+        assert "preact-resnet18-robust.safetensors" in json.dumps(report), name
