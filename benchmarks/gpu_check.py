@@ -152,7 +152,9 @@ def stage_lime(device, size) -> dict:
             "goals_met": {"speedup_vs_package >= 30": speedup >= 30, "ours_vs_floor <= 1.15": vs_floor <= 1.15}}
 
 
-def stage_onnx(device, size, tmp: Path) -> dict:
+def stage_onnx(device, size, ort_missing: str | None = None) -> dict:
+    import tempfile
+
     import onnxruntime as ort
 
     import igdefense
@@ -161,10 +163,13 @@ def stage_onnx(device, size, tmp: Path) -> dict:
     wanted = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
     if wanted not in ort.get_available_providers():
         return {"skipped": f"this onnxruntime ({ort.__version__}) has no {wanted}: it offers "
-                           f"{ort.get_available_providers()} (carry onnxruntime-gpu: see --ort-wheel)"}
+                           f"{ort.get_available_providers()} ({ort_missing or 'onnxruntime-gpu did not load'}; "
+                           "see --ort-wheel)"}
     base = _resnet18(device)
     defended = igdefense.wrap(base, _rankings(base, device), seed=0)
-    session = OnnxDefense(to_onnx(defended, tmp / "defended.onnx", noise="input"), batch_size=size["onnx_batch"])
+    with tempfile.TemporaryDirectory() as tmp:
+        session = OnnxDefense(to_onnx(defended, Path(tmp) / "defended.onnx", noise="input"),
+                              batch_size=size["onnx_batch"])
     x = torch.rand(size["onnx_batch"], 3, 32, 32, device=device)
     noise = torch.randn(1, *x.shape, device=device) * defended.sigma
     with torch.no_grad():
@@ -300,12 +305,13 @@ def main() -> None:
     ort_missing = install_carried_ort(args.carried) if device.type == "cuda" else None
     out = args.out or RESULTS / ("gpu_check-cpu.json" if args.cpu else "gpu_check.json")
     results = json.loads(out.read_text()) if out.is_file() else {}
-    if results.get("machine", {}).get("gpu") != machine().get("gpu") or results.get("mode") != device.type:
-        results = {}  # another machine's or mode's results are not resumed
-    results |= {"command": " ".join(["python", *sys.argv]), "machine": machine(), "mode": device.type,
+    made_by = {"gpu": machine().get("gpu"), "mode": device.type, "code": code_digest()}
+    if {k: results.get(k) for k in ("gpu", "mode", "code")} != made_by:
+        results = {}  # another machine's, mode's or code's results are not resumed
+    results |= {"command": " ".join(["python", *sys.argv]), "machine": machine(), **made_by,
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     stages = {"tests": stage_tests, "forward": stage_forward, "lime": stage_lime,
-              "onnx": lambda d, s: stage_onnx(d, s, out.parent), "refine": stage_refine, "demo": stage_demo}
+              "onnx": lambda d, s: stage_onnx(d, s, ort_missing), "refine": stage_refine, "demo": stage_demo}
     for name in args.stages.split(","):
         if name not in stages:
             sys.exit(f"gpu_check: unknown stage {name!r}; stages: {', '.join(stages)}")
@@ -320,6 +326,19 @@ def main() -> None:
         atomic_write(out, json.dumps(results, indent=2) + "\n")
         print(f"{name}: {json.dumps(result)}", flush=True)
     print("wrote", out)
+    failed = [name for name, r in results.get("stages", {}).items() if r.get("returncode", 0) != 0]
+    if failed:
+        sys.exit(f"gpu_check: these stages failed: {', '.join(failed)} (see {out})")
+
+
+def code_digest() -> str:
+    """What the numbers depend on: igdefense's sources and this script (a resumed run must match)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted([*(ROOT / "igdefense").rglob("*.py"), Path(__file__).resolve()]):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 if __name__ == "__main__":
