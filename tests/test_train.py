@@ -46,10 +46,16 @@ def test_preact_resnet18_trains_resumes_and_loads_from_its_file(tmp_path, test_b
         train(TrainConfig(arch="preact-resnet18", epochs=3, per_class=2, batch_size=10), out, progress=False)
 
 
-def test_a_weights_file_naming_an_unknown_architecture_is_refused(tmp_path):
+def test_a_weights_file_that_is_not_what_train_writes_is_refused(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"w": torch.zeros(1)}, str(path), metadata={"config": json.dumps({"arch": "os.system"})})
     with pytest.raises(ValueError, match="its metadata does not name a model igdefense builds"):
+        load_model(str(path))
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"config": json.dumps({"arch": "preact-resnet18"})})
+    with pytest.raises(ValueError, match="its tensors do not fit the preact-resnet18 its metadata names"):
+        load_model(str(path))
+    path.write_bytes(b"hello")
+    with pytest.raises(ValueError, match="is not a safetensors file igdefense train wrote"):
         load_model(str(path))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -158,8 +158,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
 def load_weights(path: str | os.PathLike) -> nn.Module:
     """The eval-mode model a file written by :func:`train` (or ``igdefense refine``) holds, built from
     the config in its metadata (files without an ``arch`` are SmallCNNs)."""
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a safetensors file igdefense train wrote ({e})") from e
     try:
         config = json.loads(meta.get("config", "{}"))
         arch, widths = config.get("arch", "smallcnn"), tuple(config.get("widths", (32, 64, 128)))
@@ -168,5 +171,9 @@ def load_weights(path: str | os.PathLike) -> nn.Module:
     except (ValueError, AttributeError, TypeError) as e:
         raise ValueError(f"{path}: its metadata does not name a model igdefense builds ({e})") from e
     model = SmallCNN(widths) if arch == "smallcnn" else ARCHITECTURES[arch]()
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:  # missing, unexpected or misshapen tensors
+        raise ValueError(f"{path}: its tensors do not fit the {arch} its metadata names: "
+                         f"{str(e).splitlines()[0]}") from e
     return model.eval()
