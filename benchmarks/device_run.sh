@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One call of the device tool for a session that is lent a GPU (issues 39 and 40), prepared here:
 #   python benchmarks/gpu_check.py --pack .gpu [--ort-wheel onnxruntime_gpu-*.whl]   # once, on this machine
+#   (with --ort-wheel: first one call per .gpu/ort/part-N carrying that part alone, command "true", back to
+#   back while the machine stays warm; each call carries 64 MiB at most, the working tree included)
 #   device run: command "bash benchmarks/device_run.sh", carry [".gpu/data", ".gpu/site"], timeout_s 600
-# (with --ort-wheel, first one call per .gpu/ort/part-N carrying that part, command "true", back to back).
-# Stage 1, gpu_check (skipped when its results for this GPU and code are there); stage 2, the paper's
-# scale (benchmarks/paper_scale.sh), each under a time limit; whatever they wrote comes back in $OUT:
-# gpu_check.json, the logs, results.tgz (benchmarks/results/*resnet18*, to unpack and commit) and the
-# trained weights in 15 MB parts (cat weights.part-* > runs/preact-resnet18-robust.safetensors; carry
-# runs/ in a later call so that the evaluations resume instead of retraining). CPU=1 runs it all at toy
-# sizes on a CPU (the script's own test).
+# Stage 1, gpu_check (its stages already measured for this GPU and code are kept); stage 2, the paper's
+# scale (benchmarks/paper_scale.sh), each under a time limit. What they wrote comes back in $OUT:
+# gpu_check.json and the logs, results.tgz (benchmarks/results/*resnet18*: unpack it here, so that the
+# next call's working tree carries the evaluation logs and they resume) and the trained weights in 15 MB
+# parts (cat weights.part-* > runs/preact-resnet18-robust.safetensors, then carry runs/ in a call of its
+# own: the training is skipped once the weights are there). A training cut before its end resumes only
+# on the same warm machine (its checkpoint does not come back). CPU=1 runs it all at toy sizes on a CPU.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 IGDEFENSE_DATA=${IGDEFENSE_DATA:-$PWD/.gpu/data/cifar10-jpeg.tar.gz}
 export PYTHONPATH=$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -16,10 +18,15 @@ OUT=${OUT:?the folder whatever comes back is written to}
 PY=${PYTHON:-python3}
 if [ "${CPU:-0}" = 1 ]; then CHECK=(--cpu --stages forward,onnx); export SIZE=tiny; else CHECK=(); fi
 timeout "${CHECK_SECONDS:-330}" $PY benchmarks/gpu_check.py "${CHECK[@]}" 2>&1 | tail -c 200000 > "$OUT/gpu_check.log"
+check=${PIPESTATUS[0]}
+echo "gpu_check.py: exit $check (124: cut by its time limit; run again to resume)" >> "$OUT/gpu_check.log"
 cp benchmarks/results/gpu_check*.json "$OUT/" 2>/dev/null
 IGDEFENSE="$PY -m igdefense.cli" timeout "${SCALE_SECONDS:-240}" bash benchmarks/paper_scale.sh 2>&1 \
   | tail -c 200000 > "$OUT/paper_scale.log"
-echo "paper_scale.sh: exit ${PIPESTATUS[0]} (124: cut by its time limit; run again to resume)" >> "$OUT/paper_scale.log"
+scale=${PIPESTATUS[0]}
+echo "paper_scale.sh: exit $scale (124: cut by its time limit; run again to resume)" >> "$OUT/paper_scale.log"
 tar czf "$OUT/results.tgz" benchmarks/results/*resnet18* 2>/dev/null
 [ -f runs/preact-resnet18-robust.safetensors ] && split -b 15m runs/preact-resnet18-robust.safetensors "$OUT/weights.part-"
 ls -la "$OUT"
+echo "gpu_check.py exit $check, paper_scale.sh exit $scale"
+exit $(( check > scale ? check : scale ))

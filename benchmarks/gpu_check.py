@@ -5,11 +5,13 @@
     python benchmarks/gpu_check.py --cpu           # the same stages at small sizes on the CPU (CI)
 
 onnxruntime's CUDA provider comes only with onnxruntime-gpu (255 MB as a wheel, more than one call
-of the device tool carries). ``--pack .gpu --ort-wheel onnxruntime_gpu-*.whl`` cuts it into parts of
-at most 56 MiB, ``.gpu/ort/part-N`` with its sha256: send ``.gpu/ort/part-0``, ``part-1``, ... each in
+of the device tool carries). ``--pack .gpu --ort-wheel onnxruntime_gpu-*.whl`` cuts it into parts,
+``.gpu/ort/part-N``, each small enough to travel beside the working tree (64 MiB a call), and writes
+their sha256 to ``.gpu/data/onnxruntime-gpu.json``: send ``.gpu/ort/part-0``, ``part-1``, ... each in
 its own call while the machine is warm (a call that carries one part and runs ``true``), then the
 run itself carrying ``.gpu/data`` and ``.gpu/site``; it joins the parts, checks the digest and
-installs the wheel for this run. Without all the parts the onnx stage says it was skipped and why.
+installs the wheel for this run. Without all the parts the onnx stage says it was skipped and why,
+and a later run with them does it (a skipped or failed stage is never kept as done).
 
 Stages, each written to the JSON as soon as it is measured (a rerun skips those already there for
 this device and mode, so a cut run resumes):
@@ -216,7 +218,14 @@ def stage_demo(device, size) -> dict:
             "last_lines": out.stdout.strip().splitlines()[-4:] if out.returncode == 0 else out.stderr[-800:]}
 
 
-PART = 56 * 2**20  # each part of the onnxruntime-gpu wheel travels in its own call (64 MiB a call)
+CALL = 64 * 2**20  # what one call of the device tool carries: the working tree and the carried paths
+
+
+def part_size() -> int:
+    """Bytes of each onnxruntime-gpu part: what a call carries beside the tracked tree, 4 MiB spare."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True).stdout.split(b"\0")
+    tree = sum((ROOT / f.decode()).stat().st_size for f in listed if f and (ROOT / f.decode()).is_file())
+    return CALL - tree - 4 * 2**20
 
 
 def pack(folder: Path, ort_wheel: Path | None) -> None:
@@ -234,13 +243,13 @@ def pack(folder: Path, ort_wheel: Path | None) -> None:
         sys.exit("no cifar10-jpeg.tar.gz found to pack (see ../shared/data/README.md)")
     shutil.copy(tar, folder / "data" / "cifar10-jpeg.tar.gz")
     if ort_wheel:
-        blob = ort_wheel.read_bytes()
+        blob, part = ort_wheel.read_bytes(), part_size()
         shutil.rmtree(folder / "ort", ignore_errors=True)
         (folder / "ort").mkdir()
-        for i in range(0, len(blob), PART):
-            (folder / "ort" / f"part-{i // PART}").write_bytes(blob[i:i + PART])
-        (folder / "ort" / "wheel.json").write_text(json.dumps(
-            {"name": ort_wheel.name, "sha256": hashlib.sha256(blob).hexdigest(), "parts": -(-len(blob) // PART)}))
+        for i in range(0, len(blob), part):
+            (folder / "ort" / f"part-{i // part}").write_bytes(blob[i:i + part])
+        (folder / "data" / "onnxruntime-gpu.json").write_text(json.dumps(  # travels with the run's call
+            {"name": ort_wheel.name, "sha256": hashlib.sha256(blob).hexdigest(), "parts": -(-len(blob) // part)}))
     for name in CARRIED:
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
@@ -261,7 +270,7 @@ def install_carried_ort(folder: Path) -> str | None:
     else why not."""
     import hashlib
 
-    manifest = folder / "ort" / "wheel.json"
+    manifest = folder / "data" / "onnxruntime-gpu.json"
     if not manifest.is_file():
         return "no onnxruntime-gpu parts were carried"
     wheel = json.loads(manifest.read_text())
@@ -274,8 +283,10 @@ def install_carried_ort(folder: Path) -> str | None:
         return "the joined onnxruntime-gpu parts do not match their sha256 (a part is stale or cut)"
     target, path = Path("/tmp/ort-site"), Path("/tmp") / wheel["name"]
     path.write_bytes(blob)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--upgrade", "--target", str(target), str(path)], check=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                          "--upgrade", "--target", str(target), str(path)], capture_output=True, text=True)
+    if pip.returncode:
+        return f"pip could not install {wheel['name']}: {(pip.stderr.strip().splitlines() or ['?'])[-1]}"
     sys.path.insert(0, str(target))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
     return None
@@ -315,18 +326,22 @@ def main() -> None:
     for name in args.stages.split(","):
         if name not in stages:
             sys.exit(f"gpu_check: unknown stage {name!r}; stages: {', '.join(stages)}")
-        if name in results.get("stages", {}):
+        earlier = results.get("stages", {}).get(name, {})
+        if earlier and not {"skipped", "error"} & set(earlier) and earlier.get("returncode", 0) == 0:
             print(f"{name}: done in an earlier run, kept")
             continue
         t = time.perf_counter()
-        result = stages[name](device, size)
+        try:
+            result = stages[name](device, size)
+        except Exception as e:  # noqa: BLE001 (one stage's failure must not cost the others their numbers)
+            result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         result["stage_seconds"] = round(time.perf_counter() - t, 1)
         results.setdefault("stages", {})[name] = result
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, json.dumps(results, indent=2) + "\n")
         print(f"{name}: {json.dumps(result)}", flush=True)
     print("wrote", out)
-    failed = [name for name, r in results.get("stages", {}).items() if r.get("returncode", 0) != 0]
+    failed = [name for name, r in results.get("stages", {}).items() if "error" in r or r.get("returncode", 0) != 0]
     if failed:
         sys.exit(f"gpu_check: these stages failed: {', '.join(failed)} (see {out})")
 

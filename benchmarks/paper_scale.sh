@@ -22,7 +22,9 @@ else
   ATTACKS=(); SANITY=(--sanity --sanity-n 100)
 fi
 mkdir -p "$W" "$R"
-$IG train --arch preact-resnet18 --robust "${TRAIN[@]}" --quiet -o "$M" 2>&1 | tee "$R/train_preact-resnet18-robust.log"
+# (skipped once the weights exist: retrained weights differ, and the evaluations' logs are bound to them)
+[ -f "$M" ] || $IG train --arch preact-resnet18 --robust "${TRAIN[@]}" --quiet -o "$M" 2>&1 \
+  | tee "$R/train_preact-resnet18-robust.log"
 [ -f "$M.lo-ir.safetensors" ] || $IG rank --model "$M" "${RANK[@]}" -o "$M.lo-ir.safetensors"
 # the goal of the training: clean >= 80%, PGD-10 >= 45% (the base row of this report)
 $IG eval --model "$M" --rankings "$M.lo-ir.safetensors" --attacks pgd --images $CHECK \

@@ -26,6 +26,7 @@ from .distributed import default_device
 from .eval.attacks import ATTACKS, AttackSettings
 from .eval.plan import Plan
 from .eval.sweep import SWEEP_ATTACKS
+from .export.onnx import ExportError
 from ._parse import count, fraction, listof, natural, radius, real, severities, whole
 from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
 from .zoo.models import ARCHITECTURES
@@ -689,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 # wrong types, unknown names (KeyError), unreadable or missing paths and failed downloads (OSError:
 # URLError, a corrupt image), missing extras (ImportError), a folder another run writes (FolderBusy),
 # a diverging refinement (FloatingPointError).
-USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FolderBusy, FloatingPointError)
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FolderBusy, FloatingPointError, ExportError)
 
 
 def _one_line(e: BaseException) -> str:

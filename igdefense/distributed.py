@@ -13,6 +13,8 @@ def default_device() -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.device_count() == 1:  # one GPU visible: a launcher that gives each rank its own (SLURM)
+        local = 0
     if local >= torch.cuda.device_count():
         raise ValueError(f"this process is local rank {local} but the machine has {torch.cuda.device_count()} GPU(s): "
                          f"start at most one process per GPU (torchrun --nproc-per-node {torch.cuda.device_count()})")

@@ -53,6 +53,7 @@ def test_batching_and_types(defended, foolbox_images, tmp_path):
     out_t, out_np = session(x, noise), session(x.numpy(), noise.numpy())
     assert isinstance(out_t, torch.Tensor) and isinstance(out_np, np.ndarray) and out_np.shape == (20, 10)
     np.testing.assert_allclose(out_t.numpy(), out_np)
+    np.testing.assert_allclose(session(x, noise.numpy()).numpy(), out_np)  # torch images, numpy noise
     with pytest.raises(ValueError, match="noise='input'"):
         session(x)
     with pytest.raises(ValueError, match="float32"):

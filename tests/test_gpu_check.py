@@ -47,12 +47,17 @@ def test_every_stage_in_cpu_mode_then_a_resume(tmp_path):
     again = _run(out, ["forward", "onnx"])
     assert again.returncode == 0 and "forward: done in an earlier run, kept" in again.stdout
     assert json.loads(out.read_text())["stages"]["onnx"] == stages["onnx"]
+    skipped = json.loads(out.read_text())  # e.g. a run without onnxruntime-gpu's parts
+    skipped["stages"]["onnx"] = {"skipped": "no onnxruntime-gpu parts were carried"}
+    out.write_text(json.dumps(skipped))
+    assert _run(out, ["onnx"]).returncode == 0  # a skipped stage is done again, not kept
+    assert json.loads(out.read_text())["stages"]["onnx"]["provider"] == "CPUExecutionProvider"
 
 
 def test_the_carried_wheel_parts_are_checked(gpu_check, tmp_path, monkeypatch):
     wheel = tmp_path / "onnxruntime_gpu-0-cp312-cp312-manylinux_2_28_x86_64.whl"
     wheel.write_bytes(os.urandom(3000))
-    monkeypatch.setattr(gpu_check, "PART", 1024)  # three parts
+    monkeypatch.setattr(gpu_check, "part_size", lambda: 1024)  # three parts
     gpu_check.pack(tmp_path / "carry", wheel)
     parts = sorted((tmp_path / "carry" / "ort").glob("part-*"))
     assert len(parts) == 3 and b"".join(p.read_bytes() for p in parts) == wheel.read_bytes()

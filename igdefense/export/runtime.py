@@ -107,7 +107,7 @@ class OnnxDefense:
     def _run_bound(self, images: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         device = self.device
         x = images.detach().to(device).contiguous()
-        n = noise.detach().to(device, torch.float32).contiguous() if noise is not None else None
+        n = torch.as_tensor(noise).detach().to(device, torch.float32).contiguous() if noise is not None else None
         classes = self.session.get_outputs()[0].shape[-1]
         logits = torch.empty(len(x), classes, dtype=torch.float32, device=device)
         chunks = [{"images": x[s:s + self.batch_size], "logits": logits[s:s + self.batch_size]}
