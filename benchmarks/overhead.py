@@ -115,8 +115,12 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help="forward rows to (re)measure; others are kept")
     ap.add_argument("--skip-forward", action="store_true", help="only the LO-IR comparison (keeps the JSON's forward rows)")
     ap.add_argument("--compile", action="store_true", help="also time the default and base models under torch.compile")
+    ap.add_argument("--plot", action="store_true", help="only draw overhead.png from the JSON")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plot:
+        print("wrote", plot(json.loads((RESULTS / "overhead.json").read_text())["forward"]))
+        return
     torch.set_num_threads(2)
     if args.worker:
         kind, *rest = args.worker
@@ -178,6 +182,29 @@ def main() -> None:
     elif "lo_ir" in previous:
         payload["lo_ir"] = previous["lo_ir"]  # kept from the last run that measured it
     print("wrote", write_results("overhead", payload))
+    print("wrote", plot(rows))
+
+
+def plot(rows: list[dict]) -> Path:
+    """``overhead.png``: defended / base forward time against the batch, each model beside its floor."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6))
+    for ax, model in zip(fig.subplots(1, len(MODELS), sharey=True), MODELS):
+        mine = [r for r in rows if r["model"] == model]
+        batches = [r["batch"] for r in mine]
+        for key, label, style in (("ratio", "defended (the device's default path)", "o-"),
+                                  ("two_passes_ratio", "two passes", "s:"), ("shared_backbone_ratio", "shared backbone", "^:"),
+                                  ("floor_ratio", "floor: base twice or on 2B images", "k--")):
+            ax.plot(batches, [r[key] for r in mine], style, label=label, ms=4)
+        ax.set(xscale="log", xlabel="batch", title=model, xticks=batches, xticklabels=[str(b) for b in batches])
+        ax.grid(alpha=0.3)
+    fig.axes[0].set_ylabel("time / undefended time")
+    fig.axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = RESULTS / "overhead.png"
+    fig.savefig(path, dpi=110)
+    return path
 
 
 if __name__ == "__main__":
