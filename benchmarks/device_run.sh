@@ -6,8 +6,8 @@
 #   device run: command "bash benchmarks/device_run.sh", carry [".gpu/data", ".gpu/site"], timeout_s 600
 # Stage 1, gpu_check (its stages already measured for this GPU and code are kept); stage 2, the paper's
 # scale (benchmarks/paper_scale.sh), each under a time limit. What they wrote comes back in $OUT:
-# gpu_check.json and the logs, results.tgz (benchmarks/results/*resnet18*: unpack it here, so that the
-# next call's working tree carries the evaluation logs and they resume) and the trained weights in 15 MB
+# gpu_check.json and the logs, results.tgz (benchmarks/results/*resnet18* and the rankings: unpack it here,
+# so that the next call's working tree carries the evaluation logs and they resume) and the weights in 15 MB
 # parts (cat weights.part-* > runs/preact-resnet18-robust.safetensors, then carry runs/ in a call of its
 # own: the training is skipped once the weights are there). A training cut before its end resumes only
 # on the same warm machine (its checkpoint does not come back). CPU=1 runs it all at toy sizes on a CPU.
@@ -25,7 +25,8 @@ IGDEFENSE="$PY -m igdefense.cli" timeout "${SCALE_SECONDS:-240}" bash benchmarks
   | tail -c 200000 > "$OUT/paper_scale.log"
 scale=${PIPESTATUS[0]}
 echo "paper_scale.sh: exit $scale (124: cut by its time limit; run again to resume)" >> "$OUT/paper_scale.log"
-tar czf "$OUT/results.tgz" benchmarks/results/*resnet18* 2>/dev/null
+tar czf "$OUT/results.tgz" benchmarks/results/*resnet18* runs/*.lo-ir.safetensors 2>/dev/null  # (the rankings:
+# LO-IR recomputed on another machine may differ in the last bits, and the evaluations' logs are bound to them)
 [ -f runs/preact-resnet18-robust.safetensors ] && split -b 15m runs/preact-resnet18-robust.safetensors "$OUT/weights.part-"
 ls -la "$OUT"
 echo "gpu_check.py exit $check, paper_scale.sh exit $scale"
