@@ -13,8 +13,8 @@ run itself carrying ``.gpu/data`` and ``.gpu/site``; it joins the parts, checks 
 installs the wheel for this run. Without all the parts the onnx stage says it was skipped and why,
 and a later run with them does it (a skipped or failed stage is never kept as done).
 
-Stages, each written to the JSON as soon as it is measured (a rerun skips those already there for
-this device and mode, so a cut run resumes):
+Stages, each written to the JSON as soon as it is measured (a rerun keeps those measured on this GPU,
+in this mode, by this code, so a cut run resumes):
   tests    the device tests (tests/test_devices.py) on this machine's devices
   forward  defended / base forward of pyautoattack's ResNet-18 architecture (random weights: time
            does not depend on them), both paths and the default, at batch 1, 64, 256, 1024
