@@ -11,6 +11,10 @@
 # parts (cat weights.part-* > runs/preact-resnet18-robust.safetensors, then carry runs/ in a call of its
 # own: the training is skipped once the weights are there). A training cut before its end resumes only
 # on the same warm machine (its checkpoint does not come back). CPU=1 runs it all at toy sizes on a CPU.
+# To go on from the committed logs (issue 40: the 2026-12-04 run trained, ranked and ran most attacks): put the
+# weights back in runs/ (from the parts, or retrain: then start the evaluations over with --fresh, as the logs
+# are bound to the weights), call once with carry ["runs"] and command "true" (45 MB: too much beside .gpu), then
+# at once, while the machine is warm (30 s), the call above: training and ranking are skipped, the logs resume.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 IGDEFENSE_DATA=${IGDEFENSE_DATA:-$PWD/.gpu/data/cifar10-jpeg.tar.gz}
 export PYTHONPATH=$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}

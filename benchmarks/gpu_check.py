@@ -84,10 +84,13 @@ def _rankings(model, device):
 
 
 def stage_tests(device, size) -> dict:
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
-                          "tests/test_devices.py"], cwd=ROOT, capture_output=True, text=True)
-    tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:]
-    return {"returncode": out.returncode, "summary": tail, "cuda": torch.cuda.is_available()}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rf",
+                          "--tb=line", "tests/test_devices.py"], cwd=ROOT, capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines()
+    tail = lines[-1] if lines else out.stderr[-500:]
+    # which tests failed and where (one line each), so that a GPU-only failure can be fixed without a GPU
+    failed = [line[:400] for line in lines if line.startswith(("FAILED", "E ", "/")) or ".py:" in line[:200]]
+    return {"returncode": out.returncode, "summary": tail, "failed": failed[:60], "cuda": torch.cuda.is_available()}
 
 
 def stage_forward(device, size) -> dict:
