@@ -19,6 +19,7 @@ import torch
 
 from igdefense._atomic import atomic_write
 from igdefense.eval.log import read_records
+from igdefense.eval.plan import run_order
 from igdefense.eval.scoring import HEADLINE, RULES, columns
 from igdefense.eval.stats import paired_difference
 
@@ -32,7 +33,9 @@ def read(log: Path) -> dict:
     the 0/1 answers and draw counts over all images (batches in order)."""
     header, records = read_records(log)
     last = {r["batch"]: r for r in records}  # a batch's records grow step by step: its last has them all
-    order, draws = header["settings"]["order"], header["settings"]["draws"]
+    settings = header["settings"]
+    draws = settings.get("draws", 1)  # (older logs: one draw, and no order: the steps their records have)
+    order = settings.get("order") or [a for a in run_order(settings["attacks"]) if records and a in records[-1]]
     done = [s for s in ["clean", *order] if last and all(s in r for r in last.values())]
     batches = [last[b] for b in sorted(last)]
     bits = {s: torch.tensor([v for r in batches for v in r[s]], dtype=torch.bool) for s in done}

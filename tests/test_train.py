@@ -75,3 +75,22 @@ def test_the_paper_scale_script_at_toy_sizes(tmp_path):
     for name in ("eval_preact-resnet18-robust-pgd10", "eval_preact-resnet18-robust", "eval_preact-resnet18-robust-sigma8"):
         report = json.loads((tmp_path / "results" / name / "report.json").read_text())
         assert "preact-resnet18-robust.safetensors" in json.dumps(report), name
+
+
+def test_the_paper_scale_summary_agrees_with_a_finished_report():
+    """benchmarks/paper_scale_summary.py, which reads unfinished cascades, gives a finished one's report."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("paper_scale_summary", root / "benchmarks/paper_scale_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    folder = root / "benchmarks/results/eval_smallcnn-refined-sigma8-b1000"
+    rows = {r["model"]: r for r in json.loads((folder / "report.json").read_text())["summary"]}
+    s = summary.summarise(folder)
+    assert s["finished"] and s["images"] == 1000
+    assert s["base"]["worst_case"] == round(rows["base"]["iw_wc"], 2) == 14.8
+    for rule in ("one-draw", "majority", "every-draw"):  # one draw logged: every rule is that draw's answer
+        assert s["defended"][rule]["worst_case"] == round(rows["lo-ir"]["iw_wc"], 2) == 16.1
+    assert s["defended"]["majority"]["vs_base"] == rows["lo-ir"]["gains"]["IW-WC"]  # +1.30 [+0.57, +2.02]
