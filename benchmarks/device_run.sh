@@ -4,13 +4,12 @@
 #   (with --ort-wheel: first one call per .gpu/ort/part-N carrying that part alone, command "true", back to
 #   back while the machine stays warm; each call carries 64 MiB at most, the working tree included)
 #   device run: command "bash benchmarks/device_run.sh", carry [".gpu/data", ".gpu/site"], timeout_s 600
-# Stage 1, gpu_check (its stages already measured for this GPU and code are kept); stage 2, the paper's
-# scale (benchmarks/paper_scale.sh), each under a time limit. What they wrote comes back in $OUT:
-# gpu_check.json and the logs, results.tgz (benchmarks/results/*resnet18* and the rankings: unpack it here,
-# so that the next call's working tree carries the evaluation logs and they resume) and the weights in 15 MB
-# parts (cat weights.part-* > runs/preact-resnet18-robust.safetensors, then carry runs/ in a call of its
-# own: the training is skipped once the weights are there). A training cut before its end resumes only
-# on the same warm machine (its checkpoint does not come back). CPU=1 runs it all at toy sizes on a CPU.
+# First the paper's scale (benchmarks/paper_scale.sh), then gpu_check, each under a time limit. What they
+# wrote comes back in $OUT: gpu_check.json and the logs, results.tgz (benchmarks/results/*resnet18* and the
+# rankings: unpack it here, so that the next call's working tree carries the evaluation logs and they resume)
+# and, when this call trained them, the weights in 15 MB parts (cat weights.part-* >
+# runs/preact-resnet18-robust.safetensors). A training cut before its end resumes only on the same warm
+# machine (its checkpoint does not come back). CPU=1 runs it all at toy sizes on a CPU.
 # To go on from the committed logs (issue 40: the 2026-12-04 run trained, ranked and ran most attacks): put the
 # weights back in runs/ (from the parts, or retrain: then start the evaluations over with --fresh, as the logs
 # are bound to the weights), call once with carry ["runs"] and command "true" (45 MB: too much beside .gpu), then
@@ -20,21 +19,24 @@ export PYTHONUNBUFFERED=1 IGDEFENSE_DATA=${IGDEFENSE_DATA:-$PWD/.gpu/data/cifar1
 export PYTHONPATH=$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:?the folder whatever comes back is written to}
 PY=${PYTHON:-python3}
-# the paper's scale comes first in a session's device time: gpu_check gets CHECK_SECONDS, the paper's
-# scale what is left of BUDGET (seconds, from this script's start; the call's timeout_s less the packing)
+MODEL_FILE=${WEIGHTS:-runs}/preact-resnet18-robust.safetensors
+[ -f "$MODEL_FILE" ]; trained_before=$?  # (0: the weights were there: they need not go back)
+# The paper's scale comes first in a session's device time: it gets BUDGET (seconds from this script's
+# start: the call's timeout_s less the packing) less CHECK_SECONDS; gpu_check (each stage already measured
+# for this GPU and code is kept) gets what is left, CHECK_SECONDS or more.
 if [ "${CPU:-0}" = 1 ]; then CHECK=(--cpu --stages forward,onnx); export SIZE=tiny
-else CHECK=(--stages forward,lime,refine,demo,onnx,tests); fi
-timeout "${CHECK_SECONDS:-150}" $PY benchmarks/gpu_check.py "${CHECK[@]}" 2>&1 | tail -c 200000 > "$OUT/gpu_check.log"
+else CHECK=(--stages tests,forward,lime,refine,demo,onnx); fi
+IGDEFENSE="$PY -m igdefense.cli" timeout "$(( ${BUDGET:-560} - ${CHECK_SECONDS:-120} ))" bash benchmarks/paper_scale.sh \
+  2>&1 | tail -c 200000 > "$OUT/paper_scale.log"
+scale=${PIPESTATUS[0]}
+echo "paper_scale.sh: exit $scale (124: cut by its time limit; run again to resume)" >> "$OUT/paper_scale.log"
+timeout "$(( ${BUDGET:-560} - SECONDS ))" $PY benchmarks/gpu_check.py "${CHECK[@]}" 2>&1 | tail -c 200000 > "$OUT/gpu_check.log"
 check=${PIPESTATUS[0]}
 echo "gpu_check.py: exit $check (124: cut by its time limit; run again to resume)" >> "$OUT/gpu_check.log"
 cp benchmarks/results/gpu_check*.json "$OUT/" 2>/dev/null
-IGDEFENSE="$PY -m igdefense.cli" timeout "$(( ${BUDGET:-560} - SECONDS ))" bash benchmarks/paper_scale.sh 2>&1 \
-  | tail -c 200000 > "$OUT/paper_scale.log"
-scale=${PIPESTATUS[0]}
-echo "paper_scale.sh: exit $scale (124: cut by its time limit; run again to resume)" >> "$OUT/paper_scale.log"
 tar czf "$OUT/results.tgz" benchmarks/results/*resnet18* runs/*.lo-ir.safetensors 2>/dev/null  # (the rankings:
 # LO-IR recomputed on another machine may differ in the last bits, and the evaluations' logs are bound to them)
-[ -f runs/preact-resnet18-robust.safetensors ] && split -b 15m runs/preact-resnet18-robust.safetensors "$OUT/weights.part-"
+[ $trained_before != 0 ] && [ -f "$MODEL_FILE" ] && split -b 15m "$MODEL_FILE" "$OUT/weights.part-"
 ls -la "$OUT"
 echo "gpu_check.py exit $check, paper_scale.sh exit $scale"
 exit $(( check > scale ? check : scale ))
