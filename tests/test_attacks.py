@@ -26,6 +26,22 @@ def test_rays_finds_small_perturbations_on_a_standard_model(standard_cnn, test_b
     assert (rays.used <= 500 + 40).all()  # budget (plus at most one bisection's overshoot)
 
 
+def test_rays_on_a_batch_is_rays_on_each_image(robust_cnn, test_batch):
+    """Images do not interact: on a deterministic model the batched attack makes, for each image, the
+    queries a run on that image alone makes (the same examples, distances and query counts)."""
+    def model(z):  # one image at a time: the logits do not depend on the batch, to the last bit
+        return torch.cat([robust_cnn(image[None]) for image in z])
+
+    x, y = test_batch[0][::3], test_batch[1][::3]  # 10 images, one per class: some fall early, some never
+    batched = RayS(model, eps=8 / 255, queries=300, progress=False)
+    adv = batched.perturb(x, y)
+    for i in range(len(x)):
+        alone = RayS(model, eps=8 / 255, queries=300, progress=False)
+        assert torch.equal(alone.perturb(x[i:i + 1], y[i:i + 1])[0], adv[i]), i
+        assert alone.used.item() == batched.used[i].item() and alone.distance.item() == batched.distance[i].item(), i
+    assert 0 < (batched.distance <= 8 / 255).sum() < len(x)  # both kinds of image were in the batch
+
+
 @pytest.mark.parametrize("name, at_most", [("apgd-ce", 0.2), ("apgd-dlr", 0.2), ("square", 0.4)])
 def test_attacks_break_the_standard_model(name, at_most, standard_cnn, test_batch):
     # Small budgets to stay fast: 20 APGD steps, 300 Square queries (hence Square's looser bound).
