@@ -3,8 +3,10 @@
 It searches over sign directions v in {-1, +1}^d for the one whose decision boundary along
 x + t * v lies closest, flipping the signs of ever smaller blocks of coordinates and keeping a
 flip when the boundary distance shrinks (checked with one query, then bisection). It only uses
-the predicted label, so gradient masking cannot fool it. Batched: all images share the block
-schedule; each keeps its own direction, distance and query count.
+the predicted label, so gradient masking cannot fool it. Batched: each image runs the algorithm on
+its own (its own block schedule, direction, distance, query count and step), and one model call asks
+one query of every unfinished image (``benchmarks/rays_calls.py``: 5.3x fewer calls than when images
+waited for each other's bisections, the same queries per image).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
+
+
+START, CHECK, LINE, BISECT = 0, 1, 2, 3  # what an image's next query is for (see RayS.perturb)
 
 
 class RayS:
@@ -34,76 +39,80 @@ class RayS:
         self.progress = progress
 
     @torch.no_grad()
-    def _fooled(self, x, y, v, d, active):
-        """One query per active image: is x + d * v (clamped) misclassified? Counts the queries."""
-        idx = active.nonzero().squeeze(1)
-        out = torch.zeros_like(active)
-        if len(idx):
-            cand = (x[idx] + d[idx].view(-1, *[1] * (x.ndim - 1)) * v[idx]).clamp(0, 1)
-            out[idx] = self.model(cand).argmax(1) != y[idx]
-            self.used[idx] += 1
-        return out
-
-    @torch.no_grad()
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial examples (B, C, H, W); images not fooled within eps are returned unchanged.
-        ``self.distance`` holds each image's best L-inf distance found, ``self.used`` its queries."""
+        ``self.distance`` holds each image's best L-inf distance found, ``self.used`` its queries.
+
+        Each image runs the sequential algorithm on its own (the same queries as a run on it alone),
+        and every model call asks one query of every unfinished image, whatever step it is at: a
+        direction's first query, the linear search or the bisection. So a call is as large as it can
+        be, and there are about as many calls as queries per image (GPUs are bound by the calls)."""
         b, dim = x.shape[0], x[0].numel()
         norm = math.sqrt(dim)  # L2 norm of a sign vector; distances below are along v / norm
-        sgn = torch.ones_like(x)
+        shape = (-1, *[1] * (x.ndim - 1))
+        sgn = torch.ones_like(x)  # each image's best direction
+        v = torch.ones_like(x)  # the direction each image is trying
         best = torch.full((b,), math.inf, device=x.device)
+        lo, hi = torch.zeros_like(best), torch.zeros_like(best)
+        step = torch.zeros(b, dtype=torch.long, device=x.device)  # the linear search's step
         self.used = torch.zeros(b, dtype=torch.long, device=x.device)
-        level = block = 0
+        phase = torch.full((b,), START, dtype=torch.long, device=x.device)
+        level = torch.zeros(b, dtype=torch.long, device=x.device)  # the block schedule, per image
+        block = torch.zeros_like(level)
+        coords = torch.arange(dim, device=x.device)
         bar = tqdm(total=self.queries, desc="RayS queries", unit="q", leave=False, disable=not self.progress)
         while True:
-            active = (self.used < self.queries) & ~(best / norm <= self.eps)
-            if not active.any():
+            # Images between directions: stop (budget spent, or within eps), or take the next block flip.
+            starting = phase == START
+            phase[starting & ((self.used >= self.queries) | (best / norm <= self.eps))] = -1  # finished
+            starting &= phase == START
+            if starting.any():
+                n_blocks = 2 ** level
+                size = (dim + n_blocks - 1) // n_blocks  # (B,): the block size at each image's level
+                first, end = block * size, torch.clamp((block + 1) * size, max=dim)
+                flip = (coords >= first[:, None]) & (coords < end[:, None])
+                attempt = torch.where(flip, -1.0, 1.0).to(x.dtype).view_as(x) * sgn
+                v = torch.where(starting.view(shape), attempt, v)
+                # the schedule moves on (as the sequential algorithm does after this direction's search)
+                block = torch.where(starting, block + 1, block)
+                wrap = starting & ((block == n_blocks) | (end == dim))
+                level = torch.where(wrap, torch.where(size == 1, 0, level + 1), level)
+                block = torch.where(wrap, 0, block)
+                have = torch.isfinite(best)
+                phase = torch.where(starting & have, CHECK, torch.where(starting, LINE, phase))
+                lo = torch.where(starting, 0.0, lo)
+                hi = torch.where(starting, best, hi)
+                step = torch.where(starting & ~have, 1, step)
+            asking = phase > START
+            if not asking.any():
                 break
-            bar.update(int(self.used[active].min()) - bar.n)
-            n_blocks = 2 ** level
-            size = math.ceil(dim / n_blocks)
-            start, end = block * size, min(dim, (block + 1) * size)
-            attempt = sgn.clone().view(b, dim)
-            attempt[:, start:end] *= -1
-            attempt = attempt.view_as(x)
-            self._search(x, y, attempt, sgn, best, active, norm)
-            block += 1
-            if block == n_blocks or end == dim:
-                level, block = level + 1, 0
-                if size == 1:
-                    level = 0  # finest blocks done: start over with coarse blocks
+            bar.update(int(self.used[asking].min()) - bar.n)
+            # One query per unfinished image: along v at distance step (linear search), else along
+            # v / norm at its best distance (a direction's check) or the bisection's midpoint.
+            mid = (lo + hi) / 2
+            d = torch.where(phase == CHECK, hi, mid)
+            unit_point = x + d.view(shape) * (v / norm)
+            line_point = x + step.to(x.dtype).view(shape) * v
+            point = torch.where((phase == LINE).view(shape), line_point, unit_point).clamp(0, 1)
+            idx = asking.nonzero().squeeze(1)
+            hit = torch.zeros_like(asking)
+            hit[idx] = self.model(point[idx]).argmax(1) != y[idx]
+            self.used[idx] += 1
+            # What each answer means for the image's search.
+            check, line, bisect = asking & (phase == CHECK), asking & (phase == LINE), asking & (phase == BISECT)
+            hi = torch.where(line & hit, step.to(hi.dtype) * norm, hi)
+            hi = torch.where(bisect & hit, mid, hi)
+            lo = torch.where(bisect & ~hit, mid, lo)
+            step = torch.where(line & ~hit, step + 1, step)
+            searching = (check & hit) | (line & hit) | (bisect & ((hi - lo) > self.tol))
+            done = (check & ~hit) | (line & ~hit & (step > self.lin_steps)) | (bisect & ~searching)
+            # A finished search keeps the direction if its boundary is closer than the best so far.
+            better = done & bisect & (hi < best)
+            best = torch.where(better, hi, best)
+            sgn = torch.where(better.view(shape), v, sgn)
+            phase = torch.where(searching, BISECT, torch.where(done, START, phase))
         bar.close()
         self.distance = best / norm
         fooled = self.distance <= self.eps
-        unit = sgn / norm
-        adv = (x + torch.where(torch.isfinite(best), best, 0).view(-1, *[1] * (x.ndim - 1)) * unit).clamp(0, 1)
-        return torch.where(fooled.view(-1, *[1] * (x.ndim - 1)), adv, x)
-
-    def _search(self, x, y, v, sgn, best, active, norm):
-        """Bisection along direction ``v`` for images where it beats their current best; updates in place."""
-        lo = torch.zeros_like(best)
-        hi = best.clone()
-        have = torch.isfinite(best)
-        unit = v / norm
-        # Images with a distance already: one query tells whether v is better at that distance.
-        ok = self._fooled(x, y, unit, hi, active & have)
-        # First directions: linear search along v for any boundary within lin_steps.
-        fresh = active & ~have
-        for step in range(1, self.lin_steps + 1):
-            if not fresh.any():
-                break
-            d = torch.full_like(best, float(step))
-            hit = self._fooled(x, y, v, d, fresh)
-            hi = torch.where(hit, d * norm, hi)
-            ok |= hit
-            fresh &= ~hit
-        searching = ok.clone()
-        while searching.any():
-            mid = (lo + hi) / 2
-            hit = self._fooled(x, y, unit, mid, searching)
-            hi = torch.where(searching & hit, mid, hi)
-            lo = torch.where(searching & ~hit, mid, lo)
-            searching &= (hi - lo) > self.tol
-        better = ok & (hi < best)
-        best.copy_(torch.where(better, hi, best))
-        sgn.copy_(torch.where(better.view(-1, *[1] * (x.ndim - 1)), v, sgn))
+        adv = (x + torch.where(torch.isfinite(best), best, 0).view(shape) * (sgn / norm)).clamp(0, 1)
+        return torch.where(fooled.view(shape), adv, x)
