@@ -146,3 +146,17 @@ def test_cli_refuses_a_run_that_can_flag_nothing(tmp_path, capsys):
     assert main(args) == 2
     assert "nothing can be flagged" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("quantile", [0.0, 0.5, 0.8, 0.999])
+def test_high_is_each_images_own_quantile(quantile):
+    """The batched threshold is torch.quantile of each image's own scores (ties and padding too)."""
+    from igdefense.refine.flags import high
+
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(1, 41, (32,), generator=g)
+    scores = (torch.rand(32, 40, generator=g) * 8).round()  # many ties
+    expected = torch.zeros(32, 40, dtype=torch.bool)
+    for b, n in enumerate(counts.tolist()):
+        expected[b, :n] = scores[b, :n].double() > torch.quantile(scores[b, :n].double(), quantile)
+    assert torch.equal(high(scores, counts, quantile), expected)
