@@ -20,23 +20,24 @@ export PYTHONPATH=$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:?the folder whatever comes back is written to}
 PY=${PYTHON:-python3}
 MODEL_FILE=${WEIGHTS:-runs}/preact-resnet18-robust.safetensors
-[ -f "$MODEL_FILE" ]; trained_before=$?  # (0: the weights were there: they need not go back)
+weights_were_there=$([ -f "$MODEL_FILE" ] && echo 1 || echo 0)  # (then they need not go back)
+left() { local s=$(( ${BUDGET:-560} - SECONDS - ${1:-0} )); echo $(( s > 1 ? s : 1 )); }  # (timeout 0: no limit)
 # The paper's scale comes first in a session's device time: it gets BUDGET (seconds from this script's
 # start: the call's timeout_s less the packing) less CHECK_SECONDS; gpu_check (each stage already measured
 # for this GPU and code is kept) gets what is left, CHECK_SECONDS or more.
 if [ "${CPU:-0}" = 1 ]; then CHECK=(--cpu --stages forward,onnx); export SIZE=tiny
 else CHECK=(--stages tests,forward,lime,refine,demo,onnx); fi
-IGDEFENSE="$PY -m igdefense.cli" timeout "$(( ${BUDGET:-560} - ${CHECK_SECONDS:-120} ))" bash benchmarks/paper_scale.sh \
+IGDEFENSE="$PY -m igdefense.cli" timeout -k 15 "$(left "${CHECK_SECONDS:-120}")" bash benchmarks/paper_scale.sh \
   2>&1 | tail -c 200000 > "$OUT/paper_scale.log"
 scale=${PIPESTATUS[0]}
 echo "paper_scale.sh: exit $scale (124: cut by its time limit; run again to resume)" >> "$OUT/paper_scale.log"
-timeout "$(( ${BUDGET:-560} - SECONDS ))" $PY benchmarks/gpu_check.py "${CHECK[@]}" 2>&1 | tail -c 200000 > "$OUT/gpu_check.log"
+timeout -k 15 "$(left)" $PY benchmarks/gpu_check.py "${CHECK[@]}" 2>&1 | tail -c 200000 > "$OUT/gpu_check.log"
 check=${PIPESTATUS[0]}
 echo "gpu_check.py: exit $check (124: cut by its time limit; run again to resume)" >> "$OUT/gpu_check.log"
 cp benchmarks/results/gpu_check*.json "$OUT/" 2>/dev/null
 tar czf "$OUT/results.tgz" benchmarks/results/*resnet18* runs/*.lo-ir.safetensors 2>/dev/null  # (the rankings:
 # LO-IR recomputed on another machine may differ in the last bits, and the evaluations' logs are bound to them)
-[ $trained_before != 0 ] && [ -f "$MODEL_FILE" ] && split -b 15m "$MODEL_FILE" "$OUT/weights.part-"
+[ "$weights_were_there" = 0 ] && [ -f "$MODEL_FILE" ] && split -b 15m "$MODEL_FILE" "$OUT/weights.part-"
 ls -la "$OUT"
 echo "gpu_check.py exit $check, paper_scale.sh exit $scale"
 exit $(( check > scale ? check : scale ))

@@ -84,12 +84,12 @@ def _rankings(model, device):
 
 
 def stage_tests(device, size) -> dict:
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rf",
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rfE",
                           "--tb=line", "tests/test_devices.py"], cwd=ROOT, capture_output=True, text=True)
     lines = out.stdout.strip().splitlines()
     tail = lines[-1] if lines else out.stderr[-500:]
     # which tests failed and where (one line each), so that a GPU-only failure can be fixed without a GPU
-    failed = [line[:400] for line in lines if line.startswith(("FAILED", "E ", "/")) or ".py:" in line[:200]]
+    failed = [line[:400] for line in lines if line.startswith(("FAILED", "ERROR", str(ROOT)))]
     return {"returncode": out.returncode, "summary": tail, "failed": failed[:60], "cuda": torch.cuda.is_available()}
 
 
@@ -163,11 +163,11 @@ def stage_lime(device, size) -> dict:
                      "speedup_vs_package": round(t["package"] / t["ours"], 2),
                      "ours_vs_floor": round(t["ours"] / t["floor"], 3)})
         print(rows[-1], flush=True)
-    best = max(rows, key=lambda r: r["speedup_vs_package"])
-    return {"images": n, "samples": samples, "rows": rows, "speedup_vs_package": best["speedup_vs_package"],
-            "ours_vs_floor": best["ours_vs_floor"],
-            "goals_met": {"speedup_vs_package >= 30": best["speedup_vs_package"] >= 30,
-                          "ours_vs_floor <= 1.15": min(r["ours_vs_floor"] for r in rows) <= 1.15}}
+    gpu = rows[-1]  # the goals, at a GPU's batch
+    return {"images": n, "samples": samples, "rows": rows, "speedup_vs_package": gpu["speedup_vs_package"],
+            "ours_vs_floor": gpu["ours_vs_floor"],
+            "goals_met": {"speedup_vs_package >= 30 (batch 1000)": gpu["speedup_vs_package"] >= 30,
+                          "ours_vs_floor <= 1.15 (batch 1000)": gpu["ours_vs_floor"] <= 1.15}}
 
 
 def stage_onnx(device, size, ort_missing: str | None = None) -> dict:

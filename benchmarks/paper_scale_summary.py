@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+from itertools import takewhile
 from pathlib import Path
 
 import torch
@@ -28,38 +29,48 @@ FOLDERS = {"sigma 4/255 (the paper's)": "eval_preact-resnet18-robust",
            "sigma 8/255 (the smallcnn sweep's best)": "eval_preact-resnet18-robust-sigma8"}
 
 
-def read(log: Path) -> dict:
-    """A model's logged results: the attacks in run order, the steps every batch finished, per step
-    the 0/1 answers and draw counts over all images (batches in order)."""
+def read(log: Path) -> tuple[list[str], int, dict[int, dict]]:
+    """A model's log: the attacks in run order, the draws, and each batch's last record (a batch's
+    records grow step by step: its last has them all)."""
     header, records = read_records(log)
-    last = {r["batch"]: r for r in records}  # a batch's records grow step by step: its last has them all
     settings = header["settings"]
     draws = settings.get("draws", 1)  # (older logs: one draw, and no order: the steps their records have)
     order = settings.get("order") or [a for a in run_order(settings["attacks"]) if records and a in records[-1]]
-    done = [s for s in ["clean", *order] if last and all(s in r for r in last.values())]
-    batches = [last[b] for b in sorted(last)]
-    bits = {s: torch.tensor([v for r in batches for v in r[s]], dtype=torch.bool) for s in done}
-    counts = {s: torch.tensor([v for r in batches for v in r["draws"][s]]) for s in done if draws > 1}
-    return {"order": order, "draws": draws, "done": done, "bits": bits, "counts": counts,
-            "seconds": {s: round(sum(r.get("seconds", {}).get(s, 0) for r in batches), 1) for s in done}}
+    return order, draws, {r["batch"]: r for r in records}
+
+
+def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dict, dict]:
+    """Per step over the batches' images in order: the 0/1 answers, the draw counts, the seconds."""
+    bits = {s: torch.tensor([v for r in records for v in r[s]], dtype=torch.bool) for s in steps}
+    counts = {s: torch.tensor([v for r in records for v in r["draws"][s]]) for s in steps if draws > 1}
+    seconds = {s: round(sum(r.get("seconds", {}).get(s, 0) for r in records), 1) for s in steps}
+    return bits, counts, seconds
 
 
 def summarise(folder: Path) -> dict:
-    base, defended = read(folder / "base.jsonl"), read(folder / "lo-ir.jsonl")
-    if base["done"][1:] != base["order"]:
-        sys.exit(f"{folder}: the base model's cascade is unfinished ({base['done']}); its worst case is the reference")
-    base_wc = columns(base["bits"], {}, 1, base["order"], True, HEADLINE)[base["order"][-1]]
-    attacks = defended["done"][1:]
-    out = {"images": len(base_wc), "base": {"attacks": base["order"], "seconds": base["seconds"],
-                                            "clean": _pct(base["bits"]["clean"]), "worst_case": _pct(base_wc)},
-           "defended": {"draws": defended["draws"], "attacks_run": attacks,
-                        "attacks_to_run": defended["order"][len(attacks):], "seconds": defended["seconds"]}}
+    """Base vs defended on the batches where the base's cascade finished and the defended one started;
+    the defended columns are the steps it finished on all of them."""
+    base_order, _, base = read(folder / "base.jsonl")
+    order, draws, defended = read(folder / "lo-ir.jsonl")
+    batches = sorted(b for b in base if b in defended and all(s in base[b] for s in ["clean", *base_order]))
+    if not batches:
+        sys.exit(f"{folder}: no batch has both the base's finished cascade and the defended model's results")
+    attacks = list(takewhile(lambda a: all(a in defended[b] for b in batches), order))  # the cascade so far
+    base_bits, _, base_seconds = gather([base[b] for b in batches], ["clean", *base_order], 1)
+    bits, counts, seconds = gather([defended[b] for b in batches], ["clean", *attacks], draws)
+    base_wc = columns(base_bits, {}, 1, base_order, True, HEADLINE)[base_order[-1]]
+    logged = len(base.keys() | defended.keys())
+    out = {"images": len(base_wc), "batches": f"{len(batches)} of {logged} logged",
+           "base": {"attacks": base_order, "seconds": base_seconds,
+                    "clean": _pct(base_bits["clean"]), "worst_case": _pct(base_wc)},
+           "defended": {"draws": draws, "attacks_run": attacks, "attacks_to_run": order[len(attacks):],
+                        "seconds": seconds}}
     for rule in RULES:
-        cols = columns(defended["bits"], defended["counts"], defended["draws"], attacks, True, rule)
+        cols = columns(bits, counts, draws, attacks, True, rule)
         wc = cols[attacks[-1]] if attacks else cols["clean"]
         out["defended"][rule] = {"columns": {k: _pct(v) for k, v in cols.items()}, "worst_case": _pct(wc),
                                  "vs_base": str(paired_difference(base_wc, wc))}
-    out["finished"] = not out["defended"]["attacks_to_run"]
+    out["finished"] = not out["defended"]["attacks_to_run"] and len(batches) == logged
     return out
 
 
@@ -71,12 +82,12 @@ def markdown(summary: dict) -> str:
     lines = ["# PreAct ResNet-18 (FGSM-RS) + IG-Defense at the paper's scale: the evaluation so far", "",
              "Made by `python benchmarks/paper_scale_summary.py` from the logs in the folders named below. The "
              "base row is the finished cascade (AutoAttack, RayS). A defended row whose cascade is unfinished "
-             "is an **upper bound**: the attacks still to run can only lower it, and its gain over the base "
-             f"with it. Headline rule: {HEADLINE} (right under more than half of the draws).", ""]
+             "is an **upper bound** on these images: the attacks still to run can only lower it, and the "
+             f"gain's point estimate with it. Headline rule: {HEADLINE} (right under more than half of the draws).", ""]
     for setting, s in summary["settings"].items():
         d = s["defended"]
         state = "finished" if s["finished"] else f"unfinished: still to run {', '.join(d['attacks_to_run'])}"
-        lines += [f"## {setting}: {s['images']} images ({state})", "",
+        lines += [f"## {setting}: {s['images']} images, batches {s['batches']} ({state})", "",
                   "| model | clean | " + " | ".join(d["attacks_run"]) + " | worst case | vs base |",
                   "|---|---|" + "---|" * len(d["attacks_run"]) + "---|---|",
                   f"| base | {s['base']['clean']:.1f} | " + " | ".join("" for _ in d["attacks_run"])

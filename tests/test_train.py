@@ -77,8 +77,9 @@ def test_the_paper_scale_script_at_toy_sizes(tmp_path):
         assert "preact-resnet18-robust.safetensors" in json.dumps(report), name
 
 
-def test_the_paper_scale_summary_agrees_with_a_finished_report():
-    """benchmarks/paper_scale_summary.py, which reads unfinished cascades, gives a finished one's report."""
+def test_the_paper_scale_summary_agrees_with_a_finished_report(tmp_path):
+    """benchmarks/paper_scale_summary.py gives a finished cascade's report, and for the same cascade cut
+    before its last attack an upper bound of it."""
     import importlib.util
     from pathlib import Path
 
@@ -94,3 +95,11 @@ def test_the_paper_scale_summary_agrees_with_a_finished_report():
     for rule in ("one-draw", "majority", "every-draw"):  # one draw logged: every rule is that draw's answer
         assert s["defended"][rule]["worst_case"] == round(rows["lo-ir"]["iw_wc"], 2) == 16.1
     assert s["defended"]["majority"]["vs_base"] == rows["lo-ir"]["gains"]["IW-WC"]  # +1.30 [+0.57, +2.02]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "base.jsonl").write_text((folder / "base.jsonl").read_text())
+    lines = (folder / "lo-ir.jsonl").read_text().splitlines()
+    (cut / "lo-ir.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # the defended log before its last step
+    partial = summary.summarise(cut)
+    assert not partial["finished"] and partial["defended"]["attacks_to_run"] == ["rays"]
+    assert partial["defended"]["majority"]["worst_case"] >= s["defended"]["majority"]["worst_case"]

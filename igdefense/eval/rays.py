@@ -35,6 +35,8 @@ class RayS:
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], eps: float, queries: int = 10_000,
                  tol: float = 1e-3, lin_steps: int = 10, progress: bool = True):
+        if not (lin_steps >= 1 and tol > 0):  # (else a search never ends)
+            raise ValueError(f"RayS needs lin_steps >= 1 and tol > 0, got lin_steps={lin_steps}, tol={tol}")
         self.model, self.eps, self.queries, self.tol, self.lin_steps = model, eps, queries, tol, lin_steps
         self.progress = progress
 

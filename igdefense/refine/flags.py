@@ -63,6 +63,7 @@ def high(scores: torch.Tensor, counts: torch.Tensor, quantile: float) -> torch.T
     rank = (n - 1).double() * quantile
     below = rank.floor().long()
     threshold = torch.lerp(ordered.gather(1, below), ordered.gather(1, rank.ceil().long()), rank - below)
+    threshold = threshold.masked_fill((s.isnan() & real).any(1, keepdim=True), torch.nan)  # as torch.quantile
     return real & (s > threshold)
 
 
