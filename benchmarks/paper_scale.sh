@@ -30,11 +30,11 @@ mkdir -p "$W" "$R"
 # The three evaluations share the GPU (none of them fills it): PGD-10, the goal of the training (clean
 # >= 80%, PGD-10 >= 45%: the base row of its report), and the cascade at each sigma. Each resumes from its log.
 $IG eval --model "$M" --rankings "$M.lo-ir.safetensors" --attacks pgd --images $CHECK "${BATCH[@]}" \
-  --out "$R/eval_preact-resnet18-robust-pgd10" > "$R/eval_preact-resnet18-robust-pgd10.log" 2>&1 & pgd=$!
+  --out "$R/eval_preact-resnet18-robust-pgd10" >> "$R/eval_preact-resnet18-robust-pgd10.log" 2>&1 & pgd=$!
 $IG eval --model "$M" --rankings "$M.lo-ir.safetensors" --images $N --cascade "${ATTACKS[@]}" "${SANITY[@]}" \
-  "${BATCH[@]}" --out "$R/eval_preact-resnet18-robust" > "$R/eval_preact-resnet18-robust.log" 2>&1 & sigma4=$!
+  "${BATCH[@]}" --out "$R/eval_preact-resnet18-robust" >> "$R/eval_preact-resnet18-robust.log" 2>&1 & sigma4=$!
 $IG eval --model "$M" --rankings "$M.lo-ir.safetensors" --sigma 8/255 --images $N --cascade "${ATTACKS[@]}" \
-  "${BATCH[@]}" --out "$R/eval_preact-resnet18-robust-sigma8" > "$R/eval_preact-resnet18-robust-sigma8.log" 2>&1 & sigma8=$!
+  "${BATCH[@]}" --out "$R/eval_preact-resnet18-robust-sigma8" >> "$R/eval_preact-resnet18-robust-sigma8.log" 2>&1 & sigma8=$!
 status=0
 for job in pgd sigma4 sigma8; do
   wait ${!job} || { status=$?; echo "paper_scale.sh: the $job evaluation ended with exit $status (its log: $R/*.log)"; }
