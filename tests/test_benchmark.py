@@ -55,6 +55,26 @@ def test_sanity_checks_land_in_the_result_and_the_eps_curve(models, test_batch, 
     assert "Sanity checks" in (tmp_path / "report.md").read_text()
 
 
+def test_sanity_checks_are_not_repeated_on_a_rerun(models, test_batch, tmp_path, monkeypatch):
+    x, y = test_batch
+    plan = Plan(["fgsm"], AttackSettings(eps=8 / 255, n_iter=5, square_queries=50), cascade=True)
+    run = lambda **kw: benchmark({"base": models["base"]}, [(x[:10], y[:10])], plan, out=tmp_path, sanity=["base"],
+                                 progress=False, **kw)
+    first = run(sanity_n=6)
+    calls = []
+    monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
+    again = run(sanity_n=6)
+    assert not calls and [str(c) for c in again["base"].sanity] == [str(c) for c in first["base"].sanity]
+    with pytest.raises(TypeError):  # (the stubbed attacks return nothing)
+        run(sanity_n=5)
+    assert calls  # other images: the checks run again
+    saved = json.loads((tmp_path / "sanity.json").read_text())
+    saved["checks"]["base"][0][1] = "yes"  # a file this version does not write is refused, not believed
+    (tmp_path / "sanity.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="not a sanity-check file"):
+        run(sanity_n=6)
+
+
 def test_bad_arguments_say_what_is_wrong(models, test_batch, tmp_path):
     with pytest.raises(ValueError, match="not among the models"):
         benchmark(models, [test_batch], out=tmp_path, sanity=["ig"], progress=False)

@@ -20,13 +20,15 @@ from torch import nn
 
 from .._atomic import atomic_write
 from .._hooks import model_device
+from .._identity import model_identity, tensor_digest
 from .._lock import folder_lock
 from .._machine import machine
 from ..distributed import shard
 from .evaluate import EvalResult, check_log, evaluate_plan
 from .plan import Plan
 from .report import plot_eps_curves, write_report
-from .sanity import check_models, named, spread_sample
+from .log import LogError
+from .sanity import SANITY_EPS, Check, check_models, named, spread_sample
 
 CASCADE = Plan(cascade=True)  # benchmark()'s default: APGD-CE, as a cascade
 
@@ -49,6 +51,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
         sanity: names of models to run the sanity checks on (:func:`~igdefense.eval.sanity.check_models`),
             after the attacks, on ``sanity_data`` (default: ``sanity_n`` images spread over the
             data); their APGD-CE accuracy-vs-eps curves, and the baseline's, go to ``eps_curve.{json,png}``.
+            Their outcome is kept in ``out/sanity.json``, bound to the models, settings and images,
+            so a rerun of a finished evaluation does not run them again.
         meta: written at the top of the report (e.g. the model and data names, the command); the
             report adds each model's evaluation seconds, from its log (every run's parts).
 
@@ -97,7 +101,11 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
         if sanity:
             x, y = sanity_data if sanity_data is not None else spread_sample(batches, sanity_n)
             device = model_device(models[baseline])
-            found, curves = check_models(models, sanity, baseline, x.to(device), y.to(device), plan.settings)
+            key = _sanity_key(models, plans, out, baseline, sanity, x, y)
+            found, curves = _read_sanity(out / SANITY_FILE, key) or (None, None)
+            if found is None:  # not yet run on this run's models, settings and images
+                found, curves = check_models(models, sanity, baseline, x.to(device), y.to(device), plan.settings)
+                _write_sanity(out / SANITY_FILE, key, found, curves)
             for name, c in found.items():
                 results[name].sanity = c
             checks = named(found)
@@ -107,6 +115,48 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
         write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
                                               **_seconds(results)}, checks)
         return results
+
+
+SANITY_FILE = "sanity.json"  # the checks' outcome, bound to what they ran on: a rerun does not repeat them
+
+
+def _sanity_key(models, plans, out: Path, baseline: str, names: Sequence[str], x: torch.Tensor,
+                y: torch.Tensor) -> dict:
+    """What the sanity checks' outcome depends on: the models and attack settings (each log's header
+    but its attack order: adding an attack does not change the checks) and the checked images."""
+    headers = {}
+    for name in dict.fromkeys([baseline, *names]):
+        header = plans[name].header(models[name], plans[name].order(log_path(out, name)))
+        headers[name] = {**header, "settings": {k: v for k, v in header["settings"].items() if k != "order"}}
+    return {"models": headers, "checked": list(names), "baseline": baseline,
+            "transfer_base": model_identity(plans[baseline].settings.base_model)
+            if plans[baseline].settings.base_model is not None else None,
+            "images": tensor_digest(x, y), "sanity_eps": list(SANITY_EPS)}
+
+
+def _read_sanity(path: Path, key: dict) -> tuple[dict[str, list[Check]], dict[str, dict[float, float]]] | None:
+    """The checks and eps curves in ``path`` when they were made with ``key``; None when there are
+    none yet or they belong to another run. A file that is not what this version writes is refused."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        if saved["key"] != json.loads(json.dumps(key)):
+            return None
+        checks = {name: [Check(str(n), p, str(d)) for n, p, d in found] for name, found in saved["checks"].items()}
+        curves = {name: {float(e): float(a) for e, a in c.items()} for name, c in saved["curves"].items()}
+        if not all(isinstance(c.passed, bool) for found in checks.values() for c in found):
+            raise TypeError("passed is not true/false")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise LogError(f"{path} is not a sanity-check file this version writes ({e!r}); delete it to run "
+                       "the checks again") from None
+    return checks, curves
+
+
+def _write_sanity(path: Path, key: dict, checks: dict[str, list[Check]], curves: dict[str, dict[float, float]]) -> None:
+    atomic_write(path, json.dumps({"key": key, "checks": {n: [[c.name, c.passed, c.detail] for c in found]
+                                                          for n, found in checks.items()},
+                                   "curves": {n: {repr(e): a for e, a in c.items()} for n, c in curves.items()}}))
 
 
 def log_path(folder: str | os.PathLike, name: str) -> Path:
