@@ -50,6 +50,20 @@ def _data_spec(args) -> DataSpec:
     return from_args(DataSpec, args)
 
 
+def _test_run(args):
+    """What ``eval`` and ``sweep`` start from: (rank, device, model spec, data spec, model on the
+    device, loader, dataset) for ``--n`` test images, seeded, under torchrun when launched so."""
+    from .distributed import init_distributed
+
+    torch.manual_seed(args.seed)
+    rank, device = init_distributed()
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model = spec.load().to(device)
+    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    check_classes(model, data)
+    return rank, device, spec, data_spec, model, loader, data
+
+
 def _defense_spec(args, model: str) -> DefenseSpec:
     """The defense: ``--setting FILE``, else the model's own (its tuned setting, or the paper's), with
     each option typed put over it."""
@@ -142,15 +156,9 @@ def cmd_compare(args) -> int:
 
 def cmd_eval(args) -> int:
     from .eval.benchmark import benchmark
-    from .distributed import init_distributed
     from .eval.report import markdown_table, summary_rows
 
-    torch.manual_seed(args.seed)
-    rank, device = init_distributed()
-    spec, data_spec = _model_spec(args), _data_spec(args)
-    base = spec.load().to(device)
-    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
-    check_classes(base, data)
+    rank, device, spec, data_spec, base, loader, data = _test_run(args)
     defended, setting, rankings = _defended(args, base, spec.name, data_spec, args.seed)
     models = {"base": base, f"{rankings.method}": defended}
     if args.random_mask:
@@ -233,14 +241,7 @@ def sweep_rankings_path(out: Path, name: str) -> Path:
 
 
 def cmd_sweep(args) -> int:
-    from .distributed import init_distributed
-
-    torch.manual_seed(args.seed)
-    rank, device = init_distributed()
-    spec, data_spec = _model_spec(args), _data_spec(args)
-    model = spec.load().to(device)
-    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
-    check_classes(model, data)
+    rank, device, spec, data_spec, model, loader, data = _test_run(args)
     out = Path(args.out)
     with folder_lock(out):
         _fresh(args)
@@ -495,6 +496,22 @@ def _seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=natural, default=0, help="seed of the data order, attacks and noise (default 0)")
 
 
+def _attack_options(p: argparse.ArgumentParser) -> None:
+    """The attack radius, EOT draws and scoring draws of ``eval`` and ``sweep``."""
+    p.add_argument("--eps", type=radius, default=8 / 255)
+    p.add_argument("--eot-iter", type=count, default=20)
+    p.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
+
+
+def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) -> None:
+    """Batch size, seed, data, and the output folder (``--out``, ``--fresh``) of ``eval`` and ``sweep``."""
+    _batch_size(p)
+    _seed(p)
+    _data_options(p)
+    p.add_argument("--out", default=out, help=out_help)
+    p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+
+
 def _batch_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=count, default=BATCH_SIZE,
                    help=f"images per batch (default {BATCH_SIZE}; large batches are far faster on CPUs)")
@@ -558,17 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "after the first become cumulative")
     # --images, not a bare --n: torchrun's parser would take "--n" as an abbreviation of its own options
     v.add_argument("--images", "--n", dest="n", type=count, default=1000, help="test images, class-balanced")
-    v.add_argument("--eps", type=radius, default=8 / 255)
-    v.add_argument("--eot-iter", type=count, default=20)
-    v.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
+    _attack_options(v)
     v.add_argument("--random-mask", action="store_true", help="also evaluate a random-k mask (ablation)")
     v.add_argument("--sanity", action="store_true", help="run the sanity checks on the defended model")
-    v.add_argument("--sanity-n", type=count, default=100)
-    _batch_size(v)
-    _seed(v)
-    _data_options(v)
-    v.add_argument("--out", default="igdefense-eval", help="directory for logs (resumable) and the report")
-    v.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    v.add_argument("--sanity-n", type=count, default=100, help="images the sanity checks run on, class-balanced "
+                   "(default 100)")
+    _resumable_run_options(v, "igdefense-eval", "directory for logs (resumable) and the report")
     v.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
@@ -591,15 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "that the attacks run so far show cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
                    ",".join(SWEEP_ATTACKS) + ")")
-    w.add_argument("--eps", type=radius, default=8 / 255)
-    w.add_argument("--eot-iter", type=count, default=20)
-    w.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
+    _attack_options(w)
     w.add_argument("--probe-per-class", type=count, default=200)
-    _batch_size(w)
-    _seed(w)
-    _data_options(w)
-    w.add_argument("--out", default="igdefense-sweep", help="logs (resumable), sweep.{md,json,png}, report.*")
-    w.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    _resumable_run_options(w, "igdefense-sweep", "logs (resumable), sweep.{md,json,png}, report.*")
     w.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("train", help="train a CIFAR-10 SmallCNN or PreAct ResNet-18 (robust with --robust); "
