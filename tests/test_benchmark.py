@@ -69,8 +69,13 @@ def test_sanity_checks_are_not_repeated_on_a_rerun(models, test_batch, tmp_path,
         run(sanity_n=5)
     assert calls  # other images: the checks run again
     saved = json.loads((tmp_path / "sanity.json").read_text())
-    saved["checks"]["base"][0][1] = "yes"  # a file this version does not write is refused, not believed
-    (tmp_path / "sanity.json").write_text(json.dumps(saved))
+    for crafted in [{**saved, "checks": {"base": [["gradients", "yes", ""]]}}, {**saved, "checks": {}},
+                    {**saved, "checks": {"ghost": saved["checks"]["base"]}},
+                    {**saved, "curves": {"base": {"1.0": 0.0}}}]:  # a file this version does not write is refused
+        (tmp_path / "sanity.json").write_text(json.dumps(crafted))
+        with pytest.raises(ValueError, match="not a sanity-check file"):
+            run(sanity_n=6)
+    (tmp_path / "sanity.json").write_text("[" * 100_000)
     with pytest.raises(ValueError, match="not a sanity-check file"):
         run(sanity_n=6)
 

@@ -1,5 +1,6 @@
 """The sanity checks pass on an honest model and catch a gradient-masking one."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -51,3 +52,31 @@ def test_spread_sample_reaches_every_class(test_batch):
     xs, ys = spread_sample([(x[:12], y[:12]), (x[12:], y[12:])], 10)
     assert ys.tolist() == list(range(10))
     assert torch.equal(xs[0], x[0]) and torch.equal(xs[-1], x[-1])
+
+
+
+def test_checks_of_a_randomized_defense_start_from_a_fixed_noise_state(robust_cnn, test_batch):
+    """Not from wherever the evaluation left the noise stream: a rerun, whose steps are all read back
+    from the logs, must get the checks a fresh run got."""
+    from igdefense import IGDefense, zoo
+    from igdefense.eval.sanity import check_models
+
+    class Drawn(Exception):
+        pass
+
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
+    x, y = test_batch
+    draw, first = defended.draw_noise, []
+
+    def record_and_stop(images):
+        first.append(draw(images))
+        raise Drawn
+
+    for before in (1, 2):
+        defended.reseed(before)
+        draw(x)  # what ran before the checks
+        defended.draw_noise = record_and_stop
+        with pytest.raises(Drawn):
+            check_models({"ig": defended}, ["ig"], "ig", x, y, AttackSettings())
+        del defended.draw_noise
+    assert torch.equal(first[0], first[1])

@@ -28,7 +28,7 @@ from .evaluate import EvalResult, check_log, evaluate_plan
 from .plan import Plan
 from .report import plot_eps_curves, write_report
 from .log import LogError
-from .sanity import SANITY_EPS, Check, check_models, named, spread_sample
+from .sanity import SANITY_EPS, SANITY_VERSION, Check, check_models, named, spread_sample
 
 CASCADE = Plan(cascade=True)  # benchmark()'s default: APGD-CE, as a cascade
 
@@ -131,7 +131,7 @@ def _sanity_key(models, plans, out: Path, baseline: str, names: Sequence[str], x
     return {"models": headers, "checked": list(names), "baseline": baseline,
             "transfer_base": model_identity(plans[baseline].settings.base_model)
             if plans[baseline].settings.base_model is not None else None,
-            "images": tensor_digest(x, y), "sanity_eps": list(SANITY_EPS)}
+            "images": tensor_digest(x, y), "sanity_version": SANITY_VERSION}
 
 
 def _read_sanity(path: Path, key: dict) -> tuple[dict[str, list[Check]], dict[str, dict[float, float]]] | None:
@@ -145,9 +145,14 @@ def _read_sanity(path: Path, key: dict) -> tuple[dict[str, list[Check]], dict[st
             return None
         checks = {name: [Check(str(n), p, str(d)) for n, p, d in found] for name, found in saved["checks"].items()}
         curves = {name: {float(e): float(a) for e, a in c.items()} for name, c in saved["curves"].items()}
-        if not all(isinstance(c.passed, bool) for found in checks.values() for c in found):
-            raise TypeError("passed is not true/false")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        eps_values = sorted({*SANITY_EPS, key["models"][key["baseline"]]["settings"]["eps"]})
+        if (list(checks) != key["checked"] or not all(found for found in checks.values())
+                or not all(isinstance(c.passed, bool) for found in checks.values() for c in found)):
+            raise ValueError("its checks are not one list of PASS/FAIL per checked model")
+        if list(curves) != list(key["models"]) or any(sorted(c) != eps_values or not all(0 <= a <= 1 for a in c.values())
+                                                      for c in curves.values()):
+            raise ValueError("its eps curves are not an accuracy at each eps of each model")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise LogError(f"{path} is not a sanity-check file this version writes ({e!r}); delete it to run "
                        "the checks again") from None
     return checks, curves

@@ -22,6 +22,7 @@ from .attacks import ATTACKS, AttackSettings, run_attack
 from .stats import paired_difference
 
 SANITY_EPS = (2 / 255, 4 / 255, 16 / 255, 32 / 255, 1.0)  # with the evaluation's own eps: the eps curve
+SANITY_VERSION = 1  # raise when the checks change: a stored outcome (benchmark's sanity.json) is then not reused
 
 
 @dataclass
@@ -138,6 +139,10 @@ def check_models(models: dict[str, nn.Module], names: Sequence[str], baseline: s
         ({name: checks}, {name: {eps: accuracy}}).
     """
     eps_values = sorted({*SANITY_EPS, settings.eps})
+    for name in dict.fromkeys([baseline, *names]):
+        if isinstance(models[name], RandomizedDefense):
+            # Noise from a fixed point, not from wherever the evaluation left it: a rerun gets the same checks.
+            models[name].reseed(settings.seed * 1000 + 999)
     per_image = {name: correct_vs_eps(models[name], x, y, eps_values, settings=settings)
                  for name in dict.fromkeys([baseline, *names])}
     checks = {name: run_sanity_checks(models[name], x, y, eps=settings.eps, sweep=per_image[name], settings=settings,
