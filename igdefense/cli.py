@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-screen", action="store_true", help="run every attack on every setting, also those "
                    "that the attacks run so far show cannot beat the undefended worst case")
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
-                   ",".join(SWEEP_ATTACKS) + ")")
+                   + ",".join(SWEEP_ATTACKS) + ")")
     _attack_options(w)
     w.add_argument("--probe-per-class", type=count, default=200)
     _resumable_run_options(w, "igdefense-sweep", "logs (resumable), sweep.{md,json,png}, report.*")
