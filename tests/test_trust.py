@@ -462,3 +462,21 @@ def test_file_factories_are_documented_as_running_code():
     out = subprocess.run([sys.executable, "-m", "igdefense.cli", "eval", "--help"], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "200"}).stdout
     assert "which runs that file" in " ".join(out.split())
+
+
+def test_logs_name_the_attack_librarys_version_also_without_its_install_record(monkeypatch):
+    """On a device machine pyautoattack is a copy put on the path, without its dist-info: the logs
+    there must name the same version as here, or neither machine could resume the other's logs."""
+    import importlib.metadata
+
+    import pyautoattack
+
+    from igdefense.eval.attacks import attack_library_version
+
+    assert attack_library_version() == importlib.metadata.version("pyautoattack") == pyautoattack.__version__
+
+    def no_record(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_record)
+    assert attack_library_version() == pyautoattack.__version__

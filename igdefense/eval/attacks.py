@@ -269,13 +269,18 @@ def _read_cached(path: Path, x: torch.Tensor, s: AttackSettings) -> list[torch.T
 
 @lru_cache(maxsize=1)
 def attack_library_version() -> str:
-    """pyautoattack's version: its attacks' examples (and so every stored result) depend on it."""
+    """pyautoattack's version: its attacks' examples (and so every stored result) depend on it. Without
+    its install record (a copy put on the path, as on a device machine) the package's own ``__version__``."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("pyautoattack")
     except PackageNotFoundError:
-        return "unknown"
+        try:
+            import pyautoattack
+        except ImportError:
+            return "unknown"
+        return str(getattr(pyautoattack, "__version__", "unknown"))
 
 
 def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | None:
