@@ -54,7 +54,6 @@ def test_spread_sample_reaches_every_class(test_batch):
     assert torch.equal(xs[0], x[0]) and torch.equal(xs[-1], x[-1])
 
 
-
 def test_checks_of_a_randomized_defense_start_from_a_fixed_noise_state(robust_cnn, test_batch):
     """Not from wherever the evaluation left the noise stream: a rerun, whose steps are all read back
     from the logs, must get the checks a fresh run got."""

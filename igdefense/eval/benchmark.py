@@ -25,9 +25,9 @@ from .._lock import folder_lock
 from .._machine import machine
 from ..distributed import shard
 from .evaluate import EvalResult, check_log, evaluate_plan
+from .log import LogError
 from .plan import Plan
 from .report import plot_eps_curves, write_report
-from .log import LogError
 from .sanity import SANITY_EPS, SANITY_VERSION, Check, check_models, named, spread_sample
 
 CASCADE = Plan(cascade=True)  # benchmark()'s default: APGD-CE, as a cascade
