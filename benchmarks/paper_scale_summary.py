@@ -29,14 +29,14 @@ FOLDERS = {"sigma 4/255 (the paper's)": "eval_preact-resnet18-robust",
            "sigma 8/255 (the smallcnn sweep's best)": "eval_preact-resnet18-robust-sigma8"}
 
 
-def read(log: Path) -> tuple[list[str], int, dict[int, dict]]:
-    """A model's log: the attacks in run order, the draws, and each batch's last record (a batch's
-    records grow step by step: its last has them all)."""
+def read(log: Path) -> tuple[dict, list[str], int, dict[int, dict]]:
+    """A model's log: its header, the attacks in run order, the draws, and each batch's last record (a
+    batch's records grow step by step: its last has them all)."""
     header, records = read_records(log)
     settings = header["settings"]
     draws = settings.get("draws", 1)  # (older logs: one draw, and no order: the steps their records have)
     order = settings.get("order") or [a for a in run_order(settings["attacks"]) if records and a in records[-1]]
-    return order, draws, {r["batch"]: r for r in records}
+    return header, order, draws, {r["batch"]: r for r in records}
 
 
 def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dict, dict]:
@@ -50,8 +50,8 @@ def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dic
 def summarise(folder: Path) -> dict:
     """Base vs defended on the batches where the base's cascade finished and the defended one started;
     the defended columns are the steps it finished on all of them."""
-    base_order, _, base = read(folder / "base.jsonl")
-    order, draws, defended = read(folder / "lo-ir.jsonl")
+    _, base_order, _, base = read(folder / "base.jsonl")
+    _, order, draws, defended = read(folder / "lo-ir.jsonl")
     batches = sorted(b for b in base if b in defended and all(s in base[b] for s in ["clean", *base_order]))
     if not batches:
         sys.exit(f"{folder}: no batch has both the base's finished cascade and the defended model's results")

@@ -99,3 +99,55 @@ def test_under_names_the_rules():
     assert under("every-draw", bits, counts, 9).tolist() == [False, False, True]
     with pytest.raises(ValueError, match="unknown rule"):
         under("most", bits, counts, 9)
+
+
+def test_the_worst_case_over_seeds_keeps_an_image_only_when_every_run_does(tmp_path, monkeypatch):
+    """benchmarks/worst_over_seeds.py on a committed run: alone, its report's worst case under each rule;
+    with a second seed's run that loses two images, exactly those two fewer; runs that share a seed,
+    differ in more than the seed, or come from igdefense 0.1 are refused."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    import worst_over_seeds
+
+    run = root / "benchmarks/results/eval_smallcnn-refined-sigma8-draws"
+    rows = {r["model"]: r for r in json.loads((run / "report.json").read_text())["summary"]}
+    batches, alone = worst_over_seeds.worst_over_runs([run])
+    assert batches == list(range(10))
+    assert 100 * alone["base"]["majority"].float().mean().item() == pytest.approx(rows["base"]["iw_wc"])
+    for rule, column in [("majority", "iw_wc"), ("one-draw", "iw_wc one-draw"), ("every-draw", "iw_wc every-draw")]:
+        assert 100 * alone["lo-ir"][rule].float().mean().item() == pytest.approx(rows["lo-ir"][column])
+
+    lose = alone["lo-ir"]["one-draw"][:100].nonzero().flatten()[:2].tolist()  # two survivors of batch 0
+
+    def second_run(name: str, seed: int, sigma_change: float = 0.0) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for model in ("base", "lo-ir"):
+            lines = (run / f"{model}.jsonl").read_text().splitlines()
+            header, records = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+            header["settings"]["seed"] = seed
+            if model == "lo-ir":
+                header["identity"]["model"]["sigma"] += sigma_change
+                for r in records:
+                    if r["batch"] == 0:
+                        for i in lose:  # wrong on the clean image under every draw
+                            r["clean"][i], r["draws"]["clean"][i] = 0, 0
+            (folder / f"{model}.jsonl").write_text("\n".join(json.dumps(x) for x in [header, *records]) + "\n")
+        return folder
+
+    _, both = worst_over_seeds.worst_over_runs([run, second_run("seed1", 1)])
+    lost = torch.zeros(1000, dtype=torch.bool)
+    lost[lose] = True
+    assert torch.equal(both["base"]["majority"], alone["base"]["majority"])
+    for rule in ("one-draw", "majority", "every-draw"):
+        assert torch.equal(both["lo-ir"][rule], alone["lo-ir"][rule] & ~lost)
+    assert (alone["lo-ir"]["one-draw"] & lost).sum() == 2
+    with pytest.raises(SystemExit, match="share a seed"):
+        worst_over_seeds.worst_over_runs([run, run])
+    with pytest.raises(SystemExit, match="differ in more than the seed"):
+        worst_over_seeds.worst_over_runs([run, second_run("sigma", 2, sigma_change=1 / 255)])
+    with pytest.raises(SystemExit, match="igdefense 0.1"):
+        worst_over_seeds.worst_over_runs([root / "benchmarks/results/eval_smallcnn-refined-sigma8-b1000"])
