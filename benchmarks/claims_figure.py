@@ -8,12 +8,13 @@ images it has finished, and its label says how many.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from common import RESULTS, write_results
 from igdefense.eval.scoring import RULES
 from igdefense.eval.stats import paired_difference
-from worst_over_seeds import worst_over_runs
+from worst_over_seeds import CannotCombine, worst_over_runs
 
 SMALLCNN_REFINED = "smallcnn-refined, k=13, sigma 8/255"
 CLAIMS = {  # label: the runs whose worst case over seeds it is
@@ -65,7 +66,11 @@ def plot(claims: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    claims = differences()
+    try:
+        claims = differences()
+    except CannotCombine as e:
+        print(f"claims_figure: {e}", file=sys.stderr)
+        sys.exit(2)
     plot(claims, RESULTS / "claims_as_deployed.png")
     rows = {label: {**{k: c[k] for k in ("runs", "images", "base", "defended")}, **{rule: str(c[rule]) for rule in RULES}}
             for label, c in claims.items()}

@@ -18,18 +18,28 @@ from pathlib import Path
 import torch
 
 from common import paired_row, print_table, write_results
+from igdefense._identity import FIX
 from igdefense.eval.scoring import RULES, columns
 from paper_scale_summary import gather, read
 
 
+class CannotCombine(ValueError):
+    """Runs that are not one evaluation with other seeds, or a log that is not a finished part of one."""
+
+
 def finished(log: Path) -> tuple[dict, list[str], int, dict[int, dict]]:
     """A model's log (header, attacks in run order, draws) and the batches whose every step is logged."""
-    if not log.is_file():
-        sys.exit(f"worst_over_seeds: no {log}")
-    header, order, draws, records = read(log)
+    if not log.is_file() or not log.stat().st_size:
+        raise CannotCombine(f"no {log}, or it is empty")
+    try:
+        header, order, draws, records = read(log)
+    except ValueError as e:  # (a log the reader refuses: its message, less the advice for `igdefense eval`)
+        raise CannotCombine(str(e).replace(f"; {FIX}", "")) from None
+    except (KeyError, TypeError):
+        raise CannotCombine(f"{log}'s header is not an igdefense evaluation log's") from None
     if "identity" not in header:
-        sys.exit(f"worst_over_seeds: {log} was written by igdefense 0.1, which did not record the model, defense "
-                 f"and images it belongs to; only logs of igdefense 0.2 or later can be combined")
+        raise CannotCombine(f"{log} was written by igdefense 0.1, which did not record the model, defense and "
+                            f"images it belongs to; only logs of igdefense 0.2 or later can be combined")
     return header, order, draws, {b: r for b, r in records.items() if all(s in r for s in ["clean", *order])}
 
 
@@ -42,20 +52,20 @@ def worst_over_runs(runs: list[Path]) -> tuple[list[int], dict[str, dict[str, to
     attack, on the batches every run finished for every model."""
     models = sorted(p.stem for p in runs[0].glob("*.jsonl"))
     if not models:
-        sys.exit(f"worst_over_seeds: {runs[0]} has no evaluation logs (*.jsonl)")
+        raise CannotCombine(f"{runs[0]} has no evaluation logs (*.jsonl)")
     logs = {m: [finished(run / f"{m}.jsonl") for run in runs] for m in models}
     for m, parts in logs.items():
         seeds = [header["settings"].get("seed") for header, *_ in parts]
         if len(set(seeds)) != len(seeds):
-            sys.exit(f"worst_over_seeds: the runs of {m} share a seed ({seeds}); give runs with other seeds")
+            raise CannotCombine(f"the runs of {m} share a seed ({seeds}); give runs with other seeds")
         if any(without_seed(header) != without_seed(parts[0][0]) for header, *_ in parts):
-            sys.exit(f"worst_over_seeds: the runs of {m} differ in more than the seed (model, defense, attacks "
-                     f"or settings); they cannot be combined")
+            raise CannotCombine(f"the runs of {m} differ in more than the seed (model, defense, attacks or "
+                                f"settings); they cannot be combined")
     batches = sorted(set.intersection(*(set(done) for parts in logs.values() for *_, done in parts)))
     out = {}
     for m, parts in logs.items():
         if other := [b for b in batches if len({done[b].get("digest") for *_, done in parts}) > 1]:
-            sys.exit(f"worst_over_seeds: batch {other[0]} of {m} holds other images in different runs")
+            raise CannotCombine(f"batch {other[0]} of {m} holds other images in different runs")
         per_run = []
         for _, order, draws, done in parts:
             bits, counts, _ = gather([done[b] for b in batches], ["clean", *order], draws)
@@ -70,11 +80,15 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="--out folders of `igdefense eval` runs")
     parser.add_argument("--baseline", default="base")
     args = parser.parse_args()
-    if missing := [str(r) for r in args.runs if not r.is_dir()]:
-        sys.exit(f"worst_over_seeds: no such folder: {', '.join(missing)}")
-    batches, worst = worst_over_runs(args.runs)
-    if args.baseline not in worst:
-        sys.exit(f"worst_over_seeds: no {args.baseline}.jsonl in {args.runs[0]}; name the baseline with --baseline")
+    try:
+        if missing := [str(r) for r in args.runs if not r.is_dir()]:
+            raise CannotCombine(f"no such folder: {', '.join(missing)}")
+        batches, worst = worst_over_runs(args.runs)
+        if args.baseline not in worst:
+            raise CannotCombine(f"no {args.baseline}.jsonl in {args.runs[0]}; name the baseline with --baseline")
+    except CannotCombine as e:
+        print(f"worst_over_seeds: {e}", file=sys.stderr)
+        sys.exit(2)
     base = worst.pop(args.baseline)
     rows = [paired_row(f"{m}, {rule}", "base", base[rule], "defended", w[rule]) for m, w in worst.items()
             for rule in RULES]

@@ -145,9 +145,9 @@ def test_the_worst_case_over_seeds_keeps_an_image_only_when_every_run_does(tmp_p
     for rule in ("one-draw", "majority", "every-draw"):
         assert torch.equal(both["lo-ir"][rule], alone["lo-ir"][rule] & ~lost)
     assert (alone["lo-ir"]["one-draw"] & lost).sum() == 2
-    with pytest.raises(SystemExit, match="share a seed"):
+    with pytest.raises(worst_over_seeds.CannotCombine, match="share a seed"):
         worst_over_seeds.worst_over_runs([run, run])
-    with pytest.raises(SystemExit, match="differ in more than the seed"):
+    with pytest.raises(worst_over_seeds.CannotCombine, match="differ in more than the seed"):
         worst_over_seeds.worst_over_runs([run, second_run("sigma", 2, sigma_change=1 / 255)])
-    with pytest.raises(SystemExit, match="igdefense 0.1"):
+    with pytest.raises(worst_over_seeds.CannotCombine, match="igdefense 0.1"):
         worst_over_seeds.worst_over_runs([root / "benchmarks/results/eval_smallcnn-refined-sigma8-b1000"])
