@@ -33,7 +33,9 @@ def differences() -> dict[str, dict]:
     for label, runs in CLAIMS.items():
         if not all((RESULTS / run / "lo-ir.jsonl").is_file() for run in runs):
             continue
-        _, worst = worst_over_runs([RESULTS / run for run in runs])
+        batches, worst = worst_over_runs([RESULTS / run for run in runs])
+        if not batches:
+            continue
         base = worst["base"]["majority"]  # (a deterministic model: every rule is the same)
         out[label] = {"runs": runs, "images": len(base), "base": 100 * base.float().mean().item(),
                       "defended": 100 * worst["lo-ir"]["majority"].float().mean().item(),

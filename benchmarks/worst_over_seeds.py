@@ -49,7 +49,7 @@ def without_seed(header: dict) -> dict:
 
 def worst_over_runs(runs: list[Path]) -> tuple[list[int], dict[str, dict[str, torch.Tensor]]]:
     """(batches, {model: {rule: (N,) bool}}): right in every run on the clean image and under every
-    attack, on the batches every run finished for every model."""
+    attack, on the batches every run finished for every model (none yet: ([], {}))."""
     models = sorted(p.stem for p in runs[0].glob("*.jsonl"))
     if not models:
         raise CannotCombine(f"{runs[0]} has no evaluation logs (*.jsonl)")
@@ -62,6 +62,8 @@ def worst_over_runs(runs: list[Path]) -> tuple[list[int], dict[str, dict[str, to
             raise CannotCombine(f"the runs of {m} differ in more than the seed (model, defense, attacks or "
                                 f"settings); they cannot be combined")
     batches = sorted(set.intersection(*(set(done) for parts in logs.values() for *_, done in parts)))
+    if not batches:
+        return [], {}
     out = {}
     for m, parts in logs.items():
         if other := [b for b in batches if len({done[b].get("digest") for *_, done in parts}) > 1]:
@@ -84,6 +86,8 @@ def main() -> None:
         if missing := [str(r) for r in args.runs if not r.is_dir()]:
             raise CannotCombine(f"no such folder: {', '.join(missing)}")
         batches, worst = worst_over_runs(args.runs)
+        if not batches:
+            raise CannotCombine("no batch is finished in every run for every model yet")
         if args.baseline not in worst:
             raise CannotCombine(f"no {args.baseline}.jsonl in {args.runs[0]}; name the baseline with --baseline")
     except CannotCombine as e:
