@@ -228,3 +228,39 @@ def test_an_attack_added_to_a_finished_evaluation_runs_alone_on_what_stands(robu
     assert calls == []  # resumed: everything from the log
     with pytest.raises(ValueError, match=r"ran \['bim'\], which the attacks given no longer name"):
         evaluate(robust_cnn, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log, progress=False)
+
+
+def test_transfer_added_to_a_randomized_defense_s_finished_log_runs_alone_on_its_survivors(defended_batches,
+                                                                                            robust_cnn, tmp_path,
+                                                                                            monkeypatch):
+    """A log without transfer takes it added later (the base model and what it crafts are new, not
+    another run's): only transfer runs (crafting on the base model, as it always does, on the whole
+    batch), its column is cumulative over the logged draws' survivors; a log whose transfer used
+    another base model is refused."""
+    from igdefense import zoo
+    from igdefense.eval import attacks as attacks_module
+
+    defended, batches = defended_batches
+    calls = []
+    for name in ("fgsm", "transfer"):
+        runner = attacks_module._RUNNERS[name]
+        monkeypatch.setitem(attacks_module._RUNNERS, name,
+                            lambda m, x, y, s, r=runner, n=name: calls.append((n, m is defended)) or r(m, x, y, s))
+    settings = AttackSettings(draws=3, base_model=robust_cnn, transfer_from=("fgsm",))
+    log = tmp_path / "run.jsonl"
+    first = evaluate(defended, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log,
+                     progress=False)
+    calls.clear()
+    added = evaluate(defended, batches, attacks=["fgsm", "transfer"], settings=settings, cascade=True, log_path=log,
+                     progress=False)
+    # per batch: transfer, and the fgsm it crafts on the base model; fgsm is not run on the defense again
+    assert calls == [("transfer", True), ("fgsm", False)] * len(batches)
+    for rule in ("one-draw", "majority", "every-draw"):
+        assert torch.equal(added.by_rule[rule]["fgsm"], first.by_rule[rule]["fgsm"])
+        assert not (added.by_rule[rule]["transfer"] & ~first.by_rule[rule]["fgsm"]).any()  # cumulative
+    header = json.loads(log.read_text().splitlines()[0])
+    assert header["settings"]["order"] == ["fgsm", "transfer"] and "transfer_base" in header["identity"]
+    other = AttackSettings(draws=3, base_model=zoo.load("smallcnn-standard"), transfer_from=("fgsm",))
+    with pytest.raises(ValueError, match="another run: identity.transfer_base"):
+        evaluate(defended, batches, attacks=["fgsm", "transfer"], settings=other, cascade=True, log_path=log,
+                 progress=False)

@@ -21,6 +21,7 @@ from .._atomic import atomic_write
 from .._identity import FIX, StateMismatch, describe_differences
 
 RECORD_META = frozenset({"batch", "seconds", "digest", "draws"})  # a record's keys that are not steps
+BASE_USERS = frozenset({"transfer", "adaptive"})  # attacks whose examples depend on the base model
 
 
 class LogError(ValueError):
@@ -49,6 +50,12 @@ def check_header(path: Path, theirs: dict, ours: dict) -> None:
     order, their_order = ours["settings"].get("order", []), theirs["settings"].get("order")
     if isinstance(their_order, list) and their_order == order[:len(their_order)]:
         theirs = {**theirs, "settings": {**theirs["settings"], "order": order}}
+        # what only attacks added since depend on: the transfer source, and what transfer crafts on it
+        if "transfer" not in their_order:
+            theirs["settings"]["transfer_from"] = ours["settings"].get("transfer_from")
+        if not BASE_USERS & set(their_order) and "transfer_base" in ours.get("identity", {}):
+            theirs = {**theirs, "identity": {**theirs.get("identity", {}),
+                                             "transfer_base": ours["identity"]["transfer_base"]}}
     if theirs != ours:
         raise StateMismatch(f"{path} holds another run: {describe_differences(theirs, ours)}; {FIX}")
 

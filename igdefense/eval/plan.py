@@ -115,7 +115,7 @@ class Plan:
                                "transfer_from": list(s.transfer_from) if "transfer" in order else []},
                   "identity": {"model": model_identity(model), "results_version": RESULTS_VERSION,
                                "attack_library": attack_library_version()}}
-        if "transfer" in order and s.base_model is not None:
+        if runlog.BASE_USERS & set(order) and s.base_model is not None:
             header["identity"]["transfer_base"] = model_identity(s.base_model)
         return header
 
