@@ -1,13 +1,14 @@
 """Scoring a randomized defense over draws: a toy defense whose right draws per image are known exactly."""
 
 import contextlib
+import json
 
 import pytest
 import torch
 from torch import nn
 
 from igdefense.eval import AttackSettings, evaluate
-from igdefense.eval.report import summary_rows
+from igdefense.eval.report import summary_rows, write_report
 from igdefense.eval.scoring import under
 
 
@@ -81,6 +82,17 @@ def test_a_cascade_keeps_every_rule_exact_and_resumes_from_its_counts(toy, tmp_p
     assert all(torch.equal(again.right_draws[k], result.right_draws[k]) for k in result.right_draws)
     assert all(torch.equal(again.by_rule[r][k], result.by_rule[r][k]) for r in result.by_rule for k in result.correct)
 
+    # the report gives every column under every rule, and the expected accuracy, from the same counts
+    write_report(tmp_path / "report", {"toy": result}, "toy", {})
+    md = (tmp_path / "report" / "report.md").read_text()
+    table = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")[1:]
+             for line in md.split("## Under each scoring rule")[1].strip().splitlines()[2:6]}
+    one_draw = [f"{100 * result.by_rule['one-draw'][k].float().mean():.2f}" for k in ("clean", "fgsm", "bim")]
+    assert table == {"one-draw": one_draw + [one_draw[-1]], "majority": ["50.00"] * 4,  # rights 5..9 of 0..9
+                     "every-draw": ["10.00"] * 4, "expected": ["50.00"] * 4}  # rights 9; mean 4.5 / 9
+    by_rule = json.loads((tmp_path / "report" / "report.json").read_text())["per_image_by_rule"]["toy"]
+    assert by_rule["every-draw"]["bim"] == (rights == draws).int().tolist()
+
 
 def test_a_deterministic_model_is_classified_once(standard_cnn, test_batch):
     calls = []
@@ -105,7 +117,6 @@ def test_the_worst_case_over_seeds_keeps_an_image_only_when_every_run_does(tmp_p
     """benchmarks/worst_over_seeds.py on a committed run: alone, its report's worst case under each rule;
     with a second seed's run that loses two images, exactly those two fewer; runs that share a seed,
     differ in more than the seed, or come from igdefense 0.1 are refused."""
-    import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from .._atomic import atomic_path, atomic_write
 from .evaluate import EvalResult
 from .plan import is_corruption
@@ -55,6 +57,24 @@ def corruption_table(results: dict[str, EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def rule_table(name: str, r: EvalResult) -> str:
+    """Markdown: a randomized model's clean, attack and iw_wc accuracy (%) under every scoring rule,
+    and the expected accuracy (the mean over draws; in a cascade cumulative like the columns: per
+    image the fewest draws right so far)."""
+    steps = [k for k in r.by_rule[HEADLINE] if not is_corruption(k)]  # clean, then the attacks in run order
+    fractions = {k: r.right_draws[k].float() / r.draws for k in steps}
+    expected, so_far = {}, fractions["clean"]
+    for k in steps:
+        so_far = torch.minimum(so_far if r.cascade else fractions["clean"], fractions[k])
+        expected[k] = so_far
+    cells = {rule: [r.by_rule[rule][k].float().mean() for k in steps] + [r.worst_case_under(rule).float().mean()]
+             for rule in RULES}
+    cells["expected"] = [expected[k].mean() for k in steps] + [r.expected_worst_case.mean()]
+    lines = [f"| {name}, {r.draws} draws | " + " | ".join([*steps, "iw_wc"]) + " |", "|---|" + "---|" * (len(steps) + 1)]
+    lines += [f"| {rule} | " + " | ".join(f"{100 * v:.2f}" for v in row) + " |" for rule, row in cells.items()]
+    return "\n".join(lines)
+
+
 def _pairs(base: EvalResult, other: EvalResult) -> dict:
     """The per-image columns two results share: clean, the attacks whose columns mean the same in
     both (in a cascade only the first attack's column is its own), and the image-wise worst case."""
@@ -95,6 +115,9 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                "per_image": {m: {k: v.int().tolist() for k, v in r.correct.items()} for m, r in results.items()},
                "per_image_draws": {m: {"draws": r.draws, **{k: v.tolist() for k, v in r.right_draws.items()}}
                                    for m, r in results.items() if r.right_draws},
+               "per_image_by_rule": {m: {rule: {k: v.int().tolist() for k, v in columns.items()}
+                                         for rule, columns in r.by_rule.items()}
+                                     for m, r in results.items() if r.by_rule},
                "sanity": [str(c) for c in sanity or []]}
     atomic_write(out / "report.json", json.dumps(payload, indent=1) + "\n")
     md = ["# Robustness report", "", "```", json.dumps(meta, indent=1), "```", "", markdown_table(rows)]
@@ -104,7 +127,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                corrupted]
     scored = {n: r.draws for n, r in results.items() if r.by_rule}
     if scored:
-        md += ["", "Randomized models (" + ", ".join(f"{n}: {d} draws" for n, d in scored.items()) + "): every "
+        md += ["", "## Under each scoring rule", ""] + [rule_table(n, r) + "\n" for n, r in results.items() if r.by_rule]
+        md += ["Randomized models (" + ", ".join(f"{n}: {d} draws" for n, d in scored.items()) + "): every "
                    "example and clean image was classified under that many draws of the model's noise; an image "
                    "counts as right when it is right in more than half of them (the majority rule of Croce et al. "
                    "2022), the headline: clean, each attack and iw_wc. iw_wc one-draw: right under the first "
