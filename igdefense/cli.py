@@ -213,7 +213,7 @@ def _model_info(out, model_name: str, models: dict, results: dict, data, setting
             f"{model_name} + IG-Defense ({name}, k={model.k}, sigma {255 * model.sigma:g}/255)"
         entries[f"{slug}_{name}"] = entry(
             results[name], name=label, architecture=architecture + (" + IG-Defense" if defended else ""),
-            dataset=dataset, eps=settings.eps, data=data.description,
+            dataset=dataset, eps=settings.eps, norm=settings.norm, data=data.description,
             forward_passes=model.n_samples + 1 if defended else 1, defended=defended,
             additional_data=False if model_name.startswith("smallcnn-") else "")  # (the zoo's: CIFAR-10 only)
     return write_entries(out, entries, dataset, settings.norm)

@@ -4,6 +4,7 @@ import json
 
 from igdefense.robustbench_compat import install_autoattack_alias
 from igdefense.cli import main
+from igdefense.eval.model_info import eps_string
 
 
 def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeypatch, capsys):
@@ -27,3 +28,7 @@ def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeyp
     monkeypatch.chdir(out)  # RobustBench reads ./model_info/<dataset>/<threat_model>/*.json
     latex = get_leaderboard_latex("cifar10", "Linf")
     assert latex.count("\\\\") == 2 and f"& {defended['clean_acc']} & {defended['external']} &" in latex
+
+
+def test_the_radius_is_written_as_robustbench_writes_it():
+    assert eps_string(8 / 255, "Linf") == "8/255" and eps_string(0.5, "L2") == "0.5" and eps_string(12.0, "L1") == "12"

@@ -22,7 +22,7 @@ IG_DEFENSE_LINK = "https://arxiv.org/abs/2409.15190"  # Kulkarni & Weng, ECCV 20
 
 
 def entry(result: EvalResult, *, name: str, architecture: str, dataset: str, eps: float, forward_passes: int,
-          data: str, defended: bool, additional_data: bool | str = "") -> dict:
+          data: str, defended: bool, additional_data: bool | str = "", norm: str = "Linf") -> dict:
     """The fields of one RobustBench ``model_info`` entry for ``result`` (a model of a report)."""
     order = [k for k in result.correct if k != "clean" and "@" not in k]
     alone = "autoattack" in order and (not result.cascade or order[0] == "autoattack")
@@ -35,12 +35,17 @@ def entry(result: EvalResult, *, name: str, architecture: str, dataset: str, eps
     failed = [c.name for c in result.sanity if not c.passed]
     return {"link": IG_DEFENSE_LINK if defended else "", "name": name, "authors": "",
             "additional_data": additional_data, "number_forward_passes": forward_passes, "dataset": dataset,
-            "venue": "", "architecture": architecture, "eps": f"{255 * eps:g}/255",
+            "venue": "", "architecture": architecture, "eps": eps_string(eps, norm),
             "clean_acc": f"{100 * result.clean_accuracy:.2f}", "reported": "",
             "autoattack_acc": f"{100 * result.robust_accuracy['autoattack']:.2f}" if alone else "",
             "external": f"{100 * result.worst_case_accuracy:.2f}",
             "footnote": footnote + (f" Sanity checks failed: {', '.join(failed)}." if failed else ""),
             "unreliable": bool(failed) if result.sanity else ""}
+
+
+def eps_string(eps: float, norm: str) -> str:
+    """The radius as RobustBench writes it: L-inf in 255ths ("8/255"), L2 and L1 as the number ("0.5")."""
+    return f"{255 * eps:g}/255" if norm == "Linf" else f"{eps:g}"
 
 
 def write_entries(folder: str | os.PathLike, entries: dict[str, dict], dataset: str, threat_model: str) -> list[Path]:
