@@ -69,6 +69,50 @@ def test_the_mask_aware_attack_breaks_what_apgd_ce_eot_cannot(defended, images):
     assert result.worst_case_under("one-draw").sum() == 0
 
 
+def two_pass_model(k_scale: float = 10000.0) -> nn.Sequential:
+    """Two classes; s = mean of the image's first half - 0.5, u = mean of its second half - 0.5. Pass 1
+    (every neuron) has logit 0 - logit 1 = K s + 2 - K u / 100: class 0 iff s > 0 near the images. Class
+    0's important neurons are constant 1 (pass 2 under its mask says 0 whatever the image); class 1's
+    are relu(-K u / 10) (for class 1) and relu(K u / 10) (for class 0): pass 2 under class 1's mask
+    says 1 iff u < 0. An image with s, u > 0 falls only to an attack that flips pass 1 *and* lowers
+    u, which pass 2's gradient under the target's mask asks for and pass 1's opposes."""
+    d = SHAPE[0] * SHAPE[1] * SHAPE[2]
+    first, second = torch.arange(d) < d // 2, torch.arange(d) >= d // 2
+    features = nn.Linear(d, 8)  # a, a', b0, z0, b1, c1, e, f
+    head = nn.Linear(8, 2, bias=False)
+    with torch.no_grad():
+        features.weight.zero_()
+        for row, (mask, sign) in enumerate([(first, 1), (first, -1)]):
+            features.weight[row, mask] = sign * k_scale / (d // 2)
+        for row, sign in [(4, -1), (5, 1), (6, 1), (7, -1)]:
+            features.weight[row, second] = sign * k_scale / 10 / (d // 2)
+        features.bias.copy_(torch.tensor([-k_scale / 2, k_scale / 2, 1, 1, k_scale / 20, -k_scale / 20,
+                                          -k_scale / 20, k_scale / 20]))
+        head.weight.copy_(torch.tensor([[1.0, 0, 1, 1, 0, 1, 0, 1.1], [0, 1, 0, 0, 1, 0, 1.1, 0]]))
+    return nn.Sequential(nn.Flatten(), features, nn.ReLU(), head).eval()
+
+
+def test_the_pass_2_term_breaks_a_defense_whose_masked_pass_reads_the_image(monkeypatch):
+    model = two_pass_model()
+    split = find_split(model, torch.full((1, *SHAPE), 0.5))
+    importance = torch.tensor([[0.0, 0, 2, 1, 0, 0, 0, 0], [0, 0, 0, 0, 2, 1, 0, 0]])
+    rankings = Rankings(importance, method="lo-ir", layer=str(split.site),
+                        head_fingerprint=head_fingerprint(model, split.head), input_shape=SHAPE)
+    defense = IGDefense(model, rankings, k=2, sigma=4 / 255, seed=0).eval()
+    x = torch.full((10, *SHAPE), 0.52) + (torch.rand(10, *SHAPE, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.002
+    y = torch.zeros(10, dtype=torch.long)  # s, u = +0.02: class 0, 0.02 from both decisions (eps 8/255)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == 0).all() and (defense(x).argmax(1) == 0).all()
+        assert (defense.masked_logits(x, y + 1).argmax(1) == 0).all()  # pass 2 under class 1's mask: not 1 yet
+    settings = AttackSettings(eps=8 / 255, adaptive_steps=20, draws=5)
+    assert evaluate(defense, (x, y), attacks=["adaptive"], settings=settings,
+                    progress=False).robust_accuracy["adaptive"] == 0.0
+    # the same attack without its pass-2 terms (masked logits all 0) flips pass 1 only: it breaks nothing
+    monkeypatch.setattr(defense, "masked_logits", lambda v, classes: 0 * v.flatten(1)[:, :2])
+    assert evaluate(defense, (x, y), attacks=["adaptive"], settings=settings,
+                    progress=False).robust_accuracy["adaptive"] == 1.0
+
+
 def test_a_model_without_its_own_attack_is_refused_and_skipped_by_benchmark(images, tmp_path):
     from igdefense.eval import Plan, benchmark
 
