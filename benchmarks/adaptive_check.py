@@ -8,6 +8,8 @@ can only lower its worst case, and the base model keeps its own from the report,
 printed here is a conservative one. Logs go to runs/ (resumable); the summary to benchmarks/results/.
 
     python benchmarks/adaptive_check.py --eval benchmarks/results/eval_smallcnn-refined-sigma8-b1000
+    python benchmarks/adaptive_check.py --eval benchmarks/results/eval_smallcnn-refined-sigma8-draws \
+        --attacks adaptive --adaptive-start highest-loss   # IG-Defense's attack from another start
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common import paired_row, print_table, write_results  # noqa: E402
 
 from igdefense.cli import build_parser, specs  # noqa: E402
 from igdefense.eval import EvalResult, evaluate  # noqa: E402
+from igdefense.eval.adaptive import mask_aware_attack  # noqa: E402
 from igdefense.eval.attacks import ATTACKS, AttackSettings  # noqa: E402
 
 WEAK = ("fgsm", "bim", "pgd")  # weaker than APGD: they add nothing to its worst case
@@ -36,11 +39,25 @@ def worst_case(report: dict, name: str) -> torch.Tensor:
     return EvalResult(correct).worst_case
 
 
+def highest_loss_start(model, x: torch.Tensor, y: torch.Tensor, s: AttackSettings) -> torch.Tensor:
+    """APGD-CE's highest-loss point on ``model`` per image (its ``perturb`` hands back the clean image
+    wherever it fails, which on a robust base model is every image that matters)."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    atk = APGDAttack(model, n_iter=s.n_iter, norm=s.norm, eps=s.eps, seed=s.seed, loss="ce", device=x.device)
+    atk.init_hyperparam(x)
+    torch.random.manual_seed(s.seed)
+    return atk.attack_single_run(x.detach().float(), y)[0]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--eval", type=Path, required=True, help="an `igdefense eval` report folder (report.json)")
     p.add_argument("--attacks", default=None, help="comma-separated (default: every stronger attack it did not run)")
     p.add_argument("--seed", type=int, default=None, help="attacks' and noise seed (default: the report's + 1)")
+    p.add_argument("--adaptive-start", choices=("transfer", "highest-loss"), default="transfer",
+                   help="the adaptive attack's second start: the base model's APGD-CE example (the library's; "
+                        "the clean image where APGD-CE fails on the base) or APGD-CE's highest-loss point")
     a = p.parse_args()
     report = json.loads((a.eval / "report.json").read_text())
     args = build_parser().parse_args(shlex.split(report["run"]["command"])[1:])  # the eval's own options
@@ -61,7 +78,11 @@ def main() -> None:
     rows = [paired_row("eval (" + ", ".join(ran) + ")", "base", base_worst, "defended", worst)]
     alive = worst.nonzero().squeeze(1)
     settings = AttackSettings(eps=args.eps, seed=seed, eot_iter=args.eot_iter)
-    log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}.jsonl"
+    if a.adaptive_start == "highest-loss":  # the defense names its own attack (RandomizedDefense protocol)
+        defense.adaptive_attack = lambda xb, yb, s: mask_aware_attack(
+            defense, xb, yb, s, transfer_start=highest_loss_start(base, xb, yb, s))
+    start = "" if a.adaptive_start == "transfer" else f"-{a.adaptive_start}-start"
+    log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}{start}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     result = evaluate(defense, (x[alive], y[alive]), attacks, settings=settings, log_path=log, cascade=True,
                       desc=f"{name}: {len(alive)} images")
@@ -69,7 +90,7 @@ def main() -> None:
     worst[fell] = False
     rows.append({**paired_row(f"+ {', '.join(attacks)} (seed {seed})", "base", base_worst, "defended", worst),
                  "seconds": round(result.total_seconds)})
-    path = write_results(f"adaptive_check-{a.eval.name}", {
+    path = write_results(f"adaptive_check-{a.eval.name}{start}", {
         "eval": str(a.eval), "defended": name, "images": len(y), "images_attacked": len(alive), "attacks": attacks,
         "survivors_after": {k: int(v.sum()) for k, v in result.correct.items()}, "fell": fell.tolist(),
         "rows": rows, "gained_images": (worst & ~base_worst).nonzero().squeeze(1).tolist()})
