@@ -199,24 +199,35 @@ def test_attack_budgets_are_part_of_a_log_s_settings(standard_cnn, test_batch, t
                  progress=False)
 
 
-def test_an_attack_added_to_a_finished_evaluation_runs_alone_on_what_stands(robust_cnn, test_batch, tmp_path,
-                                                                            monkeypatch):
+def record_calls(monkeypatch, names, what) -> list:
+    """Each call of the attacks ``names``, as (name, what(model, x)), appended to the list returned."""
     from igdefense.eval import attacks as attacks_module
 
     calls = []
-    for name in ("fgsm", "bim"):
+    for name in names:
         runner = attacks_module._RUNNERS[name]
         monkeypatch.setitem(attacks_module._RUNNERS, name,
-                            lambda m, x, y, s, r=runner, n=name: calls.append((n, len(x))) or r(m, x, y, s))
+                            lambda m, x, y, s, r=runner, n=name: calls.append((n, what(m, x))) or r(m, x, y, s))
+    return calls
+
+
+def finish_then_add(model, batches, attack: str, added: str, settings, log, calls: list):
+    """A cascade of ``attack`` run to the end, then ``attack`` + ``added`` from the same log: both
+    results, ``calls`` holding the second run's only."""
+    first = evaluate(model, batches, attacks=[attack], settings=settings, cascade=True, log_path=log, progress=False)
+    calls.clear()
+    return first, evaluate(model, batches, attacks=[attack, added], settings=settings, cascade=True, log_path=log,
+                           progress=False)
+
+
+def test_an_attack_added_to_a_finished_evaluation_runs_alone_on_what_stands(robust_cnn, test_batch, tmp_path,
+                                                                            monkeypatch):
+    calls = record_calls(monkeypatch, ("fgsm", "bim"), lambda model, x: len(x))
     settings = AttackSettings(pgd_steps=2)
     x, y = test_batch
     batches = [(x[:15], y[:15]), (x[15:], y[15:])]
     log = tmp_path / "run.jsonl"
-    first = evaluate(robust_cnn, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log,
-                     progress=False)
-    calls.clear()
-    added = evaluate(robust_cnn, batches, attacks=["fgsm", "bim"], settings=settings, cascade=True, log_path=log,
-                     progress=False)
+    first, added = finish_then_add(robust_cnn, batches, "fgsm", "bim", settings, log, calls)
     assert {n for n, _ in calls} == {"bim"}  # fgsm is not run again
     assert sum(size for _, size in calls) == int(first.correct["fgsm"].sum())  # bim saw fgsm's survivors only
     fresh = evaluate(robust_cnn, batches, attacks=["fgsm", "bim"], settings=settings, cascade=True, progress=False)
@@ -238,21 +249,12 @@ def test_transfer_added_to_a_randomized_defense_s_finished_log_runs_alone_on_its
     batch), its column is cumulative over the logged draws' survivors; a log whose transfer used
     another base model is refused."""
     from igdefense import zoo
-    from igdefense.eval import attacks as attacks_module
 
     defended, batches = defended_batches
-    calls = []
-    for name in ("fgsm", "transfer"):
-        runner = attacks_module._RUNNERS[name]
-        monkeypatch.setitem(attacks_module._RUNNERS, name,
-                            lambda m, x, y, s, r=runner, n=name: calls.append((n, m is defended)) or r(m, x, y, s))
+    calls = record_calls(monkeypatch, ("fgsm", "transfer"), lambda model, x: model is defended)
     settings = AttackSettings(draws=3, base_model=robust_cnn, transfer_from=("fgsm",))
     log = tmp_path / "run.jsonl"
-    first = evaluate(defended, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log,
-                     progress=False)
-    calls.clear()
-    added = evaluate(defended, batches, attacks=["fgsm", "transfer"], settings=settings, cascade=True, log_path=log,
-                     progress=False)
+    first, added = finish_then_add(defended, batches, "fgsm", "transfer", settings, log, calls)
     # per batch: transfer, and the fgsm it crafts on the base model; fgsm is not run on the defense again
     assert calls == [("transfer", True), ("fgsm", False)] * len(batches)
     for rule in ("one-draw", "majority", "every-draw"):
