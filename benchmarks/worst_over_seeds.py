@@ -97,7 +97,8 @@ def main() -> None:
     rows = [paired_row(f"{m}, {rule}", "base", base[rule], "defended", w[rule]) for m, w in worst.items()
             for rule in RULES]
     images = len(base[RULES[0]])
-    print(f"image-wise worst case over {len(args.runs)} runs: {images} images ({len(batches)} batches) done in every run")
+    print(f"image-wise worst case over {len(args.runs)} runs: {images} images ({len(batches)} batches) done in "
+          f"every run")
     print_table(rows, ["after", "base", "defended", "difference", "gained", "lost"])
     path = write_results(f"worst_over_seeds-{args.runs[0].name}", {
         "runs": [str(r) for r in args.runs], "images": images, "batches": batches, "rows": rows})

@@ -99,7 +99,8 @@ def test_the_pass_2_term_breaks_a_defense_whose_masked_pass_reads_the_image(monk
     rankings = Rankings(importance, method="lo-ir", layer=str(split.site),
                         head_fingerprint=head_fingerprint(model, split.head), input_shape=SHAPE)
     defense = IGDefense(model, rankings, k=2, sigma=4 / 255, seed=0).eval()
-    x = torch.full((10, *SHAPE), 0.52) + (torch.rand(10, *SHAPE, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.002
+    jitter = (torch.rand(10, *SHAPE, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.002
+    x = torch.full((10, *SHAPE), 0.52) + jitter
     y = torch.zeros(10, dtype=torch.long)  # s, u = +0.02: class 0, 0.02 from both decisions (eps 8/255)
     with torch.no_grad():
         assert (model(x).argmax(1) == 0).all() and (defense(x).argmax(1) == 0).all()

@@ -70,7 +70,8 @@ def rule_table(name: str, r: EvalResult) -> str:
     cells = {rule: [r.by_rule[rule][k].float().mean() for k in steps] + [r.worst_case_under(rule).float().mean()]
              for rule in RULES}
     cells["expected"] = [expected[k].mean() for k in steps] + [r.expected_worst_case.mean()]
-    lines = [f"| {name}, {r.draws} draws | " + " | ".join([*steps, "iw_wc"]) + " |", "|---|" + "---|" * (len(steps) + 1)]
+    lines = [f"| {name}, {r.draws} draws | " + " | ".join([*steps, "iw_wc"]) + " |",
+             "|---|" + "---|" * (len(steps) + 1)]
     lines += [f"| {rule} | " + " | ".join(f"{100 * v:.2f}" for v in row) + " |" for rule, row in cells.items()]
     return "\n".join(lines)
 
@@ -127,7 +128,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, EvalResult], bas
                corrupted]
     scored = {n: r.draws for n, r in results.items() if r.by_rule}
     if scored:
-        md += ["", "## Under each scoring rule", ""] + [rule_table(n, r) + "\n" for n, r in results.items() if r.by_rule]
+        md += ["", "## Under each scoring rule", ""]
+        md += [rule_table(n, r) + "\n" for n, r in results.items() if r.by_rule]
         md += ["Randomized models (" + ", ".join(f"{n}: {d} draws" for n, d in scored.items()) + "): every "
                    "example and clean image was classified under that many draws of the model's noise; an image "
                    "counts as right when it is right in more than half of them (the majority rule of Croce et al. "
