@@ -77,7 +77,8 @@ def main() -> None:
     base_worst, worst = worst_case(report, "base"), worst_case(report, name)
     rows = [paired_row("eval (" + ", ".join(ran) + ")", "base", base_worst, "defended", worst)]
     alive = worst.nonzero().squeeze(1)
-    settings = AttackSettings(eps=args.eps, seed=seed, eot_iter=args.eot_iter)
+    # (base_model: the adaptive attack's transfer start, as in the eval; its draws: the eval's)
+    settings = AttackSettings(eps=args.eps, seed=seed, eot_iter=args.eot_iter, draws=args.draws, base_model=base)
     if a.adaptive_start == "highest-loss":  # the defense names its own attack (RandomizedDefense protocol)
         defense.adaptive_attack = lambda xb, yb, s: mask_aware_attack(
             defense, xb, yb, s, transfer_start=highest_loss_start(base, xb, yb, s))

@@ -36,6 +36,8 @@ def differences() -> dict[str, dict]:
         batches, worst = worst_over_runs([RESULTS / run for run in runs])
         if not batches:
             continue
+        if not {"base", "lo-ir"} <= set(worst):
+            raise CannotCombine(f"{runs[0]} needs base.jsonl and lo-ir.jsonl; it has {sorted(worst)}")
         base = worst["base"]["majority"]  # (a deterministic model: every rule is the same)
         under_way = not all((RESULTS / run / "report.json").is_file() for run in runs)  # (written at the end)
         out[label + (", under way" if under_way else "")] = {

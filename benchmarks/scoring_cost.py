@@ -80,9 +80,10 @@ def main() -> None:
             defense(x)
         forward = (time.perf_counter() - t0) / 3
     scored = {k: int(v.numel()) for k, v in results["B"].right_draws.items()}  # (clean + one example per attack)
-    # examples per image: clean 1, transfer one per source, AutoAttack 1, APGD-CE-EOT 2 on a randomized
-    # model (the last fooling step and the highest-loss one), RayS 1
-    floor = forward * (a.draws - 1) * (1 + len(TRANSFER_SOURCES) + 1 + 2 + 1)
+    # examples per image: the clean image, one per transfer source, two of APGD-CE-EOT on a randomized
+    # model (the last fooling step and the highest-loss one), one of every other attack
+    examples = {"transfer": len(TRANSFER_SOURCES), "apgd-ce-eot": 2}
+    floor = forward * (a.draws - 1) * (1 + sum(examples.get(attack, 1) for attack in CASCADE))
     total = {k: rows[k]["total_seconds"] for k in rows}
     payload = {"model": a.model, "sigma": f"{255 * a.sigma:g}/255", "k": defense.k, "images": len(y),
                "data": "CIFAR-10 test, class-balanced", "rows": rows,

@@ -1,6 +1,7 @@
 """The image-wise worst case over several runs of one evaluation that differ only in --seed (the
 attacks' random starts and the noise draws): an image counts as robust only when it survives every
-run, under each scoring rule. Reads the runs' logs, which are checked like a resume checks them.
+run, under each scoring rule. Reads the runs' logs with igdefense's log reader (every record checked)
+and combines only runs whose headers differ in the seed alone, batch by batch on the same images.
 
     python benchmarks/worst_over_seeds.py benchmarks/results/eval_smallcnn-refined-sigma8-draws \
         benchmarks/results/eval_smallcnn-refined-sigma8-draws-seed1
@@ -72,7 +73,8 @@ def worst_over_runs(runs: list[Path]) -> tuple[list[int], dict[str, dict[str, to
         for _, order, draws, done in parts:
             bits, counts, _ = gather([done[b] for b in batches], ["clean", *order], draws)
             # (the last cumulative column: right on the clean image and under every attack)
-            per_run.append({rule: columns(bits, counts, draws, order, True, rule)[order[-1]] for rule in RULES})
+            last = order[-1] if order else "clean"
+            per_run.append({rule: columns(bits, counts, draws, order, True, rule)[last] for rule in RULES})
         out[m] = {rule: torch.stack([r[rule] for r in per_run]).all(0) for rule in RULES}
     return batches, out
 

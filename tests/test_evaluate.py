@@ -7,6 +7,7 @@ import torch
 
 from igdefense.eval import AttackSettings, EvalResult, evaluate
 from igdefense.eval.log import RECORD_META
+from igdefense.eval.scoring import under
 
 
 def test_apgd_breaks_a_standard_model(standard_cnn, test_batch):
@@ -251,15 +252,17 @@ def test_transfer_added_to_a_randomized_defense_s_finished_log_runs_alone_on_its
     from igdefense import zoo
 
     defended, batches = defended_batches
-    calls = record_calls(monkeypatch, ("fgsm", "transfer"), lambda model, x: model is defended)
+    calls = record_calls(monkeypatch, ("fgsm", "transfer"), lambda model, x: (model is defended, len(x)))
     settings = AttackSettings(draws=3, base_model=robust_cnn, transfer_from=("fgsm",))
     log = tmp_path / "run.jsonl"
     first, added = finish_then_add(defended, batches, "fgsm", "transfer", settings, log, calls)
-    # per batch: transfer, and the fgsm it crafts on the base model; fgsm is not run on the defense again
-    assert calls == [("transfer", True), ("fgsm", False)] * len(batches)
+    # per batch of 6: transfer, and the fgsm it crafts on the base model; fgsm is not run on the defense again
+    assert calls == [("transfer", (True, 6)), ("fgsm", (False, 6))] * len(batches)
     for rule in ("one-draw", "majority", "every-draw"):
         assert torch.equal(added.by_rule[rule]["fgsm"], first.by_rule[rule]["fgsm"])
-        assert not (added.by_rule[rule]["transfer"] & ~first.by_rule[rule]["fgsm"]).any()  # cumulative
+    for rule in ("majority", "every-draw"):  # cumulative: fgsm's survivors that transfer's examples leave right
+        assert torch.equal(added.by_rule[rule]["transfer"], first.by_rule[rule]["fgsm"]
+                           & under(rule, added.by_rule["one-draw"]["transfer"], added.right_draws["transfer"], 3))
     header = json.loads(log.read_text().splitlines()[0])
     assert header["settings"]["order"] == ["fgsm", "transfer"] and "transfer_base" in header["identity"]
     other = AttackSettings(draws=3, base_model=zoo.load("smallcnn-standard"), transfer_from=("fgsm",))

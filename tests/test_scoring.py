@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from igdefense.eval import AttackSettings, evaluate
+from igdefense.eval import AttackSettings, EvalResult, evaluate
 from igdefense.eval.report import summary_rows, write_report
-from igdefense.eval.scoring import under
+from igdefense.eval.scoring import RULES, columns, under
 
 
 class CyclicDefense(nn.Module):
@@ -162,3 +162,21 @@ def test_the_worst_case_over_seeds_keeps_an_image_only_when_every_run_does(tmp_p
         worst_over_seeds.worst_over_runs([run, second_run("sigma", 2, sigma_change=1 / 255)])
     with pytest.raises(worst_over_seeds.CannotCombine, match="igdefense 0.1"):
         worst_over_seeds.worst_over_runs([root / "benchmarks/results/eval_smallcnn-refined-sigma8-b1000"])
+
+
+def test_the_report_s_expected_row_is_cumulative_in_a_cascade_only(tmp_path):
+    """The expected accuracy per column: per image the fewest right draws so far (a cascade), or of the
+    clean image and that attack alone; counts chosen so that the two differ."""
+    counts = {"clean": torch.tensor([3, 3, 2, 0]), "a1": torch.tensor([1, 3, 3, 0]), "a2": torch.tensor([3, 2, 0, 0])}
+    bits = {k: v > 0 for k, v in counts.items()}
+    tables = {}
+    for cascade in (True, False):
+        by_rule = {rule: columns(bits, counts, 3, ["a1", "a2"], cascade, rule) for rule in RULES}
+        result = EvalResult(by_rule["majority"], cascade=cascade, draws=3, by_rule=by_rule, right_draws=counts)
+        write_report(tmp_path / str(cascade), {"toy": result}, "toy", {})
+        md = (tmp_path / str(cascade) / "report.md").read_text()
+        tables[cascade] = next(line for line in md.splitlines() if line.startswith("| expected"))
+    # cascade: clean (1, 1, 2/3, 0), then min with a1 (1/3, 1, 2/3, 0), then with a2 (1/3, 2/3, 0, 0)
+    assert tables[True] == "| expected | 66.67 | 50.00 | 25.00 | 25.00 |"
+    # one attack at a time: a2 with the clean image (1, 2/3, 0, 0); iw_wc over every step either way
+    assert tables[False] == "| expected | 66.67 | 50.00 | 41.67 | 25.00 |"
