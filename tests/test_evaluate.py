@@ -269,3 +269,18 @@ def test_transfer_added_to_a_randomized_defense_s_finished_log_runs_alone_on_its
     with pytest.raises(ValueError, match="another run: identity.transfer_base"):
         evaluate(defended, batches, attacks=["fgsm", "transfer"], settings=other, cascade=True, log_path=log,
                  progress=False)
+
+
+def test_a_log_whose_adaptive_attack_has_no_recorded_base_is_refused_saying_why(defended_batches, robust_cnn,
+                                                                                 tmp_path):
+    defended, batches = defended_batches
+    settings = AttackSettings(draws=3, base_model=robust_cnn, adaptive_steps=2, adaptive_targets=1, n_iter=2)
+    log = tmp_path / "run.jsonl"
+    evaluate(defended, batches[:1], attacks=["adaptive"], settings=settings, log_path=log, progress=False)
+    header, *records = log.read_text().splitlines()
+    old = json.loads(header)
+    assert "transfer_base" in old["identity"]  # the adaptive attack starts from the base model's example
+    del old["identity"]["transfer_base"]  # as igdefense wrote it before the base was recorded for it
+    log.write_text("\n".join([json.dumps(old), *records]) + "\n")
+    with pytest.raises(ValueError, match="ran the adaptive attack before igdefense recorded the base model"):
+        evaluate(defended, batches[:1], attacks=["adaptive"], settings=settings, log_path=log, progress=False)

@@ -56,6 +56,10 @@ def check_header(path: Path, theirs: dict, ours: dict) -> None:
         if not BASE_USERS & set(their_order) and "transfer_base" in ours.get("identity", {}):
             theirs = {**theirs, "identity": {**theirs.get("identity", {}),
                                              "transfer_base": ours["identity"]["transfer_base"]}}
+    if isinstance(their_order, list) and "adaptive" in their_order and "transfer" not in their_order \
+            and "transfer_base" not in theirs.get("identity", {}) and "transfer_base" in ours.get("identity", {}):
+        raise StateMismatch(f"{path} ran the adaptive attack before igdefense recorded the base model its start "
+                            f"is crafted on, so its results cannot be checked against this run: {FIX}")
     if theirs != ours:
         raise StateMismatch(f"{path} holds another run: {describe_differences(theirs, ours)}; {FIX}")
 
