@@ -214,9 +214,17 @@ def _model_info(out, model_name: str, models: dict, results: dict, data, setting
         entries[f"{slug}_{name}"] = entry(
             results[name], name=label, architecture=architecture + (" + IG-Defense" if defended else ""),
             dataset=dataset, eps=settings.eps, norm=settings.norm, data=data.description,
-            forward_passes=model.n_samples + 1 if defended else 1, defended=defended,
+            forward_passes=model.n_samples + 1 if defended else 1, defense=_defense_note(name) if defended else "",
             additional_data=False if model_name.startswith("smallcnn-") else "")  # (the zoo's: CIFAR-10 only)
     return write_entries(out, entries, dataset, settings.norm)
+
+
+def _defense_note(name: str) -> str:
+    """The model_info footnote's sentence on an IGDefense model: the method, or the ablation control."""
+    if name == "random-mask":
+        return ("Ablation control, not the method: IG-Defense's two passes (Kulkarni & Weng, ECCV 2024) "
+                "with a random mask in place of the IG ranking, randomized.")
+    return "Test-time defense: IG-Defense (Kulkarni & Weng, ECCV 2024), randomized."
 
 
 def _fresh(args) -> None:

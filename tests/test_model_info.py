@@ -12,11 +12,11 @@ def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeyp
     from robustbench.utils import get_leaderboard_latex
 
     out = tmp_path / "D"
-    assert main(["eval", "--images", "20", "--attacks", "fgsm", "--draws", "3", "--out", str(out)]) == 0
+    assert main(["eval", "--images", "20", "--attacks", "fgsm", "--draws", "3", "--random-mask", "--out", str(out)]) == 0
     report = {row["model"]: row for row in json.loads((out / "report.json").read_text())["summary"]}
     folder = out / "model_info" / "cifar10" / "Linf"
     entries = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
-    assert set(entries) == {"smallcnn-robust_base", "smallcnn-robust_lo-ir"}
+    assert set(entries) == {"smallcnn-robust_base", "smallcnn-robust_lo-ir", "smallcnn-robust_random-mask"}
     for key, model in (("smallcnn-robust_base", "base"), ("smallcnn-robust_lo-ir", "lo-ir")):
         e = entries[key]
         assert e["clean_acc"] == f"{report[model]['clean']:.2f}" and e["external"] == f"{report[model]['iw_wc']:.2f}"
@@ -25,9 +25,12 @@ def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeyp
     defended = entries["smallcnn-robust_lo-ir"]
     assert defended["number_forward_passes"] == 2 and "3 draws" in defended["footnote"]
     assert "majority" in defended["footnote"] and "IG-Defense" in defended["architecture"]
+    assert "Test-time defense: IG-Defense" in defended["footnote"]
+    control = entries["smallcnn-robust_random-mask"]["footnote"]  # the ablation is not presented as the method
+    assert "Ablation control, not the method" in control and "Test-time defense" not in control
     monkeypatch.chdir(out)  # RobustBench reads ./model_info/<dataset>/<threat_model>/*.json
     latex = get_leaderboard_latex("cifar10", "Linf")
-    assert latex.count("\\\\") == 2 and f"& {defended['clean_acc']} & {defended['external']} &" in latex
+    assert latex.count("\\\\") == 3 and f"& {defended['clean_acc']} & {defended['external']} &" in latex
 
 
 def test_the_radius_is_written_as_robustbench_writes_it():

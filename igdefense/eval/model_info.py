@@ -22,18 +22,17 @@ IG_DEFENSE_LINK = "https://arxiv.org/abs/2409.15190"  # Kulkarni & Weng, ECCV 20
 
 
 def entry(result: EvalResult, *, name: str, architecture: str, dataset: str, eps: float, forward_passes: int,
-          data: str, defended: bool, additional_data: bool | str = "", norm: str = "Linf") -> dict:
-    """The fields of one RobustBench ``model_info`` entry for ``result`` (a model of a report)."""
+          data: str, defense: str = "", additional_data: bool | str = "", norm: str = "Linf") -> dict:
+    """The fields of one RobustBench ``model_info`` entry for ``result`` (a model of a report);
+    ``defense``: the footnote's sentence on the test-time defense around the model ("" for none)."""
     order = [k for k in result.correct if k != "clean" and "@" not in k]
     alone = "autoattack" in order and (not result.cascade or order[0] == "autoattack")
     scored = (f"each example classified under {result.draws} draws of the model's noise and counted right in more "
               f"than half ({HEADLINE} rule)") if result.by_rule else "one forward pass per example (deterministic)"
     footnote = (f"igdefense evaluation: image-wise worst case over {', '.join(order)}; {scored}; "
-                f"{len(result.correct['clean'])} images of {data}.")
-    if defended:
-        footnote += " Test-time defense: IG-Defense (Kulkarni & Weng, ECCV 2024), randomized."
+                f"{len(result.correct['clean'])} images of {data}." + (f" {defense}" if defense else ""))
     failed = [c.name for c in result.sanity if not c.passed]
-    return {"link": IG_DEFENSE_LINK if defended else "", "name": name, "authors": "",
+    return {"link": IG_DEFENSE_LINK if defense else "", "name": name, "authors": "",
             "additional_data": additional_data, "number_forward_passes": forward_passes, "dataset": dataset,
             "venue": "", "architecture": architecture, "eps": eps_string(eps, norm),
             "clean_acc": f"{100 * result.clean_accuracy:.2f}", "reported": "",
