@@ -79,3 +79,17 @@ def test_checks_of_a_randomized_defense_start_from_a_fixed_noise_state(robust_cn
             check_models({"ig": defended}, ["ig"], "ig", x, y, AttackSettings())
         del defended.draw_noise
     assert torch.equal(first[0], first[1])
+
+
+def test_the_checks_show_a_progress_bar_that_ends_at_its_total(robust_cnn, test_batch, capsys):
+    """Minutes of attacks after the evaluation: the bar counts each attack run, and its total is right."""
+    from igdefense import IGDefense, zoo
+    from igdefense.eval.sanity import SANITY_EPS, check_models
+
+    defended = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0).eval()
+    settings = AttackSettings(n_iter=5, square_queries=20, eot_iter=2, base_model=robust_cnn)
+    check_models({"base": robust_cnn, "ig": defended}, ["ig"], "base", test_batch[0][::10], test_batch[1][::10],
+                 settings)
+    # eps curve: 6 radii x 2 models; on the defense: 10 steps, Square, transfer, EOT, BPDA
+    runs = 2 * (len(SANITY_EPS) + 1) + 5
+    assert f"{runs}/{runs}" in capsys.readouterr().err.split("\r")[-1]

@@ -104,7 +104,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
             key = _sanity_key(models, plans, out, baseline, sanity, x, y)
             found, curves = _read_sanity(out / SANITY_FILE, key) or (None, None)
             if found is None:  # not yet run on this run's models, settings and images
-                found, curves = check_models(models, sanity, baseline, x.to(device), y.to(device), plan.settings)
+                found, curves = check_models(models, sanity, baseline, x.to(device), y.to(device), plan.settings,
+                                             progress=progress)
                 _write_sanity(out / SANITY_FILE, key, found, curves)
             for name, c in found.items():
                 results[name].sanity = c

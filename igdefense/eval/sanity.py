@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._hooks import model_device
 from ..defense import RandomizedDefense
@@ -35,22 +36,29 @@ class Check:
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.detail}"
 
 
-def _correct(model, x, y, attack: str, settings: AttackSettings, source: nn.Module | None = None) -> torch.Tensor:
+def _correct(model, x, y, attack: str, settings: AttackSettings, source: nn.Module | None = None,
+             bar: tqdm | None = None) -> torch.Tensor:
     """Per image: ``model`` is right on the clean image and on every candidate of ``attack``
     crafted on ``source`` (default: ``model`` itself; another model = a transfer attack)."""
+    if bar is not None:
+        bar.set_postfix_str(f"{attack}, eps {255 * settings.eps:g}/255")
     with torch.no_grad():
         ok = (model(x).argmax(1) == y).cpu()
     for x_adv in run_attack(attack, source or model, x, y, settings):
         with torch.no_grad():
             ok &= (model(x_adv).argmax(1) == y).cpu()
+    if bar is not None:
+        bar.update()
     return ok
 
 
 def correct_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values=(8 / 255, 16 / 255, 32 / 255, 1.0),
-                   attack: str = "apgd-ce", settings: AttackSettings | None = None) -> dict[float, torch.Tensor]:
+                   attack: str = "apgd-ce", settings: AttackSettings | None = None,
+                   bar: tqdm | None = None) -> dict[float, torch.Tensor]:
     """Per-image correctness under ``attack`` at each radius (for the eps sweep and the robustness curve)."""
     base = settings or AttackSettings()
-    return {e: _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e})) for e in eps_values}
+    return {e: _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "eps": e}), bar=bar)
+            for e in eps_values}
 
 
 def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values=(8 / 255, 16 / 255, 32 / 255, 1.0),
@@ -79,7 +87,7 @@ def not_weaker(name: str, strong: torch.Tensor, weak: torch.Tensor, strong_name:
 def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "apgd-ce",
                       eps: float = 8 / 255, settings: AttackSettings | None = None,
                       black_box: str = "square", base_model: nn.Module | None = None, tolerance: float = 0.03,
-                      sweep: dict[float, torch.Tensor] | None = None) -> list[Check]:
+                      sweep: dict[float, torch.Tensor] | None = None, bar: tqdm | None = None) -> list[Check]:
     """Run the checks on one batch; failures are printed loudly to stderr.
 
     - gradients are finite and non-zero;
@@ -95,31 +103,32 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
 
     ``sweep``: a :func:`correct_vs_eps` result for these images and ``attack``, including ``eps``
     and 1.0 (computed when None); its run at ``eps`` is the 100-step white-box result.
+    ``bar``: a progress bar advanced after each attack run (:func:`_attack_runs` of them with ``sweep``).
     """
     base = AttackSettings(**{**(settings or AttackSettings()).__dict__, "eps": eps})
     x, y = x.to(model_device(model)), y.to(model_device(model))  # as evaluate does
     checks = [gradient_check(model, x, y)]
     if sweep is None or not {eps, 1.0} <= set(sweep):
-        sweep = correct_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base)
+        sweep = correct_vs_eps(model, x, y, (eps, 16 / 255, 32 / 255, 1.0), attack, base, bar)
     acc = {e: sweep[e].float().mean().item() for e in sorted(sweep)}
     accs = list(acc.values())
     monotone = all(b <= a + tolerance for a, b in zip(accs, accs[1:]))
     text = ", ".join(f"{e * 255:.0f}/255: {100 * a:.1f}%" for e, a in acc.items())
     checks.append(Check("eps sweep", monotone and acc[1.0] <= tolerance, text))
     many = sweep[eps]  # the same attack at eps: not run twice
-    few = _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "n_iter": 10}))
+    few = _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "n_iter": 10}), bar=bar)
     checks.append(not_weaker("more steps", many, few, f"{attack} 100 steps", "10 steps"))
-    bb = _correct(model, x, y, black_box, base)
+    bb = _correct(model, x, y, black_box, base, bar=bar)
     checks.append(not_weaker("white-box vs black-box", many, bb, attack, black_box))
     if base_model is not None:
-        transfer = _correct(model, x, y, attack, base, source=base_model)
+        transfer = _correct(model, x, y, attack, base, source=base_model, bar=bar)
         checks.append(not_weaker("white-box vs transfer", many, transfer, attack, f"{attack} from the base model"))
-        if isinstance(model, RandomizedDefense) and f"{attack}-eot" in ATTACKS:
-            eot = _correct(model, x, y, f"{attack}-eot", base)
+        if _has_eot(model, attack):
+            eot = _correct(model, x, y, f"{attack}-eot", base, bar=bar)
             checks.append(not_weaker("EOT white-box vs transfer", eot, transfer,
                                      f"{attack}-eot ({base.eot_iter} draws)", f"{attack} from the base model"))
-        if isinstance(model, RandomizedDefense) and attack == "apgd-ce":
-            bpda = _correct(model, x, y, "apgd-ce-bpda", base)
+        if _has_bpda(model, attack):
+            bpda = _correct(model, x, y, "apgd-ce-bpda", base, bar=bar)
             checks.append(not_weaker("BPDA white-box vs transfer", bpda, transfer, "apgd-ce-bpda (tau=1 gradients)",
                                      "apgd-ce from the base model"))
     for c in checks:
@@ -128,8 +137,22 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
     return checks
 
 
+def _has_eot(model: nn.Module, attack: str) -> bool:
+    return isinstance(model, RandomizedDefense) and f"{attack}-eot" in ATTACKS
+
+
+def _has_bpda(model: nn.Module, attack: str) -> bool:
+    return isinstance(model, RandomizedDefense) and attack == "apgd-ce"
+
+
+def _attack_runs(model: nn.Module, attack: str, with_transfer: bool) -> int:
+    """How many attack runs :func:`run_sanity_checks` makes when given its eps sweep (for a progress bar)."""
+    return 2 + with_transfer * (1 + _has_eot(model, attack) + _has_bpda(model, attack))
+
+
 def check_models(models: dict[str, nn.Module], names: Sequence[str], baseline: str, x: torch.Tensor, y: torch.Tensor,
-                 settings: AttackSettings) -> tuple[dict[str, list[Check]], dict[str, dict[float, float]]]:
+                 settings: AttackSettings, progress: bool = True
+                 ) -> tuple[dict[str, list[Check]], dict[str, dict[float, float]]]:
     """The sanity checks of an evaluation of several models, in one place: :func:`run_sanity_checks`
     on each of ``names`` (the transfer comparisons from ``settings.base_model``, except on the
     ``baseline`` itself), and the APGD-CE accuracy at each of :data:`SANITY_EPS` and the evaluation's
@@ -143,11 +166,15 @@ def check_models(models: dict[str, nn.Module], names: Sequence[str], baseline: s
         if isinstance(models[name], RandomizedDefense):
             # Noise from a fixed point, not from wherever the evaluation left it: a rerun gets the same checks.
             models[name].reseed(settings.seed * 1000 + 999)
-    per_image = {name: correct_vs_eps(models[name], x, y, eps_values, settings=settings)
-                 for name in dict.fromkeys([baseline, *names])}
-    checks = {name: run_sanity_checks(models[name], x, y, eps=settings.eps, sweep=per_image[name], settings=settings,
-                                      base_model=None if name == baseline else settings.base_model)
-              for name in names}
+    swept = list(dict.fromkeys([baseline, *names]))
+    transfer_from = {name: None if name == baseline else settings.base_model for name in names}
+    runs = len(eps_values) * len(swept) + sum(_attack_runs(models[n], "apgd-ce", transfer_from[n] is not None)
+                                              for n in names)
+    with tqdm(total=runs, desc=f"sanity checks on {len(x)} images", unit="attack", disable=not progress) as bar:
+        per_image = {name: correct_vs_eps(models[name], x, y, eps_values, settings=settings, bar=bar) for name in swept}
+        checks = {name: run_sanity_checks(models[name], x, y, eps=settings.eps, sweep=per_image[name],
+                                          settings=settings, base_model=transfer_from[name], bar=bar)
+                  for name in names}
     curves = {name: {e: c.float().mean().item() for e, c in p.items()} for name, p in per_image.items()}
     return checks, curves
 
