@@ -112,8 +112,8 @@ def cmd_demo(args) -> int:
               f"(worst case under the first draw alone {one:.1f}%, under every draw {every:.1f}%)")
     print(textwrap.fill("The worst case counts an image as robust only if the model classifies it correctly clean "
                         "and under every attack in its row: it is the number to quote, not the white-box column. "
-                        "Stronger adaptive attacks (EOT, BPDA, RayS) and the sanity checks: "
-                        "igdefense eval --cascade --sanity.", 100))
+                        "Stronger attacks (IG-Defense's own adaptive attack, AutoAttack, APGD-CE with EOT, RayS) "
+                        "and the sanity checks (BPDA among them): igdefense eval --cascade --sanity.", 100))
     return 0
 
 
