@@ -238,7 +238,7 @@ def test_an_attack_added_to_a_finished_evaluation_runs_alone_on_what_stands(robu
     evaluate(robust_cnn, batches, attacks=["fgsm", "bim"], settings=settings, cascade=True, log_path=log,
              progress=False)
     assert calls == []  # resumed: everything from the log
-    with pytest.raises(ValueError, match=r"ran \['bim'\], which the attacks given no longer name"):
+    with pytest.raises(ValueError, match=r"with \['bim'\] in its attack order, which the attacks given no longer name"):
         evaluate(robust_cnn, batches, attacks=["fgsm"], settings=settings, cascade=True, log_path=log, progress=False)
 
 

@@ -12,7 +12,8 @@ def test_entries_load_through_robustbench_and_match_the_report(tmp_path, monkeyp
     from robustbench.utils import get_leaderboard_latex
 
     out = tmp_path / "D"
-    assert main(["eval", "--images", "20", "--attacks", "fgsm", "--draws", "3", "--random-mask", "--out", str(out)]) == 0
+    args = ["eval", "--images", "20", "--attacks", "fgsm", "--draws", "3", "--random-mask", "--out", str(out)]
+    assert main(args) == 0
     report = {row["model"]: row for row in json.loads((out / "report.json").read_text())["summary"]}
     folder = out / "model_info" / "cifar10" / "Linf"
     entries = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}

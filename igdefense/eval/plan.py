@@ -97,8 +97,10 @@ class Plan:
             return fresh
         gone = [a for a in logged if a not in self.attacks]
         if gone:
-            raise StateMismatch(f"{log_path} ran {gone}, which the attacks given no longer name (later results "
-                                f"depend on every attack before them): name them again, or {FIX}")
+            # (the header's order is the evaluation's, so after until= it may name one that has not run yet)
+            raise StateMismatch(f"{log_path} is an evaluation with {gone} in its attack order, which the attacks "
+                                f"given no longer name (later results depend on every attack before them): name "
+                                f"them again, or {FIX}")
         return list(logged) + [a for a in fresh if a not in logged]
 
     def header(self, model: nn.Module, order: Sequence[str]) -> dict:
