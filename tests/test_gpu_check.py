@@ -62,7 +62,9 @@ def test_the_carried_wheel_parts_are_checked(gpu_check, tmp_path, monkeypatch):
     parts = sorted((tmp_path / "carry" / "ort").glob("part-*"))
     assert len(parts) == 3 and b"".join(p.read_bytes() for p in parts) == wheel.read_bytes()
     assert (tmp_path / "carry" / "data" / "cifar10-jpeg.tar.gz").is_file()
-    parts[1].write_bytes(parts[1].read_bytes()[:-1] + b"\0")  # a stale or damaged part
+    damaged = bytearray(parts[1].read_bytes())
+    damaged[-1] ^= 0xFF  # a stale or damaged part: one byte always changes
+    parts[1].write_bytes(bytes(damaged))
     assert "do not match their sha256" in gpu_check.install_carried_ort(tmp_path / "carry")
     parts[2].unlink()
     assert gpu_check.install_carried_ort(tmp_path / "carry") == "onnxruntime-gpu parts missing: part-2"
