@@ -1,5 +1,6 @@
 import os
 import pickle
+import random
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip / timm never wait on a
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # and so does each command a test starts
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Each test starts from the same random state, whichever worker runs it and whatever ran before: a test's
+    unseeded draws (noise compared at 1e-4, random weights) are then the same draws on every run."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,15 @@ import contextlib
 import io
 import json
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def torchrun(procs: int) -> list[str]:
+    # --standalone: torchrun takes a free port itself (a port picked here could be taken before it binds it)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +34,7 @@ def _cli(args: list[str], procs: int) -> str:
         with contextlib.redirect_stdout(io.StringIO()) as out:
             assert main(args) == 0
         return out.getvalue()
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
-           "-m", "igdefense.cli", *args]
+    cmd = [*torchrun(procs), "-m", "igdefense.cli", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

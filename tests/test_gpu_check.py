@@ -25,7 +25,8 @@ def gpu_check():
 
 def _run(out: Path, stages: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu", "--out", str(out),
-                           "--stages", ",".join(stages)], cwd=ROOT, capture_output=True, text=True,
+                           "--stages", ",".join(stages), "--carried", str(out.parent / "nothing-carried")],
+                          cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

@@ -113,11 +113,10 @@ def test_bad_options_are_refused_before_anything_is_written(small_train, tmp_pat
 
 
 def test_two_processes_keep_identical_weights(tmp_path):
-    from test_distributed import _free_port
+    from test_distributed import torchrun
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "igdefense.cli", "refine", "--per-class", "10", "--rounds", "2", "--attribute-per-round", "4",
+    cmd = [*torchrun(2), "-m", "igdefense.cli", "refine", "--per-class", "10", "--rounds", "2", "--attribute-per-round", "4",
            "--num-samples", "50", "--batch-size", "16", "--steps-per-round", "2", "--holdout", "20",
            "--method", "saliency", "--quiet", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
