@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, write_results
+from igdefense._atomic import atomic_path
 from igdefense.eval.scoring import RULES
 from igdefense.eval.stats import paired_difference
 from worst_over_seeds import CannotCombine, worst_over_runs
@@ -31,13 +32,12 @@ def differences() -> dict[str, dict]:
     """Per claim with logs: the images counted and, per rule, the paired difference to the base."""
     out = {}
     for label, runs in CLAIMS.items():
-        if not all((RESULTS / run / "lo-ir.jsonl").is_file() for run in runs):
-            continue
+        if missing := [f"{run}/lo-ir.jsonl" for run in runs if not (RESULTS / run / "lo-ir.jsonl").is_file()]:
+            raise CannotCombine(f"no {missing[0]} in {RESULTS}: claim {label.split(':')[0]} cannot be drawn "
+                                f"without it (its command is in benchmarks/rerun_claims.sh)")
         batches, worst = worst_over_runs([RESULTS / run for run in runs])
         if not batches:
             continue
-        if not {"base", "lo-ir"} <= set(worst):
-            raise CannotCombine(f"{runs[0]} needs base.jsonl and lo-ir.jsonl; it has {sorted(worst)}")
         base = worst["base"]["majority"]  # (a deterministic model: every rule is the same)
         under_way = not all((RESULTS / run / "report.json").is_file() for run in runs)  # (written at the end)
         out[label + (", under way" if under_way else "")] = {
@@ -67,17 +67,18 @@ def plot(claims: dict[str, dict], path: Path) -> None:
     ax.set_title("As deployed: 9 noise draws, IG-Defense's own adaptive attack", fontsize=10)
     ax.legend(title="scoring rule", fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
 def main() -> None:
     try:
         claims = differences()
-    except CannotCombine as e:
+        plot(claims, RESULTS / "claims_as_deployed.png")
+    except (CannotCombine, OSError) as e:
         print(f"claims_figure: {e}", file=sys.stderr)
         sys.exit(2)
-    plot(claims, RESULTS / "claims_as_deployed.png")
     rows = {label: {**{k: c[k] for k in ("runs", "images", "base", "defended")},
                     **{rule: str(c[rule]) for rule in RULES}} for label, c in claims.items()}
     for label, row in rows.items():

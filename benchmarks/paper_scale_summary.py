@@ -39,6 +39,40 @@ def read(log: Path) -> tuple[dict, list[str], int, dict[int, dict]]:
     return header, order, draws, {r["batch"]: r for r in records}
 
 
+def read_run(folder: Path, baseline: str = "base") -> dict[str, tuple[dict, list[str], int, dict[int, dict]]]:
+    """Every model's log in one `igdefense eval --out` folder, each read with `read`, refused (ValueError)
+    unless they are one evaluation: the same radius and seed, the same images batch by batch, and every other
+    model built on, and attacked through, the baseline's weights. A log copied in from another run stops here."""
+    logs = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        try:
+            logs[path.stem] = read(path)
+        except (KeyError, TypeError):
+            raise ValueError(f"{path}'s header is not an igdefense evaluation log's") from None
+        if "identity" not in logs[path.stem][0]:
+            raise ValueError(f"{path} was written by igdefense 0.1, which did not record the model, defense and "
+                             f"images it belongs to; only logs of igdefense 0.2 or later can be combined")
+    if baseline not in logs:
+        raise ValueError(f"{folder} has no {baseline}.jsonl (the undefended model's log)")
+    base_header, *_, base_records = logs[baseline]
+    base_model = base_header["identity"]["model"]
+    for name, (header, _, _, records) in logs.items():
+        if differ := [k for k in ("eps", "norm", "seed", "corruptions")
+                      if header["settings"].get(k) != base_header["settings"].get(k)]:
+            raise ValueError(f"{name}.jsonl and {baseline}.jsonl in {folder} differ in {', '.join(differ)}: "
+                             f"they are logs of two evaluations")
+        identity = header["identity"]
+        built_on = [m for m in (identity["model"].get("model"), identity.get("transfer_base")) if m is not None]
+        if name != baseline and (not built_on or any(m != base_model for m in built_on)):
+            raise ValueError(f"{folder / name}.jsonl is not built on the model of {baseline}.jsonl beside it: "
+                             f"they are logs of two evaluations")
+        if other := sorted(b for b in records.keys() & base_records.keys()
+                           if records[b].get("digest") != base_records[b].get("digest")):
+            raise ValueError(f"batch {other[0]} of {name}.jsonl holds other images than {baseline}.jsonl's "
+                             f"in {folder}: they are logs of two evaluations")
+    return logs
+
+
 def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dict, dict]:
     """Per step over the batches' images in order: the 0/1 answers, the draw counts, the seconds."""
     bits = {s: torch.tensor([v for r in records for v in r[s]], dtype=torch.bool) for s in steps}
@@ -50,11 +84,12 @@ def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dic
 def summarise(folder: Path) -> dict:
     """Base vs defended on the batches where the base's cascade finished and the defended one started;
     the defended columns are the steps it finished on all of them."""
-    _, base_order, _, base = read(folder / "base.jsonl")
-    _, order, draws, defended = read(folder / "lo-ir.jsonl")
+    logs = read_run(folder)
+    _, base_order, _, base = logs["base"]
+    _, order, draws, defended = logs["lo-ir"]
     batches = sorted(b for b in base if b in defended and all(s in base[b] for s in ["clean", *base_order]))
     if not batches:
-        sys.exit(f"{folder}: no batch has both the base's finished cascade and the defended model's results")
+        raise ValueError(f"{folder}: no batch has both the base's finished cascade and the defended model's results")
     attacks = list(takewhile(lambda a: all(a in defended[b] for b in batches), order))  # the cascade so far
     base_bits, _, base_seconds = gather([base[b] for b in batches], ["clean", *base_order], 1)
     bits, counts, seconds = gather([defended[b] for b in batches], ["clean", *attacks], draws)
@@ -103,10 +138,14 @@ def markdown(summary: dict) -> str:
 
 
 def main() -> None:
+    try:
+        settings = {name: summarise(RESULTS / folder) | {"folder": f"benchmarks/results/{folder}"}
+                    for name, folder in FOLDERS.items() if (RESULTS / folder / "lo-ir.jsonl").is_file()}
+    except ValueError as e:
+        print(f"paper_scale_summary: {e}", file=sys.stderr)
+        sys.exit(2)
     summary = {"command": "python benchmarks/paper_scale_summary.py",
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "settings": {name: summarise(RESULTS / folder) | {"folder": f"benchmarks/results/{folder}"}
-                            for name, folder in FOLDERS.items() if (RESULTS / folder / "lo-ir.jsonl").is_file()}}
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "settings": settings}
     atomic_write(RESULTS / "paper_scale_resnet18.json", json.dumps(summary, indent=1) + "\n")
     atomic_write(RESULTS / "paper_scale_resnet18.md", markdown(summary))
     print(markdown(summary))

@@ -2,6 +2,9 @@
 
 import contextlib
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -162,6 +165,29 @@ def test_the_worst_case_over_seeds_keeps_an_image_only_when_every_run_does(tmp_p
         worst_over_seeds.worst_over_runs([run, second_run("sigma", 2, sigma_change=1 / 255)])
     with pytest.raises(worst_over_seeds.CannotCombine, match="igdefense 0.1"):
         worst_over_seeds.worst_over_runs([root / "benchmarks/results/eval_smallcnn-refined-sigma8-b1000"])
+
+
+def test_a_log_copied_in_from_another_evaluation_is_refused(tmp_path, monkeypatch):
+    """One run folder's logs must be one evaluation: a base log of another model, or of the same model on
+    other images, beside a defended log is refused, never paired (it turned +0.1 into +15.2 points)."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "benchmarks/results"
+    monkeypatch.syspath_prepend(str(results.parent))
+    import worst_over_seeds
+
+    for name, base_from, why in [("other-model", "eval_smallcnn-refined-sigma8-draws", "is not built on the model"),
+                                 ("other-images", "eval_smallcnn-robust-k3-draws", "batch 0 of lo-ir.jsonl holds other")]:
+        mixed = tmp_path / name
+        mixed.mkdir()
+        shutil.copy(results / "eval_smallcnn-robust-draws/lo-ir.jsonl", mixed)
+        shutil.copy(results / base_from / "base.jsonl", mixed)
+        with pytest.raises(worst_over_seeds.CannotCombine, match=why):
+            worst_over_seeds.worst_over_runs([mixed])
+    done = subprocess.run([sys.executable, "worst_over_seeds.py", str(results / "eval_smallcnn-robust-draws")],
+                          cwd=results.parent, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2, "worst_over_seeds: give two or more runs of one evaluation with "
+                                                 "other --seed values\n")
 
 
 def test_the_report_s_expected_row_is_cumulative_in_a_cascade_only(tmp_path):
