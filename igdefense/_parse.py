@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+
+
+def pathname(text: str) -> Path:
+    """A file or folder name, not empty (an empty one would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return Path(text)
 
 
 def fraction(text: str) -> float:
@@ -19,11 +27,11 @@ def fraction(text: str) -> float:
 
 
 def radius(text: str) -> float:
-    """An L-inf radius on [0, 1] images: '8/255' or '0.03', at most 1."""
+    """A size on [0, 1] images (an L-inf radius, a noise std): '8/255' or '0.03', at most 1."""
     value = fraction(text)
     if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is more than the whole [0, 1] range of an image; did you mean "
-                                         f"{text}/255?")
+        hint = f"did you mean {text}/255?" if "/" not in text else f"images are in [0, 1] units (8/255 = {8 / 255:.4f})"
+        raise argparse.ArgumentTypeError(f"{text!r} is more than the whole [0, 1] range of an image; {hint}")
     return value
 
 

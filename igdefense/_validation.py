@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
+
+
+def check_file(path: str | os.PathLike, what: str) -> None:
+    """Raise FileNotFoundError unless ``path`` is a file; ``what`` says what file is expected."""
+    if Path(path).is_dir():
+        raise FileNotFoundError(f"{path} is a folder; give the file in it ({what})")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist ({what})")
 
 
 def check_images(x: torch.Tensor, value_range: tuple[float, float] | None = (0.0, 1.0),

@@ -27,7 +27,7 @@ from .eval.attacks import ATTACKS, AttackSettings
 from .eval.plan import Plan
 from .eval.sweep import SWEEP_ATTACKS
 from .export.onnx import ExportError
-from ._parse import count, fraction, listof, natural, radius, real, severities, whole
+from ._parse import count, listof, natural, pathname, radius, real, severities, whole
 from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
 from .zoo.models import ARCHITECTURES
 from .rankings import Rankings
@@ -149,8 +149,8 @@ def cmd_compare(args) -> int:
         print(f"  {name:12} {v:.3f}")
     print(f"  {'mean':12} {jac.diagonal().mean():.3f}   (random sets: {args.k / (2 * a.num_neurons - args.k):.3f})")
     if args.plot:
-        plot_jaccard(jac, args.plot, a.class_names, b.class_names, f"top-{args.k}: {a.method} (rows) vs {b.method}")
-        print(f"wrote {args.plot}")
+        title = f"top-{args.k}: {a.method} (rows) vs {b.method}"
+        print(f"wrote {plot_jaccard(jac, args.plot, a.class_names, b.class_names, title)}")
     return 0
 
 
@@ -195,7 +195,11 @@ def _plan(args, attacks: str, **fields) -> Plan:
     (eps, seed, EOT and scoring draws), crafted examples of deterministic models cached."""
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
                               cache=cache_dir() / "adversarial")
-    return Plan([a for a in attacks.split(",") if a], settings, **fields)
+    names = [a for a in attacks.split(",") if a]
+    if not names:
+        raise ValueError("--attacks names no attack; an evaluation without one measures no robustness (the "
+                         "corruptions alone: igdefense corruptions)")
+    return Plan(names, settings, **fields)
 
 
 def _model_info(out, model_name: str, models: dict, results: dict, data, settings: AttackSettings) -> list[Path]:
@@ -516,7 +520,7 @@ def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) 
     _batch_size(p)
     _seed(p)
     _data_options(p)
-    p.add_argument("--out", default=out, help=out_help)
+    p.add_argument("--out", type=pathname, default=out, help=out_help)
     p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
 
 
@@ -531,8 +535,15 @@ DRAWS_HELP = ("noise draws each example of a randomized defense is classified un
 FRESH_HELP = "start over: move what the folder holds into a backup folder inside it"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (its usage block is what --help is for)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="igdefense", description="Interpretability-guided test-time defense.")
+    ap = _Parser(prog="igdefense", description="Interpretability-guided test-time defense.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -559,14 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--per-class", type=count, default=None, help="probe images per class (default: all 5,000)")
     _batch_size(r)
     _data_options(r)
-    r.add_argument("-o", "--output", required=True, type=Path)
+    r.add_argument("-o", "--output", required=True, type=pathname)
     r.set_defaults(func=cmd_rank)
 
     c = sub.add_parser("compare", help="overlap of two rankings' per-class top-k neuron sets")
-    c.add_argument("a", type=Path)
-    c.add_argument("b", type=Path)
+    c.add_argument("a", type=pathname)
+    c.add_argument("b", type=pathname)
     c.add_argument("--k", type=count, default=50)
-    c.add_argument("--plot", type=Path, default=None, help="heat map output (e.g. overlap.png)")
+    c.add_argument("--plot", type=pathname, default=None, help="heat map output (e.g. overlap.png)")
     c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("eval", help="base vs defended under several attacks; image-wise worst case; report")
@@ -599,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--shares", type=listof(real(0, 1)), default=[0.02, 0.05, 0.10, 0.25, 0.50],
                    help="shares of the masked layer's neurons kept per class, each setting's k = share x "
                         "neurons, rounded (default 0.02,0.05,0.1,0.25,0.5)")
-    w.add_argument("--sigmas", type=listof(fraction),
+    w.add_argument("--sigmas", type=listof(radius),
                    default=[2 / 255, 4 / 255, 8 / 255], help="noise std values (default 2/255,4/255,8/255)")
     w.add_argument("--n-samples", type=listof(count), default=[1, 8],
                    help="noise draws (default 1,8)")
@@ -625,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _seed(t)
     _data_options(t)
-    t.add_argument("-o", "--output", required=True, type=Path)
+    t.add_argument("-o", "--output", required=True, type=pathname)
     t.add_argument("--fresh", action="store_true", help="start over: the checkpoint OUTPUT.ckpt is kept as .ckpt.bak")
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("explain-robustness", help="do Grad-CAM / SmoothGrad / LIME maps see an attack? metrics "
@@ -644,12 +655,13 @@ def build_parser() -> argparse.ArgumentParser:
     _seed(x)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_options(x)
-    x.add_argument("--out", default="igdefense-explain", help="report.json, report.md, grid-<attack>.png")
+    x.add_argument("--out", type=pathname, default="igdefense-explain",
+                   help="report.json, report.md, grid-<attack>.png")
     x.set_defaults(func=cmd_explain_robustness)
 
     c = sub.add_parser("corruptions", help="write CIFAR-10-C-style corruptions (CIFAR parameters) of the test set, "
                                            "in CIFAR-10-C's layout (resumable)")
-    c.add_argument("--out", default="cifar10-c", help="folder for <name>.npy and labels.npy")
+    c.add_argument("--out", type=pathname, default="cifar10-c", help="folder for <name>.npy and labels.npy")
     c.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     _seed(c)
     c.add_argument("--names", default="all", help="comma-separated corruptions (default all 19)")
@@ -664,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the zoo model refined (default smallcnn-standard)")
     f.add_argument("--reference", default="smallcnn-robust", help="zoo model whose attributions count as right, "
                    "or none (instability only)")
-    f.add_argument("--out", default="igdefense-refine", help="checkpoint, log.jsonl and refined.safetensors")
+    f.add_argument("--out", type=pathname, default="igdefense-refine",
+                   help="checkpoint, log.jsonl and refined.safetensors")
     f.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     f.add_argument("--per-class", type=count, default=None, help="train on the first N images per class (default all)")
     f.add_argument("--rounds", type=count)
@@ -691,8 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     _defense_options(e)
     e.add_argument("--noise", choices=["graph", "input"], default="graph")
     e.add_argument("--opset", type=whole(18), default=18, help="ONNX opset (18 or newer: the torch.export-based exporter's)")
-    e.add_argument("-o", "--output", type=Path, default=None)
-    e.add_argument("--check", type=Path, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
+    e.add_argument("-o", "--output", type=pathname, default=None)
+    e.add_argument("--check", type=pathname, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
     e.add_argument("--n", type=count, default=1000, help="test images for --check (default 1000)")
     _seed(e)
     _data_options(e)
@@ -713,6 +726,11 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, URLError):
         return (f"a download failed ({e.reason}): without internet, put the weights or data where igdefense reads "
                 "them offline (README: Data; RobustBench: --model-dir)")
+    if isinstance(e, (IsADirectoryError, NotADirectoryError, FileExistsError)) and e.filename:
+        where = e.filename2 or e.filename  # (a rename's target)
+        what = "is a folder, where a file belongs" if isinstance(e, IsADirectoryError) else \
+            "has a file in the way, where a folder belongs"
+        return f"{where} {what}: give another path, or move it away"
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # (str(KeyError) adds quotes)
     text = " ".join(str(text).split()) or type(e).__name__
     if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in text:

@@ -89,7 +89,8 @@ class IGDefense(nn.Module):
         if not isinstance(rankings, Rankings):
             rankings = Rankings.load(rankings)
         check_number("n_samples", n_samples, integer=True, low=1)
-        check_number("sigma", sigma, low=0)
+        # (a std no wider than the inputs' whole range: on [0, 1] images 8/255, not 8)
+        check_number("sigma", sigma, low=0, high=None if input_range is None else input_range[1] - input_range[0])
         check_number("tau", tau, low=0, low_open=True)
         if k is not None:
             check_number("k", k, integer=True, low=1)

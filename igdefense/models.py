@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from . import zoo
+from ._validation import check_file
 
 PREFIXES = ("robustbench:", "torchvision:", "timm:")
 
@@ -65,8 +67,7 @@ def load_model(spec: str, *, model_dir: str | os.PathLike | None = None, dataset
     elif ":" in spec and spec.split(":")[0].endswith(".py"):
         model = _from_file(spec, normalize)
     elif spec.endswith(".safetensors"):
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"{spec} does not exist (weights written by igdefense train)")
+        check_file(spec, "weights written by igdefense train")
         from .zoo.train import load_weights
 
         model = load_weights(spec)
@@ -92,8 +93,8 @@ def _robustbench(name: str, model_dir, dataset: str, threat_model: str) -> nn.Mo
 
 
 def _library_model(library: str, name: str, checkpoint, num_classes: int | None, normalize) -> nn.Module:
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (a state dict saved with torch.save)")
+    if checkpoint is not None:
+        check_file(checkpoint, "a checkpoint: a state dict saved with torch.save")
     kwargs = {"num_classes": num_classes} if num_classes else {}
     pretrained = checkpoint is None
     if library == "torchvision":
@@ -121,10 +122,19 @@ def _library_model(library: str, name: str, checkpoint, num_classes: int | None,
 
 
 def _load_state(model: nn.Module, checkpoint, num_classes: int | None) -> None:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():  # (torch's warning about a crafted file's pickle protocol: noise here)
+            warnings.simplefilter("ignore")
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # (UnpicklingError, RuntimeError, EOFError, ...: torch.load has no one error of its own)
+        raise ValueError(f"{checkpoint} is not a file of tensors torch.load reads safely (torch.save of a state "
+                         f"dict); it was refused without running any of its code ({type(e).__name__})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{checkpoint} holds a {type(state).__name__}, not a state dict of named tensors "
+                         f"(torch.save(model.state_dict(), path))")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel / DDP
     own = model.state_dict()
     wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape]
@@ -140,8 +150,7 @@ def _load_state(model: nn.Module, checkpoint, num_classes: int | None) -> None:
 
 def _from_file(spec: str, normalize) -> nn.Module:
     path, _, factory = spec.rpartition(":")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected path/to/file.py:factory)")
+    check_file(path, "expected path/to/file.py:factory")
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

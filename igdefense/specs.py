@@ -29,7 +29,7 @@ from torch import nn
 from . import zoo
 from ._hooks import model_device, model_dtype
 from ._atomic import atomic_write
-from ._parse import count, fraction, real, whole
+from ._parse import count, radius, real, whole
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
 from .defense import SIGMA, TAU, IGDefense
 from .rankings import Rankings
@@ -151,7 +151,7 @@ class DefenseSpec(Spec):
 
     k: int | None = field(default=None, metadata=option(
         "neurons kept per class (default: 10%% of the masked layer's, rounded)", count))
-    sigma: float = field(default=SIGMA, metadata=option("pass-1 noise std, e.g. 8/255 (the paper: 4/255)", fraction))
+    sigma: float = field(default=SIGMA, metadata=option("pass-1 noise std, e.g. 8/255 (the paper: 4/255)", radius))
     tau: float = field(default=TAU, metadata=option("pseudo-label softmax temperature", real(1e-6)))
     n_samples: int = field(default=1, metadata=option("noise draws averaged for the pseudo-label", count))
     rankings: str | None = field(default=None, metadata=option(

@@ -120,8 +120,11 @@ def test_a_model_without_its_own_attack_is_refused_and_skipped_by_benchmark(imag
     plain = mask_decides_model()
     with pytest.raises(ValueError, match="names no adaptive attack of its own"):
         evaluate(plain, images, attacks=["adaptive"], progress=False)
-    results = benchmark({"plain": plain}, [images], Plan(["adaptive"], cascade=True), out=tmp_path, progress=False)
-    assert list(results["plain"].correct) == ["clean"]
+    with pytest.raises(ValueError, match=r"none of the attacks \['adaptive'\] runs on 'plain'"):  # clean as robust
+        benchmark({"plain": plain}, [images], Plan(["adaptive"], cascade=True), out=tmp_path, progress=False)
+    results = benchmark({"plain": plain}, [images], Plan(["adaptive", "fgsm"], cascade=True), out=tmp_path,
+                        progress=False)
+    assert list(results["plain"].correct) == ["clean", "fgsm"]
 
 
 def test_apgd_maximize_stays_in_the_ball_and_finds_the_corner():

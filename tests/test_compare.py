@@ -17,5 +17,7 @@ def test_jaccard_by_hand(tmp_path):
     # a0={0,1} b0={0,2}: 1/3; a0 vs b1={0,1}: 1; a1={2,3} vs b0: 1/3; a1 vs b1: 0
     torch.testing.assert_close(jac, torch.tensor([[1 / 3, 1.0], [1 / 3, 0.0]]))
     assert torch.equal(topk_jaccard(a, a, k=2).diagonal(), torch.ones(2))
-    plot_jaccard(jac, tmp_path / "j.png", ["0", "1"], ["0", "1"])
+    assert plot_jaccard(jac, tmp_path / "j.png", ["0", "1"], ["0", "1"]) == tmp_path / "j.png"
     assert (tmp_path / "j.png").stat().st_size > 1000
+    assert plot_jaccard(jac, tmp_path / "plot", ["0", "1"], ["0", "1"]) == tmp_path / "plot.png"  # the path written
+    assert (tmp_path / "plot.png").is_file() and not (tmp_path / "plot").exists()

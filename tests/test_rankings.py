@@ -1,6 +1,7 @@
 """Rankings files: round trip, atomic write, corrupt or foreign files fail loudly."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -59,6 +60,27 @@ def test_not_a_rankings_file(tmp_path):
         Rankings.load(path)
     with pytest.raises(RankingsError, match="does not exist"):
         Rankings.load(tmp_path / "missing.safetensors")
+    with pytest.raises(RankingsError, match="is a folder; give the file in it"):
+        Rankings.load(tmp_path)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda meta: meta.pop("sha256"), "no sha256 of its importance values"),
+    (lambda meta: meta.update(extra=1), r"unknown fields \['extra'\]"),
+])
+def test_metadata_without_a_checksum_or_with_unknown_fields_is_refused(resnet18_rankings, tmp_path, change, match):
+    from safetensors import safe_open
+
+    from igdefense.rankings.format import _META_KEY
+
+    path = tmp_path / "r.safetensors"
+    resnet18_rankings.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()[_META_KEY])
+    change(meta)
+    save_file({"importance": resnet18_rankings.importance}, str(path), metadata={_META_KEY: json.dumps(meta)})
+    with pytest.raises(RankingsError, match=match):
+        Rankings.load(path)
 
 
 def test_rankings_for_another_model(resnet18, resnet18_rankings):

@@ -177,7 +177,7 @@ def test_a_log_copied_in_from_another_evaluation_is_refused(tmp_path, monkeypatc
     import worst_over_seeds
 
     for name, base_from, why in [("other-model", "eval_smallcnn-refined-sigma8-draws", "is not built on the model"),
-                                 ("other-images", "eval_smallcnn-robust-k3-draws", "batch 0 of lo-ir.jsonl holds other")]:
+                                 ("other-images", "eval_smallcnn-robust-k3-draws", "batch 0 of lo-ir.jsonl holds")]:
         mixed = tmp_path / name
         mixed.mkdir()
         shutil.copy(results / "eval_smallcnn-robust-draws/lo-ir.jsonl", mixed)

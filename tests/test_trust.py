@@ -2,6 +2,7 @@
 through the real CLI or API, on real files (crafted pickles whose payload would touch a marker file)."""
 
 import json
+import re
 import os
 import pickle
 import shutil
@@ -46,7 +47,7 @@ def _error(capsys) -> str:
 
 
 def _eval(out, *extra):
-    return ["eval", "--images", "20", "--attacks", "", "--probe-per-class", "2", "--out", str(out), *extra]
+    return ["eval", "--images", "20", "--attacks", "fgsm", "--probe-per-class", "2", "--out", str(out), *extra]
 
 
 # 1. Every resumable or cached state is bound to what produced it -------------------------------------
@@ -268,6 +269,27 @@ def test_a_crafted_train_checkpoint_is_never_unpickled(tmp_path, capsys):
     assert "not a readable igdefense state file" in _error(capsys) and not marker.exists()
 
 
+@pytest.mark.parametrize("content, match", [
+    ("crafted", r"is not a file of tensors torch.load reads safely .*refused without running any of its code"),
+    ("bytes", r"is not a file of tensors torch.load reads safely"),
+    ("list", r"holds a list, not a state dict of named tensors"),
+    ("folder", r"is a folder; give the file in it \(a checkpoint"),
+])
+def test_a_checkpoint_that_is_not_a_state_dict_is_one_line_and_never_unpickled(tmp_path, capsys, content, match):
+    marker, path = tmp_path / "marker", tmp_path / "w.pt"
+    if content == "crafted":
+        _crafted(path, marker)
+    elif content == "bytes":
+        path.write_bytes(bytes(range(256)))
+    elif content == "list":
+        torch.save([1, 2], path)
+    else:
+        path.mkdir()
+    assert main(["eval", "--model", "torchvision:resnet18", "--checkpoint", str(path), "--num-classes", "10",
+                 "--attacks", "fgsm", "--images", "2", "--out", str(tmp_path / "x")]) == 2
+    assert re.search(match, _error(capsys)) and not marker.exists()
+
+
 def test_a_crafted_attack_cache_file_is_recomputed_not_unpickled(standard_cnn, test_batch, tmp_path):
     from igdefense.eval.attacks import _memo_path, run_attack
 
@@ -341,6 +363,7 @@ def test_export_check_of_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys):
     ({"sigma": float("nan")}, "sigma must be a finite"), ({"sigma": -0.1}, "sigma must be >= 0"),
     ({"tau": float("inf")}, "tau must be a finite"), ({"tau": 0}, "tau must be > 0"),
     ({"n_samples": 0}, "n_samples must be >= 1"), ({"seed": -1}, "seed must be >= 0"),
+    ({"sigma": 8.0}, "sigma must be <= 1"),
 ])
 def test_defense_numbers_are_checked(robust_cnn, kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -360,12 +383,14 @@ def test_attack_numbers_are_checked(kw, match):
 @pytest.mark.parametrize("args, match", [
     (["--eps", "8"], "did you mean 8/255"), (["--sigma", "1/0"], "not a number or a fraction"),
     (["--sigma", "nan"], "finite"), (["--k", "12.5"], "not a whole number"), (["--images", "0"], "must be >= 1"),
-    (["--eot-iter", "-1"], "must be >= 1"),
+    (["--eot-iter", "-1"], "must be >= 1"), (["--sigma", "8"], "did you mean 8/255"),
+    (["--sigma", "300/255"], "images are in [0, 1] units"), (["--draws", "0"], "must be >= 1"),
 ])
 def test_cli_numbers_are_checked_before_any_folder_is_made(tmp_path, capsys, args, match):
     with pytest.raises(SystemExit) as e:
         main(_eval(tmp_path / "D", *args))
-    assert e.value.code == 2 and match in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and match in err and err.count("\n") == 1 and err.endswith("(see igdefense eval --help)\n")
     assert not (tmp_path / "D").exists()
 
 
@@ -406,7 +431,7 @@ def test_a_corrupt_image_names_its_file(tmp_path, capsys, imagenet_folder):
     root = imagenet_folder(tmp_path / "val", naming="name")
     victim = ImageFolder(root).files[0]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated
-    assert main(["eval", "--data", str(root), "--image-size", "32", "--images", "2", "--attacks", ""]) == 2
+    assert main(["eval", "--data", str(root), "--image-size", "32", "--images", "2", "--attacks", "fgsm"]) == 2
     assert f"cannot read image {victim}" in _error(capsys)
 
 
@@ -414,11 +439,48 @@ def test_a_corrupt_image_names_its_file(tmp_path, capsys, imagenet_folder):
     (["eval", "--data", str(REPO / "README.md"), "--images", "2"], "found no dataset there"),
     (["eval", "--rankings", str(REPO / "pyproject.toml"), "--images", "2"], "not a readable rankings file"),
     (["refine", "--per-class", "1", "--reference", "nope"], "unknown model 'nope'"),
-    (["eval", "--model", "torchvision:resnet18", "--images", "2", "--attacks", ""], "a download failed"),  # offline
+    (["eval", "--model", "torchvision:resnet18", "--images", "2", "--attacks", "fgsm"], "a download failed"),  # offline
 ])
 def test_user_errors_from_below_are_one_line(capsys, args, match):
     assert main(args) == 2
     assert match in _error(capsys)
+
+
+def test_files_and_folders_in_the_way_are_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    assert main(_eval(tmp_path / "afile")) == 2
+    assert "afile has a file in the way, where a folder belongs" in _error(capsys)
+    assert (tmp_path / "afile").read_text() == "mine"
+    (tmp_path / "D" / "base.jsonl").mkdir(parents=True)
+    assert main(_eval(tmp_path / "D")) == 2
+    assert "base.jsonl is a folder, where a file belongs" in _error(capsys)
+    with pytest.raises(SystemExit) as e:
+        main(_eval(""))
+    assert e.value.code == 2 and "--out: an empty path" in capsys.readouterr().err
+
+
+def test_an_empty_log_left_by_a_kill_before_its_header_is_a_new_log(tmp_path, capsys):
+    out = tmp_path / "D"
+    out.mkdir()
+    (out / "base.jsonl").write_text("")  # (append creates the file, then writes the header)
+    assert main(_eval(out)) == 0
+    assert json.loads((out / "base.jsonl").read_text().splitlines()[0])["settings"]["order"] == ["fgsm"]
+
+
+@pytest.mark.parametrize("attacks, match", [
+    ("", "--attacks names no attack"),
+    ("fgsm,fgsm", "attack 'fgsm' is named twice"),
+    ("transfer", "none of the attacks ['transfer'] runs on 'base', so its worst case would be its clean accuracy"),
+    ("adaptive", "none of the attacks ['adaptive'] runs on 'base'"),
+])
+def test_an_attack_list_that_leaves_a_model_unattacked_is_refused(tmp_path, capsys, attacks, match):
+    """Else the model's report row and RobustBench entry would give its clean accuracy as its robustness."""
+    out = tmp_path / "D"
+    args = _eval(out)
+    args[args.index("--attacks") + 1] = attacks
+    assert main(args) == 2
+    assert match in _error(capsys)
+    assert not list(out.glob("*.json*"))  # no log, report or entry written
 
 
 # 6. Leftovers and concurrency ---------------------------------------------------------------------------

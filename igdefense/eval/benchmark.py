@@ -67,6 +67,10 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
         raise ValueError(f"{unknown} are not among the models {list(models)}")
     plan = plan.with_base(models[baseline])
     plans = {name: plan.for_model(model) for name, model in models.items()}
+    if idle := [name for name, p in plans.items() if plan.attacks and not p.attacks]:
+        raise ValueError(f"none of the attacks {list(plan.attacks)} runs on {idle[0]!r}, so its worst case would be "
+                         f"its clean accuracy: add one that runs on every model, e.g. apgd-ce (transfer skips its "
+                         f"source model, adaptive needs a defense that names its own attack, *-eot a randomized model)")
     out = Path(out)
     with folder_lock(out):  # one run writes a report folder at a time
         meta = {**(meta or {}), "eps": plan.settings.eps, "attacks": list(plan.attacks), "cascade": plan.cascade,

@@ -158,7 +158,7 @@ def steps_done(record: dict) -> int:
 def append(path: Path, header: dict, record: dict) -> None:
     """Add ``record`` to the log, durably; the header goes first when the log is new (a run that fails
     before its first result leaves no log behind)."""
-    new = not path.exists()
+    new = not path.exists() or not path.stat().st_size  # (empty: killed before its header was written)
     if new:
         path.parent.mkdir(parents=True, exist_ok=True)
     else:

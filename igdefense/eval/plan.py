@@ -50,9 +50,11 @@ class Plan:
     severities: Sequence[int] = SEVERITIES
 
     def __post_init__(self) -> None:
-        for name in self.attacks:
+        for i, name in enumerate(self.attacks):
             if name not in ATTACKS:
                 raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+            if name in self.attacks[:i]:
+                raise ValueError(f"attack {name!r} is named twice; name each attack once")
         for name in ("attacks", "corruptions", "severities"):  # frozen: tuples, so a plan cannot change under a run
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "settings", self.settings or AttackSettings())

@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._validation import check_file
+
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 METADATA_KEYS = ("igdefense", "zoo_model", "rankings", "model_options")  # what igdefense export writes
 _CONFIG_TYPES = {"noise": str, "k": int, "sigma": (int, float), "tau": (int, float), "n_samples": int, "site": str,
@@ -60,8 +62,7 @@ class OnnxDefense:
                               "(or 'igdefense[onnx-gpu]' for CUDA)") from e
         if providers == "auto":
             providers = choose_providers(ort.get_available_providers())
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} does not exist (an .onnx file written by igdefense export)")
+        check_file(path, "an .onnx file written by igdefense export")
         try:
             self.session = ort.InferenceSession(str(path), providers=list(providers))
         except Exception as e:  # onnxruntime's own InvalidProtobuf, Fail, ...: not subclasses of one Python error

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
+from .._atomic import atomic_path
 from .format import Rankings
 
 
@@ -22,8 +24,9 @@ def topk_jaccard(a: Rankings, b: Rankings, k: int) -> torch.Tensor:
     return inter / (2 * k - inter)
 
 
-def plot_jaccard(matrix: torch.Tensor, path: str | os.PathLike, row_names, col_names, title: str = "") -> None:
-    """Heat map of a Jaccard matrix, written to ``path`` (PNG/PDF by extension)."""
+def plot_jaccard(matrix: torch.Tensor, path: str | os.PathLike, row_names, col_names, title: str = "") -> Path:
+    """Heat map of a Jaccard matrix, written to ``path`` (PNG/PDF by extension; none: .png added);
+    returns the path written."""
     from matplotlib.figure import Figure  # (no pyplot: a notebook's backend stays as it is)
 
     fig = Figure(figsize=(1 + 0.55 * len(col_names), 1 + 0.5 * len(row_names)))
@@ -38,4 +41,7 @@ def plot_jaccard(matrix: torch.Tensor, path: str | os.PathLike, row_names, col_n
     fig.colorbar(im, ax=ax, label="Jaccard of top-k sets")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    return path

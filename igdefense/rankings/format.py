@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .._version import __version__
 from .._atomic import atomic_path
+from .._validation import check_file
 from ..split import Split
 
 _META_KEY = "igdefense"
@@ -120,8 +121,10 @@ class Rankings:
     def load(cls, path: str | os.PathLike) -> "Rankings":
         """Read a file written by :meth:`save`; a truncated or corrupt file raises RankingsError."""
         path = Path(path)
-        if not path.is_file():
-            raise RankingsError(f"rankings file {path} does not exist")
+        try:
+            check_file(path, "a rankings file written by igdefense rank")
+        except FileNotFoundError as e:
+            raise RankingsError(str(e)) from None
         try:
             from safetensors import safe_open
 
@@ -136,8 +139,12 @@ class Rankings:
         try:
             meta = json.loads(raw)
             known = {f.name for f in dataclasses.fields(cls)} - {"importance"}
-            if not isinstance(meta, dict) or not set(meta) - {"sha256"} <= known or "sha256" not in meta:
-                raise ValueError(f"unknown fields {sorted(set(meta) - known - {'sha256'})}")
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+            if unknown := sorted(set(meta) - known - {"sha256"}):
+                raise ValueError(f"unknown fields {unknown}")
+            if "sha256" not in meta:
+                raise ValueError("no sha256 of its importance values, so they cannot be checked")
         except (ValueError, TypeError) as e:
             raise RankingsError(f"{path} has malformed igdefense metadata ({e})") from e
         importance = tensors["importance"]
