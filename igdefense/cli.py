@@ -197,8 +197,8 @@ def _plan(args, attacks: str, **fields) -> Plan:
                               cache=cache_dir() / "adversarial")
     names = [a for a in attacks.split(",") if a]
     if not names:
-        raise ValueError("--attacks names no attack; an evaluation without one measures no robustness (the "
-                         "corruptions alone: igdefense corruptions)")
+        raise ValueError("--attacks names no attack; an evaluation without one measures no robustness: name one "
+                         "or more, e.g. --attacks apgd-ce")
     return Plan(names, settings, **fields)
 
 
