@@ -16,6 +16,11 @@ def check_file(path: str | os.PathLike, what: str) -> None:
         raise FileNotFoundError(f"{path} does not exist ({what})")
 
 
+def module_in_train_mode(model: torch.nn.Module) -> str | None:
+    """The name of a module of ``model`` in train mode ("" for the model itself), or None if none is."""
+    return next((name for name, m in model.named_modules() if m.training), None)
+
+
 def check_images(x: torch.Tensor, value_range: tuple[float, float] | None = (0.0, 1.0),
                  name: str = "images") -> None:
     """Raise ValueError/TypeError unless ``x`` is a finite float (B, C, H, W) batch within ``value_range``."""

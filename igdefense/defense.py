@@ -19,7 +19,7 @@ from torch import nn
 
 from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype
 from ._identity import model_identity, tensor_digest
-from ._validation import check_images, check_number
+from ._validation import check_images, check_number, module_in_train_mode
 from .rankings import Rankings, RankingsError
 from .split import Site, find_split, head_fingerprint
 
@@ -216,7 +216,7 @@ class IGDefense(nn.Module):
                              f"move the defended model (defended.to({str(device)!r})), not its model alone")
 
     def _check_runnable(self, x: torch.Tensor) -> None:
-        training = next((name for name, m in self.model.named_modules() if m.training), None)
+        training = module_in_train_mode(self.model)
         if training is not None:
             which = f"its module {training!r}" if training else "the model"
             raise RuntimeError(f"IGDefense runs the model in eval mode only, but {which} is in train mode "

@@ -1,5 +1,7 @@
 """Bad input gets a clear error."""
 
+import copy
+
 import pytest
 import torch
 
@@ -67,6 +69,27 @@ def test_empty_batch_gives_empty_logits(defended, robust_cnn):
         assert defended(empty).shape == (0, 10)  # this ResNet-18 itself fails on an empty batch
         defended_cnn = IGDefense(robust_cnn, zoo.rankings("smallcnn-robust"))
         assert defended_cnn(empty).shape == robust_cnn(empty).shape == (0, 10)
+
+
+def test_an_evaluation_refuses_a_model_in_train_mode_and_leaves_it_as_it_was(robust_cnn, test_batch):
+    """In train mode batch norm would score with batch statistics and the attacks would overwrite its running ones."""
+    from igdefense.eval import evaluate
+
+    model = copy.deepcopy(robust_cnn).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"in train mode .*call model.eval\(\)"):
+        evaluate(model, test_batch, attacks=["fgsm"], progress=False)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_no_images_is_an_error_not_nan(robust_cnn, test_batch):
+    from igdefense.eval import evaluate
+
+    x, y = test_batch
+    with pytest.raises(ValueError, match="batch 0 holds no images"):
+        evaluate(robust_cnn, (x[:0], y[:0]), attacks=[], progress=False)
+    with pytest.raises(ValueError, match="data holds no batches"):
+        evaluate(robust_cnn, [], attacks=[], progress=False)
 
 
 def test_train_mode_is_an_error_that_says_to_call_eval(resnet18, resnet18_rankings, foolbox_images):

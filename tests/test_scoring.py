@@ -45,7 +45,7 @@ def toy():
     rights = torch.arange(n) % (draws + 1)  # 0..9 right draws of 9, twice over
     labels = torch.arange(n) % 10
     x = ((torch.arange(n) + 0.5) / n).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
-    return CyclicDefense(rights, labels, draws), x, labels, rights, draws
+    return CyclicDefense(rights, labels, draws).eval(), x, labels, rights, draws
 
 
 def test_the_rules_give_the_known_counts(toy):

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .._hooks import model_device
 from .._identity import FIX, StateMismatch, tensor_digest
 from .._lock import folder_lock
-from .._validation import check_images, check_labels
+from .._validation import check_images, check_labels, module_in_train_mode
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
@@ -174,6 +174,11 @@ def evaluate_plan(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.T
     the results gathered; each process writes ``<log_path>.rank<r>``, and a resumed run reads every
     process's log, so it may use another number of processes.
     """
+    training = module_in_train_mode(model)
+    if training is not None:
+        which = f"its module {training!r}" if training else "the model"
+        raise ValueError(f"an evaluation runs the model in eval mode only, but {which} is in train mode (batch norm "
+                         f"and dropout would change its answers, and the attacks its statistics): call model.eval()")
     if until is not None and (not plan.cascade or until not in plan.attacks):
         raise ValueError(f"until={until!r} needs cascade=True and one of the attacks {list(plan.attacks)}")
     order = plan.order(log_path)
@@ -227,6 +232,8 @@ def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, 
         if i % world != rank:
             continue
         check_images(x, (0.0, 1.0), name=f"images (batch {i})")
+        if not len(x):
+            raise ValueError(f"batch {i} holds no images")
         check_labels(y, len(x), name=f"labels (batch {i})")
         digest = tensor_digest(x, y)[:32]
         record = done.get(i, {"batch": i, "digest": digest})
@@ -255,6 +262,8 @@ def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, 
                             adversarial)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
         mine[i] = record
+    if not n_batches:
+        raise ValueError("data holds no batches")
     if whole_data:
         _check_batches(done, n_batches, log_path)
     if world > 1:
