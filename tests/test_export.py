@@ -58,6 +58,14 @@ def test_batching_and_types(defended, foolbox_images, tmp_path):
         session(x)
     with pytest.raises(ValueError, match="float32"):
         session(x.double(), noise)
+    # the checks the PyTorch module makes, made here too
+    with pytest.raises(ValueError, match=r"expects \[0.0, 1.0\]; scale them \(x / 255\)"):
+        session(x.numpy() * 255, noise.numpy())
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        session(np.full((1, 3, 32, 32), np.nan, np.float32), noise.numpy()[:, :1])
+    with pytest.raises(ValueError, match=r"images have shape \(20, 3, 28, 28\), but this model takes \(B, 3, 32, 32\)"):
+        session(x[..., :28, :28].contiguous(), noise[..., :28, :28])
+    assert session(x.numpy()[:0], noise.numpy()[:, :0]).shape == (0, 10)
 
 
 def test_provider_choice():

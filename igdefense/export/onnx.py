@@ -101,7 +101,9 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 18, dy
         restore_modes(modes)
     meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma, "tau": defended.tau,
                                      "n_samples": defended.n_samples, "site": str(defended.split.site),
-                                     "input_shape": list(shape)}), **(metadata or {})}
+                                     "input_shape": list(shape),
+                                     "input_range": list(defended.input_range) if defended.input_range else None}),
+            **(metadata or {})}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     with atomic_path(path) as tmp:

@@ -9,12 +9,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._validation import check_file
+from .._validation import check_file, check_images
 
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 METADATA_KEYS = ("igdefense", "zoo_model", "rankings", "model_options")  # what igdefense export writes
 _CONFIG_TYPES = {"noise": str, "k": int, "sigma": (int, float), "tau": (int, float), "n_samples": int, "site": str,
-                 "input_shape": list}
+                 "input_shape": list, "input_range": (list, type(None))}
 
 
 def _config(raw: str, path) -> dict:
@@ -25,6 +25,9 @@ def _config(raw: str, path) -> dict:
             raise ValueError("not a JSON object")
         for key, value in cfg.items():
             if key not in _CONFIG_TYPES or isinstance(value, bool) or not isinstance(value, _CONFIG_TYPES[key]):
+                raise ValueError(f"{key}={value!r}")
+            if key == "input_range" and value is not None and (
+                    len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
                 raise ValueError(f"{key}={value!r}")
     except ValueError as e:
         raise ValueError(f"{path} has malformed igdefense metadata ({e})") from e
@@ -83,6 +86,12 @@ class OnnxDefense:
         x = images if as_torch else _numpy(images)
         if x.ndim != 4 or x.dtype != (torch.float32 if as_torch else np.float32):
             raise ValueError(f"images must be float32 (B, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        shape = self.config.get("input_shape")
+        if shape and list(x.shape[1:]) != shape:
+            raise ValueError(f"images have shape {tuple(x.shape)}, but this model takes "
+                             f"(B, {', '.join(map(str, shape))})")
+        value_range = self.config.get("input_range", [0.0, 1.0])  # (exports before it was stored: the default)
+        check_images(x if as_torch else torch.from_numpy(x), tuple(value_range) if value_range else None)
         if self.takes_noise and noise is None:
             raise ValueError("this model was exported with noise='input': pass noise of shape (n_samples, B, C, H, W)")
         if not self.takes_noise and noise is not None:
@@ -96,7 +105,7 @@ class OnnxDefense:
             if n is not None:
                 feed["noise"] = n[:, s:s + self.batch_size]
             outs.append(self.session.run(["logits"], feed)[0])
-        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+        return np.concatenate(outs) if outs else np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
 
     @property
     def device(self) -> torch.device:
