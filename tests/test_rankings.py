@@ -67,8 +67,15 @@ def test_not_a_rankings_file(tmp_path):
 @pytest.mark.parametrize("change, match", [
     (lambda meta: meta.pop("sha256"), "no sha256 of its importance values"),
     (lambda meta: meta.update(extra=1), r"unknown fields \['extra'\]"),
+    (lambda meta: meta.update(layer=5), "layer must be a string, got 5"),
+    (lambda meta: meta.update(version=None), "version must be a string"),
+    (lambda meta: meta.update(version="99.0.0"), r"made by igdefense 99.0.0, newer than this one"),
+    (lambda meta: meta.update(input_shape=[3, 32]), r"input_shape must be one image's \(channels, height, width\)"),
+    (lambda meta: meta.update(input_shape=[3, -1, 32]), "input_shape must be"),
+    (lambda meta: meta.update(input_shape=[3, 100000, 100000]), "input_shape must be"),  # (a probe would not fit)
+    (lambda meta: meta.update(class_names="0123456789"), "class_names must be a list of strings"),
 ])
-def test_metadata_without_a_checksum_or_with_unknown_fields_is_refused(resnet18_rankings, tmp_path, change, match):
+def test_metadata_that_is_not_what_save_writes_is_refused(resnet18_rankings, tmp_path, change, match):
     from safetensors import safe_open
 
     from igdefense.rankings.format import _META_KEY

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from .._validation import check_file
 from ..split import Split
 
 _META_KEY = "igdefense"
+MAX_SIDE = 8192  # an input_shape entry larger than this is not an image's (a crafted file's probe would not fit)
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) of a version like "0.2.0" (a suffix like "rc1" aside); None if not one."""
+    found = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(map(int, found.groups())) if found else None
 
 
 class RankingsError(ValueError):
@@ -57,6 +65,22 @@ class Rankings:
     made_by: str = ""
 
     def __post_init__(self):
+        # (a file's metadata is data from disk: every field's type and range is checked, not assumed)
+        for name in ("method", "layer", "head_fingerprint", "probe", "version", "made_by"):
+            if not isinstance(getattr(self, name), str):
+                raise RankingsError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if _release(self.version) is None:
+            raise RankingsError(f"version {self.version!r} is not an igdefense version")
+        if _release(self.version) > _release(__version__):
+            raise RankingsError(f"made by igdefense {self.version}, newer than this one ({__version__}): upgrade "
+                                "igdefense, or recompute them (igdefense rank ...)")
+        shape = self.input_shape
+        if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE for s in shape):
+            raise RankingsError(f"input_shape must be one image's (channels, height, width), each 1..{MAX_SIDE}, "
+                                f"got {shape!r}")
+        if not isinstance(self.class_names, list) or not all(isinstance(c, str) for c in self.class_names):
+            raise RankingsError(f"class_names must be a list of strings, got {self.class_names!r}")
         self.importance = torch.as_tensor(self.importance).detach().float().cpu().contiguous()
         if self.importance.ndim != 2:
             raise RankingsError(f"importance must be [classes, neurons], got {tuple(self.importance.shape)}")
