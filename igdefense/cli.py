@@ -723,8 +723,9 @@ USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FolderBusy
 def _one_line(e: BaseException) -> str:
     from urllib.error import URLError
 
-    if isinstance(e, URLError):
-        return (f"a download failed ({e.reason}): without internet, put the weights or data where igdefense reads "
+    if isinstance(e, URLError) or type(e).__module__.split(".")[0] in ("requests", "urllib3", "huggingface_hub"):
+        reason = e.reason if isinstance(e, URLError) else type(e).__name__  # (their own texts run to lines)
+        return (f"a download failed ({reason}): without internet, put the weights or data where igdefense reads "
                 "them offline (README: Data; RobustBench: --model-dir)")
     if isinstance(e, (IsADirectoryError, NotADirectoryError, FileExistsError)) and e.filename:
         where = e.filename2 or e.filename  # (a rename's target)

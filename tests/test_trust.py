@@ -440,6 +440,7 @@ def test_a_corrupt_image_names_its_file(tmp_path, capsys, imagenet_folder):
     (["eval", "--rankings", str(REPO / "pyproject.toml"), "--images", "2"], "not a readable rankings file"),
     (["refine", "--per-class", "1", "--reference", "nope"], "unknown model 'nope'"),
     (["eval", "--model", "torchvision:resnet18", "--images", "2", "--attacks", "fgsm"], "a download failed"),  # offline
+    (["eval", "--model", "timm:resnet18", "--images", "2", "--attacks", "fgsm"], "a download failed"),  # (the hub)
 ])
 def test_user_errors_from_below_are_one_line(capsys, args, match):
     assert main(args) == 2
