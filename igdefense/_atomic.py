@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; it replaces ``path`` when the block
     succeeds and is removed when it fails. The suffix is kept (numpy and matplotlib read it)."""
     path = Path(path)
+    if path.is_dir():  # (else os.replace fails naming the temporary file)
+        raise IsADirectoryError(errno.EISDIR, "a folder is where the file goes", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:

@@ -83,8 +83,14 @@ def test_sanity_checks_are_not_repeated_on_a_rerun(models, test_batch, tmp_path,
 def test_bad_arguments_say_what_is_wrong(models, test_batch, tmp_path):
     with pytest.raises(ValueError, match="not among the models"):
         benchmark(models, [test_batch], out=tmp_path, sanity=["ig"], progress=False)
-    with pytest.raises(ValueError, match="models is empty"):
+    with pytest.raises(ValueError, match="models must be a non-empty dict"):
         benchmark({}, [test_batch], out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"two model names share the log file a_b.jsonl"):
+        benchmark({"a/b": models["base"], "a_b": models["base"]}, [test_batch], out=tmp_path, progress=False)
+    with pytest.raises(TypeError, match=r"attacks must be a list of names, e.g. \['fgsm'\]"):
+        Plan("fgsm")
+    with pytest.raises(TypeError, match="cascade must be True or False"):
+        Plan(["fgsm"], cascade="yes")
     with pytest.raises(ValueError, match="eps must be >= 0"):
         AttackSettings(eps=-8 / 255)
 

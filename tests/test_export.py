@@ -68,6 +68,16 @@ def test_batching_and_types(defended, foolbox_images, tmp_path):
     assert session(x.numpy()[:0], noise.numpy()[:, :0]).shape == (0, 10)
 
 
+def test_a_provider_onnxruntime_lacks_is_an_error_not_a_quiet_cpu_run(defended, tmp_path):
+    path = to_onnx(defended, tmp_path / "d.onnx", noise="input")
+    assert OnnxDefense(path, providers="CPUExecutionProvider").provider == "CPUExecutionProvider"  # one name
+    assert OnnxDefense(path, providers=[("CPUExecutionProvider", {})]).provider == "CPUExecutionProvider"
+    with pytest.raises(ValueError, match="onnxruntime here has no NoSuchExecutionProvider"):
+        OnnxDefense(path, providers=["NoSuchExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        OnnxDefense(path, batch_size=0)
+
+
 def test_provider_choice():
     assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]

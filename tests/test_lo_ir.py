@@ -31,6 +31,21 @@ def test_closed_form_on_pretrained_resnet18(resnet18, resnet18_rankings, probe_l
     assert resnet18_rankings.layer == "linear:input" and resnet18_rankings.method == "lo-ir"
 
 
+@pytest.mark.parametrize("batches, match", [
+    (lambda x, y: [(x, y + 8)], r"probe labels \(batch 0\) range over \[8, 11\] but the model has 10 classes"),
+    (lambda x, y: [(x, y), (x, y[:2])], r"probe labels \(batch 1\): 2 labels for 4 images"),
+    (lambda x, y: [(x, y), {"x": x, "y": y}], "probe batch 1 is a dict, not \\(images, labels\\)"),
+    (lambda x, y: [(x, y, y)], "probe batch 0 is a tuple, not"),
+    (lambda x, y: [(x, y), (x[:, :, :16], y)], r"probe batch 1 has images of shape \(3, 16, 32\)"),
+])
+def test_probe_batches_are_checked(resnet18, batches, match):
+    x = torch.rand(4, 3, 32, 32)
+    with pytest.raises(ValueError, match=match):
+        igdefense.lo_ir(resnet18, batches(x, torch.tensor([0, 1, 2, 3])), progress=False)
+    with pytest.raises(ValueError, match="mode must be 'auto', 'closed' or 'ablation'"):
+        igdefense.lo_ir(resnet18, [(x, torch.arange(4))], mode="fast", progress=False)
+
+
 def test_missing_class_is_an_error(resnet18):
     x = torch.rand(4, 3, 32, 32)
     with pytest.raises(ValueError, match="no images of classes"):

@@ -19,6 +19,9 @@ def test_round_trip(resnet18_rankings, tmp_path):
     for field in ("method", "layer", "head_fingerprint", "input_shape", "class_names", "probe", "version"):
         assert getattr(loaded, field) == getattr(resnet18_rankings, field)
     assert [p.name for p in tmp_path.iterdir()] == ["r.safetensors"]  # no temp file left
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"a folder is where the file goes: '.*folder'"):  # (not the temp name)
+        resnet18_rankings.save(tmp_path / "folder")
 
 
 def test_defense_accepts_a_path(resnet18, resnet18_rankings, tmp_path):

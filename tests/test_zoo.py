@@ -41,3 +41,5 @@ def test_zoo_rankings_fit_their_model():
 def test_unknown_model_lists_the_available_ones():
     with pytest.raises(KeyError, match="available"):
         zoo.load("resnet-9000")
+    with pytest.raises(KeyError, match="did you mean 'smallcnn-robust'"):
+        zoo.load("smallcnn-robst")

@@ -59,8 +59,12 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
     Returns:
         {name: EvalResult}; the sanity checks are in ``result.sanity`` of the models checked.
     """
-    if not models:
-        raise ValueError("models is empty: pass {name: model}")
+    if not isinstance(models, dict) or not models:
+        raise ValueError("models must be a non-empty dict: pass {name: model}")
+    logs = [log_path(".", name).name for name in models]
+    if clash := next((n for n, f in zip(models, logs) if logs.count(f) > 1), None):
+        raise ValueError(f"two model names share the log file {log_path('.', clash).name} ('/' becomes '_'): "
+                         f"rename one")
     baseline = baseline or next(iter(models))
     unknown = [n for n in [baseline, *sanity] if n not in models]
     if unknown:

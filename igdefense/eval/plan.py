@@ -50,6 +50,10 @@ class Plan:
     severities: Sequence[int] = SEVERITIES
 
     def __post_init__(self) -> None:
+        if isinstance(self.attacks, str):
+            raise TypeError(f"attacks must be a list of names, e.g. [{self.attacks!r}], not a string")
+        if not isinstance(self.cascade, bool):
+            raise TypeError(f"cascade must be True or False, got {self.cascade!r}")
         for i, name in enumerate(self.attacks):
             if name not in ATTACKS:
                 raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")

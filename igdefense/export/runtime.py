@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._validation import check_file, check_images
+from .._validation import check_file, check_images, check_number
 
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 METADATA_KEYS = ("igdefense", "zoo_model", "rankings", "model_options")  # what igdefense export writes
@@ -63,11 +63,18 @@ class OnnxDefense:
         except ImportError as e:
             raise ImportError("needs onnxruntime: pip install 'igdefense[onnx]' "
                               "(or 'igdefense[onnx-gpu]' for CUDA)") from e
+        check_number("batch_size", batch_size, integer=True, low=1)
         if providers == "auto":
             providers = choose_providers(ort.get_available_providers())
+        providers = [providers] if isinstance(providers, str) else list(providers)
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]  # (a provider may come with its options)
+        if missing := [name for name in names if name not in ort.get_available_providers()]:
+            # (onnxruntime would fall back to the CPU with a warning: a CUDA run would quietly be a CPU run)
+            raise ValueError(f"onnxruntime here has no {missing[0]}; it has {ort.get_available_providers()} "
+                             f"(CUDA: pip install 'igdefense[onnx-gpu]'), or pass providers='auto'")
         check_file(path, "an .onnx file written by igdefense export")
         try:
-            self.session = ort.InferenceSession(str(path), providers=list(providers))
+            self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # onnxruntime's own InvalidProtobuf, Fail, ...: not subclasses of one Python error
             raise ValueError(f"{path} is not an ONNX model onnxruntime can load: {str(e).splitlines()[0]}") from e
         self.provider = self.session.get_providers()[0]

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._hooks import apply_neuron_mask, hooks, model_device, module_modes, restore_modes
-from .._validation import check_images
+from .._validation import check_images, check_labels
 from ..split import Site, Split, find_split, head_fingerprint
 from .format import Rankings
 
@@ -48,6 +48,17 @@ def _abs_features_per_class(model, split, loader, num_classes, progress) -> tupl
             sums.index_add_(0, y, a)
             counts += torch.bincount(y, minlength=num_classes)
     return sums, counts
+
+
+def _check_probe_batch(batch, i: int, shape: torch.Size | None = None, num_classes: int | None = None) -> None:
+    """Raise (one sentence) unless ``batch`` is (images, labels) like the first batch's, labels in range."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(f"probe batch {i} is a {type(batch).__name__}, not (images, labels)")
+    x, y = batch
+    check_images(x, None, name=f"probe images (batch {i})")
+    check_labels(y, len(x), num_classes, name=f"probe labels (batch {i})")
+    if shape is not None and x.shape[1:] != shape:
+        raise ValueError(f"probe batch {i} has images of shape {tuple(x.shape[1:])}, batch 0 {tuple(shape)}")
 
 
 def _ablation_sums(model, split, loader, num_classes, neuron_batch, progress) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +103,8 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
     Returns:
         :class:`Rankings` with importance [classes, neurons].
     """
+    if mode not in ("auto", "closed", "ablation"):
+        raise ValueError(f"mode must be 'auto', 'closed' or 'ablation', got {mode!r}")
     modes = module_modes(model)
     model.eval()
     try:
@@ -99,7 +112,7 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
         first = next(it, None)
         if first is None:
             raise ValueError("the probe loader yielded no batches")
-        check_images(first[0], None, name="probe images")
+        _check_probe_batch(first, 0)
         split = find_split(model, first[0].to(model_device(model)), layer)
         closed = _closed_form_applies(model, split)
         if mode == "closed" and not closed:
@@ -109,10 +122,11 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
         c = split.num_classes
 
         def batches():
+            _check_probe_batch(first, 0, None, c)  # (its labels, now that the classes are known)
             yield first
-            for x, y in it:
-                check_images(x, None, name="probe images")
-                yield x, y
+            for i, batch in enumerate(it, start=1):
+                _check_probe_batch(batch, i, first[0].shape[1:], c)
+                yield batch
 
         if use_closed:
             sums, counts = _abs_features_per_class(model, split, batches(), c, progress)

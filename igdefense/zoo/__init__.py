@@ -28,10 +28,17 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _close(name: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def load(name: str) -> nn.Module:
     """An eval-mode CIFAR-10 classifier taking (B,3,32,32) images in [0,1]."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {available()}")
+        raise KeyError(f"unknown model {name!r}{_close(name, available())}; available: {available()}")
     return _REGISTRY[name]().eval()
 
 
@@ -76,7 +83,8 @@ def rankings(name: str):
 
     path = WEIGHTS_DIR / f"{name}.lo-ir.safetensors"
     if not path.exists():
-        raise KeyError(f"no rankings ship for {name!r}; models with rankings: {with_rankings()}")
+        raise KeyError(f"no rankings ship for {name!r}{_close(name, with_rankings())}; models with rankings: "
+                       f"{with_rankings()}")
     return Rankings.load(path)
 
 
