@@ -97,7 +97,7 @@ class IGDefense(nn.Module):
         if seed is not None:
             check_number("seed", seed, integer=True, low=0)
         device = model_device(model)
-        example = torch.full((1, *rankings.input_shape), 0.5, device=device)
+        example = torch.full((1, *rankings.input_shape), 0.5, device=device, dtype=model_dtype(model))
         site = Site.parse(rankings.layer)
         if site.module not in dict(model.named_modules()):
             raise RankingsError(f"these rankings were made for another model: they mask {site}, and this "

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+import igdefense
 from igdefense import IGDefense, zoo
 
 
@@ -61,6 +62,18 @@ def test_other_float_dtypes_run_in_the_models_dtype(defended, foolbox_images, dt
         expected = defended(x.to(dtype).float(), noise=noise.to(dtype).float())
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_float64_model_is_wrapped_and_runs_in_float64(robust_cnn, foolbox_images):
+    """The rankings' probe image is made in the model's dtype (it was float32: a conv error inside wrap)."""
+    x = foolbox_images[0][:4]
+    defended = igdefense.wrap(copy.deepcopy(robust_cnn).double(), zoo.rankings("smallcnn-robust"), seed=0)
+    single = igdefense.wrap(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0)
+    noise = torch.randn(1, *x.shape, generator=torch.Generator().manual_seed(0)) * 4 / 255
+    with torch.no_grad():
+        got = defended(x, noise=noise)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got.float(), single(x, noise=noise), rtol=1e-4, atol=1e-4)
 
 
 def test_empty_batch_gives_empty_logits(defended, robust_cnn):

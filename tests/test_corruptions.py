@@ -201,9 +201,13 @@ def test_contract_and_errors(images):
     assert not torch.equal(corrupt(x, "fog", 2, seed=1), corrupt(x, "fog", 2, seed=2))
     with pytest.raises(ValueError, match="gaussian_noise, shot_noise"):
         corrupt(x, "rain", 1)
-    for bad in (0, 6, 2.0, True):
+    for bad in (0, 6, 2.0, True, torch.tensor(2.0)):
         with pytest.raises(ValueError, match="severity must be an integer 1..5"):
             corrupt(x, "fog", bad)
+    for same in (np.int64(2), torch.tensor(2)):  # (a severity from numpy or torch is the same severity)
+        assert torch.equal(corrupt(x, "fog", same, seed=1), corrupt(x, "fog", 2, seed=1))
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        corrupt(x, "fog", 2, seed=1.5)
     with pytest.raises(ValueError, match="RGB"):
         corrupt(x[:, :1], "fog", 1)
     with pytest.raises(ValueError, match=r"x / 255"):

@@ -134,6 +134,13 @@ def test_gradcam_needs_a_spatial_layer():
         explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam", layer="features.3")
     with pytest.raises(ValueError, match="unknown method"):
         explain(mlp, torch.rand(2, 3, 8, 8), method="cam++")
+    with pytest.raises(ValueError, match=r"layer='1' outputs \(1, 10\), not \(B, C, H, W\)"):
+        explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam", layer="1")
+    for kw, match in [({"nt_samples": 0}, "nt_samples must be >= 1"), ({"stdev": -1}, "stdev must be >= 0")]:
+        with pytest.raises(ValueError, match=match):
+            explain(mlp, torch.rand(2, 3, 8, 8), method="smoothgrad", **kw)
+    with pytest.raises(ValueError, match="holds no images"):
+        explain(mlp, torch.rand(0, 3, 8, 8), method="smoothgrad")
 
 
 def test_no_perturbation_moves_no_map_and_the_attack_does(standard_cnn, test_batch):

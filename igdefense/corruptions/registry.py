@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
 
-from .._validation import check_images
+from .._validation import check_images, check_number
 from . import blur, digital, noise, weather
 
 Corruption = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
@@ -32,9 +33,12 @@ def check_name(name: str) -> str:
 
 
 def check_severity(severity: int) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+    """``severity`` as an int 1..5 (numpy and 0-d tensor integers too), else ValueError."""
+    if isinstance(severity, torch.Tensor) and severity.ndim == 0 and not severity.is_floating_point():
+        severity = severity.item()
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) or int(severity) not in SEVERITIES:
         raise ValueError(f"severity must be an integer 1..5, got {severity!r}")
-    return severity
+    return int(severity)
 
 
 def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int | None = None) -> torch.Tensor:
@@ -53,7 +57,9 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int | None 
     if images.shape[1] != 3:
         raise ValueError(f"corruptions are defined for RGB images (B, 3, H, W), got {images.shape[1]} channels")
     fn = CORRUPTIONS[check_name(name)]
-    check_severity(severity)
+    severity = check_severity(severity)
+    if seed is not None:
+        check_number("seed", seed, integer=True, low=0)
     g = torch.Generator("cpu")  # randomness is drawn on the CPU: the same seed gives the same images on any device
     if seed is None:
         g.seed()

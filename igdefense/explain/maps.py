@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._hooks import apply_neuron_mask, eval_mode, hooks, model_device
-from .._validation import check_images, check_labels
+from .._validation import check_images, check_labels, check_number
 
 MAP_METHODS = ("gradcam", "smoothgrad", "lime")
 SMOOTHGRAD_PIXELS = 2**23
@@ -91,8 +91,13 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     from ..defense import IGDefense
 
     check_images(images)
+    if not len(images):
+        raise ValueError("images holds no images")
     if method not in MAP_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {MAP_METHODS}")
+    check_number("nt_samples", nt_samples, integer=True, low=1)
+    check_number("stdev", stdev, low=0)
+    check_number("num_samples", num_samples, integer=True, low=1)
     device = model_device(model)
     x = images.detach().to(device)
     defended = isinstance(model, IGDefense)
@@ -134,6 +139,14 @@ def _gradcam(decision: nn.Module, base: nn.Module, layer: str, x: torch.Tensor, 
     modules = dict(base.named_modules())
     if layer not in modules:
         raise ValueError(f"layer={layer!r} is not a module of the model; names look like {list(modules)[1:8]}")
+    shapes = []  # (its output's shape, from one image: grad-cam's own error would be "Invalid grads shape")
+    with hooks([modules[layer].register_forward_hook(
+            lambda m, args, out: shapes.append(tuple(out.shape) if torch.is_tensor(out) else type(out).__name__))]), \
+            eval_mode(base), torch.no_grad():
+        base(x[:1])
+    if not shapes or not isinstance(shapes[0], tuple) or len(shapes[0]) != 4:
+        raise ValueError(f"layer={layer!r} outputs {shapes[0] if shapes else 'nothing'}, not (B, C, H, W): Grad-CAM "
+                         f"needs a spatial layer (layer=None picks one)")
     with GradCAM(model=decision, target_layers=[modules[layer]]) as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
     return torch.from_numpy(maps).float()
