@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -89,7 +90,12 @@ def _robustbench(name: str, model_dir, dataset: str, threat_model: str) -> nn.Mo
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3)
         raise ValueError(f"RobustBench has no model {name!r}" + (f"; did you mean {close}?" if close else ""))
-    return robustbench_load(name, model_dir=model_dir or "./models", dataset=dataset, threat_model=threat_model)
+    try:
+        return robustbench_load(name, model_dir=model_dir or "./models", dataset=dataset, threat_model=threat_model)
+    except pickle.UnpicklingError:  # (torch's own text advises weights_only=False: the one thing not to do)
+        path = Path(model_dir or "./models") / dataset / threat_model / f"{name}.pt"
+        raise ValueError(f"{path} is not a file of tensors torch.load reads safely; it was refused without running "
+                         f"any of its code: delete it and let RobustBench download it again") from None
 
 
 def _library_model(library: str, name: str, checkpoint, num_classes: int | None, normalize) -> nn.Module:

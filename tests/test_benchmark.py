@@ -89,6 +89,8 @@ def test_bad_arguments_say_what_is_wrong(models, test_batch, tmp_path):
         benchmark({"a/b": models["base"], "a_b": models["base"]}, [test_batch], out=tmp_path, progress=False)
     with pytest.raises(TypeError, match=r"attacks must be a list of names, e.g. \['fgsm'\]"):
         Plan("fgsm")
+    with pytest.raises(TypeError, match=r"settings must be an AttackSettings \(e.g. AttackSettings\(eps=8 / 255\)\)"):
+        Plan(["fgsm"], {"eps": 8 / 255})
     with pytest.raises(TypeError, match="cascade must be True or False"):
         Plan(["fgsm"], cascade="yes")
     with pytest.raises(ValueError, match="eps must be >= 0"):

@@ -290,6 +290,16 @@ def test_a_checkpoint_that_is_not_a_state_dict_is_one_line_and_never_unpickled(t
     assert re.search(match, _error(capsys)) and not marker.exists()
 
 
+def test_a_crafted_robustbench_checkpoint_is_refused_without_torch_s_advice(tmp_path):
+    from igdefense.models import load_model
+
+    marker = tmp_path / "marker"
+    _crafted(tmp_path / "models/cifar10/Linf/Addepalli2021Towards_RN18.pt", marker)
+    with pytest.raises(ValueError, match="refused without running any of its code: delete it") as e:
+        load_model("robustbench:Addepalli2021Towards_RN18", model_dir=tmp_path / "models")
+    assert "weights_only" not in str(e.value) and not marker.exists()
+
+
 def test_a_crafted_attack_cache_file_is_recomputed_not_unpickled(standard_cnn, test_batch, tmp_path):
     from igdefense.eval.attacks import _memo_path, run_attack
 

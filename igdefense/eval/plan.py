@@ -52,6 +52,9 @@ class Plan:
     def __post_init__(self) -> None:
         if isinstance(self.attacks, str):
             raise TypeError(f"attacks must be a list of names, e.g. [{self.attacks!r}], not a string")
+        if self.settings is not None and not isinstance(self.settings, AttackSettings):
+            raise TypeError(f"settings must be an AttackSettings (e.g. AttackSettings(eps=8 / 255)), got "
+                            f"{type(self.settings).__name__}")
         if not isinstance(self.cascade, bool):
             raise TypeError(f"cascade must be True or False, got {self.cascade!r}")
         for i, name in enumerate(self.attacks):
