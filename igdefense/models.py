@@ -91,7 +91,9 @@ def _robustbench(name: str, model_dir, dataset: str, threat_model: str) -> nn.Mo
         close = difflib.get_close_matches(name, known, n=3)
         raise ValueError(f"RobustBench has no model {name!r}" + (f"; did you mean {close}?" if close else ""))
     try:
-        return robustbench_load(name, model_dir=model_dir or "./models", dataset=dataset, threat_model=threat_model)
+        with warnings.catch_warnings():  # (torch's warning about a crafted file's pickle protocol: noise here)
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return robustbench_load(name, model_dir=model_dir or "./models", dataset=dataset, threat_model=threat_model)
     except pickle.UnpicklingError:  # (torch's own text advises weights_only=False: the one thing not to do)
         path = Path(model_dir or "./models") / dataset / threat_model / f"{name}.pt"
         raise ValueError(f"{path} is not a file of tensors torch.load reads safely; it was refused without running "

@@ -2,12 +2,13 @@
 through the real CLI or API, on real files (crafted pickles whose payload would touch a marker file)."""
 
 import json
-import re
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -295,7 +296,9 @@ def test_a_crafted_robustbench_checkpoint_is_refused_without_torch_s_advice(tmp_
 
     marker = tmp_path / "marker"
     _crafted(tmp_path / "models/cifar10/Linf/Addepalli2021Towards_RN18.pt", marker)
-    with pytest.raises(ValueError, match="refused without running any of its code: delete it") as e:
+    with pytest.raises(ValueError, match="refused without running any of its code: delete it") as e, \
+            warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Detected pickle protocol")  # (torch's, on the crafted file)
         load_model("robustbench:Addepalli2021Towards_RN18", model_dir=tmp_path / "models")
     assert "weights_only" not in str(e.value) and not marker.exists()
 
