@@ -387,6 +387,7 @@ def test_defense_numbers_are_checked(robust_cnn, kw, match):
     ({"eps": 8}, r"did you mean 8/255"), ({"eps": float("nan")}, "eps must be a finite"),
     ({"eot_iter": 0}, "eot_iter must be >= 1"), ({"n_iter": 2.5}, "n_iter must be a whole"),
     ({"rays_queries": -5}, "rays_queries must be >= 1"), ({"seed": 1.5}, "seed must be a whole"),
+    ({"base_model": "x"}, "base_model must be the undefended model"), ({"transfer_from": ("pdg",)}, r"names \['pdg'\]"),
 ])
 def test_attack_numbers_are_checked(kw, match):
     with pytest.raises((ValueError, TypeError), match=match):

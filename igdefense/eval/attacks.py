@@ -88,7 +88,13 @@ class AttackSettings:
         check_number("seed", self.seed, integer=True, low=0)
         for name in ("eot_iter", "draws", *BUDGETS):
             check_number(name, getattr(self, name), integer=True, low=1)
+        if self.base_model is not None and not isinstance(self.base_model, nn.Module):
+            raise TypeError(f"base_model must be the undefended model (an nn.Module), got "
+                            f"{type(self.base_model).__name__}")
         self.transfer_from = tuple(self.transfer_from)
+        if unknown := [a for a in self.transfer_from if a not in ATTACKS or a in ("transfer", "adaptive")]:
+            raise ValueError(f"transfer_from names {unknown}: attacks crafted on base_model, from {ATTACKS} less "
+                             f"transfer and adaptive (default {list(TRANSFER_SOURCES)})")
         self.cache = Path(self.cache) if self.cache is not None else None
 
 
