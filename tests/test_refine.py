@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +98,28 @@ def test_a_resumed_run_equals_an_uninterrupted_one(small_train, tmp_path):
     assert [e["round"] for e in log] == [1, 2] and all(e["steps"] == 2 for e in log)
     assert 0 <= log[-1]["holdout_pgd"] <= log[-1]["holdout_clean"] <= 1
     assert not any(p.name.startswith(".") for p in (tmp_path / "cut").iterdir())  # no temporary left
+    with pytest.raises(ValueError, match="holds 2 rounds, more than the 1 asked for"):  # not 2 rounds' weights
+        _run(small_train, tmp_path / "cut", rounds=1)
+
+
+def test_a_kill_between_a_round_s_two_writes_loses_no_log_line(small_train, tmp_path, monkeypatch):
+    import igdefense.refine.loop as loop
+
+    real, calls = loop.atomic_path, []
+
+    def dies_on_round_2s_log(path):
+        calls.append(path)
+        if Path(path).name == "log.jsonl" and len(calls) > 1:
+            raise KeyboardInterrupt  # (a kill: nothing after this write point runs)
+        return real(path)
+
+    monkeypatch.setattr(loop, "atomic_path", dies_on_round_2s_log)
+    with pytest.raises(KeyboardInterrupt):
+        _run(small_train, tmp_path / "r")
+    monkeypatch.setattr(loop, "atomic_path", real)
+    _run(small_train, tmp_path / "r")
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in log] == [1, 2]
 
 
 def test_bad_options_are_refused_before_anything_is_written(small_train, tmp_path):

@@ -317,6 +317,9 @@ def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[i
     check_same("a refinement", path, state.get("identity"), identity, fix)
     theirs = {k: v for k, v in state["config"].items() if k != "rounds"}
     check_same("a refinement", path, theirs, {k: v for k, v in asdict(cfg).items() if k != "rounds"}, fix)
+    if state["round"] > cfg.rounds:  # (its weights are those of more rounds than asked for: not this run's)
+        raise StateMismatch(f"{path} holds {state['round']} rounds, more than the {cfg.rounds} asked for: ask for "
+                            f"{state['round']} or more, or {fix}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     log.info("resumed from %s after round %d", out, state["round"])
@@ -325,12 +328,14 @@ def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[i
 
 def _checkpoint(model, opt, out: Path, cfg, identity: dict, rnd: int, spent: float, entry: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    save_state(out / "checkpoint.safetensors", {"model": model.state_dict(), "opt": opt.state_dict(), "round": rnd,
-                                                "config": asdict(cfg), "identity": identity, "cpu_seconds": spent})
+    # The log first: a kill between the two leaves the round logged but not checkpointed, so the rerun redoes
+    # it and its line is replaced (the other way round, the rerun would skip the round's line for good).
     lines = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
     lines = [line for line in lines if json.loads(line)["round"] < rnd] + [json.dumps(entry)]
     with atomic_path(out / "log.jsonl") as tmp:  # rewritten whole: a redone round replaces its old line
         Path(tmp).write_text("\n".join(lines) + "\n")
+    save_state(out / "checkpoint.safetensors", {"model": model.state_dict(), "opt": opt.state_dict(), "round": rnd,
+                                                "config": asdict(cfg), "identity": identity, "cpu_seconds": spent})
 
 
 def _weight_gap(model: nn.Module) -> float:
