@@ -390,13 +390,18 @@ def cmd_explain_robustness(args) -> int:
     meta = {"model": name, "images": len(x), "data": f"{data.description}, class-balanced", "eps": args.eps,
             "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
             "sensitivity_samples": args.sensitivity, "seed": args.seed}
-    report = write_study_report(out, study, meta)
     rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
-    for attack in attacks:
-        maps = {m: (explain(model, x[rows], method=m, seed=args.seed, **options),
-                    explain(model, perturbed[attack][rows], method=m, seed=args.seed, **options)) for m in methods}
-        plot_grid(x[rows], perturbed[attack][rows], maps, out / f"grid-{attack}.png",
-                  title=f"{name}, {attack} eps {args.eps:.3g}", labels=[data.classes[int(c)] for c in y[rows]])
+    with folder_lock(out):
+        # An earlier run's report and figures go first: none of them may sit beside this run's, nor a report
+        # beside figures a kill left half made (the report is written last).
+        for stale in [*out.glob("grid-*.png"), out / "report.json", out / "report.md"]:
+            stale.unlink(missing_ok=True)
+        for attack in attacks:
+            maps = {m: (explain(model, x[rows], method=m, seed=args.seed, **options),
+                        explain(model, perturbed[attack][rows], method=m, seed=args.seed, **options)) for m in methods}
+            plot_grid(x[rows], perturbed[attack][rows], maps, out / f"grid-{attack}.png",
+                      title=f"{name}, {attack} eps {args.eps:.3g}", labels=[data.classes[int(c)] for c in y[rows]])
+        report = write_study_report(out, study, meta)  # last: a report means its figures are there
     print(report.read_text())
     print(f"wrote {report}, report.json and grid-<attack>.png in {out}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -197,6 +198,11 @@ def test_cli_writes_report_and_figure(tmp_path):
     assert (out / "report.json").exists() and (out / "grid-fgsm.png").stat().st_size > 10_000
     assert "| gradcam | iou_top" in (out / "report.md").read_text()
     assert main(["explain-robustness", "--images", "10", "--methods", "cam++", "--out", str(out)]) == 2
+    assert (out / "grid-fgsm.png").exists()  # (a refused run touches nothing)
+    assert main(["explain-robustness", "--images", "10", "--methods", "gradcam", "--attacks", "bim", "--quiet",
+                 "--out", str(out)]) == 0  # another run into the folder: none of the first one's figures stay
+    assert sorted(p.name for p in out.iterdir()) == ["grid-bim.png", "report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["attacks"] == ["bim"]
 
 
 def test_sensitivity_is_zero_without_noise_and_grows_with_it(standard_cnn, test_batch):
