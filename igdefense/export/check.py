@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 
 from ..defense import IGDefense
+from ..eval.stats import paired_difference
 from .runtime import OnnxDefense
 
 
@@ -15,10 +16,12 @@ def check_parity(session: OnnxDefense, defended: IGDefense, batches: Iterable[tu
     """Compare ONNX and PyTorch logits on labelled ``batches``.
 
     With a noise input, both get the same noise: reports max |logit difference| and the number of
-    argmax disagreements. With in-graph noise, only accuracies can be compared: reports both.
+    argmax disagreements. With in-graph noise, only accuracies can be compared (each draws its own noise): reports
+    both, their paired difference and whether its 95% interval holds 0 (``within_noise``).
     """
     gen = torch.Generator("cpu").manual_seed(seed)
-    n = max_diff = disagree = onnx_correct = torch_correct = 0
+    n = max_diff = disagree = 0
+    torch_right, onnx_right = [], []
     defended.eval()
     device = defended.class_masks.device
     for x, y in batches:
@@ -31,11 +34,14 @@ def check_parity(session: OnnxDefense, defended: IGDefense, batches: Iterable[tu
                 disagree += (ref.argmax(1) != got.argmax(1)).sum().item()
             else:
                 ref, got = defended(x), session(x)
-        torch_correct += (ref.argmax(1) == y).sum().item()
-        onnx_correct += (got.argmax(1) == y).sum().item()
+        torch_right.append((ref.argmax(1) == y).cpu())
+        onnx_right.append((got.argmax(1) == y).cpu())
         n += len(y)
+    torch_right, onnx_right = torch.cat(torch_right), torch.cat(onnx_right)
+    gap = paired_difference(torch_right, onnx_right)
     out = {"images": n, "noise": "input" if session.takes_noise else "graph", "provider": session.provider,
-           "pytorch_accuracy": torch_correct / n, "onnx_accuracy": onnx_correct / n}
+           "pytorch_accuracy": torch_right.float().mean().item(), "onnx_accuracy": onnx_right.float().mean().item(),
+           "accuracy_difference": str(gap), "within_noise": gap.low <= 0 <= gap.high}
     if session.takes_noise:
         out.update(max_abs_logit_diff=max_diff, argmax_disagreements=disagree)
     return out
