@@ -515,6 +515,19 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_run(tmp_path):
     assert not leftover.exists() and (out / "brightness.npy").exists()
 
 
+def test_a_single_file_s_killed_writer_leaves_no_temporary_for_good(tmp_path):
+    """`rank -o`, `train -o`, `export -o` hold no folder: the next write of the same file removes what a
+    killed writer of it left, and nothing of a live writer's or of another file's."""
+    from igdefense._atomic import atomic_write
+
+    dead, live = tmp_path / f".model.tmp{_dead_pid()}.safetensors", tmp_path / f".model.tmp{os.getppid()}.safetensors"
+    other = tmp_path / f".other.tmp{_dead_pid()}.safetensors"
+    for f in (dead, live, other):
+        f.write_bytes(b"x")
+    atomic_write(tmp_path / "model.safetensors", "weights")
+    assert not dead.exists() and live.exists() and other.exists()
+
+
 def test_two_runs_into_one_folder_do_not_both_work_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     import socket
 
