@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import errno
-import glob
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from ._lock import remove_leftovers
 
 
 @contextmanager
@@ -19,25 +19,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if path.is_dir():  # (else os.replace fails naming the temporary file)
         raise IsADirectoryError(errno.EISDIR, "a folder is where the file goes", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_writers_temporaries(path)
+    # (commands that write one file hold no folder whose lock would clean what a killed writer of it left)
+    remove_leftovers(path.parent, of=path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _remove_dead_writers_temporaries(path: Path) -> None:
-    """Delete this file's temporaries that a killed writer left (``.STEM.tmpPID.SUFFIX``, PID no longer
-    running): commands that write one file, not a locked folder, would otherwise leave them for good."""
-    from ._lock import _alive
-
-    name = re.compile(rf"\.{re.escape(path.stem)}\.tmp(\d+){re.escape(path.suffix)}")
-    for old in path.parent.glob(f".{glob.escape(path.stem)}.tmp*"):
-        found = name.fullmatch(old.name)
-        if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))):
-            old.unlink(missing_ok=True)
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:

@@ -3,6 +3,7 @@ the temporary files of killed writers removed, and ``--fresh``'s backup of what 
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -90,11 +91,14 @@ def _acquire(lock: Path) -> None:
     raise FolderBusy(f"could not take the lock {lock}; delete it if no igdefense run is writing there")
 
 
-def remove_leftovers(folder: Path) -> list[Path]:
-    """Delete the temporary files of writers that are no longer running (a kill leaves them)."""
+def remove_leftovers(folder: Path, of: Path | None = None) -> list[Path]:
+    """Delete the temporary files of writers that are no longer running (a kill leaves them); ``of``:
+    only those of that one file (``.STEM.tmpPID.SUFFIX``)."""
     removed = []
-    for f in folder.iterdir():
+    for f in folder.glob(f".{glob.escape(of.stem)}.tmp*") if of else folder.iterdir():
         m = _TMP.match(f.name)
+        if of and m and f.name != f".{of.stem}.tmp{m.group(1)}{of.suffix}":
+            continue  # (another file whose name starts like this one's)
         if m and f.is_file() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
             f.unlink(missing_ok=True)
             removed.append(f)

@@ -16,9 +16,10 @@ def check_file(path: str | os.PathLike, what: str) -> None:
         raise FileNotFoundError(f"{path} does not exist ({what})")
 
 
-def module_in_train_mode(model: torch.nn.Module) -> str | None:
-    """The name of a module of ``model`` in train mode ("" for the model itself), or None if none is."""
-    return next((name for name, m in model.named_modules() if m.training), None)
+def in_train_mode(model: torch.nn.Module) -> str | None:
+    """What of ``model`` is in train mode, for a message ("the model", "its module 'fc'"), or None if nothing is."""
+    name = next((name for name, m in model.named_modules() if m.training), None)
+    return None if name is None else f"its module {name!r}" if name else "the model"
 
 
 def check_images(x: torch.Tensor, value_range: tuple[float, float] | None = (0.0, 1.0),

@@ -19,7 +19,7 @@ from torch import nn
 
 from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype
 from ._identity import model_identity, tensor_digest
-from ._validation import check_images, check_number, module_in_train_mode
+from ._validation import check_images, check_number, in_train_mode
 from .rankings import Rankings, RankingsError
 from .split import Site, find_split, head_fingerprint
 
@@ -216,9 +216,8 @@ class IGDefense(nn.Module):
                              f"move the defended model (defended.to({str(device)!r})), not its model alone")
 
     def _check_runnable(self, x: torch.Tensor) -> None:
-        training = module_in_train_mode(self.model)
-        if training is not None:
-            which = f"its module {training!r}" if training else "the model"
+        which = in_train_mode(self.model)
+        if which is not None:
             raise RuntimeError(f"IGDefense runs the model in eval mode only, but {which} is in train mode "
                                "(batch norm would mix pass 1's noisy images with the clean ones and update its "
                                "statistics): call defended.eval() (igdefense.wrap does it for you)")

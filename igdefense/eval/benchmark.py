@@ -62,9 +62,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
     if not isinstance(models, dict) or not models:
         raise ValueError("models must be a non-empty dict: pass {name: model}")
     logs = [log_path(".", name).name for name in models]
-    if clash := next((n for n, f in zip(models, logs) if logs.count(f) > 1), None):
-        raise ValueError(f"two model names share the log file {log_path('.', clash).name} ('/' becomes '_'): "
-                         f"rename one")
+    if clash := next((f for f in logs if logs.count(f) > 1), None):
+        raise ValueError(f"two model names share the log file {clash} ('/' becomes '_'): rename one")
     baseline = baseline or next(iter(models))
     unknown = [n for n in [baseline, *sanity] if n not in models]
     if unknown:

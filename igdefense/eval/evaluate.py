@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .._hooks import model_device
 from .._identity import FIX, StateMismatch, tensor_digest
 from .._lock import folder_lock
-from .._validation import check_images, check_labels, module_in_train_mode
+from .._validation import check_images, check_labels, in_train_mode
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
@@ -174,9 +174,8 @@ def evaluate_plan(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.T
     the results gathered; each process writes ``<log_path>.rank<r>``, and a resumed run reads every
     process's log, so it may use another number of processes.
     """
-    training = module_in_train_mode(model)
-    if training is not None:
-        which = f"its module {training!r}" if training else "the model"
+    which = in_train_mode(model)
+    if which is not None:
         raise ValueError(f"an evaluation runs the model in eval mode only, but {which} is in train mode (batch norm "
                          f"and dropout would change its answers, and the attacks its statistics): call model.eval()")
     if until is not None and (not plan.cascade or until not in plan.attacks):

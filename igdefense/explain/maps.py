@@ -128,17 +128,28 @@ def _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samp
     decision = _MaskedDecision(model, x) if defended else model
     if method == "gradcam":
         base = model.model if defended else model
-        return _gradcam(decision, base, layer or cam_layer(base, x), x, target)
+        return _gradcam(decision, base, layer, x, target)
     return _smoothgrad(decision, x, target, nt_samples, stdev)
 
 
-def _gradcam(decision: nn.Module, base: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _gradcam(decision: nn.Module, base: nn.Module, layer: str | None, x: torch.Tensor,
+             target: torch.Tensor) -> torch.Tensor:
     try:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError as e:
         raise ImportError("Grad-CAM needs the grad-cam package: pip install 'igdefense[explain]'") from e
     modules = dict(base.named_modules())
+    if layer is None:
+        layer = cam_layer(base, x)  # (a spatial layer by construction)
+    else:
+        _check_cam_layer(base, modules, layer, x)
+    with GradCAM(model=decision, target_layers=[modules[layer]]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
+    return torch.from_numpy(maps).float()
+
+
+def _check_cam_layer(base: nn.Module, modules: dict[str, nn.Module], layer: str, x: torch.Tensor) -> None:
     if layer not in modules:
         raise ValueError(f"layer={layer!r} is not a module of the model; names look like {list(modules)[1:8]}")
     shapes = []  # (its output's shape, from one image: grad-cam's own error would be "Invalid grads shape")
@@ -149,9 +160,6 @@ def _gradcam(decision: nn.Module, base: nn.Module, layer: str, x: torch.Tensor, 
     if not shapes or not isinstance(shapes[0], tuple) or len(shapes[0]) != 4:
         raise ValueError(f"layer={layer!r} outputs {shapes[0] if shapes else 'nothing'}, not (B, C, H, W): Grad-CAM "
                          f"needs a spatial layer (layer=None picks one)")
-    with GradCAM(model=decision, target_layers=[modules[layer]]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
-    return torch.from_numpy(maps).float()
 
 
 def _smoothgrad(decision: nn.Module, x: torch.Tensor, target: torch.Tensor, nt_samples: int,

@@ -64,13 +64,14 @@ class OnnxDefense:
             raise ImportError("needs onnxruntime: pip install 'igdefense[onnx]' "
                               "(or 'igdefense[onnx-gpu]' for CUDA)") from e
         check_number("batch_size", batch_size, integer=True, low=1)
+        available = ort.get_available_providers()
         if providers == "auto":
-            providers = choose_providers(ort.get_available_providers())
+            providers = choose_providers(available)
         providers = [providers] if isinstance(providers, str) else list(providers)
         names = [p[0] if isinstance(p, tuple) else p for p in providers]  # (a provider may come with its options)
-        if missing := [name for name in names if name not in ort.get_available_providers()]:
+        if missing := [name for name in names if name not in available]:
             # (onnxruntime would fall back to the CPU with a warning: a CUDA run would quietly be a CPU run)
-            raise ValueError(f"onnxruntime here has no {missing[0]}; it has {ort.get_available_providers()} "
+            raise ValueError(f"onnxruntime here has no {missing[0]}; it has {available} "
                              f"(CUDA: pip install 'igdefense[onnx-gpu]'), or pass providers='auto'")
         check_file(path, "an .onnx file written by igdefense export")
         try:

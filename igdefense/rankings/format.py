@@ -69,9 +69,10 @@ class Rankings:
         for name in ("method", "layer", "head_fingerprint", "probe", "version", "made_by"):
             if not isinstance(getattr(self, name), str):
                 raise RankingsError(f"{name} must be a string, got {getattr(self, name)!r}")
-        if _release(self.version) is None:
+        release = _release(self.version)
+        if release is None:
             raise RankingsError(f"version {self.version!r} is not an igdefense version")
-        if _release(self.version) > _release(__version__):
+        if release > _release(__version__):
             raise RankingsError(f"made by igdefense {self.version}, newer than this one ({__version__}): upgrade "
                                 "igdefense, or recompute them (igdefense rank ...)")
         shape = self.input_shape

@@ -122,7 +122,7 @@ def lo_ir(model: nn.Module, probe_loader: Iterable[tuple[torch.Tensor, torch.Ten
         c = split.num_classes
 
         def batches():
-            _check_probe_batch(first, 0, None, c)  # (its labels, now that the classes are known)
+            check_labels(first[1], len(first[0]), c, name="probe labels (batch 0)")  # (now the classes are known)
             yield first
             for i, batch in enumerate(it, start=1):
                 _check_probe_batch(batch, i, first[0].shape[1:], c)
