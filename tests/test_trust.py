@@ -362,6 +362,17 @@ def test_export_check_metadata_never_overrides_what_the_user_typed(exported, tmp
     assert got.name == "smallcnn-robust" and got.num_classes == 10 and got.dataset == "cifar100" and rankings is None
 
 
+@pytest.mark.parametrize("input_range", [[0, "1"], [0], [True, 1], "0-1"])
+def test_an_export_s_crafted_input_range_is_refused(exported, tmp_path, input_range):
+    from igdefense.export import OnnxDefense
+
+    config = json.loads(OnnxDefense(exported).metadata["igdefense"])
+    crafted = _with_metadata(exported, tmp_path / "r.onnx",
+                             igdefense=json.dumps({**config, "input_range": input_range}))
+    with pytest.raises(ValueError, match="malformed igdefense metadata .*input_range"):
+        OnnxDefense(crafted)
+
+
 def test_export_check_of_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
