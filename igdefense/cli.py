@@ -29,7 +29,9 @@ from .eval.sweep import SWEEP_ATTACKS
 from .export.onnx import ExportError
 from ._parse import count, listof, natural, pathname, radius, real, severities, whole
 from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
+from .precision import PRECISIONS
 from .zoo.models import ARCHITECTURES
+from .zoo.train import TRAINING_ATTACKS
 from .rankings import Rankings
 from .rankings.lo_ir import lo_ir
 
@@ -331,7 +333,8 @@ def cmd_train(args) -> int:
 
     logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
     data = _data_spec(args).cifar10("train", "train")
-    cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class)
+    cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class,
+                      attack=args.attack, precision=args.precision)
     train(cfg, args.output, data.source, fresh=args.fresh, progress=not args.quiet)
     print(f"wrote {args.output}")
     return 0
@@ -509,6 +512,12 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
     add_options(p, DefenseSpec, only=("k", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
 
 
+def _precision(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help=f"{what} in float32 or under bfloat16 autocast; auto (default): bfloat16 on a GPU and on a "
+                        "CPU with a bfloat16 matrix unit where it is measured faster, else float32")
+
+
 def _seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=natural, default=0, help="seed of the data order, attacks and noise (default 0)")
 
@@ -634,7 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a CIFAR-10 SmallCNN or PreAct ResNet-18 (robust with --robust); "
                                      "--model FILE.safetensors evaluates the result")
-    t.add_argument("--robust", action="store_true", help="FGSM-RS adversarial training at 8/255")
+    t.add_argument("--robust", action="store_true", help="adversarial training at 8/255 (--attack)")
+    t.add_argument("--attack", choices=TRAINING_ATTACKS, default="fgsm-rs", help="the training attack of --robust: "
+                   "fgsm-rs (Wong et al. 2020, default) or n-fgsm (de Jorge et al. 2022)")
+    _precision(t, "compute the forward and backward passes")
     t.add_argument("--arch", choices=sorted(ARCHITECTURES), default="smallcnn")
     t.add_argument("--epochs", type=count, default=10)
     t.add_argument("--per-class", type=count, default=None, help="train on the first N images of each class")

@@ -1,11 +1,14 @@
 """Training recipe for the shipped CIFAR-10 models: fast adversarial training (FGSM with random
-start, Wong et al. 2020, "Fast is better than free") or standard training, one-cycle LR, for the
-zoo's SmallCNN or the paper-scale PreAct ResNet-18 (``arch``).
+start, Wong et al. 2020, "Fast is better than free", or N-FGSM, de Jorge et al. 2022, "Make some
+noise") or standard training, one-cycle LR, for the zoo's SmallCNN or the paper-scale PreAct
+ResNet-18 (``arch``).
 
 Re-run with ``igdefense train --robust -o robust.safetensors`` (see the model cards). The same code
-runs on a GPU (the default device when there is one) with bfloat16 autocast and channels-last
-convolutions; the random draws (order, crops, flips, FGSM starts) come from one CPU generator, so a
-run's data stream is the same on any device.
+runs on a GPU (the default device when there is one) and on a CPU, in the precision
+:mod:`igdefense.precision` chooses (``precision``: bfloat16 autocast on a GPU and on a CPU with a
+bfloat16 matrix unit, float32 elsewhere; weights, optimizer state and losses stay float32), with
+channels-last convolutions; the random draws (order, crops, flips, FGSM starts) come from one CPU
+generator, so a run's data stream is the same on any device.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import json
 import logging
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from .._state import load_state, save_state
 from .._validation import check_number
 from ..data import cifar10_loader
 from ..distributed import default_device
+from ..precision import autocast, check_precision, compute_dtype, precision_name
 from .models import ARCHITECTURES, SmallCNN
 
 log = logging.getLogger(__name__)
@@ -44,11 +47,13 @@ class TrainConfig:
     lr_max: float = 0.2  # peak of the one-cycle schedule
     weight_decay: float = 5e-4
     eps: float = 8 / 255  # L-inf radius of the training attack
-    alpha: float = 10 / 255  # FGSM step from the random start (Wong et al. use 1.25 * eps)
+    alpha: float = 10 / 255  # FGSM-RS's step from its random start (Wong et al. use 1.25 * eps)
+    attack: str = "fgsm-rs"  # or "n-fgsm": a step of eps from a 2 * eps noise start, not clipped back
     widths: tuple[int, int, int] = (32, 64, 128)  # SmallCNN's stages
     seed: int = 0
     arch: str = "smallcnn"  # a name in igdefense.zoo.models.ARCHITECTURES
     per_class: int | None = None  # a class-balanced subset of the training split (None: all of it)
+    precision: str = "auto"  # "fp32", "bf16" or "auto" (igdefense.precision)
 
     def build(self) -> nn.Module:
         if self.arch not in ARCHITECTURES:
@@ -70,12 +75,26 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, H, W, C) -> NCHW
 
 
-def _fgsm_rs(model, x, y, eps, alpha, gen):
-    delta = (torch.rand(x.shape, generator=gen, device=gen.device).to(x) * 2 - 1) * eps  # gen on any device
+TRAINING_ATTACKS = ("fgsm-rs", "n-fgsm")
+
+
+def _fgsm_rs(model, x, y, eps, alpha, gen, *, noise=None, project=True):
+    """One FGSM step of ``alpha`` from a uniform start in [-noise, noise] (``noise`` None: eps),
+    projected back into the eps-ball (FGSM-RS) or not (``project=False``: N-FGSM)."""
+    noise = eps if noise is None else noise
+    delta = (torch.rand(x.shape, generator=gen, device=gen.device).to(x) * 2 - 1) * noise  # gen on any device
     delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
-    grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
-    delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
+    grad, = torch.autograd.grad(F.cross_entropy(model(x + delta).float(), y), delta)
+    delta = delta + alpha * grad.sign()
+    if project:
+        delta = delta.clamp(-eps, eps)
     return (x + delta).clamp(0, 1).detach()
+
+
+def _training_attack(cfg: TrainConfig):
+    if cfg.attack == "n-fgsm":  # de Jorge et al.'s defaults: noise 2 * eps, step eps
+        return lambda model, x, y, gen: _fgsm_rs(model, x, y, cfg.eps, cfg.eps, gen, noise=2 * cfg.eps, project=False)
+    return lambda model, x, y, gen: _fgsm_rs(model, x, y, cfg.eps, cfg.alpha, gen)
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bool = False,
@@ -86,7 +105,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     A checkpoint ``out + '.ckpt'`` (safetensors and JSON) is written after every epoch and resumed
     from if present, when it was made with the same config and training data (else refused);
     ``fresh`` moves it aside (``.ckpt.bak``) and starts over. ``device``: None is the GPU when
-    there is one (bfloat16 autocast there), else the CPU.
+    there is one, else the CPU; the checkpoint records the precision it was computed in (a run does
+    not resume in another).
     """
     for name in ("epochs", "batch_size"):
         check_number(name, getattr(cfg, name), integer=True, low=1)
@@ -96,11 +116,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     check_number("weight_decay", cfg.weight_decay, low=0)
     if cfg.per_class is not None:
         check_number("per_class", cfg.per_class, integer=True, low=1)
+    if cfg.attack not in TRAINING_ATTACKS:
+        raise ValueError(f"attack must be one of {', '.join(TRAINING_ATTACKS)}, not {cfg.attack!r}")
+    check_precision(cfg.precision)
     device = torch.device(device) if device is not None else default_device()
+    dtype = compute_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     model = cfg.build().to(device, memory_format=torch.channels_last)  # ~1.4x faster convs on CPU, the norm on GPUs
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    attack = _training_attack(cfg)
     loader = cifar10_loader("train", per_class=cfg.per_class, batch_size=cfg.batch_size, shuffle=True,
                             root=data_root, seed=cfg.seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_max, momentum=0.9, nesterov=True,
@@ -108,7 +132,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr_max, epochs=cfg.epochs,
                                                 steps_per_epoch=len(loader), pct_start=0.4)
     ckpt = Path(str(out) + ".ckpt")
-    identity = {"config": json.loads(json.dumps(asdict(cfg))), "data": loader.dataset.identity()}
+    identity = {"config": json.loads(json.dumps(asdict(cfg))), "data": loader.dataset.identity(),
+                "precision": precision_name(dtype)}
     if fresh and ckpt.exists():
         os.replace(ckpt, ckpt.with_name(ckpt.name + ".bak"))
     start = 0
@@ -121,6 +146,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
         torch.set_rng_state(state["rng"]); loader.generator.set_state(state["loader_gen"])
         start = state["epoch"]
         log.info("resumed from %s at epoch %d", ckpt, start)
+    log.info("training %s on %s in %s", cfg.arch, device, precision_name(dtype))
     t0 = time.time()
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -129,9 +155,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = _augment(x, gen).contiguous(memory_format=torch.channels_last)
-            with autocast:
+            with autocast(dtype, device):
                 if cfg.robust:
-                    x = _fgsm_rs(model, x, y, cfg.eps, cfg.alpha, gen)
+                    x = attack(model, x, y, gen)
                 logits = model(x).float()
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -149,7 +175,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
     meta = {"config": json.dumps(asdict(cfg)), "train_seconds": f"{time.time() - t0:.0f}",
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "precision": precision_name(dtype)}
     with atomic_path(out) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
     return model
