@@ -28,7 +28,9 @@ def main(name: str, note: str = "") -> None:
     res = json.loads((RESULTS / f"zoo_{name}.json").read_text())
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     robust = cfg["robust"]
-    train_cmd = f"igdefense train {'--robust ' if robust else ''}--epochs {cfg['epochs']} --seed {cfg['seed']} -o {name}.safetensors"
+    precision = cfg.get("precision", "fp32")  # (files of before the precision policy were trained in float32)
+    train_cmd = (f"igdefense train {'--robust ' if robust else ''}--epochs {cfg['epochs']} --seed {cfg['seed']} "
+                 f"--precision {precision} -o {name}.safetensors")
     lines = [
         f"# {name}",
         "",

@@ -83,7 +83,7 @@ def trained(row: str, work: Path, budget: float, attribute_per_round: int) -> to
         return model.eval()
     data = CIFAR10("train")
     cfg = RefineConfig(budget_cpu_seconds=budget, rounds=1000, steps_per_round=100,
-                       attribute_per_round=attribute_per_round)
+                       attribute_per_round=attribute_per_round, precision="fp32")  # (as the committed rows were made)
     t0, cpu0 = time.perf_counter(), time.process_time()
     if row == "b":
         steps = fgsm_rs_finetune(model, data, cfg)

@@ -196,7 +196,7 @@ def _plan(args, attacks: str, **fields) -> Plan:
     """The plan of ``eval`` and ``sweep``: the comma-separated ``attacks`` under the common options
     (eps, seed, EOT and scoring draws), crafted examples of deterministic models cached."""
     settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
-                              cache=cache_dir() / "adversarial")
+                              cache=cache_dir() / "adversarial", precision=args.precision)
     names = [a for a in attacks.split(",") if a]
     if not names:
         raise ValueError("--attacks names no attack; an evaluation without one measures no robustness: name one "
@@ -512,10 +512,11 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
     add_options(p, DefenseSpec, only=("k", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
 
 
-def _precision(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help=f"{what} in float32 or under bfloat16 autocast; auto (default): bfloat16 on a GPU and on a "
-                        "CPU with a bfloat16 matrix unit where it is measured faster, else float32")
+def _precision(p: argparse.ArgumentParser, what: str, default: str = "auto", note: str = "") -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help=f"{what} in float32 (fp32) or under bfloat16 autocast (bf16); auto: bfloat16 on a GPU and "
+                        f"on a CPU with a bfloat16 matrix unit where it is measured faster, else float32 "
+                        f"(default {default}){note}")
 
 
 def _seed(p: argparse.ArgumentParser) -> None:
@@ -527,6 +528,8 @@ def _attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=radius, default=8 / 255)
     p.add_argument("--eot-iter", type=count, default=20)
     p.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
+    _precision(p, "craft the attacks' examples", default=AttackSettings.precision,
+               note="; every example is judged in float32")
 
 
 def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) -> None:
@@ -713,6 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--holdout", type=natural)
     f.add_argument("--budget-cpu-seconds", type=real(0))
     f.add_argument("--seed", type=natural)
+    f.add_argument("--precision", choices=PRECISIONS, help="the training step and the attributions in fp32, bf16 or "
+                   "auto (default: bfloat16 where this device computes it faster); the holdout log in float32")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     _data_options(f)
     f.set_defaults(func=cmd_refine)

@@ -20,6 +20,7 @@ from torch import nn
 from ._hooks import apply_neuron_mask, hooks, model_device, model_dtype
 from ._identity import model_identity, tensor_digest
 from ._validation import check_images, check_number, in_train_mode
+from .precision import autocast, check_precision, compute_dtype, precision_name
 from .rankings import Rankings, RankingsError
 from .split import Site, find_split, head_fingerprint
 
@@ -69,6 +70,10 @@ class IGDefense(nn.Module):
             function. Sharing needs the masked layer to be the classifier's input and the
             classifier's output to be the model's output; otherwise (``layer=`` a deeper site) two
             passes are made anyway.
+        precision: ``"fp32"`` (default: as the authors' release), ``"bf16"`` (both passes under
+            bfloat16 autocast, the pseudo-label's softmax in float32: with tau = 0.01 a bfloat16
+            softmax saturates differently) or ``"auto"`` (:mod:`igdefense.precision`: bfloat16
+            where this device computes it faster). Part of the defense's identity.
 
     The wrapped model must be in eval mode (``wrap`` sets it): a forward with any of its modules in
     train mode raises, since batch norm would mix pass 1's noisy images with the clean ones and
@@ -84,7 +89,8 @@ class IGDefense(nn.Module):
 
     def __init__(self, model: nn.Module, rankings: Rankings | str | os.PathLike, *, k: int | None = None,
                  sigma: float = SIGMA, n_samples: int = 1, tau: float = TAU, seed: int | None = None,
-                 input_range: tuple[float, float] | None = (0.0, 1.0), shared_backbone: bool | None = None):
+                 input_range: tuple[float, float] | None = (0.0, 1.0), shared_backbone: bool | None = None,
+                 precision: str = "fp32"):
         super().__init__()
         if not isinstance(rankings, Rankings):
             rankings = Rankings.load(rankings)
@@ -114,29 +120,55 @@ class IGDefense(nn.Module):
         self.input_shape = tuple(rankings.input_shape)
         self.seed = seed
         self.shared_backbone = shared_backbone
+        self.precision = check_precision(precision)
+        self._crafting_dtype: torch.dtype | None = None  # set by crafting_in()
         self._generators: dict[torch.device, torch.Generator] = {}
         self._gradient_tau: float | None = None  # set by smooth_gradients()
 
     def extra_repr(self) -> str:
         return (f"site={self.split.site}, k={self.k}/{self.split.num_neurons}, sigma={self.sigma:.4g}, "
-                f"n_samples={self.n_samples}, tau={self.tau:g}")
+                f"n_samples={self.n_samples}, tau={self.tau:g}, precision={self.precision}")
 
     def identity(self) -> dict:
         """What this defense's outputs depend on (logs and caches are bound to it): the base model's
         weights, the rankings, the masked site, every setting but the seed (evaluations reseed) and
         the rule by which the forward pass picks its path on the model's device (its noise stream is
-        the device's too)."""
-        return {"defense": type(self).__qualname__, "model": model_identity(self.model),
-                "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
-                "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
-                "path": self._path_rule(self.class_masks.device)}
+        the device's too) and the precision it computes in (float32, as every log before it: not named)."""
+        identity = {"defense": type(self).__qualname__, "model": model_identity(self.model),
+                    "rankings": self.rankings_digest, "site": str(self.split.site), "k": self.k, "sigma": self.sigma,
+                    "tau": self.tau, "n_samples": self.n_samples, "device": self.class_masks.device.type,
+                    "path": self._path_rule(self.class_masks.device)}
+        dtype = compute_dtype(self.precision, self.class_masks.device)
+        return identity if dtype == torch.float32 else {**identity, "precision": precision_name(dtype)}
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the passes compute in on ``device`` (an attack's, within :meth:`crafting_in`)."""
+        return self._crafting_dtype or compute_dtype(self.precision, device)
+
+    @contextmanager
+    def crafting_in(self, dtype: torch.dtype) -> Iterator["IGDefense"]:
+        """Within this block the defense computes in ``dtype`` whatever its precision: attacks craft
+        their examples in it, and the evaluation judges them outside it, in the defense's own."""
+        self._crafting_dtype = dtype
+        try:
+            yield self
+        finally:
+            self._crafting_dtype = None
 
     def masked_logits(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Pass 2 alone, with the mask fixed to the important neurons of ``classes`` (B,) (the mask pass 1
         would give if it picked them): differentiable, for attacks on the mechanism."""
-        mask = self.class_masks[classes].to(model_dtype(self.model))
-        with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]):
-            return self.model(x.to(model_dtype(self.model)))
+        dtype = model_dtype(self.model)
+        mask = self.class_masks[classes].to(dtype)
+        with hooks([self.split.site.register(self.model, lambda f: apply_neuron_mask(f, mask))]), \
+                autocast(self.compute_dtype(x.device), x.device):
+            return self.model(x.to(dtype)).to(dtype)
+
+    def unmasked_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The base model's logits, computed in the defense's precision (pass 1 without noise)."""
+        dtype = model_dtype(self.model)
+        with autocast(self.compute_dtype(x.device), x.device):
+            return self.model(x.to(dtype)).to(dtype)
 
     def reseed(self, seed: int | None) -> None:
         """Restart the defense's noise stream from ``seed`` (None: use torch's global RNG)."""
@@ -190,7 +222,8 @@ class IGDefense(nn.Module):
         images ``x`` (``noise`` as in ``forward``). Differentiable, like ``forward``."""
         x, noise = self._checked(x, noise)
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)
-        return self._soft_mask(self.model(noisy), x.shape[0])
+        with autocast(self.compute_dtype(x.device), x.device):
+            return self._soft_mask(self.model(noisy), x.shape[0])
 
     def _checked(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_device(x)
@@ -234,9 +267,10 @@ class IGDefense(nn.Module):
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)  # (n*B, C, H, W); not clamped, as in the paper
         if shared_backbone is None:
             shared_backbone = self._shares(x.device, x.shape[0])
-        if shared_backbone and self.split.fast:
-            return self._forward_shared_backbone(noisy, x)
-        return self._forward_two_passes(noisy, x)
+        with autocast(self.compute_dtype(x.device), x.device):
+            if shared_backbone and self.split.fast:
+                return self._forward_shared_backbone(noisy, x).to(x.dtype)
+            return self._forward_two_passes(noisy, x).to(x.dtype)
 
     def _shares(self, device: torch.device, batch: int | None = None) -> bool:
         """Whether the forward pass of ``batch`` images (None: a large batch) on ``device`` runs the
@@ -253,12 +287,16 @@ class IGDefense(nn.Module):
         return f"shared backbone up to {CPU_SHARED_UP_TO} backbone images, else two passes"
 
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
-        mean_logits = noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)
-        p = torch.softmax(mean_logits / self.tau, dim=1)
-        if self._gradient_tau is not None:  # forward value p, gradient of the smoother surrogate
-            surrogate = torch.softmax(mean_logits / self._gradient_tau, dim=1)
-            p = surrogate + (p - surrogate).detach()
-        return p @ self.class_masks.to(p.dtype)  # (B, neurons)
+        # The pseudo-label in float32 (or the model's wider dtype) even under bfloat16 autocast: with
+        # tau = 0.01 a bfloat16 softmax rounds the logits' gaps and saturates differently.
+        with torch.autocast(noisy_logits.device.type, enabled=False):
+            noisy_logits = noisy_logits.to(torch.promote_types(noisy_logits.dtype, torch.float32))
+            mean_logits = noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)
+            p = torch.softmax(mean_logits / self.tau, dim=1)
+            if self._gradient_tau is not None:  # forward value p, gradient of the smoother surrogate
+                surrogate = torch.softmax(mean_logits / self._gradient_tau, dim=1)
+                p = surrogate + (p - surrogate).detach()
+            return (p @ self.class_masks.to(p.dtype)).to(self.class_masks.dtype)  # (B, neurons), the model's dtype
 
     def _forward_shared_backbone(self, noisy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         head = self.model.get_submodule(self.split.head)

@@ -92,3 +92,24 @@ def autocast(dtype: torch.dtype, device: torch.device | str) -> AbstractContextM
     if dtype == torch.float32:
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+class Autocast(nn.Module):
+    """``model`` computing under autocast in ``dtype``, its outputs given back in float32: what an
+    attack crafting in bfloat16 calls, so that its losses and steps stay float32. Other attributes
+    (a randomized defense's ``reseed``, ``smooth_gradients``) are the model's."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with autocast(self.dtype, x.device):
+            out = self.model(x, *args, **kwargs)
+        return out.float()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)

@@ -34,7 +34,7 @@ def mask_aware_attack(defense: IGDefense, x: torch.Tensor, y: torch.Tensor, sett
         raise ValueError("the mask-aware attack is an L-inf attack")
     gen = torch.Generator(x.device).manual_seed(settings.seed)
     with torch.no_grad():
-        logits = defense.model(x)  # pass 1 without noise: which wrong classes are nearest
+        logits = defense.unmasked_logits(x)  # pass 1 without noise: which wrong classes are nearest
     wrong = logits.scatter(1, y[:, None], -torch.inf).topk(min(settings.adaptive_targets, logits.shape[1] - 1),
                                                             dim=1).indices
     starts = [x] if transfer_start is None else [x, transfer_start.detach()]
@@ -58,7 +58,7 @@ def _target_loss(defense: IGDefense, t: torch.Tensor, eot: int, gen: torch.Gener
         b = len(x)
         noise = torch.randn((eot, defense.n_samples, *x.shape), generator=gen, device=x.device) * defense.sigma
         noisy = (x.unsqueeze(0).unsqueeze(0) + noise).flatten(0, 2)
-        pass1 = defense.model(noisy).reshape(eot, defense.n_samples, b, -1).mean(1)  # the defense averages logits
+        pass1 = defense.unmasked_logits(noisy).reshape(eot, defense.n_samples, b, -1).mean(1)  # (the defense averages logits)
         pass1_loss = F.cross_entropy(pass1.flatten(0, 1), t.repeat(eot), reduction="none").reshape(eot, b).mean(0)
         return -F.cross_entropy(defense.masked_logits(x, t), t, reduction="none") - pass1_loss
     return loss

@@ -28,10 +28,11 @@ skips an image its first noisy forward gets wrong (the cascade's other attacks s
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ from .._identity import RESULTS_VERSION, tensor_digest
 from .._state import StateFileError, load_state, save_state
 from .._validation import check_number
 from ..defense import IGDefense, RandomizedDefense
+from ..precision import Autocast, check_precision, compute_dtype, precision_name
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
              "autoattack-rand", "fgsm", "bim", "pgd", "adaptive")
@@ -77,6 +79,10 @@ class AttackSettings:
     base_model: nn.Module | None = None  # source of transfer attacks
     transfer_from: tuple[str, ...] = TRANSFER_SOURCES  # attacks crafted on base_model by "transfer"
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
+    # What the attacks compute their gradients and queries in (igdefense.precision: "fp32", "bf16",
+    # "auto"); the evaluation re-classifies, checks and scores every candidate in the model's own.
+    # float32 until benchmarks/precision_strength.py shows bfloat16 crafting as strong on a model.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.norm not in ("Linf", "L2", "L1"):
@@ -96,6 +102,11 @@ class AttackSettings:
             raise ValueError(f"transfer_from names {unknown}: attacks crafted on base_model, from {ATTACKS} less "
                              f"transfer and adaptive (default {list(TRANSFER_SOURCES)})")
         self.cache = Path(self.cache) if self.cache is not None else None
+        check_precision(self.precision)
+
+    def crafting_precision(self, device: torch.device) -> str:
+        """``"fp32"`` or ``"bf16"``: what the attacks craft in on ``device``."""
+        return precision_name(compute_dtype(self.precision, device))
 
 
 def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1, n_iter: int | None = None):
@@ -246,16 +257,30 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
     if model_device(model) != x.device:  # the images are on the evaluated model's device: so must base_model be
         raise ValueError(f"{name}: the images are on {x.device} but the attacked model is on {model_device(model)}; "
                          "a base_model= (transfer) must be on the evaluated model's device")
-    path = _memo_path(name, model, x, y, settings)
+    dtype = compute_dtype(settings.precision, x.device)
+    path = _memo_path(name, model, x, y, settings, dtype)
     if path is not None and path.exists():
         cached = _read_cached(path, x, settings)
         if cached is not None:
             return cached
-    out = _RUNNERS[name](model, x.contiguous(), y, settings)
+    with _crafting_in(model, dtype) as attacked:
+        out = _RUNNERS[name](attacked, x.contiguous(), y, settings)
     out = out if isinstance(out, list) else [out]
     if path is not None:
         save_state(path, [c.detach() for c in out])
     return out
+
+
+@contextmanager
+def _crafting_in(model: nn.Module, dtype: torch.dtype) -> Iterator[nn.Module]:
+    """``model`` as an attack crafting in ``dtype`` sees it (its outputs in float32 or its own dtype)."""
+    if dtype == torch.float32:
+        yield model
+    elif isinstance(model, IGDefense):  # its pseudo-label stays float32, its own attack reaches its parts
+        with model.crafting_in(dtype):
+            yield model
+    else:
+        yield Autocast(model, dtype)
 
 
 def _read_cached(path: Path, x: torch.Tensor, s: AttackSettings) -> list[torch.Tensor] | None:
@@ -289,12 +314,15 @@ def attack_library_version() -> str:
         return str(getattr(pyautoattack, "__version__", "unknown"))
 
 
-def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings) -> Path | None:
-    """Cache file of attack ``name`` on this deterministic model and batch, or None (no caching)."""
+def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings, dtype: torch.dtype = torch.float32
+               ) -> Path | None:
+    """Cache file of attack ``name`` crafted in ``dtype`` on this deterministic model and batch, or None
+    (no caching)."""
     if s.cache is None or isinstance(model, RandomizedDefense) or name == "transfer":
         return None
+    crafted_in = () if dtype == torch.float32 else (precision_name(dtype),)  # (float32 files keep their names)
     h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.eot_iter, *(getattr(s, b) for b in BUDGETS),
-                             RESULTS_VERSION, attack_library_version())).encode())
+                             RESULTS_VERSION, attack_library_version(), *crafted_in)).encode())
     for t in [*model.state_dict().values(), x, y]:
         h.update(tensor_digest(t).encode())
     return s.cache / f"{name}-{h.hexdigest()[:32]}.safetensors"  # (a Path: AttackSettings converts it)

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from torch import nn
 
+from .._hooks import model_device
 from .._identity import FIX, RESULTS_VERSION, StateMismatch, model_identity
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
@@ -116,7 +117,8 @@ class Plan:
         """A log's first line: everything its per-image results depend on besides the images (each
         record carries their digest): the attacks in the order they run (an attack added later
         extends it), the attack settings, the model's identity (weights; a defense's settings and
-        rankings), the transfer source's, the results' and the attack library's versions."""
+        rankings), the transfer source's, the results' and the attack library's versions, and the
+        precision the attacks craft in where it is not float32."""
         s = self.settings
         header = {"settings": {"order": list(order), "cascade": self.cascade,
                                "eps": s.eps, "norm": s.norm, "seed": s.seed,
@@ -126,6 +128,9 @@ class Plan:
                                "transfer_from": list(s.transfer_from) if "transfer" in order else []},
                   "identity": {"model": model_identity(model), "results_version": RESULTS_VERSION,
                                "attack_library": attack_library_version()}}
+        crafted_in = s.crafting_precision(model_device(model))
+        if crafted_in != "fp32":  # (a log without it was crafted in float32, as every log before it)
+            header["settings"]["precision"] = crafted_in
         if runlog.BASE_USERS & set(order) and s.base_model is not None:
             header["identity"]["transfer_base"] = model_identity(s.base_model)
         return header

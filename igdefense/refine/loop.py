@@ -36,6 +36,7 @@ from .._identity import FIX, StateMismatch, check_same, model_digest, tensor_dig
 from .._lock import folder_lock, start_fresh
 from .._state import load_state, save_state
 from .._validation import check_number
+from ..precision import Autocast, check_precision, compute_dtype, precision_name
 from ..attribution import segment
 from ..distributed import init_distributed, shard
 from ..attribution.methods import METHODS
@@ -66,6 +67,9 @@ class RefineConfig:
     holdout: int = 500  # training images drawn at random, kept out of training, for the per-round log
     budget_cpu_seconds: float | None = None  # stop training when the process has used this much CPU time
     seed: int = 0
+    # The training step (both backwards of the gradient penalty) and the attributions' model queries
+    # in float32 or under bfloat16 autocast (igdefense.precision); the holdout log is measured in float32.
+    precision: str = "auto"
 
 
 def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, out_dir: str | os.PathLike,
@@ -99,7 +103,8 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
         model.to(device)
         reference = reference.to(device) if reference is not None else None
     identity = {"model": model_digest(model), "reference": None if reference is None else model_digest(reference),
-                "data": _data_identity(train_data)}
+                "data": _data_identity(train_data),
+                "precision": precision_name(compute_dtype(cfg.precision, model_device(model)))}
     with folder_lock(out):
         if fresh and rank == 0:
             start_fresh(out)
@@ -111,6 +116,9 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
 def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity: dict, progress: bool, rank: int,
             world: int) -> nn.Module:
     device = model_device(model)
+    dtype = compute_dtype(cfg.precision, device)
+    computing = model if dtype == torch.float32 else Autocast(model, dtype)  # (the same weights)
+    computing_reference = reference if reference is None or dtype == torch.float32 else Autocast(reference, dtype)
     if reference is not None:
         reference.eval()
         check_same_classes(model.eval(), reference, _batch(train_data, torch.arange(1))[0])
@@ -131,8 +139,8 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
         gen = torch.Generator("cpu").manual_seed(cfg.seed * 1000 + rnd)
         order = train_idx[torch.randperm(n_train, generator=gen)[: n_train // world * world]]
         shard = order[rank::world]
-        flagged, lime_counts = _attribute(model, train_data, segments, shard[: cfg.attribute_per_round // world],
-                                          reference, cfg, rnd, progress and rank == 0)
+        flagged, lime_counts = _attribute(computing, train_data, segments, shard[: cfg.attribute_per_round // world],
+                                          computing_reference, cfg, rnd, progress and rank == 0)
         times["attribute_s"] = time.perf_counter() - t0
         model.train()
         sums, steps, t1 = {}, 0, time.perf_counter()
@@ -145,7 +153,8 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
             seg = segments[idx].long().to(device)
             counts = seg.flatten(1).amax(1) + 1
             loss, parts = refinement_loss(
-                model, x, y, seg, counts, flagged=flagged.get_rows(idx, int(counts.max())), reference=reference,
+                computing, x, y, seg, counts, flagged=flagged.get_rows(idx, int(counts.max())),
+                reference=computing_reference,
                 quantile=cfg.quantile, eps=cfg.eps, alpha=cfg.alpha, lam=cfg.lam)
             if not torch.isfinite(loss):  # nothing of this round is written: the last checkpoint stays as it was
                 raise FloatingPointError(f"the refinement loss is {loss.item()} at round {rnd + 1}, step {steps + 1} "
@@ -295,6 +304,7 @@ def _config(config: RefineConfig | None, options: dict) -> RefineConfig:
         check_number("steps_per_round", cfg.steps_per_round, integer=True, low=1)
     check_number("quantile", cfg.quantile, low=0, high=1, low_open=True, high_open=True)
     check_number("eps", cfg.eps, low=0, high=1)
+    check_precision(cfg.precision)
     check_number("lr", cfg.lr, low=0, low_open=True)
     for name in ("alpha", "lam", "weight_decay"):
         check_number(name, getattr(cfg, name), low=0)
