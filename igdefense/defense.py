@@ -11,7 +11,7 @@ gradient of a softer pseudo-label instead).
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import ContextManager, Iterator, Protocol, runtime_checkable
 
 import torch
@@ -112,6 +112,7 @@ class IGDefense(nn.Module):
         rankings.check_matches(split, head_fingerprint(model, split.head))
         self.model = model
         self.split = split
+        self._parts = tuple(model.modules())  # (checked for train mode on every call: listed once)
         self.k = max(1, round(0.1 * split.num_neurons)) if k is None else int(k)
         self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
         self.rankings_digest = tensor_digest(rankings.importance)[:32]
@@ -249,8 +250,7 @@ class IGDefense(nn.Module):
                              f"move the defended model (defended.to({str(device)!r})), not its model alone")
 
     def _check_runnable(self, x: torch.Tensor) -> None:
-        which = in_train_mode(self.model)
-        if which is not None:
+        if any(m.training for m in self._parts) and (which := in_train_mode(self.model)) is not None:
             raise RuntimeError(f"IGDefense runs the model in eval mode only, but {which} is in train mode "
                                "(batch norm would mix pass 1's noisy images with the clean ones and update its "
                                "statistics): call defended.eval() (igdefense.wrap does it for you)")
@@ -289,9 +289,11 @@ class IGDefense(nn.Module):
     def _soft_mask(self, noisy_logits: torch.Tensor, batch: int) -> torch.Tensor:
         # The pseudo-label in float32 (or the model's wider dtype) even under bfloat16 autocast: with
         # tau = 0.01 a bfloat16 softmax rounds the logits' gaps and saturates differently.
-        with torch.autocast(noisy_logits.device.type, enabled=False):
+        under_autocast = torch.is_autocast_enabled(noisy_logits.device.type)
+        with torch.autocast(noisy_logits.device.type, enabled=False) if under_autocast else nullcontext():
             noisy_logits = noisy_logits.to(torch.promote_types(noisy_logits.dtype, torch.float32))
-            mean_logits = noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)
+            mean_logits = noisy_logits if self.n_samples == 1 else \
+                noisy_logits.reshape(self.n_samples, batch, noisy_logits.shape[-1]).mean(0)  # (B, classes)
             p = torch.softmax(mean_logits / self.tau, dim=1)
             if self._gradient_tau is not None:  # forward value p, gradient of the smoother surrogate
                 surrogate = torch.softmax(mean_logits / self._gradient_tau, dim=1)
