@@ -122,7 +122,7 @@ class IGDefense(nn.Module):
         self.seed = seed
         self.shared_backbone = shared_backbone
         self.precision = check_precision(precision)
-        self._crafting_dtype: torch.dtype | None = None  # set by crafting_in()
+        self._computing_dtype: torch.dtype | None = None  # set by computing_in()
         self._generators: dict[torch.device, torch.Generator] = {}
         self._gradient_tau: float | None = None  # set by smooth_gradients()
 
@@ -144,17 +144,18 @@ class IGDefense(nn.Module):
 
     def compute_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype the passes compute in on ``device`` (an attack's, within :meth:`crafting_in`)."""
-        return self._crafting_dtype or compute_dtype(self.precision, device)
+        return self._computing_dtype or compute_dtype(self.precision, device)
 
     @contextmanager
-    def crafting_in(self, dtype: torch.dtype) -> Iterator["IGDefense"]:
+    def computing_in(self, dtype: torch.dtype) -> Iterator["IGDefense"]:
         """Within this block the defense computes in ``dtype`` whatever its precision: attacks craft
-        their examples in it, and the evaluation judges them outside it, in the defense's own."""
-        self._crafting_dtype = dtype
+        their examples in it (the evaluation judges them outside it, in the defense's own), an ONNX
+        export traces float32."""
+        before, self._computing_dtype = self._computing_dtype, dtype
         try:
             yield self
         finally:
-            self._crafting_dtype = None
+            self._computing_dtype = before
 
     def masked_logits(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Pass 2 alone, with the mask fixed to the important neurons of ``classes`` (B,) (the mask pass 1

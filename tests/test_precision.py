@@ -144,6 +144,22 @@ def test_a_bfloat16_defense_takes_its_pseudo_label_in_float32(robust_cnn, test_b
     assert "precision" not in fp32.identity() and bf16.identity()["precision"] == "bf16"
 
 
+def test_a_bfloat16_defense_exports_a_float32_graph(robust_cnn, test_batch, tmp_path):
+    import onnx
+
+    from igdefense.export import OnnxDefense, to_onnx
+
+    x, _ = test_batch
+    defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), precision="bf16")
+    to_onnx(defended, tmp_path / "m.onnx", noise="input")
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    dtypes = {t.data_type for t in graph.initializer} | {v.type.tensor_type.elem_type for v in graph.value_info}
+    assert onnx.TensorProto.BFLOAT16 not in dtypes
+    noise = torch.randn_like(x).unsqueeze(0) * 4 / 255
+    fp32 = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"))(x, noise)
+    assert torch.allclose(OnnxDefense(tmp_path / "m.onnx")(x, noise), fp32, atol=1e-3)
+
+
 def test_autocast_wraps_a_model_for_an_attack_and_keeps_its_other_attributes(robust_cnn, test_batch):
     x, _ = test_batch
     wrapped = Autocast(robust_cnn, torch.bfloat16)

@@ -277,7 +277,7 @@ def _crafting_in(model: nn.Module, dtype: torch.dtype) -> Iterator[nn.Module]:
     if dtype == torch.float32:
         yield model
     elif isinstance(model, IGDefense):  # its pseudo-label stays float32, its own attack reaches its parts
-        with model.crafting_in(dtype):
+        with model.computing_in(dtype):
             yield model
     else:
         yield Autocast(model, dtype)

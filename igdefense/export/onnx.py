@@ -83,7 +83,7 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 18, dy
     dims = (({0: batch},) if noise == "graph" else ({0: batch}, {1: batch})) if dynamic_batch else None
     path = Path(path)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), defended.computing_in(torch.float32):  # (ONNX: float32)
             # both inputs' batch axes are one symbol, named once: the exporter warns about the second
             warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
             program = torch.onnx.export(module, args, input_names=names, output_names=["logits"],
