@@ -60,7 +60,9 @@ def interleaved(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def _in(dtype):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.autocast("cpu", enabled=False)
+    from igdefense.precision import autocast
+
+    return autocast(dtype, "cpu")
 
 
 def train_step(arch: str, dtype) -> callable:
@@ -158,7 +160,8 @@ def main() -> None:
     rows = []
     for arch in args.archs.split(","):
         for work in args.works.split(","):
-            fns = {name: WORKS[work](arch, dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+            fns = {name: WORKS[work](arch, dtype) for name, dtype in (("fp32", torch.float32),
+                                                                       ("bf16", torch.bfloat16))}
             t = interleaved(fns, args.repeats)
             ratio = t["fp32"] / t["bf16"]
             rows.append({"arch": arch, "work": work, "fp32_s": round(t["fp32"], 4), "bf16_s": round(t["bf16"], 4),

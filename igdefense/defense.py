@@ -143,7 +143,7 @@ class IGDefense(nn.Module):
         return identity if dtype == torch.float32 else {**identity, "precision": precision_name(dtype)}
 
     def compute_dtype(self, device: torch.device) -> torch.dtype:
-        """The dtype the passes compute in on ``device`` (an attack's, within :meth:`crafting_in`)."""
+        """The dtype the passes compute in on ``device`` (an attack's, within :meth:`computing_in`)."""
         return self._computing_dtype or compute_dtype(self.precision, device)
 
     @contextmanager

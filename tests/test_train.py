@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 import igdefense
 from igdefense.models import load_model
 from igdefense.zoo.models import PreActResNet18
-from igdefense.zoo.train import TrainConfig, _augment, load_weights, train
+from igdefense.zoo.train import TrainConfig, _augment, load_weights, save_half, train
 
 
 def test_augment_is_the_per_image_crop_and_flip():
@@ -37,6 +37,12 @@ def test_preact_resnet18_trains_resumes_and_loads_from_its_file(tmp_path, test_b
         train(cfg, out, progress=False)
     assert "resumed from" in caplog.text
     assert all(torch.equal(first[k], v) for k, v in load_weights(out).state_dict().items())
+    half = tmp_path / "r18-half.safetensors"  # as the zoo ships it: float16 on disk, float32 in use
+    save_half(out, half)
+    assert half.stat().st_size < 0.55 * out.stat().st_size
+    assert all(v.dtype == torch.float32 for v in load_weights(half).state_dict().values() if v.is_floating_point())
+    assert all(torch.equal(v.half().float() if v.is_floating_point() else v, load_weights(half).state_dict()[k])
+               for k, v in first.items())
     model = load_model(str(out))  # as --model FILE.safetensors
     x, y = test_batch
     rankings = igdefense.lo_ir(model, [(x, y)], progress=False)

@@ -58,7 +58,7 @@ def _target_loss(defense: IGDefense, t: torch.Tensor, eot: int, gen: torch.Gener
         b = len(x)
         noise = torch.randn((eot, defense.n_samples, *x.shape), generator=gen, device=x.device) * defense.sigma
         noisy = (x.unsqueeze(0).unsqueeze(0) + noise).flatten(0, 2)
-        pass1 = defense.unmasked_logits(noisy).reshape(eot, defense.n_samples, b, -1).mean(1)  # (the defense averages logits)
+        pass1 = defense.unmasked_logits(noisy).reshape(eot, defense.n_samples, b, -1).mean(1)  # (as the defense: mean)
         pass1_loss = F.cross_entropy(pass1.flatten(0, 1), t.repeat(eot), reduction="none").reshape(eot, b).mean(0)
         return -F.cross_entropy(defense.masked_logits(x, t), t, reduction="none") - pass1_loss
     return loss

@@ -54,7 +54,7 @@ def _pyautoattack_resnet18() -> nn.Module:
     return model
 
 
-def _register_smallcnn(name: str) -> None:
+def _register_trained(name: str) -> None:
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     if not weights.exists():
         return
@@ -62,14 +62,14 @@ def _register_smallcnn(name: str) -> None:
     def build() -> nn.Module:
         from .train import load_weights
 
-        return load_weights(weights)
+        return load_weights(weights)  # (float16 files, as the paper-scale ResNet-18 ships, load as float32)
 
-    build.__doc__ = f"SmallCNN trained by igdefense's recipe; model card: {weights.with_suffix('.md').name}"
+    build.__doc__ = f"trained by igdefense's recipe; model card: {weights.with_suffix('.md').name}"
     register(name)(build)
 
 
-for _name in ("smallcnn-robust", "smallcnn-standard", "smallcnn-refined"):
-    _register_smallcnn(_name)
+for _name in ("smallcnn-robust", "smallcnn-standard", "smallcnn-refined", "preact-resnet18-robust"):
+    _register_trained(_name)
 
 
 def with_rankings() -> list[str]:

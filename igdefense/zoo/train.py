@@ -204,3 +204,16 @@ def load_weights(path: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{path}: its tensors do not fit the {arch} its metadata names: "
                          f"{str(e).splitlines()[0]}") from e
     return model.eval()
+
+
+def save_half(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Write the weights file ``src`` (:func:`train`'s) as float16, its metadata kept: how the zoo ships
+    its paper-scale ResNet-18 (half the bytes). :func:`load_weights` gives it back as a float32 model,
+    and that model, not ``src``'s, is what the zoo's results are bound to."""
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata() or {}
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
+    if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
+        raise ValueError(f"{src} holds values beyond float16's range: it cannot ship as float16")
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata={**meta, "stored": "float16"})
