@@ -79,6 +79,11 @@ class ImageFolder(LabelledImages):
         if not folders:
             raise FileNotFoundError(f"{self.root} holds no class folders with images: expected "
                                     f"{self.root}/<class>/<image>{{{','.join(IMAGE_SUFFIXES)}}}")
+        empty = sorted(d.name for d in self.root.iterdir()
+                       if d.is_dir() and not d.name.startswith(".") and not _has_images(d))
+        if empty:  # (left out, every later class's label would shift by one: torchvision refuses it too)
+            raise ValueError(f"{self.root}: class folder(s) {empty[:5]} hold no images "
+                             f"({', '.join(IMAGE_SUFFIXES)}); add their images or move the folders out")
         self.classes, folder_labels = _label_scheme([d.name for d in folders])
         files = [(f, label) for d, label in zip(folders, folder_labels) for f in _images_in(d)]
         self.files = [f for f, _ in files]

@@ -229,3 +229,15 @@ def test_train_refine_eval_and_export_under_precision_bf16_on_the_cpu(tmp_path):
         "--num-samples", "20", "--steps-per-round", "1", "--batch-size", "10", "--holdout", "20", "--quiet",
         "--out", "rf")
     assert (tmp_path / "rf" / "refined.safetensors").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_and_int32_labels_are_evaluated_as_the_model_takes_them(robust_cnn, test_batch, dtype):
+    x, y = test_batch
+    x, y = x[:8].to(dtype), y[:8]
+    defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"))
+    for model in (robust_cnn, defended):
+        settings = AttackSettings(n_iter=3, draws=3)
+        ours = evaluate(model, (x, y.int()), attacks=["fgsm", "apgd-ce"], settings=settings, progress=False)
+        cast = evaluate(model, (x.float(), y), attacks=["fgsm", "apgd-ce"], settings=settings, progress=False)
+        assert all(torch.equal(ours.correct[k], cast.correct[k]) for k in cast.correct)

@@ -460,6 +460,21 @@ def test_a_corrupt_image_names_its_file(tmp_path, capsys, imagenet_folder):
     assert f"cannot read image {victim}" in _error(capsys)
 
 
+def test_an_empty_class_folder_is_refused_rather_than_shifting_the_labels(tmp_path, capsys, imagenet_folder):
+    root = imagenet_folder(tmp_path / "val", naming="name")
+    first = sorted(root.iterdir())[0]
+    for f in first.iterdir():  # the first class loses its images (or keeps a note): every later label would shift
+        f.unlink()
+    (first / "README.txt").write_text("moved")
+    assert main(["eval", "--data", str(root), "--image-size", "32", "--images", "2", "--attacks", "fgsm"]) == 2
+    assert f"class folder(s) ['{first.name}'] hold no images" in _error(capsys)
+    (root / ".cache").mkdir()  # a hidden folder is no class
+    shutil.rmtree(first)
+    from igdefense.image_folder import ImageFolder
+
+    assert ImageFolder(root).classes[0] != first.name
+
+
 @pytest.mark.parametrize("args, match", [
     (["eval", "--data", str(REPO / "README.md"), "--images", "2"], "found no dataset there"),
     (["eval", "--rankings", str(REPO / "pyproject.toml"), "--images", "2"], "not a readable rankings file"),

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._hooks import model_device
+from .._hooks import model_device, model_dtype
 from .._identity import FIX, StateMismatch, tensor_digest
 from .._lock import folder_lock
 from .._validation import check_images, check_labels, in_train_mode
@@ -256,7 +256,9 @@ def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, 
         if not all(k in record for k in ["clean", *keys, *steps]):
             known = {k: torch.tensor(v, dtype=torch.bool) for k, v in record.items() if k not in runlog.RECORD_META}
             counts = {k: torch.tensor(v, dtype=torch.long) for k, v in record.get("draws", {}).items()}
-            x, y = x.to(device), y.to(device)
+            # in the model's dtype (float16 images, a float64 model) and as int64 class indices (int32 labels):
+            # what the attacks compute in and the eps-ball is checked in
+            x, y = x.to(device, model_dtype(model)), y.to(device, torch.long)
             _evaluate_batch(model, x, y, attacks, steps, settings, cascade, seed + i, known, counts, save,
                             adversarial)
             _evaluate_corruptions(model, x, y, keys, seed, i, known, save)
