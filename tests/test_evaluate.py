@@ -1,6 +1,7 @@
 """evaluate(): real attacks from pyautoattack, per-image results, resumable logs."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -156,6 +157,18 @@ def test_a_log_without_times_resumes_and_counts_its_steps_as_untimed(standard_cn
                                                                 progress=False))
     assert not calls and torch.equal(again.worst_case, full.worst_case)
     assert again.untimed == 2 * 2 and again.seconds == {"clean": 0.0, "fgsm": 0.0}
+
+
+@pytest.mark.parametrize("seconds", ["NaN", "Infinity", "-1"])
+def test_a_log_whose_seconds_are_not_a_time_is_refused_with_its_line(standard_cnn, test_batch, tmp_path, seconds):
+    x, y = test_batch
+    log = tmp_path / "run.jsonl"
+    evaluate(standard_cnn, (x[:6], y[:6]), attacks=["fgsm"], log_path=log, progress=False)
+    text = log.read_text()
+    log.write_text(re.sub(r'"fgsm": [0-9.]+}', '"fgsm": ' + seconds + '}', text, count=1))
+    assert log.read_text() != text
+    with pytest.raises(ValueError, match=r"run.jsonl:3: its seconds are not finite numbers of seconds"):
+        evaluate(standard_cnn, (x[:6], y[:6]), attacks=["fgsm"], log_path=log, progress=False)
 
 
 def test_until_stops_the_cascade_and_a_later_call_goes_on_from_its_log(defended_batches, tmp_path):

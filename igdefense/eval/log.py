@@ -13,6 +13,7 @@ leaves) is dropped, and cut from the file by the process that writes it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterable
@@ -148,8 +149,8 @@ def _record_problem(record, steps: frozenset | None, draws: int | None) -> str |
         return "its digest is not a string"
     seconds = record.get("seconds", {})
     if not isinstance(seconds, dict) or any(not isinstance(s, (int, float)) or isinstance(s, bool)
-                                            for s in seconds.values()):
-        return "its seconds are not numbers"
+                                            or not math.isfinite(s) or s < 0 for s in seconds.values()):
+        return "its seconds are not finite numbers of seconds"
     return None
 
 
