@@ -35,14 +35,16 @@ def radius(text: str) -> float:
     return value
 
 
-def whole(low: int):
+def whole(low: int, high: int = 2 ** 31 - 1):
+    """Whole numbers in [low, high] (by default at most 2^31 - 1: beyond, a count is a typing mistake)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}" if value < low else
+                                             f"{text!r} must be at most {high}")
         return value
     parse.__name__ = "whole number"
     return parse

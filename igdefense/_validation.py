@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+MAX_SIDE = 8192  # an image side larger than this is a mistake (or a crafted file's): nothing would fit
+
 
 def check_file(path: str | os.PathLike, what: str) -> None:
     """Raise FileNotFoundError unless ``path`` is a file; ``what`` says what file is expected."""

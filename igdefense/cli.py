@@ -657,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     _seed(t)
     _data_options(t)
     t.add_argument("-o", "--output", required=True, type=pathname)
-    t.add_argument("--fresh", action="store_true", help="start over: the checkpoint OUTPUT.ckpt is kept as .ckpt.bak")
+    t.add_argument("--fresh", action="store_true",
+                   help="start over: the checkpoint OUTPUT.ckpt is kept as .ckpt.bak (.bak2, ... beside earlier ones)")
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("explain-robustness", help="do Grad-CAM / SmoothGrad / LIME maps see an attack? metrics "
                                                   "between clean and adversarial maps vs a noise control, figures")
@@ -773,6 +774,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"igdefense: {_one_line(e)} (igdefense -v ... shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: every job writes atomically and resumes from what it wrote
+        if args.verbose:
+            raise
+        print("igdefense: interrupted; rerun the same command (a resumable job goes on from what it wrote)",
+              file=sys.stderr)
+        return 130
     finally:
         # Under torchrun: a process that exits with its gloo group alive can abort ("terminate
         # called without an active exception") while the others still work, failing the run.

@@ -64,8 +64,12 @@ def _candidates(root: str | os.PathLike | None) -> list[Path]:
     if root is not None:
         return [Path(root).expanduser()]
     found = []
-    if os.environ.get("IGDEFENSE_DATA"):
-        found.append(Path(os.environ["IGDEFENSE_DATA"]).expanduser())
+    if os.environ.get("IGDEFENSE_DATA"):  # named: it is the data, or nothing is (no quiet fallback to another copy)
+        named = Path(os.environ["IGDEFENSE_DATA"]).expanduser()
+        if not named.exists():
+            raise DataNotFoundError(f"IGDEFENSE_DATA={named} does not exist: point it at CIFAR-10 (a .tar.gz, a "
+                                    "torchvision root or a JPEG tree), or unset it to search the usual places")
+        return [named]
     found += [Path("data"), Path.home() / "data", Path.home() / ".cache" / "torchvision"]
     for base in (Path.cwd(), _PROJECT_ROOT):
         found += [base / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz",

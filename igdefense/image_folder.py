@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ._identity import file_identity
+from ._validation import MAX_SIDE
 from .images import LabelledImages
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -72,8 +73,8 @@ class ImageFolder(LabelledImages):
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int = 224, indices: Sequence[int] | None = None):
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= MAX_SIDE:
+            raise ValueError(f"image_size must be an integer in [8, {MAX_SIDE}], got {image_size!r}")
         self.root = Path(root)
         folders = class_folders(self.root)
         if not folders:

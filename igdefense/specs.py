@@ -30,6 +30,7 @@ from . import zoo
 from ._hooks import model_device, model_dtype
 from ._atomic import atomic_write
 from ._parse import count, radius, real, whole
+from ._validation import MAX_SIDE
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
 from .defense import SIGMA, TAU, IGDefense
 from .rankings import Rankings
@@ -125,7 +126,8 @@ class DataSpec(Spec):
     source: str | None = field(default=None, metadata=option(
         "the images: " + "; ".join(DATA_FORMS) + " (class-balanced subsets)", flag="--data"))
     image_size: int = field(default=224, metadata=option(
-        "image folders: side of the centre crop, after resizing the shorter side to size / 0.875", whole(8)))
+        "image folders: side of the centre crop, after resizing the shorter side to size / 0.875",
+        whole(8, MAX_SIDE)))
 
     def open(self, split: str):
         return open_dataset(self.source, split, image_size=self.image_size)

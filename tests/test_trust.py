@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -406,6 +407,8 @@ def test_attack_numbers_are_checked(kw, match):
 
 
 @pytest.mark.parametrize("args, match", [
+    (["--batch-size", "100000000000000000000000"], "must be at most 2147483647"),  # (not islice's error)
+    (["--image-size", "100000000000"], "must be at most 8192"),
     (["--eps", "8"], "did you mean 8/255"), (["--sigma", "1/0"], "not a number or a fraction"),
     (["--sigma", "nan"], "finite"), (["--k", "12.5"], "not a whole number"), (["--images", "0"], "must be >= 1"),
     (["--eot-iter", "-1"], "must be >= 1"), (["--sigma", "8"], "did you mean 8/255"),
@@ -596,3 +599,48 @@ def test_logs_name_the_attack_librarys_version_also_without_its_install_record(m
 
     monkeypatch.setattr(importlib.metadata, "version", no_record)
     assert attack_library_version() == pyautoattack.__version__
+
+
+def test_a_log_that_is_a_dangling_symlink_is_not_written_through(tmp_path, capsys):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere" / "base.jsonl"
+    out.mkdir()
+    (out / "base.jsonl").symlink_to(elsewhere)
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "2", "--attacks", "fgsm", "--out", str(out)]) == 2
+    assert "base.jsonl is a symbolic link, not a log this run wrote" in _error(capsys)
+    assert not elsewhere.exists() and not elsewhere.parent.exists()
+
+
+def test_a_named_igdefense_data_that_is_not_there_is_refused_not_replaced(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IGDEFENSE_DATA", str(tmp_path / "nonexistent.tar.gz"))
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "2", "--attacks", "fgsm",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "nonexistent.tar.gz does not exist" in _error(capsys)
+
+
+def test_train_fresh_twice_keeps_both_backups(tmp_path):
+    from igdefense.zoo.train import TrainConfig, train
+
+    out = tmp_path / "m.safetensors"
+    cfg = TrainConfig(epochs=1, per_class=1, batch_size=10, precision="fp32")
+    train(cfg, out, progress=False)
+    first = (tmp_path / "m.safetensors.ckpt").read_bytes()
+    train(cfg, out, progress=False, fresh=True)
+    train(cfg, out, progress=False, fresh=True)
+    assert (tmp_path / "m.safetensors.ckpt.bak").read_bytes() == first
+    assert (tmp_path / "m.safetensors.ckpt.bak2").exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "igdefense.cli", "eval", "--model", "smallcnn-robust", "--images",
+                             "100", "--attacks", "apgd-ce", "--out", str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "o" / "base.jsonl").exists() and time.time() < deadline:  # (mid-run: the clean pass is in)
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "igdefense: interrupted; rerun the same command (a resumable job goes on from what it wrote)")

@@ -161,6 +161,9 @@ def steps_done(record: dict) -> int:
 def append(path: Path, header: dict, record: dict) -> None:
     """Add ``record`` to the log, durably; the header goes first when the log is new (a run that fails
     before its first result leaves no log behind)."""
+    if path.is_symlink():  # (written through, a log would land wherever the link points, outside the run)
+        raise ValueError(f"{path} is a symbolic link, not a log this run wrote: remove it, or use another "
+                         "output folder (--out)")
     new = not path.exists() or not path.stat().st_size  # (empty: killed before its header was written)
     if new:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,10 @@ from safetensors.torch import load_file, save_file
 
 from .._version import __version__
 from .._atomic import atomic_path
-from .._validation import check_file
+from .._validation import MAX_SIDE, check_file
 from ..split import Split
 
 _META_KEY = "igdefense"
-MAX_SIDE = 8192  # an input_shape entry larger than this is not an image's (a crafted file's probe would not fit)
 
 
 def _release(version: str) -> tuple[int, ...] | None:
