@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ._atomic import atomic_path
+from ._validation import json_loads
 
 _KEY = "igdefense_state"
 _TENSOR = "__tensor__"
@@ -60,7 +61,7 @@ def load_state(path: str | os.PathLike) -> Any:
         tensors = load_file(str(path))
         if raw is None:
             raise ValueError("it has no igdefense state metadata")
-        skeleton = json.loads(raw)
+        skeleton = json_loads(raw)
     except (SafetensorError, OSError, ValueError) as e:
         raise StateFileError(f"{path} is not a readable igdefense state file (truncated, or made by something "
                              f"else?): {e}") from e

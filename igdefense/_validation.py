@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -83,3 +84,12 @@ def check_number(name: str, value, *, low: float | None = None, high: float | No
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
     if high is not None and (value >= high if high_open else value > high):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {value:g}")
+
+
+def json_loads(text: str | bytes):
+    """``json.loads`` for what igdefense reads from disk: JSON nested deeper than Python's stack (a
+    crafted file) is a ``JSONDecodeError`` like any other malformed JSON, not a ``RecursionError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to be igdefense's", "", 0) from None

@@ -34,6 +34,7 @@ from .zoo.models import ARCHITECTURES
 from .zoo.train import TRAINING_ATTACKS
 from .rankings import Rankings
 from .rankings.lo_ir import lo_ir
+from ._validation import json_loads
 
 
 def specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DefenseSpec]:
@@ -483,7 +484,7 @@ def _export_sources(args, meta: dict[str, str]) -> tuple[ModelSpec, str | None]:
     if not meta.get("zoo_model"):
         raise ValueError(f"{args.check} does not name its model; pass --model and --rankings")
     try:
-        options = json.loads(meta.get("model_options", "{}"))
+        options = json_loads(meta.get("model_options", "{}"))
         if not isinstance(options, dict):
             raise ValueError("not a JSON object")
     except ValueError as e:

@@ -30,7 +30,7 @@ from . import zoo
 from ._hooks import model_device, model_dtype
 from ._atomic import atomic_write
 from ._parse import count, radius, real, whole
-from ._validation import MAX_SIDE
+from ._validation import MAX_SIDE, json_loads
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
 from .defense import SIGMA, TAU, IGDefense
 from .rankings import Rankings
@@ -173,7 +173,7 @@ class DefenseSpec(Spec):
         """A setting saved by :meth:`save` (a sweep's ``defense.json``); its rankings path is relative to it."""
         path = Path(path)
         try:
-            values = json.loads(path.read_text())
+            values = json_loads(path.read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"{path} is not a readable defense setting (JSON): {e}") from e
         spec = cls.from_json(values, where=str(path))

@@ -644,3 +644,32 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "igdefense: interrupted; rerun the same command (a resumable job goes on from what it wrote)")
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested past Python's stack: json.loads raises RecursionError
+
+
+def test_json_nested_too_deeply_is_one_line_in_every_reader(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from igdefense._state import StateFileError, load_state
+    from igdefense.rankings import Rankings, RankingsError
+    from igdefense.rankings.format import _META_KEY
+    from igdefense.zoo.train import load_weights
+
+    setting = tmp_path / "defense.json"
+    setting.write_text(DEEP)
+    assert main(["eval", "--setting", str(setting), "--images", "2", "--out", str(tmp_path / "a")]) == 2
+    assert "is not a readable defense setting (JSON)" in _error(capsys)
+    log = tmp_path / "b" / "base.jsonl"
+    log.parent.mkdir()
+    log.write_text(DEEP + "\n")
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "2", "--attacks", "fgsm",
+                 "--out", str(log.parent)]) == 2
+    assert "base.jsonl:1 is not an igdefense evaluation log header" in _error(capsys)
+    for key, read, error in [(_META_KEY, Rankings.load, RankingsError), ("igdefense_state", load_state, StateFileError),
+                             ("config", load_weights, ValueError)]:
+        path = tmp_path / f"{key}.safetensors"
+        save_file({"importance": torch.zeros(10, 4)}, str(path), metadata={key: DEEP})
+        with pytest.raises(error):
+            read(path)

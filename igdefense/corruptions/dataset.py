@@ -22,6 +22,7 @@ from .._identity import FIX, RESULTS_VERSION, check_same
 from .._lock import folder_lock
 from .registry import NAMES, SEVERITIES, check_name, check_severity, corrupt
 from .blur import to_8bit
+from .._validation import json_loads
 
 CHUNK = 1000  # images corrupted together; seeds are per chunk, so the output does not depend on memory
 
@@ -55,7 +56,7 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
         meta_path = out / "meta.json"
         if meta_path.exists():
             try:
-                old = json.loads(meta_path.read_text())
+                old = json_loads(meta_path.read_text())
             except json.JSONDecodeError as e:
                 raise ValueError(f"{meta_path} is not JSON ({e}); use another folder, or --fresh") from e
             theirs = {k: old.get(k) for k in meta} if isinstance(old, dict) else old

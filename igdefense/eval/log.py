@@ -20,6 +20,7 @@ from typing import Iterable
 
 from .._atomic import atomic_write
 from .._identity import FIX, StateMismatch, describe_differences
+from .._validation import json_loads
 
 RECORD_META = frozenset({"batch", "seconds", "digest", "draws"})  # a record's keys that are not steps
 BASE_USERS = frozenset({"transfer", "adaptive"})  # attacks whose examples depend on the base model
@@ -74,7 +75,7 @@ def logged_order(log_path: Path) -> list[str] | None:
         if path.is_file():
             with open(path) as f:
                 try:
-                    order = json.loads(f.readline())["settings"]["order"]
+                    order = json_loads(f.readline())["settings"]["order"]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # (read_logs says what is wrong with it)
             if isinstance(order, list) and len(order) > len(longest or []):
@@ -92,7 +93,7 @@ def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = 
     if not lines:
         return None, []
     try:
-        theirs = json.loads(lines[0])
+        theirs = json_loads(lines[0])
     except json.JSONDecodeError:
         theirs = None
     if not isinstance(theirs, dict) or not isinstance(theirs.get("settings"), dict):
@@ -102,7 +103,7 @@ def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = 
     records = []
     for number, line in enumerate(lines[1:], start=2):
         try:
-            record = json.loads(line)
+            record = json_loads(line)
         except json.JSONDecodeError:
             if number < len(lines):
                 raise LogError(f"{path}:{number} is not JSON, and it is not the last line (a kill only tears the "
@@ -170,7 +171,7 @@ def append(path: Path, header: dict, record: dict) -> None:
     else:
         with open(path) as f:
             first = f.readline()
-        if json.loads(first) != header:  # attacks were added: the header names them (checked on reading)
+        if json_loads(first) != header:  # attacks were added: the header names them (checked on reading)
             atomic_write(path, json.dumps(header) + "\n" + path.read_text()[len(first):])
     with open(path, "a") as f:
         if new:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._validation import check_file, check_images, check_number
+from .._validation import check_file, check_images, check_number, json_loads
 
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 METADATA_KEYS = ("igdefense", "zoo_model", "rankings", "model_options")  # what igdefense export writes
@@ -20,7 +20,7 @@ _CONFIG_TYPES = {"noise": str, "k": int, "sigma": (int, float), "tau": (int, flo
 def _config(raw: str, path) -> dict:
     """The defense's settings stored in an export, type-checked (they are data, never code)."""
     try:
-        cfg = json.loads(raw)
+        cfg = json_loads(raw)
         if not isinstance(cfg, dict):
             raise ValueError("not a JSON object")
         for key, value in cfg.items():

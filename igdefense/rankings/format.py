@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .._version import __version__
 from .._atomic import atomic_path
-from .._validation import MAX_SIDE, check_file
+from .._validation import MAX_SIDE, check_file, json_loads
 from ..split import Split
 
 _META_KEY = "igdefense"
@@ -161,7 +161,7 @@ class Rankings:
         if raw is None or "importance" not in tensors:
             raise RankingsError(f"{path} is a safetensors file but not an igdefense rankings file")
         try:
-            meta = json.loads(raw)
+            meta = json_loads(raw)
             known = {f.name for f in dataclasses.fields(cls)} - {"importance"}
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")

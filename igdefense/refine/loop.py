@@ -35,7 +35,7 @@ from .._hooks import model_device
 from .._identity import FIX, StateMismatch, check_same, model_digest, tensor_digest
 from .._lock import folder_lock, start_fresh
 from .._state import load_state, save_state
-from .._validation import check_number
+from .._validation import check_number, json_loads
 from ..precision import Autocast, check_precision, compute_dtype, precision_name
 from ..attribution import segment
 from ..distributed import init_distributed, shard
@@ -341,7 +341,7 @@ def _checkpoint(model, opt, out: Path, cfg, identity: dict, rnd: int, spent: flo
     # The log first: a kill between the two leaves the round logged but not checkpointed, so the rerun redoes
     # it and its line is replaced (the other way round, the rerun would skip the round's line for good).
     lines = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
-    lines = [line for line in lines if json.loads(line)["round"] < rnd] + [json.dumps(entry)]
+    lines = [line for line in lines if json_loads(line)["round"] < rnd] + [json.dumps(entry)]
     with atomic_path(out / "log.jsonl") as tmp:  # rewritten whole: a redone round replaces its old line
         Path(tmp).write_text("\n".join(lines) + "\n")
     save_state(out / "checkpoint.safetensors", {"model": model.state_dict(), "opt": opt.state_dict(), "round": rnd,

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_path
 from .._identity import check_same
 from .._state import load_state, save_state
-from .._validation import check_number
+from .._validation import check_number, json_loads
 from ..data import cifar10_loader
 from ..distributed import default_device
 from ..precision import autocast, check_precision, compute_dtype, precision_name
@@ -192,7 +192,7 @@ def load_weights(path: str | os.PathLike) -> nn.Module:
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path} is not a safetensors file igdefense train wrote ({e})") from e
     try:
-        config = json.loads(meta.get("config", "{}"))
+        config = json_loads(meta.get("config", "{}"))
         arch, widths = config.get("arch", "smallcnn"), tuple(config.get("widths", (32, 64, 128)))
         if arch not in ARCHITECTURES or len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"arch {arch!r}, widths {widths}")
