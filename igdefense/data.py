@@ -27,6 +27,7 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -135,7 +136,16 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
                     if m.isfile() and len(parts) >= 3 and parts[-3] == split and m.name.endswith(".jpg"):
                         yield parts[-2], parts[-1], tar.extractfile(m).read()
 
-    items = sorted(members(), key=lambda t: (CIFAR10_CLASSES.index(t[0]), t[1]))
+    try:
+        items = list(members())
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:  # random bytes, a cut download
+        raise ValueError(f"{path} is not a readable CIFAR-10 archive (truncated or not a .tar.gz?): "
+                         f"{type(e).__name__}: {e}") from None
+    unknown = sorted({c for c, _, _ in items} - set(CIFAR10_CLASSES))
+    if unknown:
+        raise ValueError(f"{path}: {split}/ holds class folders {unknown[:5]} that are not CIFAR-10's "
+                         f"({', '.join(CIFAR10_CLASSES)})")
+    items.sort(key=lambda t: (CIFAR10_CLASSES.index(t[0]), t[1]))
     if not items:
         raise DataNotFoundError(f"no {split}/<class>/*.jpg images inside {path}")
     labels = np.array([CIFAR10_CLASSES.index(c) for c, _, _ in items], dtype=np.int64)

@@ -108,7 +108,12 @@ class IGDefense(nn.Module):
         if site.module not in dict(model.named_modules()):
             raise RankingsError(f"these rankings were made for another model: they mask {site}, and this "
                                 f"model has no module {site.module!r}. Recompute them for this model.")
-        split = find_split(model, example, site)
+        try:
+            split = find_split(model, example, site)
+        except RuntimeError as e:  # (a crafted or another model's input_shape: the probe image does not fit)
+            raise RankingsError(f"these rankings were made for images of shape {tuple(rankings.input_shape)}, which "
+                                f"this model cannot take ({str(e).splitlines()[0]}): recompute them for this "
+                                "model") from e
         rankings.check_matches(split, head_fingerprint(model, split.head))
         self.model = model
         self.split = split

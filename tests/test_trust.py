@@ -673,3 +673,30 @@ def test_json_nested_too_deeply_is_one_line_in_every_reader(tmp_path, capsys):
         save_file({"importance": torch.zeros(10, 4)}, str(path), metadata={key: DEEP})
         with pytest.raises(error):
             read(path)
+
+
+def test_broken_data_archives_and_foreign_class_folders_are_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    real = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    cases = {"random.tar.gz": os.urandom(5000), "cut.tar.gz": real.read_bytes()[:100_000]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["eval", "--data", str(tmp_path / name), "--images", "2", "--attacks", "fgsm",
+                     "--out", str(tmp_path / f"o-{name}")]) == 2
+        assert "is not a readable CIFAR-10 archive (truncated or not a .tar.gz?)" in _error(capsys)
+    for split in ("train", "test"):
+        (tmp_path / "tree" / split / "unicorn").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "tree" / split / "unicorn" / "0001.jpg")
+    assert main(["eval", "--data", str(tmp_path / "tree"), "--images", "2", "--attacks", "fgsm",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "test/ holds class folders ['unicorn'] that are not CIFAR-10's" in _error(capsys)
+
+
+def test_rankings_for_images_the_model_cannot_take_are_one_line(tmp_path, capsys):
+    rankings = zoo.rankings("smallcnn-robust")
+    rankings.input_shape = (1, 32, 32)  # (a crafted file's, or another model's)
+    rankings.save(tmp_path / "r.safetensors")
+    assert main(["eval", "--model", "smallcnn-robust", "--rankings", str(tmp_path / "r.safetensors"), "--images", "2",
+                 "--attacks", "fgsm", "--out", str(tmp_path / "o")]) == 2
+    assert "these rankings were made for images of shape (1, 32, 32), which this model cannot take" in _error(capsys)
