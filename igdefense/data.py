@@ -23,7 +23,10 @@ the arrays, lists, dicts and strings those files hold.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import logging
 import os
 import pickle
 import tarfile
@@ -41,6 +44,8 @@ from ._atomic import atomic_path
 from ._identity import file_identity, short_digest
 from ._lock import remove_leftovers
 from .images import LabelledImages, collate
+
+log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -103,11 +108,29 @@ def locate_cifar10(root: str | os.PathLike | None = None) -> tuple[str, Path]:
     )
 
 
-def _cached_arrays(images_file: Path, labels_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The decoded split, if both files are there and hold what a decode writes (else None: decode again)."""
+def _file_digests(*files: Path) -> list[str]:
+    digests = []
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                h.update(chunk)
+        digests.append(h.hexdigest())
+    return digests
+
+
+def _cached_arrays(images_file: Path, labels_file: Path, digests_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The decoded split, if its files are there, hold what a decode writes and match the digests the
+    decode wrote beside them (else None: decode again; a file changed since is said in one line)."""
     try:
+        recorded = json.loads(digests_file.read_text())
         images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
+        matches = recorded == _file_digests(images_file, labels_file)
     except (OSError, ValueError):
+        return None
+    if not matches:
+        log.warning("the decoded CIFAR-10 in %s changed since it was decoded (its digest differs): decoding again",
+                    images_file.parent)
         return None
     fits = (images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3) and labels.dtype == np.int64
             and labels.shape == (len(images),) and len(labels) and 0 <= labels.min() and labels.max() < 10)
@@ -118,7 +141,8 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     """Decode one split of the JPEG tree into the cache; returns memory-mapped (images, labels)."""
     out = cache_dir() / f"cifar10-jpeg-{split}-{short_digest(_jpeg_source(kind, path, split))}"
     images_file, labels_file = out.with_suffix(".images.npy"), out.with_suffix(".labels.npy")
-    cached = _cached_arrays(images_file, labels_file)
+    digests_file = out.with_suffix(".sha256.json")
+    cached = _cached_arrays(images_file, labels_file, digests_file)
     if cached is not None:
         return cached
     remove_leftovers(cache_dir())  # a killed decode's temporary file: 150 MB for the training split
@@ -149,7 +173,8 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     if not items:
         raise DataNotFoundError(f"no {split}/<class>/*.jpg images inside {path}")
     labels = np.array([CIFAR10_CLASSES.index(c) for c, _, _ in items], dtype=np.int64)
-    with atomic_path(labels_file) as tmp:  # images last: both present = both complete
+    digests_file.unlink(missing_ok=True)  # (written last: present = the two files complete and as decoded)
+    with atomic_path(labels_file) as tmp:
         np.save(tmp, labels)
     with atomic_path(images_file) as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 32, 32, 3))
@@ -160,6 +185,8 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
                 raise ValueError(f"{path}: cannot read {split}/{cls}/{name} as a 32x32 RGB image ({e})") from e
         images.flush()
         del images
+    with atomic_path(digests_file) as tmp:
+        Path(tmp).write_text(json.dumps(_file_digests(images_file, labels_file)))
     return np.load(images_file, mmap_mode="r"), labels
 
 

@@ -700,3 +700,19 @@ def test_rankings_for_images_the_model_cannot_take_are_one_line(tmp_path, capsys
     assert main(["eval", "--model", "smallcnn-robust", "--rankings", str(tmp_path / "r.safetensors"), "--images", "2",
                  "--attacks", "fgsm", "--out", str(tmp_path / "o")]) == 2
     assert "these rankings were made for images of shape (1, 32, 32), which this model cannot take" in _error(capsys)
+
+
+def test_a_decoded_cifar_cache_planted_with_other_pixels_is_decoded_again(tmp_path, monkeypatch, caplog):
+    from igdefense.data import CIFAR10
+
+    monkeypatch.setenv("IGDEFENSE_CACHE", str(tmp_path))
+    first = np.array(CIFAR10("test").images[:50])
+    (images_file,) = tmp_path.glob("cifar10-jpeg-test-*.images.npy")
+    planted = np.lib.format.open_memmap(images_file, mode="r+")  # the same shape and dtype, all zeros
+    planted[:] = 0
+    planted.flush()
+    del planted
+    with caplog.at_level("WARNING"):
+        again = CIFAR10("test")
+    assert np.array_equal(np.array(again.images[:50]), first)
+    assert "changed since it was decoded (its digest differs): decoding again" in caplog.text
