@@ -179,8 +179,9 @@ def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, 
     first, = run_attack("apgd-ce", standard_cnn, x, y, settings)
     assert len(list(tmp_path.glob("apgd-ce-*.safetensors"))) == 1
     again = []
-    assert _forward_calls(standard_cnn, lambda: again.extend(run_attack("apgd-ce", standard_cnn, x, y, settings))) == 0
-    assert torch.equal(first, again[0])  # loaded, not recomputed
+    # loaded, not recomputed: one forward, re-classifying the candidate (the attack makes one per step)
+    assert _forward_calls(standard_cnn, lambda: again.extend(run_attack("apgd-ce", standard_cnn, x, y, settings))) == 1
+    assert torch.equal(first, again[0])
     run_attack("apgd-ce", robust_cnn, x, y, settings)  # other weights: another entry
     run_attack("apgd-ce", standard_cnn, x[:5], y[:5], settings)  # other images: another entry
     assert len(list(tmp_path.glob("apgd-ce-*.safetensors"))) == 3

@@ -716,3 +716,25 @@ def test_a_decoded_cifar_cache_planted_with_other_pixels_is_decoded_again(tmp_pa
         again = CIFAR10("test")
     assert np.array_equal(np.array(again.images[:50]), first)
     assert "changed since it was decoded (its digest differs): decoding again" in caplog.text
+
+
+def test_an_attack_cache_planted_with_clean_images_is_crafted_again(standard_cnn, test_batch, tmp_path, caplog):
+    from igdefense._identity import tensor_digest
+    from igdefense._state import load_state, save_state
+    from igdefense.eval.attacks import _memo_path, run_attack
+
+    x, y = test_batch
+    settings = AttackSettings(cache=tmp_path / "cache", n_iter=5)
+    first = run_attack("apgd-ce", standard_cnn, x, y, settings)
+    with torch.no_grad():
+        assert (standard_cnn(first[0]).argmax(1) != y).sum() >= 10  # (it fools the model on many images)
+    path = _memo_path("apgd-ce", standard_cnn, x, y, settings)
+    state = load_state(path)
+    for planted in ({**state, "candidates": [x.clone()]},  # inside the eps-ball: only the digest tells
+                    {**state, "candidates": [x.clone()], "digest": tensor_digest(x, *state["fooled"])}):  # re-signed
+        save_state(path, planted)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            again = run_attack("apgd-ce", standard_cnn, x, y, settings)
+        assert torch.equal(again[0], first[0])
+        assert "crafting" in caplog.text and str(path) in caplog.text

@@ -18,7 +18,8 @@ With ``AttackSettings.cache`` set, the examples crafted on a deterministic model
 not an IGDefense) are stored there as safetensors (no pickle), keyed by the model's weights, the
 batch, the settings and the pyautoattack version: the base model's AutoAttack run then also serves
 as the transfer source for every defended model. A cached file must hold candidates of the batch's
-shape inside the eps-ball, or it is recomputed.
+shape inside the eps-ball, match the digest written with them, and fool the model (re-classified on
+reading) on every image it says they fooled, or it is recomputed.
 
 On a randomized defense the APGD attacks attack every image and return two candidates (the latest
 step a draw got wrong, the highest-loss step); AutoAttack runs as its reference code does, which
@@ -28,6 +29,7 @@ skips an image its first noisy forward gets wrong (the cascade's other attacks s
 from __future__ import annotations
 
 import hashlib
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +45,8 @@ from .._state import StateFileError, load_state, save_state
 from .._validation import check_number
 from ..defense import IGDefense, RandomizedDefense
 from ..precision import Autocast, check_precision, compute_dtype, precision_name
+
+log = logging.getLogger(__name__)
 
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "apgd-ce-eot", "apgd-dlr-eot", "apgd-ce-bpda", "autoattack",
              "autoattack-rand", "fgsm", "bim", "pgd", "adaptive")
@@ -260,14 +264,16 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
     dtype = compute_dtype(settings.precision, x.device)
     path = _memo_path(name, model, x, y, settings, dtype)
     if path is not None and path.exists():
-        cached = _read_cached(path, x, settings)
+        cached = _read_cached(path, model, x, y, settings)
         if cached is not None:
             return cached
     with _crafting_in(model, dtype) as attacked:
         out = _RUNNERS[name](attacked, x.contiguous(), y, settings)
     out = out if isinstance(out, list) else [out]
     if path is not None:
-        save_state(path, [c.detach() for c in out])
+        out = [c.detach() for c in out]
+        fooled = [_fooled(model, c, y) for c in out]
+        save_state(path, {"candidates": out, "fooled": fooled, "digest": tensor_digest(*out, *fooled)})
     return out
 
 
@@ -283,17 +289,35 @@ def _crafting_in(model: nn.Module, dtype: torch.dtype) -> Iterator[nn.Module]:
         yield Autocast(model, dtype)
 
 
-def _read_cached(path: Path, x: torch.Tensor, s: AttackSettings) -> list[torch.Tensor] | None:
-    """The cached candidates, or None (recomputed) when the file is unreadable or does not fit the batch."""
+def _fooled(model: nn.Module, candidates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return (model(candidates).argmax(1) != y).cpu()
+
+
+def _read_cached(path: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: AttackSettings
+                 ) -> list[torch.Tensor] | None:
+    """The cached candidates, or None (recomputed) when the file is unreadable, does not fit the batch,
+    does not match the digest written with it, or holds a candidate the model gets right on an image
+    the file says it fooled (another file put in its place)."""
     try:
-        cached = load_state(path)
+        state = load_state(path)
     except StateFileError:
         return None
-    if not isinstance(cached, list) or not cached or not all(
-            isinstance(c, torch.Tensor) and c.shape == x.shape and c.dtype == x.dtype for c in cached):
+    cached, fooled = (state.get("candidates"), state.get("fooled")) if isinstance(state, dict) else (None, None)
+    if not isinstance(cached, list) or not cached or not isinstance(fooled, list) or len(fooled) != len(cached) \
+            or not all(isinstance(c, torch.Tensor) and c.shape == x.shape and c.dtype == x.dtype
+                       and isinstance(f, torch.Tensor) and f.shape == y.shape and f.dtype == torch.bool
+                       for c, f in zip(cached, fooled)):
+        return None
+    if state.get("digest") != tensor_digest(*cached, *fooled):
+        log.warning("%s does not match the digest it was written with: crafting its examples again", path)
         return None
     cached = [c.to(x.device) for c in cached]
     if s.norm == "Linf" and any((c - x).abs().amax() > s.eps + 1e-5 for c in cached if c.numel()):
+        return None
+    if any((f & ~_fooled(model, c, y)).any() for c, f in zip(cached, fooled)):
+        log.warning("%s holds examples the model classifies right where the file says they fooled it: crafting "
+                    "them again", path)
         return None
     return cached
 
