@@ -43,6 +43,8 @@ from tqdm.auto import tqdm
 from ._atomic import atomic_path
 from ._identity import file_identity, short_digest
 from ._lock import remove_leftovers
+from ._seal import seal, sealed
+from ._validation import json_loads
 from .images import LabelledImages, collate
 
 log = logging.getLogger(__name__)
@@ -120,16 +122,16 @@ def _file_digests(*files: Path) -> list[str]:
 
 
 def _cached_arrays(images_file: Path, labels_file: Path, digests_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The decoded split, if its files are there, hold what a decode writes and match the digests the
+    """The decoded split, if its files are there, hold what a decode writes and match the seal the
     decode wrote beside them (else None: decode again; a file changed since is said in one line)."""
     try:
-        recorded = json.loads(digests_file.read_text())
+        found = json_loads(digests_file.read_text())
         images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
-        matches = recorded == _file_digests(images_file, labels_file)
+        digests = ",".join(_file_digests(images_file, labels_file))
     except (OSError, ValueError):
         return None
-    if not matches:
-        log.warning("the decoded CIFAR-10 in %s changed since it was decoded (its digest differs): decoding again",
+    if not sealed(cache_dir(), images_file.name, digests, found.get("seal") if isinstance(found, dict) else None):
+        log.warning("the decoded CIFAR-10 in %s is not what this cache decoded (its seal differs): decoding again",
                     images_file.parent)
         return None
     fits = (images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3) and labels.dtype == np.int64
@@ -141,7 +143,7 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     """Decode one split of the JPEG tree into the cache; returns memory-mapped (images, labels)."""
     out = cache_dir() / f"cifar10-jpeg-{split}-{short_digest(_jpeg_source(kind, path, split))}"
     images_file, labels_file = out.with_suffix(".images.npy"), out.with_suffix(".labels.npy")
-    digests_file = out.with_suffix(".sha256.json")
+    digests_file = out.with_suffix(".seal.json")
     cached = _cached_arrays(images_file, labels_file, digests_file)
     if cached is not None:
         return cached
@@ -186,7 +188,8 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
         images.flush()
         del images
     with atomic_path(digests_file) as tmp:
-        Path(tmp).write_text(json.dumps(_file_digests(images_file, labels_file)))
+        Path(tmp).write_text(json.dumps({"seal": seal(cache_dir(), images_file.name,
+                                                      ",".join(_file_digests(images_file, labels_file)))}))
     return np.load(images_file, mmap_mode="r"), labels
 
 

@@ -167,7 +167,8 @@ def test_a_sweep_folder_refuses_another_runs_rankings(tmp_path, capsys):
     assert "rankings 'adversarial' of another sweep" in _error(capsys)
 
 
-def test_the_rankings_cache_is_keyed_by_the_weights_and_a_planted_file_is_recomputed(tmp_path, monkeypatch):
+def test_the_rankings_cache_is_keyed_by_the_weights_and_a_planted_file_is_recomputed(tmp_path, monkeypatch, caplog):
+    from igdefense.rankings import Rankings
     from igdefense.data import CIFAR10
     from igdefense.rankings.cache import cached_lo_ir
 
@@ -181,6 +182,12 @@ def test_the_rankings_cache_is_keyed_by_the_weights_and_a_planted_file_is_recomp
     planted = first.randomized(1)  # a file put under the key's name, without its made_by
     planted.save(path)
     assert torch.equal(cached_lo_ir(model, train, 2, name="m").importance, first.importance)
+    negated = Rankings.load(path)  # its made_by copied, the importance negated, its sha256 recomputed by save
+    negated.importance = -negated.importance
+    negated.save(path)
+    with caplog.at_level("WARNING"):
+        assert torch.equal(cached_lo_ir(model, train, 2, name="m").importance, first.importance)
+    assert "its seal differs" in caplog.text
 
 
 def test_corruptions_folder_is_bound_to_its_images(tmp_path, capsys):
@@ -715,11 +722,12 @@ def test_a_decoded_cifar_cache_planted_with_other_pixels_is_decoded_again(tmp_pa
     with caplog.at_level("WARNING"):
         again = CIFAR10("test")
     assert np.array_equal(np.array(again.images[:50]), first)
-    assert "changed since it was decoded (its digest differs): decoding again" in caplog.text
+    assert "is not what this cache decoded (its seal differs): decoding again" in caplog.text
 
 
 def test_an_attack_cache_planted_with_clean_images_is_crafted_again(standard_cnn, test_batch, tmp_path, caplog):
     from igdefense._identity import tensor_digest
+    from igdefense._seal import seal
     from igdefense._state import load_state, save_state
     from igdefense.eval.attacks import _memo_path, run_attack
 
@@ -730,11 +738,12 @@ def test_an_attack_cache_planted_with_clean_images_is_crafted_again(standard_cnn
         assert (standard_cnn(first[0]).argmax(1) != y).sum() >= 10  # (it fools the model on many images)
     path = _memo_path("apgd-ce", standard_cnn, x, y, settings)
     state = load_state(path)
-    for planted in ({**state, "candidates": [x.clone()]},  # inside the eps-ball: only the digest tells
-                    {**state, "candidates": [x.clone()], "digest": tensor_digest(x, *state["fooled"])}):  # re-signed
+    resealed = seal(settings.cache, path.name, tensor_digest(x, *state["fooled"]))  # (by one who holds the key)
+    for planted, why in [({**state, "candidates": [x.clone()]}, "its seal differs"),  # inside the eps-ball
+                         ({**state, "candidates": [x.clone()], "seal": resealed}, "classifies right where")]:
         save_state(path, planted)
         caplog.clear()
         with caplog.at_level("WARNING"):
             again = run_attack("apgd-ce", standard_cnn, x, y, settings)
         assert torch.equal(again[0], first[0])
-        assert "crafting" in caplog.text and str(path) in caplog.text
+        assert why in caplog.text and str(path) in caplog.text

@@ -18,8 +18,8 @@ With ``AttackSettings.cache`` set, the examples crafted on a deterministic model
 not an IGDefense) are stored there as safetensors (no pickle), keyed by the model's weights, the
 batch, the settings and the pyautoattack version: the base model's AutoAttack run then also serves
 as the transfer source for every defended model. A cached file must hold candidates of the batch's
-shape inside the eps-ball, match the digest written with them, and fool the model (re-classified on
-reading) on every image it says they fooled, or it is recomputed.
+shape inside the eps-ball, match the seal written with them (:mod:`igdefense._seal`), and fool the
+model (re-classified on reading) on every image it says they fooled, or it is recomputed.
 
 On a randomized defense the APGD attacks attack every image and return two candidates (the latest
 step a draw got wrong, the highest-loss step); AutoAttack runs as its reference code does, which
@@ -41,6 +41,7 @@ from torch import nn
 
 from .._hooks import model_device
 from .._identity import RESULTS_VERSION, tensor_digest
+from .._seal import seal, sealed
 from .._state import StateFileError, load_state, save_state
 from .._validation import check_number
 from ..defense import IGDefense, RandomizedDefense
@@ -273,7 +274,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
     if path is not None:
         out = [c.detach() for c in out]
         fooled = [_fooled(model, c, y) for c in out]
-        save_state(path, {"candidates": out, "fooled": fooled, "digest": tensor_digest(*out, *fooled)})
+        save_state(path, {"candidates": out, "fooled": fooled,
+                          "seal": seal(settings.cache, path.name, tensor_digest(*out, *fooled))})
     return out
 
 
@@ -297,8 +299,8 @@ def _fooled(model: nn.Module, candidates: torch.Tensor, y: torch.Tensor) -> torc
 def _read_cached(path: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: AttackSettings
                  ) -> list[torch.Tensor] | None:
     """The cached candidates, or None (recomputed) when the file is unreadable, does not fit the batch,
-    does not match the digest written with it, or holds a candidate the model gets right on an image
-    the file says it fooled (another file put in its place)."""
+    does not match the seal written with it (:mod:`igdefense._seal`), or holds a candidate the model
+    gets right on an image the file says it fooled (another file put in its place)."""
     try:
         state = load_state(path)
     except StateFileError:
@@ -309,8 +311,8 @@ def _read_cached(path: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                        and isinstance(f, torch.Tensor) and f.shape == y.shape and f.dtype == torch.bool
                        for c, f in zip(cached, fooled)):
         return None
-    if state.get("digest") != tensor_digest(*cached, *fooled):
-        log.warning("%s does not match the digest it was written with: crafting its examples again", path)
+    if not sealed(s.cache, path.name, tensor_digest(*cached, *fooled), state.get("seal")):
+        log.warning("%s is not what this cache wrote (its seal differs): crafting its examples again", path)
         return None
     cached = [c.to(x.device) for c in cached]
     if s.norm == "Linf" and any((c - x).abs().amax() > s.eps + 1e-5 for c in cached if c.numel()):

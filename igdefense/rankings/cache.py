@@ -3,13 +3,19 @@ are computed from: the model's weights, the probe images (source files and indic
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 
 from torch import nn
 
+from .._atomic import atomic_write
 from .._identity import RESULTS_VERSION, model_digest, short_digest
+from .._seal import seal, sealed
 from .format import Rankings
 from .lo_ir import lo_ir
+
+log = logging.getLogger(__name__)
 
 
 def cached_lo_ir(model: nn.Module, data, per_class: int, *, name: str = "model", layer: str | None = None,
@@ -25,13 +31,20 @@ def cached_lo_ir(model: nn.Module, data, per_class: int, *, name: str = "model",
                             "layer": layer, "results_version": RESULTS_VERSION})
     slug = re.sub(r"[^\w.-]+", "_", name)[-60:]
     path = cache_dir() / "rankings" / f"{slug}-lo-ir-{made_by}.safetensors"
-    if path.exists():
-        cached = Rankings.load(path)
-        if cached.made_by == made_by:  # (a file copied or crafted under this name is recomputed)
-            return cached
+    seal_file = path.with_suffix(".seal")
+    if path.exists() and seal_file.exists():  # (a file copied, crafted or edited under this name is recomputed)
+        if sealed(path.parent, made_by, _file_digest(path), seal_file.read_text().strip()):
+            return Rankings.load(path)
+        log.warning("%s is not what this cache wrote (its seal differs): ranking again", path)
     description = getattr(data, "description", type(data).__name__)
     rankings = lo_ir(model, loader, layer=layer, class_names=class_names,
                      probe=f"{description}, first {per_class} per class")
     rankings.made_by = made_by
+    seal_file.unlink(missing_ok=True)
     rankings.save(path)
+    atomic_write(seal_file, seal(path.parent, made_by, _file_digest(path)))
     return rankings
+
+
+def _file_digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
