@@ -747,3 +747,10 @@ def test_an_attack_cache_planted_with_clean_images_is_crafted_again(standard_cnn
             again = run_attack("apgd-ce", standard_cnn, x, y, settings)
         assert torch.equal(again[0], first[0])
         assert why in caplog.text and str(path) in caplog.text
+
+
+def test_a_rankings_file_given_as_the_model_is_named_as_one(capsys):
+    rankings = REPO / "igdefense/zoo/weights/smallcnn-robust.lo-ir.safetensors"
+    assert main(["eval", "--model", str(rankings), "--images", "2", "--attacks", "fgsm"]) == 2
+    assert "is not a weights file igdefense train wrote: its metadata holds no training config (it is a rankings " \
+           "file: pass it as --rankings)" in _error(capsys)

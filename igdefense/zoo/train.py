@@ -191,8 +191,12 @@ def load_weights(path: str | os.PathLike) -> nn.Module:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path} is not a safetensors file igdefense train wrote ({e})") from e
+    if "config" not in meta:  # (files of igdefense's other kinds: rankings, state files)
+        kind = " (it is a rankings file: pass it as --rankings)" if _is_rankings(path) else ""
+        raise ValueError(f"{path} is not a weights file igdefense train wrote: its metadata holds no training "
+                         f"config{kind}")
     try:
-        config = json_loads(meta.get("config", "{}"))
+        config = json_loads(meta["config"])
         arch, widths = config.get("arch", "smallcnn"), tuple(config.get("widths", (32, 64, 128)))
         if arch not in ARCHITECTURES or len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"arch {arch!r}, widths {widths}")
@@ -202,8 +206,9 @@ def load_weights(path: str | os.PathLike) -> nn.Module:
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as e:  # missing, unexpected or misshapen tensors
+        detail = " ".join(str(e).split())  # (torch's message spans lines: its first ends in a colon)
         raise ValueError(f"{path}: its tensors do not fit the {arch} its metadata names: "
-                         f"{str(e).splitlines()[0]}") from e
+                         f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from e
     return model.eval()
 
 
@@ -218,3 +223,13 @@ def save_half(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         raise ValueError(f"{src} holds values beyond float16's range: it cannot ship as float16")
     with atomic_path(dst) as tmp:
         save_file(tensors, str(tmp), metadata={**meta, "stored": "float16"})
+
+
+def _is_rankings(path) -> bool:
+    from ..rankings import Rankings, RankingsError
+
+    try:
+        Rankings.load(path)
+    except RankingsError:
+        return False
+    return True
