@@ -197,6 +197,19 @@ def test_corruptions_folder_is_bound_to_its_images(tmp_path, capsys):
     assert "another run" in _error(capsys)
 
 
+def test_a_corruptions_file_of_another_dtype_or_shape_and_short_labels_are_written_again(tmp_path):
+    out = tmp_path / "c"
+    assert main(["corruptions", "--names", "brightness,contrast", "--per-class", "1", "--quiet", "--out", str(out)]) == 0
+    first = {f: np.load(out / f) for f in ("brightness.npy", "contrast.npy", "labels.npy")}
+    np.save(out / "brightness.npy", first["brightness.npy"].astype(np.float32))  # another dtype, the same shape
+    np.save(out / "contrast.npy", first["contrast.npy"][:, :16])  # the right count, another shape
+    np.save(out / "labels.npy", first["labels.npy"][:-5])  # short
+    assert main(["corruptions", "--names", "brightness,contrast", "--per-class", "1", "--quiet", "--out", str(out)]) == 0
+    for f, array in first.items():
+        again = np.load(out / f)
+        assert again.dtype == array.dtype and np.array_equal(again, array), f
+
+
 # 2. Logs are checked as they are read ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

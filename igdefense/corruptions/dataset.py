@@ -67,11 +67,16 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
 
 
 def _write(out: Path, images: Dataset, names: Sequence[str], n: int, seed: int, progress: bool) -> None:
-    if not (out / "labels.npy").exists():
-        labels = np.concatenate([_chunk(images, i)[1] for i in range(0, n, CHUNK)]).astype(np.uint8)
+    labels = np.tile(_labels(images, n).astype(np.uint8), len(SEVERITIES))
+    try:
+        written = np.load(out / "labels.npy")
+    except (OSError, ValueError):
+        written = None
+    if written is None or written.dtype != labels.dtype or not np.array_equal(written, labels):  # (short, other)
         with atomic_path(out / "labels.npy") as tmp:
-            np.save(tmp, np.tile(labels, len(SEVERITIES)))
-    todo = [name for name in names if name not in _done(out, n)]
+            np.save(tmp, labels)
+    shape = (len(SEVERITIES) * n, *_chunk(images, 0)[0].shape[2:], 3)  # (images, H, W, channels), uint8
+    todo = [name for name in names if name not in _done(out, shape)]
     bar = tqdm(total=len(todo) * len(SEVERITIES) * n, desc="corrupting", unit="img", disable=not progress)
     for name in todo:
         bar.set_postfix_str(name)
@@ -102,15 +107,22 @@ def _chunk(images: Dataset, start: int) -> tuple[torch.Tensor, np.ndarray]:
     return x, np.asarray(y)
 
 
-def _done(root: Path, n: int) -> list[str]:
-    """Corruptions whose file is complete (right shape) in ``root``."""
+def _labels(images: Dataset, n: int) -> np.ndarray:
+    if isinstance(getattr(images, "labels", None), np.ndarray) and hasattr(images, "indices"):  # (no decoding)
+        return np.asarray(images.labels)[np.asarray(images.indices)]
+    return np.concatenate([_chunk(images, i)[1] for i in range(0, n, CHUNK)])
+
+
+def _done(root: Path, shape: tuple[int, ...]) -> list[str]:
+    """Corruptions whose file is complete in ``root``: uint8 of the whole ``shape`` (a file of another
+    dtype or shape is written again)."""
     done = []
     for name in NAMES:
         try:
             array = np.load(root / f"{name}.npy", mmap_mode="r")
         except (OSError, ValueError):
             continue
-        if array.shape[0] == len(SEVERITIES) * n:
+        if array.dtype == np.uint8 and array.shape == shape:
             done.append(name)
     return done
 
