@@ -224,8 +224,11 @@ def written_log(standard_cnn, test_batch, tmp_path_factory):
     (lambda r: {**r, "extra": [1]}, r"run.jsonl:3: unknown step\(s\) \['extra'\]"),
     (lambda r: {**r, "fgsm": r["fgsm"][:-1]}, "run.jsonl:3: its steps have different lengths"),
     (lambda r: {**r, "clean": [2] * len(r["clean"])}, "run.jsonl:3: 'clean' is not a list of 0/1"),
-    (lambda r: {**r, "batch": 7}, "holds results for batch 7, but the data has 3 batches"),
-    (lambda r: {**r, "digest": "0" * 32}, "batch 0 was computed on other images"),
+    # a well-formed edit: the next record's digest of its line no longer matches
+    (lambda r: {**r, "batch": 7}, "run.jsonl:4: it does not follow the line before it"),
+    (lambda r: {**r, "digest": "0" * 32}, "run.jsonl:4: it does not follow the line before it"),
+    (lambda r: {**r, "clean": [1] * len(r["clean"])}, "run.jsonl:4: it does not follow the line before it"),
+    (lambda r: {k: v for k, v in r.items() if k != "prev"}, "run.jsonl:3: it carries no digest of the line before"),
     (lambda r: None, "run.jsonl:3 is not JSON, and it is not the last line"),
 ])
 def test_an_edited_log_stops_the_run_with_file_and_line(standard_cnn, written_log, tmp_path, edit, match):
@@ -237,6 +240,20 @@ def test_an_edited_log_stops_the_run_with_file_and_line(standard_cnn, written_lo
     with pytest.raises(ValueError, match=match):
         evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
     assert log.read_text() == "\n".join(lines) + "\n"  # nothing finished was thrown away
+
+
+def test_records_reordered_or_moved_under_another_model_s_header_are_refused(standard_cnn, robust_cnn, written_log,
+                                                                             tmp_path):
+    batches, lines = written_log
+    log = tmp_path / "run.jsonl"
+    log.write_text("\n".join([lines[0], lines[1], lines[3], lines[2], *lines[4:]]) + "\n")  # two records swapped
+    with pytest.raises(ValueError, match="run.jsonl:3: it does not follow the line before it"):
+        evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
+    theirs = tmp_path / "theirs.jsonl"  # robust_cnn's own log, its body put under standard_cnn's header
+    evaluate(robust_cnn, batches, attacks=["fgsm"], log_path=theirs, progress=False)
+    log.write_text("\n".join([lines[0], *theirs.read_text().splitlines()[1:]]) + "\n")
+    with pytest.raises(ValueError, match="run.jsonl:2: it does not follow the line before it"):
+        evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
 
 
 def test_other_images_under_the_same_log_are_refused(standard_cnn, written_log, tmp_path):

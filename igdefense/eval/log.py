@@ -6,12 +6,15 @@ step (clean, each attack) of a batch, each holding the batch's results so far.
 
 Reading checks everything: a header of another run (model, defense, rankings, attack settings, the
 results' version) is refused naming what differs; every record must have known keys, 0/1 lists of
-one length, and the digest of the images it was computed on. Only a torn *last* line (what a kill
+one length, the digest of the images it was computed on, and ``prev``, a digest of the line before
+it (the first record's: of the model's identity), so that an edited, reordered or transplanted
+record stops the run at its line (an edit of the last record alone goes unseen: nothing follows it). Only a torn *last* line (what a kill
 leaves) is dropped, and cut from the file by the process that writes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,7 +25,7 @@ from .._atomic import atomic_write
 from .._identity import FIX, StateMismatch, describe_differences
 from .._validation import json_loads
 
-RECORD_META = frozenset({"batch", "seconds", "digest", "draws"})  # a record's keys that are not steps
+RECORD_META = frozenset({"batch", "seconds", "digest", "draws", "prev"})  # a record's keys that are not steps
 BASE_USERS = frozenset({"transfer", "adaptive"})  # attacks whose examples depend on the base model
 
 
@@ -100,7 +103,7 @@ def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = 
         raise LogError(f"{path}:1 is not an igdefense evaluation log header; {FIX}")
     if header is not None:
         check_header(path, theirs, header)
-    records = []
+    records, expected, chained = [], _genesis(theirs), False
     for number, line in enumerate(lines[1:], start=2):
         try:
             record = json_loads(line)
@@ -112,10 +115,28 @@ def read_records(path: Path, steps: Iterable[str] | None = None, repair: bool = 
                 atomic_write(path, "\n".join(lines[:-1]) + "\n")
             break
         problem = _record_problem(record, None if steps is None else frozenset(steps), draws)
+        if not problem and "prev" in record and record["prev"] != expected:
+            problem = ("it does not follow the line before it (its digest of that line differs): the log was "
+                       "edited, its lines reordered, or they come from another evaluation's log")
+        if not problem and chained and "prev" not in record:
+            problem = "it carries no digest of the line before it, as every record after a chained one must"
         if problem:
             raise LogError(f"{path}:{number}: {problem}; {FIX}")
+        chained, expected = chained or "prev" in record, _link(line)
         records.append(record)
     return theirs, records
+
+
+def _link(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()[:32]
+
+
+def _genesis(header: dict) -> str | None:
+    """What the first record of a log links to: its model's identity (weights, a defense's settings and
+    rankings), which never changes in a log (its attack order may grow; a body moved under another
+    model's header does not follow it). Logs written before records were chained hold records without
+    a link: their chain starts at the first record that carries one."""
+    return _link(json.dumps(header.get("identity", {}).get("model"), sort_keys=True))
 
 
 def _record_problem(record, steps: frozenset | None, draws: int | None) -> str | None:
@@ -146,7 +167,7 @@ def _record_problem(record, steps: frozenset | None, draws: int | None) -> str |
             return f"draws of {k!r} are not counts of right draws for its images"
     if len(lengths) > 1:
         return f"its steps have different lengths {sorted(lengths)}"
-    if not isinstance(record.get("digest", ""), str):
+    if not isinstance(record.get("digest", ""), str) or not isinstance(record.get("prev", ""), str):
         return "its digest is not a string"
     seconds = record.get("seconds", {})
     if not isinstance(seconds, dict) or any(not isinstance(s, (int, float)) or isinstance(s, bool)
@@ -173,9 +194,11 @@ def append(path: Path, header: dict, record: dict) -> None:
             first = f.readline()
         if json_loads(first) != header:  # attacks were added: the header names them (checked on reading)
             atomic_write(path, json.dumps(header) + "\n" + path.read_text()[len(first):])
+    lines = [] if new else path.read_text().splitlines()
+    prev = _link(lines[-1]) if len(lines) > 1 else _genesis(header)  # (each record: a digest of the line before)
     with open(path, "a") as f:
         if new:
             f.write(json.dumps(header) + "\n")
-        f.write(json.dumps(record) + "\n")
+        f.write(json.dumps({**record, "prev": prev}) + "\n")
         f.flush()
         os.fsync(f.fileno())
