@@ -369,9 +369,10 @@ def cmd_refine(args) -> int:
 def cmd_explain_robustness(args) -> int:
     from .explain import MAP_METHODS
     from .explain import explain
-    from .explain.report import plot_grid, write_study_report
+    from .explain.report import check_study_folder, plot_grid, write_study_report
     from .explain.robustness import explanation_robustness
 
+    check_study_folder(args.out)  # (before the study's minutes, and again under the folder's lock)
     torch.manual_seed(args.seed)
     methods = tuple(m for m in args.methods.split(",") if m)
     for m in methods:
@@ -396,6 +397,7 @@ def cmd_explain_robustness(args) -> int:
             "sensitivity_samples": args.sensitivity, "seed": args.seed}
     rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
     with folder_lock(out):
+        check_study_folder(out)
         # An earlier run's report and figures go first: none of them may sit beside this run's, nor a report
         # beside figures a kill left half made (the report is written last).
         for stale in [*out.glob("grid-*.png"), out / "report.json", out / "report.md"]:

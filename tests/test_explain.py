@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,6 +204,26 @@ def test_cli_writes_report_and_figure(tmp_path):
                  "--out", str(out)]) == 0  # another run into the folder: none of the first one's figures stay
     assert sorted(p.name for p in out.iterdir()) == ["grid-bim.png", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["attacks"] == ["bim"]
+
+
+def test_a_study_refuses_a_folder_holding_another_run(tmp_path, capsys):
+    import shutil
+
+    from igdefense.cli import main
+
+    repo = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    evaluation = tmp_path / "eval"  # an evaluation's folder: its report.json and logs must survive
+    shutil.copytree(repo / "eval_smallcnn-robust-draws", evaluation)
+    before = {f.name: f.read_bytes() for f in evaluation.iterdir() if f.is_file()}
+    assert main(["explain-robustness", "--images", "4", "--methods", "gradcam", "--attacks", "fgsm", "--quiet",
+                 "--out", str(evaluation)]) == 2
+    assert "holds another run's files" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in evaluation.iterdir() if f.is_file()} == before
+    study = tmp_path / "study"  # a committed study (written before report.json named its kind) is a study's folder
+    shutil.copytree(repo / "explain_robustness-cifar-smallcnn-standard", study)
+    from igdefense.explain.report import check_study_folder
+
+    check_study_folder(study)
 
 
 def test_sensitivity_is_zero_without_noise_and_grows_with_it(standard_cnn, test_batch):

@@ -9,10 +9,44 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_path, atomic_write
+from .._validation import json_loads
 from .metrics import LOWER_IS_CLOSER, METRICS
 from .robustness import Study
 
 ARROWS = {m: "lower = closer" if m in LOWER_IS_CLOSER else "higher = closer" for m in METRICS}
+
+
+KIND = "explain-robustness"  # report.json's "kind": what tells a study's folder from another run's
+
+
+def check_study_folder(out_dir: str | os.PathLike) -> None:
+    """Refuse a folder holding anything but an explanation study's files (an evaluation, a sweep, ...):
+    a study replaces its own report and figures, never another run's."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    foreign = []
+    for f in out.iterdir():
+        if f.name == ".igdefense.lock" or (f.is_file() and (f.name == "report.md" or
+                                                            (f.name.startswith("grid-") and f.suffix == ".png"))):
+            continue
+        if f.name == "report.json" and f.is_file() and _is_study(f):
+            continue
+        foreign.append(f.name)
+    if foreign:
+        raise FileExistsError(f"{out} holds another run's files ({', '.join(sorted(foreign)[:5])}): an explanation "
+                              "study writes report.json, report.md and its figures there; use another --out")
+
+
+def _is_study(path: Path) -> bool:
+    try:
+        report = json_loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    per_image = report.get("per_image") if isinstance(report, dict) else None
+    # (the committed studies were written before "kind": their per-image metrics tell them)
+    return report.get("kind") == KIND or (isinstance(per_image, dict) and "metrics" in per_image) \
+        if isinstance(report, dict) else False
 
 
 def write_study_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> Path:
@@ -26,7 +60,8 @@ def write_study_report(out_dir: str | os.PathLike, study: Study, meta: dict) -> 
                  "flipped": {k: v.int().tolist() for k, v in study.flipped.items()},
                  "metrics": {p: {m: {k: v.tolist() for k, v in d.items()} for m, d in methods.items()}
                              for p, methods in study.metrics.items()}}
-    atomic_write(out / "report.json", json.dumps({**meta, "summary": summary, "per_image": per_image}, indent=1))
+    atomic_write(out / "report.json", json.dumps({"kind": KIND, **meta, "summary": summary, "per_image": per_image},
+                                                 indent=1))
     md = ["# Explanation robustness", "", "```", json.dumps(meta, indent=1), "```", "",
           "Accuracy (%): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["accuracy"].items()), ""]
     for attack, a in summary["attacks"].items():
