@@ -440,6 +440,7 @@ def cmd_corruptions(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import OnnxDefense, check_parity, to_onnx
+    from .export.onnx import made_from
 
     data = _data_spec(args)
     if args.check:
@@ -453,6 +454,10 @@ def cmd_export(args) -> int:
                               n_samples=cfg.get("n_samples", 1), rankings=rankings,
                               probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
         defended = setting.build(model, setting.rankings_for(model, spec.name, data), seed=args.seed)
+        if cfg.get("made_from") not in (None, made_from(defended)):  # (exports before 0.2.x record none)
+            raise ValueError(f"{args.check} was made from other weights or rankings than {spec.name} and the rankings "
+                             "its metadata (or your options) name: pass --model and --rankings of the model it was "
+                             "exported from")
         report = check_parity(session, defended, data.loader("test", args.n)[0], seed=args.seed)
         for key, value in report.items():
             print(f"{key:22} {value}")

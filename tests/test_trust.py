@@ -400,6 +400,13 @@ def test_export_check_metadata_never_overrides_what_the_user_typed(exported, tmp
     assert got.name == "smallcnn-robust" and got.num_classes == 10 and got.dataset == "cifar100" and rankings is None
 
 
+def test_export_check_refuses_an_export_whose_metadata_names_another_model(exported, tmp_path, capsys):
+    other = _with_metadata(exported, tmp_path / "other.onnx", zoo_model="smallcnn-refined")  # graph: smallcnn-robust
+    assert main(["export", "--check", str(other), "--n", "10"]) == 2
+    assert "was made from other weights or rankings than smallcnn-refined" in _error(capsys)
+    assert main(["export", "--check", str(exported), "--n", "10"]) == 0  # (its own: parity)
+
+
 @pytest.mark.parametrize("input_range", [[0, "1"], [0], [True, 1], "0-1"])
 def test_an_export_s_crafted_input_range_is_refused(exported, tmp_path, input_range):
     from igdefense.export import OnnxDefense

@@ -20,6 +20,7 @@ from torch import nn
 
 from .._atomic import atomic_path
 from .._hooks import module_modes, restore_modes
+from .._identity import model_digest, short_digest
 from ..defense import IGDefense
 
 
@@ -45,6 +46,12 @@ class _InputNoise(nn.Module):
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.defended.defend(x, noise, shared_backbone=self.defended._shares(x.device))
+
+
+def made_from(defended: IGDefense) -> str:
+    """A digest of the weights and rankings an export is made from (on any device): ``export --check``
+    rebuilds the model its metadata names and refuses one that is not them."""
+    return short_digest({"model": model_digest(defended.model), "rankings": defended.rankings_digest})
 
 
 def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 18, dynamic_batch: bool = True,
@@ -102,7 +109,8 @@ def to_onnx(defended: IGDefense, path: str | os.PathLike, *, opset: int = 18, dy
     meta = {"igdefense": json.dumps({"noise": noise, "k": defended.k, "sigma": defended.sigma, "tau": defended.tau,
                                      "n_samples": defended.n_samples, "site": str(defended.split.site),
                                      "input_shape": list(shape),
-                                     "input_range": list(defended.input_range) if defended.input_range else None}),
+                                     "input_range": list(defended.input_range) if defended.input_range else None,
+                                     "made_from": made_from(defended)}),
             **(metadata or {})}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)

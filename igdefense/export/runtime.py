@@ -14,7 +14,7 @@ from .._validation import check_file, check_images, check_number, json_loads
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 METADATA_KEYS = ("igdefense", "zoo_model", "rankings", "model_options")  # what igdefense export writes
 _CONFIG_TYPES = {"noise": str, "k": int, "sigma": (int, float), "tau": (int, float), "n_samples": int, "site": str,
-                 "input_shape": list, "input_range": (list, type(None))}
+                 "input_shape": list, "input_range": (list, type(None)), "made_from": str}
 
 
 def _config(raw: str, path) -> dict:
