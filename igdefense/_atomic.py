@@ -25,6 +25,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # (a full disk's error names no file: say which one was being written)
+            raise OSError(e.errno, f"{e.strerror or e} while writing {path}", str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

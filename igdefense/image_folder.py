@@ -103,7 +103,7 @@ class ImageFolder(LabelledImages):
 
         try:
             img = Image.open(path).convert("RGB")
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:  # (a header claiming billions of pixels: refused)
             raise OSError(f"cannot read image {path}: {e}") from e
         img = TF.resize(img, round(self.image_size / CROP_FRACTION), interpolation=TF.InterpolationMode.BILINEAR)
         img = TF.center_crop(img, self.image_size)

@@ -791,3 +791,24 @@ def test_a_rankings_file_given_as_the_model_is_named_as_one(capsys):
     assert main(["eval", "--model", str(rankings), "--images", "2", "--attacks", "fgsm"]) == 2
     assert "is not a weights file igdefense train wrote: its metadata holds no training config (it is a rankings " \
            "file: pass it as --rankings)" in _error(capsys)
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    import errno
+
+    from igdefense._atomic import atomic_path
+
+    with pytest.raises(OSError, match=r"No space left on device while writing .*report\.json"):
+        with atomic_path(tmp_path / "report.json") as tmp:
+            tmp.write_text("{")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a full disk's write raises: no file name
+
+
+def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path, capsys, imagenet_folder, monkeypatch):
+    from PIL import Image
+
+    root = imagenet_folder(tmp_path / "val", naming="name")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # (a real bomb is gigabytes: the same check, a lower bar)
+    assert main(["eval", "--data", str(root), "--image-size", "32", "--images", "2", "--attacks", "fgsm",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read image" in _error(capsys)
