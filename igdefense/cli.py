@@ -20,7 +20,7 @@ from ._atomic import atomic_path
 from ._identity import FIX, StateMismatch, model_digest, short_digest
 from ._lock import FolderBusy, folder_lock, start_fresh
 from .attribution.methods import METHODS
-from .data import balanced_loader, cache_dir
+from .data import balanced_loader, cache_dir, probe_used
 from .defense import SIGMA, TAU, IGDefense
 from .distributed import default_device
 from .eval.attacks import ATTACKS, AttackSettings
@@ -125,7 +125,7 @@ def cmd_rank(args) -> int:
     data = _data_spec(args).open("train")
     outputs = check_classes(model, data)
     loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
-    probe = f"{data.description}, " + (f"first {args.per_class} per class" if args.per_class else "all")
+    probe = f"{data.description}, {probe_used(data, args.per_class)}"
     t0 = time.time()
     if args.method == "cd-ir":
         from .rankings.cd_ir import cd_ir

@@ -381,6 +381,18 @@ def balanced_loader(dataset: Dataset, n: int | None = None, batch_size: int = 25
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
 
 
+def probe_used(dataset, per_class: int | None) -> str:
+    """What a probe drawn by :func:`balanced_loader` holds, as a rankings file records it: the counts
+    actually taken (a class with fewer images than asked gives what it has)."""
+    counts = np.bincount(np.asarray(dataset.labels)[np.asarray(dataset.indices)])
+    counts = counts[counts > 0]
+    if per_class is None:
+        return f"all {counts.sum():,} images"
+    taken = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+    short = "" if counts.max() >= per_class and counts.min() == per_class else f" (of the {per_class} asked for)"
+    return f"first {taken} per class{short}, {counts.sum():,} images"
+
+
 def cifar10_loader(split: str = "test", per_class: int | None = None, batch_size: int = 256,
                    offset: int = 0, shuffle: bool = False, root=None, seed: int = 0) -> DataLoader:
     """A DataLoader of (images [B,3,32,32] in [0,1], labels [B]) over CIFAR-10.

@@ -812,3 +812,21 @@ def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path, capsys, i
     assert main(["eval", "--data", str(root), "--image-size", "32", "--images", "2", "--attacks", "fgsm",
                  "--out", str(tmp_path / "o")]) == 2
     assert "cannot read image" in _error(capsys)
+
+
+def test_rankings_record_the_probe_actually_used(tmp_path, probe_loader):
+    from PIL import Image
+
+    from igdefense.rankings import Rankings
+
+    x, y = next(iter(probe_loader))  # 2 CIFAR-10 training images per class, as a folder of class folders "0".."9"
+    for i, (image, label) in enumerate(zip(x, y.tolist())):
+        (tmp_path / "folder" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()).save(
+            tmp_path / "folder" / str(label) / f"{i}.png")
+    counts = torch.bincount(y)
+    assert main(["rank", "--model", "smallcnn-robust", "--data", str(tmp_path / "folder"), "--image-size", "32",
+                 "--per-class", "50", "-o", str(tmp_path / "r.safetensors")]) == 0
+    probe = Rankings.load(tmp_path / "r.safetensors").probe
+    taken = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+    assert probe.endswith(f"first {taken} per class (of the 50 asked for), 20 images"), probe

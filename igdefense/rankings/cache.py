@@ -24,7 +24,7 @@ def cached_lo_ir(model: nn.Module, data, per_class: int, *, name: str = "model",
     :class:`igdefense.data.LabelledImages`, e.g. a training split), from the cache when these exact
     weights, images and layer were ranked before; else computed and cached (``cache_dir()/rankings``).
     ``name`` only makes the cache file's name readable."""
-    from ..data import balanced_loader, cache_dir
+    from ..data import balanced_loader, cache_dir, probe_used
 
     loader = balanced_loader(data, batch_size=batch_size, per_class=per_class)
     made_by = short_digest({"method": "lo-ir", "model": model_digest(model), "data": data.identity(),
@@ -38,7 +38,7 @@ def cached_lo_ir(model: nn.Module, data, per_class: int, *, name: str = "model",
         log.warning("%s is not what this cache wrote (its seal differs): ranking again", path)
     description = getattr(data, "description", type(data).__name__)
     rankings = lo_ir(model, loader, layer=layer, class_names=class_names,
-                     probe=f"{description}, first {per_class} per class")
+                     probe=f"{description}, {probe_used(data, per_class)}")
     rankings.made_by = made_by
     seal_file.unlink(missing_ok=True)
     rankings.save(path)
