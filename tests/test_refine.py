@@ -122,6 +122,18 @@ def test_a_kill_between_a_round_s_two_writes_loses_no_log_line(small_train, tmp_
     assert [e["round"] for e in log] == [1, 2]
 
 
+@pytest.mark.parametrize("line", ["{torn", '{"round": "2"}', "[]"])
+def test_a_bad_line_in_refine_s_log_is_said_before_any_training(small_train, tmp_path, monkeypatch, line):
+    import igdefense.refine.loop as loop
+
+    _run(small_train, tmp_path / "r", rounds=1)
+    log = tmp_path / "r" / "log.jsonl"
+    log.write_text(line + "\n" + log.read_text())
+    monkeypatch.setattr(loop, "refinement_loss", lambda *a, **k: pytest.fail("a round was trained"))
+    with pytest.raises(ValueError, match=r"log.jsonl:1 is not a round of this log"):
+        _run(small_train, tmp_path / "r")
+
+
 def test_bad_options_are_refused_before_anything_is_written(small_train, tmp_path):
     from igdefense import zoo
 

@@ -315,6 +315,7 @@ def _config(config: RefineConfig | None, options: dict) -> RefineConfig:
 
 def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[int, float]:
     """Load ``out``'s checkpoint into model and optimizer: (rounds done, CPU seconds spent); (0, 0) if none."""
+    _log_lines(out)  # (a bad line is said now, not after the round that would rewrite the log)
     path = out / "checkpoint.safetensors"
     if not path.exists():
         if (out / "checkpoint.pt").exists():
@@ -336,12 +337,30 @@ def _resume(model, opt, out: Path, cfg: RefineConfig, identity: dict) -> tuple[i
     return state["round"], float(state["cpu_seconds"])
 
 
+def _log_lines(out: Path) -> list[tuple[str, int]]:
+    """(line, round) of each line of ``out``'s per-round log, every line checked: a JSON object with a
+    round number."""
+    path = out / "log.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    checked = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json_loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        rnd = entry.get("round") if isinstance(entry, dict) else None
+        if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 1:
+            raise StateMismatch(f"{path}:{number} is not a round of this log (a JSON object with its round number): "
+                                f"the log was edited or damaged; {FIX} (in Python: another out_dir, or fresh=True)")
+        checked.append((line, rnd))
+    return checked
+
+
 def _checkpoint(model, opt, out: Path, cfg, identity: dict, rnd: int, spent: float, entry: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # The log first: a kill between the two leaves the round logged but not checkpointed, so the rerun redoes
     # it and its line is replaced (the other way round, the rerun would skip the round's line for good).
-    lines = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
-    lines = [line for line in lines if json_loads(line)["round"] < rnd] + [json.dumps(entry)]
+    lines = [line for line, r in _log_lines(out) if r < rnd] + [json.dumps(entry)]
     with atomic_path(out / "log.jsonl") as tmp:  # rewritten whole: a redone round replaces its old line
         Path(tmp).write_text("\n".join(lines) + "\n")
     save_state(out / "checkpoint.safetensors", {"model": model.state_dict(), "opt": opt.state_dict(), "round": rnd,
