@@ -16,6 +16,8 @@ from typing import Iterator
 LOCK = ".igdefense.lock"
 _TMP = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # _atomic.atomic_path's temporary names
 _held: dict[Path, int] = {}  # folders this process holds, with how many nested holds
+_claimed: dict[Path, str] = {}  # the kind of run this process writes into each folder it holds
+KIND = ".igdefense-kind"  # what kind of run a folder holds (an evaluation, a sweep, ...)
 
 
 class FolderBusy(RuntimeError):
@@ -40,10 +42,13 @@ def _secondary_process() -> bool:
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, kind: str | None = None) -> Iterator[Path]:
     """Hold ``folder`` (created) for this process while the block runs. A lock of a live process on this
     host raises :class:`FolderBusy`; one of a dead process is taken over. Re-entrant. On taking a
-    folder, the temporary files that dead writers left behind (``.NAME.tmpPID.ext``) are removed."""
+    folder, the temporary files that dead writers left behind (``.NAME.tmpPID.ext``) are removed.
+    ``kind``: the kind of run written there ("evaluation", "sweep", ...); a folder holding another
+    kind is refused (:class:`FolderOfAnotherRun`), so that no run overwrites another's outputs. A hold
+    inside one that claimed the folder (an evaluation inside a sweep) writes into the outer kind."""
     folder = Path(folder)
     if _secondary_process():
         yield folder
@@ -53,6 +58,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     if key in _held:
         _held[key] += 1
         try:
+            if kind and key not in _claimed:
+                _claimed[key] = _claim(folder, kind)
             yield folder
         finally:
             _held[key] -= 1
@@ -61,10 +68,46 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     _held[key] = 1
     try:
         remove_leftovers(folder)
+        if kind:
+            _claimed[key] = _claim(folder, kind)
         yield folder
     finally:
         del _held[key]
+        _claimed.pop(key, None)
         (folder / LOCK).unlink(missing_ok=True)
+
+
+class FolderOfAnotherRun(ValueError):
+    """A folder holds another kind of run than the one about to write there."""
+
+
+def _claim(folder: Path, kind: str) -> str:
+    theirs = _kind_of(folder)
+    if theirs not in (None, kind):
+        raise FolderOfAnotherRun(f"{folder} holds another run's results ({theirs}), and this {kind} would write over "
+                                 "them: use another output folder (--out), or start over with --fresh (it keeps them "
+                                 "in a backup folder)")
+    if theirs is None:
+        (folder / KIND).write_text(kind + "\n")
+    return kind
+
+
+def _kind_of(folder: Path) -> str | None:
+    """The kind of run ``folder`` holds: its mark, else (folders written before runs marked theirs) what its
+    files tell; None for a folder holding none."""
+    mark = folder / KIND
+    if mark.is_file():
+        return mark.read_text().strip() or None
+    files = {p.name for p in folder.iterdir()}
+    if "sweep.json" in files:
+        return "sweep"
+    if {"checkpoint.safetensors", "log.jsonl"} & files:
+        return "refinement"
+    if "labels.npy" in files:
+        return "corruptions dataset"
+    if any(name.endswith(".jsonl") for name in files):
+        return "evaluation"
+    return None
 
 
 def _acquire(lock: Path) -> None:

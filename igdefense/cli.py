@@ -396,7 +396,7 @@ def cmd_explain_robustness(args) -> int:
             "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
             "sensitivity_samples": args.sensitivity, "seed": args.seed}
     rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
-    with folder_lock(out):
+    with folder_lock(out, "explanation study"):
         check_study_folder(out)
         # An earlier run's report and figures go first: none of them may sit beside this run's, nor a report
         # beside figures a kill left half made (the report is written last).

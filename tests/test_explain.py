@@ -202,7 +202,7 @@ def test_cli_writes_report_and_figure(tmp_path):
     assert (out / "grid-fgsm.png").exists()  # (a refused run touches nothing)
     assert main(["explain-robustness", "--images", "10", "--methods", "gradcam", "--attacks", "bim", "--quiet",
                  "--out", str(out)]) == 0  # another run into the folder: none of the first one's figures stay
-    assert sorted(p.name for p in out.iterdir()) == ["grid-bim.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".igdefense-kind", "grid-bim.png", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["attacks"] == ["bim"]
 
 

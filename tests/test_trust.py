@@ -830,3 +830,23 @@ def test_rankings_record_the_probe_actually_used(tmp_path, probe_loader):
     probe = Rankings.load(tmp_path / "r.safetensors").probe
     taken = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
     assert probe.endswith(f"first {taken} per class (of the 50 asked for), 20 images"), probe
+
+
+def test_no_command_writes_over_another_kind_of_run(tmp_path, capsys):
+    sweep = tmp_path / "sweep"  # a committed sweep (written before folders were marked): its report.* must survive
+    shutil.copytree(REPO / "benchmarks/results/sweep_smallcnn-robust", sweep)
+    before = {f.name: f.read_bytes() for f in sweep.iterdir() if f.is_file()}
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "2", "--attacks", "fgsm", "--out", str(sweep)]) == 2
+    assert "holds another run's results (sweep), and this evaluation would write over them" in _error(capsys)
+    assert {f.name: f.read_bytes() for f in sweep.iterdir() if f.is_file()} == before
+    evaluation = tmp_path / "eval"
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "2", "--attacks", "fgsm",
+                 "--out", str(evaluation)]) == 0
+    assert (evaluation / ".igdefense-kind").read_text() == "evaluation\n"
+    assert main(["corruptions", "--names", "brightness", "--per-class", "1", "--quiet", "--out", str(evaluation)]) == 2
+    assert "holds another run's results (evaluation), and this corruptions dataset would write" in _error(capsys)
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "2", "--attacks", "fgsm",
+                 "--out", str(evaluation)]) == 0  # the same kind: it resumes
+    assert main(["corruptions", "--names", "brightness", "--per-class", "1", "--quiet", "--fresh",
+                 "--out", str(evaluation)]) == 0  # --fresh: the evaluation goes into a backup folder first
+    assert len(list(evaluation.glob("backup-*/base.jsonl"))) == 1

@@ -52,7 +52,7 @@ def write_dataset(out_dir: str | os.PathLike, images: Dataset, *, names: Sequenc
     data = images.identity() if callable(getattr(images, "identity", None)) else {"type": type(images).__qualname__}
     meta = {"kind": "CIFAR-10-C-style, CIFAR parameters", "seed": seed, "source": source, "images": n,
             "chunk": CHUNK, "data": data, "results_version": RESULTS_VERSION}
-    with folder_lock(out):
+    with folder_lock(out, "corruptions dataset"):
         meta_path = out / "meta.json"
         if meta_path.exists():
             try:

@@ -75,7 +75,7 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
                          f"its clean accuracy: add one that runs on every model, e.g. apgd-ce (transfer skips its "
                          f"source model, adaptive needs a defense that names its own attack, *-eot a randomized model)")
     out = Path(out)
-    with folder_lock(out):  # one run writes a report folder at a time
+    with folder_lock(out, "evaluation"):  # one run writes a report folder at a time
         meta = {**(meta or {}), "eps": plan.settings.eps, "attacks": list(plan.attacks), "cascade": plan.cascade,
                 "seed": plan.settings.seed}
         rank, world = shard()

@@ -187,7 +187,7 @@ def evaluate_plan(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.T
     rank, world = shard()
     if keep_adversarial and world > 1:
         raise ValueError("keep_adversarial works in one process; under torchrun write the examples per shard yourself")
-    with folder_lock(Path(log_path).parent) if log_path else nullcontext():
+    with folder_lock(Path(log_path).parent, "evaluation") if log_path else nullcontext():
         return _run(model, batches, plan, steps, header, keep_adversarial, log_path, desc, progress, whole_data)
 
 

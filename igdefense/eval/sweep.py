@@ -209,7 +209,7 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
                          baseline=UNDEFENDED, meta=meta, progress=progress)
         return SweepResult({n: full[n] if n in full else bounds[n] for n in models}, by_name, screened)
 
-    with folder_lock(out):  # one sweep writes a folder at a time
+    with folder_lock(out, "sweep"):  # one sweep writes a folder at a time
         result = run()
         best = result.best()
         if random_control and best is not None:

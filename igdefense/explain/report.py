@@ -27,7 +27,7 @@ def check_study_folder(out_dir: str | os.PathLike) -> None:
         return
     foreign = []
     for f in out.iterdir():
-        if f.name == ".igdefense.lock" or (f.is_file() and (f.name == "report.md" or
+        if f.name.startswith(".") or (f.is_file() and (f.name == "report.md" or  # (its lock and mark)
                                                             (f.name.startswith("grid-") and f.suffix == ".png"))):
             continue
         if f.name == "report.json" and f.is_file() and _is_study(f):

@@ -105,7 +105,7 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
     identity = {"model": model_digest(model), "reference": None if reference is None else model_digest(reference),
                 "data": _data_identity(train_data),
                 "precision": precision_name(compute_dtype(cfg.precision, model_device(model)))}
-    with folder_lock(out):
+    with folder_lock(out, "refinement"):
         if fresh and rank == 0:
             start_fresh(out)
         if world > 1:
