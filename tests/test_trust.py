@@ -256,6 +256,16 @@ def test_records_reordered_or_moved_under_another_model_s_header_are_refused(sta
         evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
 
 
+def test_an_edited_last_record_is_caught_by_the_clean_pass_done_again(standard_cnn, written_log, tmp_path):
+    batches, lines = written_log
+    last = json.loads(lines[-1])  # (nothing follows the last line: the chain cannot see its edit)
+    last["clean"] = [1 - b for b in last["clean"]]
+    log = tmp_path / "run.jsonl"
+    log.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    with pytest.raises(ValueError, match=r"batch 2: its clean results differ from this model's on 10 image"):
+        evaluate(standard_cnn, batches, attacks=["fgsm"], log_path=log, progress=False)
+
+
 def test_other_images_under_the_same_log_are_refused(standard_cnn, written_log, tmp_path):
     batches, lines = written_log
     log = tmp_path / "run.jsonl"

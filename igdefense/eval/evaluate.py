@@ -240,6 +240,9 @@ def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, 
                                                  if k not in runlog.RECORD_META):
             raise StateMismatch(f"{log_path}: batch {i} was computed on other images (their digest differs): the "
                                 f"data or its order changed since; {FIX}")
+        if "clean" in record and i in done:  # (one forward: a log's results must be this model's)
+            _recheck_clean(model, x.to(device, model_dtype(model)), y.to(device, torch.long), record["clean"],
+                           seed + i, f"{log_path}: batch {i}")
 
         def save(step: str, result: torch.Tensor, counts: torch.Tensor | None, seconds: float,
                  write: bool = True) -> None:
@@ -286,6 +289,24 @@ def _run(model, batches, plan: Plan, steps, header, keep_adversarial, log_path, 
     if adversarial is not None:
         result.adversarial = {a: torch.cat(v) for a, v in adversarial.items()}
     return result
+
+
+def _recheck_clean(model, x, y, logged: list[int], batch_seed: int, where: str) -> None:
+    """Classify the clean images again (a randomized model under the same first draw) and refuse a log
+    whose clean results are not this model's: edited, or another model's. An image whose two best
+    logits are all but tied may come out either way on another CPU's kernels; only such images may differ."""
+    if isinstance(model, RandomizedDefense):
+        model.reseed(batch_seed * 1000)  # (as _evaluate_batch draws the clean pass's noise)
+    with torch.no_grad():
+        logits = model(x).float()
+    right = (logits.argmax(1) == y).cpu()
+    differ = right != torch.tensor(logged, dtype=torch.bool)
+    if differ.any():
+        top = logits.topk(2, dim=1).values.cpu()
+        tied = (top[:, 0] - top[:, 1]) <= 1e-4 * top.abs().amax(1).clamp(min=1)
+        if not tied[differ].all():
+            raise StateMismatch(f"{where}: its clean results differ from this model's on {int((differ & ~tied).sum())} "
+                                f"image(s): the log was edited, or written by another model; {FIX}")
 
 
 def _check_batches(done: dict[int, dict], n_batches: int, log_path) -> None:

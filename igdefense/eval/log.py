@@ -8,7 +8,8 @@ Reading checks everything: a header of another run (model, defense, rankings, at
 results' version) is refused naming what differs; every record must have known keys, 0/1 lists of
 one length, the digest of the images it was computed on, and ``prev``, a digest of the line before
 it (the first record's: of the model's identity), so that an edited, reordered or transplanted
-record stops the run at its line (an edit of the last record alone goes unseen: nothing follows it). Only a torn *last* line (what a kill
+record stops the run at its line (nothing follows the last record: the evaluation classifies each
+batch's clean images again on resume, which catches an edit of its clean results there). Only a torn *last* line (what a kill
 leaves) is dropped, and cut from the file by the process that writes it.
 """
 
