@@ -30,14 +30,29 @@ def test_worst_case_is_per_image_not_the_weakest_column():
     assert not EvalResult({"clean": torch.tensor([False]), "a": torch.tensor([True])}).worst_case.any()
 
 
-def forward_sizes(model, run):
-    """What ``run()`` returns, and the batch sizes of ``model``'s forward calls while it ran."""
-    calls = []
-    handle = model.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+def forward_sizes(model, run, rechecks: list | None = None):
+    """What ``run()`` returns, and the batch sizes of ``model``'s forward calls while it ran, but those of
+    the clean pass a resumed batch is classified again with (``rechecks`` gets their sizes)."""
+    import importlib
+
+    evaluation = importlib.import_module("igdefense.eval.evaluate")  # (the package exports a function of the name)
+    calls, rechecking, recheck = [], [], evaluation._recheck_clean
+
+    def counted(*args, **kwargs):
+        rechecking.append(True)
+        try:
+            return recheck(*args, **kwargs)
+        finally:
+            rechecking.pop()
+    handle = model.register_forward_pre_hook(
+        lambda m, a: (rechecks if rechecks is not None else []).append(len(a[0])) if rechecking
+        else calls.append(len(a[0])))
+    evaluation._recheck_clean = counted
     try:
         return run(), calls
     finally:
         handle.remove()
+        evaluation._recheck_clean = recheck
 
 
 def test_resume_from_log(resnet18, foolbox_images, tmp_path):
@@ -49,9 +64,11 @@ def test_resume_from_log(resnet18, foolbox_images, tmp_path):
     assert len(lines) == 5  # header + one line per batch
     # Simulate a run killed while writing batch 3: a torn last line.
     log.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
+    rechecks = []
     resumed, calls = forward_sizes(resnet18, lambda: evaluate(resnet18, batches, attacks=[], log_path=log,
-                                                              progress=False))
+                                                              progress=False), rechecks)
     assert calls == [5, 5]  # only batches 3 and 4 were recomputed
+    assert rechecks == [5, 5]  # batches 1 and 2, read from the log: their clean pass classified again
     assert torch.equal(resumed.correct["clean"], full.correct["clean"])
     assert len(log.read_text().splitlines()) == 5
 
