@@ -24,12 +24,16 @@ def _secret(folder: Path) -> bytes:
     except FileNotFoundError:
         pass
     folder.mkdir(parents=True, exist_ok=True)
-    try:  # created whole or not at all; a process that loses the race reads the winner's
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
+    tmp = folder / f"{_SECRET}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(32))
+    try:  # linked whole, never seen half written; a process that loses the race reads the winner's
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
     return path.read_bytes()
 
 
