@@ -454,7 +454,7 @@ def cmd_export(args) -> int:
                               n_samples=cfg.get("n_samples", 1), rankings=rankings,
                               probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
         defended = setting.build(model, setting.rankings_for(model, spec.name, data), seed=args.seed)
-        if cfg.get("made_from") not in (None, made_from(defended)):  # (exports before 0.2.x record none)
+        if cfg.get("made_from") not in (None, made_from(defended)):  # (older exports record none)
             raise ValueError(f"{args.check} was made from other weights or rankings than {spec.name} and the rankings "
                              "its metadata (or your options) name: pass --model and --rankings of the model it was "
                              "exported from")
