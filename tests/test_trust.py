@@ -689,7 +689,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-m", "igdefense.cli", "eval", "--model", "smallcnn-robust", "--images",
                              "100", "--attacks", "apgd-ce", "--out", str(tmp_path / "o")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # (a shell's background job ignores SIGINT, and so would the child: give it Ctrl-C back)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (tmp_path / "o" / "base.jsonl").exists() and time.time() < deadline:  # (mid-run: the clean pass is in)
         time.sleep(0.2)
