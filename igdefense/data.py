@@ -23,7 +23,6 @@ the arrays, lists, dicts and strings those files hold.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -41,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
-from ._identity import file_identity, short_digest
+from ._identity import file_digest, file_identity, short_digest
 from ._lock import remove_leftovers
 from ._seal import seal, sealed
 from ._validation import json_loads
@@ -110,27 +109,20 @@ def locate_cifar10(root: str | os.PathLike | None = None) -> tuple[str, Path]:
     )
 
 
-def _file_digests(*files: Path) -> list[str]:
-    digests = []
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as stream:
-            while chunk := stream.read(1 << 22):
-                h.update(chunk)
-        digests.append(h.hexdigest())
-    return digests
+def _content_digest(images_file: Path, labels_file: Path) -> str:
+    return f"{file_digest(images_file)},{file_digest(labels_file)}"
 
 
-def _cached_arrays(images_file: Path, labels_file: Path, digests_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def _cached_arrays(images_file: Path, labels_file: Path, seal_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """The decoded split, if its files are there, hold what a decode writes and match the seal the
     decode wrote beside them (else None: decode again; a file changed since is said in one line)."""
     try:
-        found = json_loads(digests_file.read_text())
+        found = json_loads(seal_file.read_text())
         images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
-        digests = ",".join(_file_digests(images_file, labels_file))
+        digest = _content_digest(images_file, labels_file)
     except (OSError, ValueError):
         return None
-    if not sealed(cache_dir(), images_file.name, digests, found.get("seal") if isinstance(found, dict) else None):
+    if not sealed(cache_dir(), images_file.name, digest, found.get("seal") if isinstance(found, dict) else None):
         log.warning("the decoded CIFAR-10 in %s is not what this cache decoded (its seal differs): decoding again",
                     images_file.parent)
         return None
@@ -143,8 +135,8 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     """Decode one split of the JPEG tree into the cache; returns memory-mapped (images, labels)."""
     out = cache_dir() / f"cifar10-jpeg-{split}-{short_digest(_jpeg_source(kind, path, split))}"
     images_file, labels_file = out.with_suffix(".images.npy"), out.with_suffix(".labels.npy")
-    digests_file = out.with_suffix(".seal.json")
-    cached = _cached_arrays(images_file, labels_file, digests_file)
+    seal_file = out.with_suffix(".seal.json")
+    cached = _cached_arrays(images_file, labels_file, seal_file)
     if cached is not None:
         return cached
     remove_leftovers(cache_dir())  # a killed decode's temporary file: 150 MB for the training split
@@ -175,7 +167,7 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
     if not items:
         raise DataNotFoundError(f"no {split}/<class>/*.jpg images inside {path}")
     labels = np.array([CIFAR10_CLASSES.index(c) for c, _, _ in items], dtype=np.int64)
-    digests_file.unlink(missing_ok=True)  # (written last: present = the two files complete and as decoded)
+    seal_file.unlink(missing_ok=True)  # (written last: present = the two files complete and as decoded)
     with atomic_path(labels_file) as tmp:
         np.save(tmp, labels)
     with atomic_path(images_file) as tmp:
@@ -187,9 +179,9 @@ def _decode_jpegs(kind: str, path: Path, split: str) -> tuple[np.ndarray, np.nda
                 raise ValueError(f"{path}: cannot read {split}/{cls}/{name} as a 32x32 RGB image ({e})") from e
         images.flush()
         del images
-    with atomic_path(digests_file) as tmp:
+    with atomic_path(seal_file) as tmp:
         Path(tmp).write_text(json.dumps({"seal": seal(cache_dir(), images_file.name,
-                                                      ",".join(_file_digests(images_file, labels_file)))}))
+                                                      _content_digest(images_file, labels_file))}))
     return np.load(images_file, mmap_mode="r"), labels
 
 

@@ -9,8 +9,8 @@ results' version) is refused naming what differs; every record must have known k
 one length, the digest of the images it was computed on, and ``prev``, a digest of the line before
 it (the first record's: of the model's identity), so that an edited, reordered or transplanted
 record stops the run at its line (nothing follows the last record: the evaluation classifies each
-batch's clean images again on resume, which catches an edit of its clean results there). Only a torn *last* line (what a kill
-leaves) is dropped, and cut from the file by the process that writes it.
+batch's clean images again on resume, which catches an edit of its clean results there). Only a
+torn *last* line (what a kill leaves) is dropped, and cut from the file by the process that writes it.
 """
 
 from __future__ import annotations

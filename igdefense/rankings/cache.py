@@ -3,14 +3,13 @@ are computed from: the model's weights, the probe images (source files and indic
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 
 from torch import nn
 
 from .._atomic import atomic_write
-from .._identity import RESULTS_VERSION, model_digest, short_digest
+from .._identity import RESULTS_VERSION, file_digest, model_digest, short_digest
 from .._seal import seal, sealed
 from .format import Rankings
 from .lo_ir import lo_ir
@@ -33,7 +32,7 @@ def cached_lo_ir(model: nn.Module, data, per_class: int, *, name: str = "model",
     path = cache_dir() / "rankings" / f"{slug}-lo-ir-{made_by}.safetensors"
     seal_file = path.with_suffix(".seal")
     if path.exists() and seal_file.exists():  # (a file copied, crafted or edited under this name is recomputed)
-        if sealed(path.parent, made_by, _file_digest(path), seal_file.read_text().strip()):
+        if sealed(path.parent, made_by, file_digest(path), seal_file.read_text().strip()):
             return Rankings.load(path)
         log.warning("%s is not what this cache wrote (its seal differs): ranking again", path)
     description = getattr(data, "description", type(data).__name__)
@@ -42,9 +41,5 @@ def cached_lo_ir(model: nn.Module, data, per_class: int, *, name: str = "model",
     rankings.made_by = made_by
     seal_file.unlink(missing_ok=True)
     rankings.save(path)
-    atomic_write(seal_file, seal(path.parent, made_by, _file_digest(path)))
+    atomic_write(seal_file, seal(path.parent, made_by, file_digest(path)))
     return rankings
-
-
-def _file_digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -104,9 +104,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
 
     A checkpoint ``out + '.ckpt'`` (safetensors and JSON) is written after every epoch and resumed
     from if present, when it was made with the same config and training data (else refused);
-    ``fresh`` moves it aside (``.ckpt.bak``, or ``.bak2``... beside an earlier one) and starts over. ``device``: None is the GPU when
-    there is one, else the CPU; the checkpoint records the precision it was computed in (a run does
-    not resume in another).
+    ``fresh`` moves it aside (``.ckpt.bak``, or ``.bak2``... beside an earlier one) and starts over.
+    ``device``: None is the GPU when there is one, else the CPU; the checkpoint records the precision
+    it was computed in (a run does not resume in another).
     """
     for name in ("epochs", "batch_size"):
         check_number(name, getattr(cfg, name), integer=True, low=1)
@@ -135,8 +135,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     identity = {"config": json.loads(json.dumps(asdict(cfg))), "data": loader.dataset.identity(),
                 "precision": precision_name(dtype)}
     if fresh and ckpt.exists():  # (an earlier backup is kept too: .bak, .bak2, ...)
-        os.replace(ckpt, next(b for n in range(1, 10 ** 6) if not (b := ckpt.with_name(
-            ckpt.name + ".bak" + (str(n) if n > 1 else ""))).exists()))
+        backup, n = ckpt.with_name(ckpt.name + ".bak"), 1
+        while backup.exists():
+            n += 1
+            backup = ckpt.with_name(f"{ckpt.name}.bak{n}")
+        os.replace(ckpt, backup)
     start = 0
     if ckpt.exists():
         state = load_state(ckpt)  # (on the CPU: load_state_dict copies into the model's device)
