@@ -61,20 +61,35 @@ def model_identity(model: nn.Module) -> dict:
 
 
 def file_identity(path: str | os.PathLike) -> dict:
-    """A file or folder as a source: its resolved path and, for a file, size and modification time;
-    for a folder, a digest of every file's relative path, size and modification time under it."""
+    """A file or folder as a source, by content: a file's size and sha256; for a folder, a digest of
+    every file's relative path, size and sha256 under it.
+
+    Not by path or modification time: the same bytes copied, moved or laid anew (a shared data
+    folder, another node of a torchrun job) are the same data, so logs and checkpoints made from them
+    resume; one changed byte is other data. Digests are kept for the process's life, keyed by the
+    file's stat, so a source is read once per run (about 1 s per GB).
+    """
     path = Path(path).resolve()
     if path.is_file():
-        st = path.stat()
-        return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"size": path.stat().st_size, "sha256": _content_digest(path)[:32]}
     h = hashlib.sha256()
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
             f = Path(root) / name
-            st = f.stat()
-            h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return {"path": str(path), "listing": h.hexdigest()[:32]}
+            h.update(f"{f.relative_to(path).as_posix()}\0{f.stat().st_size}\0{_content_digest(f)}\n".encode())
+    return {"listing": h.hexdigest()[:32]}
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _content_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
 
 
 def file_digest(path: str | os.PathLike) -> str:

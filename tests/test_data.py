@@ -1,6 +1,7 @@
 """Datasets: CIFAR-10 from the JPEG copy (found, decoded once), CIFAR-100 from a torchvision root, image
 folders (ImageNet-val style); class-balanced subsets; clear errors when missing."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -89,3 +90,32 @@ def test_balanced_subsets_of_any_size():
     ds = CIFAR10("test")
     balanced_loader(ds, per_class=2)
     assert np.bincount(ds.labels[ds.indices]).tolist() == [2] * 10
+
+
+def test_the_same_bytes_laid_anew_are_the_same_source_and_one_changed_byte_is_not(tmp_path, imagenet_folder):
+    # A shared data folder is copied anew each session (new path, new times): logs and checkpoints
+    # made from it must resume; bound to the path or mtime they were refused (a paper-scale training
+    # run stopped at epoch 5 this way).
+    from igdefense._identity import file_identity
+    from igdefense.data import locate_cifar10
+
+    _, tarball = locate_cifar10(None)
+    copy = tmp_path / "laid-anew" / "cifar10.tar.gz"
+    copy.parent.mkdir()
+    shutil.copyfile(tarball, copy)
+    os.utime(copy, ns=(1, 1))
+    assert CIFAR10("test", root=copy).identity() == CIFAR10("test").identity()
+
+    changed = tmp_path / "changed.bin"
+    changed.write_bytes(b"\0" * 100)
+    before = file_identity(changed)
+    changed.write_bytes(b"\0" * 99 + b"\1")
+    os.utime(changed, ns=(1, 1))
+    assert file_identity(changed) != before and file_identity(changed)["size"] == before["size"]
+
+    folder = imagenet_folder(tmp_path / "val")
+    moved = shutil.copytree(folder, tmp_path / "elsewhere")
+    assert file_identity(moved) == file_identity(folder)
+    first = sorted(p for p in Path(moved).rglob("*") if p.is_file())[0]
+    first.write_bytes(first.read_bytes()[:-1] + bytes([first.read_bytes()[-1] ^ 1]))
+    assert file_identity(moved) != file_identity(folder)
