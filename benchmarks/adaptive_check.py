@@ -27,8 +27,8 @@ from common import paired_row, print_table, write_results  # noqa: E402
 
 from igdefense.cli import build_parser, specs  # noqa: E402
 from igdefense.eval import EvalResult, evaluate  # noqa: E402
-from igdefense.eval.adaptive import mask_aware_attack  # noqa: E402
-from igdefense.eval.attacks import ATTACKS, AttackSettings  # noqa: E402
+from igdefense.attacks import mask_aware_attack  # noqa: E402
+from igdefense.attacks import ATTACKS, AttackSettings  # noqa: E402
 
 WEAK = ("fgsm", "bim", "pgd")  # weaker than APGD: they add nothing to its worst case
 

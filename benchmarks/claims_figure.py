@@ -14,7 +14,7 @@ from pathlib import Path
 from common import RESULTS, write_results
 from igdefense._atomic import atomic_path
 from igdefense.eval.scoring import RULES
-from igdefense.eval.stats import paired_difference
+from igdefense.stats import paired_difference
 from worst_over_seeds import CannotCombine, worst_over_runs
 
 SMALLCNN_REFINED = "smallcnn-refined, k=13, sigma 8/255"

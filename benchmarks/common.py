@@ -16,7 +16,7 @@ from pathlib import Path
 
 from igdefense._atomic import atomic_write
 from igdefense._machine import machine
-from igdefense.eval.stats import paired_difference
+from igdefense.stats import paired_difference
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -35,7 +35,7 @@ from igdefense.corruptions import NAMES, CorruptedCIFAR10, write_dataset
 from igdefense.data import CIFAR10, balanced_indices, cifar10_loader
 from igdefense.defense import IGDefense
 from igdefense.eval import AttackSettings, EvalResult
-from igdefense.eval.stats import paired_difference, paired_mean_difference
+from igdefense.stats import paired_difference, paired_mean_difference
 
 SEVERITIES = (1, 2, 3, 4, 5)
 ATTACK_SEVERITIES = (3, 5)

@@ -29,7 +29,7 @@ from igdefense._atomic import atomic_write
 from igdefense.data import CIFAR10_CLASSES, cifar10_loader, foolbox_imagenet
 from igdefense.defense import IGDefense
 from igdefense.explain import explain
-from igdefense.eval.stats import paired_mean_difference
+from igdefense.stats import paired_mean_difference
 from igdefense.explain.metrics import METRICS
 from igdefense.explain.report import plot_grid, write_study_report
 from igdefense.explain.robustness import explanation_robustness, separation

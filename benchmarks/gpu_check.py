@@ -209,7 +209,7 @@ def stage_refine(device, size) -> dict:
     from igdefense.attribution.segments import segment_counts
     from igdefense.data import cifar10_loader
     from igdefense.refine import refinement_loss
-    from igdefense.zoo.train import _fgsm_rs
+    from igdefense.attacks import fgsm_from_noise
 
     model, reference = zoo.load("smallcnn-standard").train().to(device), zoo.load("smallcnn-robust").to(device)
     x, y = next(iter(cifar10_loader("train", batch_size=size["refine_batch"], shuffle=True)))
@@ -218,7 +218,7 @@ def stage_refine(device, size) -> dict:
     counts = segment_counts(seg)
     gen = torch.Generator(device).manual_seed(0)
     steps = {"refine": lambda: refinement_loss(model, x, y, seg, counts, reference=reference)[0].backward(),
-             "fgsm_rs": lambda: F.cross_entropy(model(_fgsm_rs(model, x, y, 8 / 255, 10 / 255, gen)), y).backward(),
+             "fgsm_rs": lambda: F.cross_entropy(model(fgsm_from_noise(model, x, y, 8 / 255, 10 / 255, gen)), y).backward(),
              "plain": lambda: F.cross_entropy(model(x), y).backward()}
     t = {name: timed(fn, device, size["repeats"]) for name, fn in steps.items()}
     return {"batch": len(x), "step_ms": {k: round(1e3 * v, 3) for k, v in t.items()},

@@ -18,7 +18,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$RUNS"
 [ -f "$M" ] || $IG train --arch preact-resnet18 --robust --attack n-fgsm --epochs 20 --precision bf16 --quiet -o "$M"
 [ -f "$ZOO/preact-resnet18-robust.safetensors" ] || python -c "
-import sys; from igdefense.zoo.train import save_half; save_half(sys.argv[1], sys.argv[2])" \
+import sys; from igdefense.zoo.weights_file import save_half; save_half(sys.argv[1], sys.argv[2])" \
   "$M" "$ZOO/preact-resnet18-robust.safetensors"
 [ -f "$ZOO/preact-resnet18-robust.lo-ir.safetensors" ] || $IG rank --model preact-resnet18-robust \
   -o "$ZOO/preact-resnet18-robust.lo-ir.safetensors"  # (all 50,000 training images, float32)

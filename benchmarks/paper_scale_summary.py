@@ -22,7 +22,7 @@ from igdefense._atomic import atomic_write
 from igdefense.eval.log import read_records
 from igdefense.eval.plan import run_order
 from igdefense.eval.scoring import HEADLINE, RULES, columns
-from igdefense.eval.stats import paired_difference
+from igdefense.stats import paired_difference
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FOLDERS = {"sigma 4/255 (the paper's)": "eval_preact-resnet18-robust",

@@ -8,7 +8,7 @@ interleaved so that both see the same machine load (medians):
 - ``forward``: inference at batch 256;
 - ``defended_forward``: IGDefense (k = 10%, one noise draw) at batch 256, ``precision="bf16"`` vs fp32;
 - ``apgd_step``: one attack step, forward and backward to the input, at batch 64 (an attack's model as
-  :func:`igdefense.eval.attacks.run_attack` wraps it);
+  :func:`igdefense.attacks.run_attack` wraps it);
 - ``lime_batch``: one LIME call, 4 images x 250 perturbations (``igdefense.attribution.attribute``:
   the model's queries plus LIME's regressions, which stay float64).
 
@@ -66,7 +66,7 @@ def _in(dtype):
 
 
 def train_step(arch: str, dtype) -> callable:
-    from igdefense.zoo.train import _fgsm_rs
+    from igdefense.attacks import fgsm_from_noise
 
     model = _model(arch).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -76,7 +76,7 @@ def train_step(arch: str, dtype) -> callable:
 
     def step():
         with _in(dtype):
-            adv = _fgsm_rs(model, x, y, 8 / 255, 10 / 255, gen)
+            adv = fgsm_from_noise(model, x, y, 8 / 255, 10 / 255, gen)
             loss = F.cross_entropy(model(adv).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

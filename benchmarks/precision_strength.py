@@ -28,7 +28,7 @@ from common import RESULTS, print_table, write_results  # noqa: E402
 import igdefense  # noqa: E402
 from igdefense.data import cifar10_loader  # noqa: E402
 from igdefense.eval import AttackSettings, evaluate  # noqa: E402
-from igdefense.eval.stats import paired_difference  # noqa: E402
+from igdefense.stats import paired_difference  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -40,7 +40,7 @@ def load(args) -> tuple[torch.nn.Module, str]:
 
         return load_model(args.model), args.model
     from igdefense._state import load_state
-    from igdefense.zoo.train import TrainConfig
+    from igdefense.train import TrainConfig
 
     state = load_state(args.checkpoint)
     config = state["identity"]["config"]

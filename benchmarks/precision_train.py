@@ -23,7 +23,8 @@ from common import paired_row, print_table, write_results  # noqa: E402
 from igdefense import zoo  # noqa: E402
 from igdefense.data import cifar10_loader  # noqa: E402
 from igdefense.eval import evaluate  # noqa: E402
-from igdefense.zoo.train import TrainConfig, load_weights, train  # noqa: E402
+from igdefense.train import TrainConfig, train  # noqa: E402
+from igdefense.zoo.weights_file import load_weights  # noqa: E402
 
 
 def main() -> None:

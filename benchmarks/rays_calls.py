@@ -22,7 +22,7 @@ import torch
 import igdefense
 from igdefense import zoo
 from igdefense.data import cifar10_loader
-from igdefense.eval.rays import RayS
+from igdefense.attacks import RayS
 
 from common import write_results
 

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_results  # noqa: E402
 
 from igdefense import evaluate, lo_ir, wrap, zoo  # noqa: E402
-from igdefense.eval import AttackSettings, stats  # noqa: E402
+from igdefense import stats  # noqa: E402
+from igdefense.eval import AttackSettings  # noqa: E402
 from igdefense._atomic import atomic_path  # noqa: E402
 from igdefense.corruptions import NAMES  # noqa: E402
 from igdefense.data import CIFAR10, CIFAR10_CLASSES, cifar10_loader  # noqa: E402
@@ -52,7 +53,7 @@ APGD_EPS = (0.01, 8 / 255)
 
 def fgsm_rs_finetune(model, data, cfg: RefineConfig) -> int:
     """Row (b): the refinement loop's optimizer, data order and budget, with the FGSM-RS loss."""
-    from igdefense.zoo.train import _fgsm_rs
+    from igdefense.attacks import fgsm_from_noise
 
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     train_idx, _ = holdout_split(len(data), cfg.holdout, cfg.seed)
@@ -64,7 +65,7 @@ def fgsm_rs_finetune(model, data, cfg: RefineConfig) -> int:
         order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             x, y = _batch(data, order[i:i + cfg.batch_size])
-            loss = F.cross_entropy(model(_fgsm_rs(model, x, y, cfg.eps, 10 / 255, gen)), y)
+            loss = F.cross_entropy(model(fgsm_from_noise(model, x, y, cfg.eps, 10 / 255, gen)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

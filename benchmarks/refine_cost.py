@@ -28,7 +28,7 @@ from igdefense.attribution import segment  # noqa: E402
 from igdefense.attribution.segments import segment_counts  # noqa: E402
 from igdefense.data import cifar10_loader  # noqa: E402
 from igdefense.refine import flag_spurious, refinement_loss  # noqa: E402
-from igdefense.zoo.train import _fgsm_rs  # noqa: E402
+from igdefense.attacks import fgsm_from_noise  # noqa: E402
 
 TRAIN_IMAGES = 50_000 - 500  # the split minus the held-out images
 
@@ -49,7 +49,7 @@ def main() -> None:
         refinement_loss(model, x, y, seg, counts, reference=reference)[0].backward()
 
     def fgsm_rs_step():
-        F.cross_entropy(model(_fgsm_rs(model, x, y, 8 / 255, 10 / 255, gen)), y).backward()
+        F.cross_entropy(model(fgsm_from_noise(model, x, y, 8 / 255, 10 / 255, gen)), y).backward()
 
     def plain_step():
         F.cross_entropy(model(x), y).backward()

@@ -28,9 +28,10 @@ from common import write_results  # noqa: E402
 from igdefense import IGDefense, zoo  # noqa: E402
 from igdefense._parse import fraction  # noqa: E402
 from igdefense.data import CIFAR10, balanced_loader, cache_dir  # noqa: E402
-from igdefense.eval import AttackSettings, evaluate, run_attack  # noqa: E402
-from igdefense.eval.attacks import TRANSFER_SOURCES  # noqa: E402
-from igdefense.eval.stats import paired_difference  # noqa: E402
+from igdefense.attacks import run_attack  # noqa: E402
+from igdefense.eval import AttackSettings, evaluate  # noqa: E402
+from igdefense.attacks import TRANSFER_SOURCES  # noqa: E402
+from igdefense.stats import paired_difference  # noqa: E402
 from igdefense.rankings.cache import cached_lo_ir  # noqa: E402
 
 CASCADE = ["transfer", "autoattack", "apgd-ce-eot", "rays"]

@@ -27,7 +27,7 @@ from common import paired_row, print_table, write_results  # noqa: E402
 
 from igdefense.cli import build_parser, specs, sweep_rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
-from igdefense.eval.attacks import AttackSettings  # noqa: E402
+from igdefense.attacks import AttackSettings  # noqa: E402
 from igdefense.eval import Plan  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
 from igdefense.eval.log import RECORD_META, read_records, steps_done  # noqa: E402

@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from igdefense.zoo.train import TrainConfig, train
+from igdefense.train import TrainConfig, train
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

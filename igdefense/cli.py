@@ -23,7 +23,7 @@ from .attribution.methods import METHODS
 from .data import balanced_loader, cache_dir, probe_used
 from .defense import SIGMA, TAU, IGDefense
 from .distributed import default_device
-from .eval.attacks import ATTACKS, AttackSettings
+from .attacks import ATTACKS, AttackSettings
 from .eval.plan import Plan
 from .eval.sweep import SWEEP_ATTACKS
 from .export.onnx import ExportError
@@ -31,7 +31,7 @@ from ._parse import count, listof, natural, pathname, radius, real, severities, 
 from .specs import DataSpec, DefenseSpec, ModelSpec, add_options, check_classes, from_args
 from .precision import PRECISIONS
 from .zoo.models import ARCHITECTURES
-from .zoo.train import TRAINING_ATTACKS
+from .train import TRAINING_ATTACKS
 from .rankings import Rankings
 from .rankings.lo_ir import lo_ir
 from ._validation import json_loads
@@ -83,7 +83,7 @@ def _defended(args, model: nn.Module, name: str, data: DataSpec, seed: int | Non
 
 def cmd_demo(args) -> int:
     from .eval.evaluate import evaluate
-    from .eval.stats import paired_difference
+    from .stats import paired_difference
 
     torch.manual_seed(args.seed)
     spec, data_spec = _model_spec(args), _data_spec(args)
@@ -330,7 +330,7 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
 
 
 def cmd_train(args) -> int:
-    from .zoo.train import TrainConfig, train
+    from .train import TrainConfig, train
 
     logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
     data = _data_spec(args).cifar10("train", "train")

@@ -69,7 +69,7 @@ def load_model(spec: str, *, model_dir: str | os.PathLike | None = None, dataset
         model = _from_file(spec, normalize)
     elif spec.endswith(".safetensors"):
         check_file(spec, "weights written by igdefense train")
-        from .zoo.train import load_weights
+        from .zoo.weights_file import load_weights
 
         model = load_weights(spec)
     elif spec in zoo.available():

@@ -137,3 +137,13 @@ def imagenet_folder():
         return root
 
     return make
+
+
+def replace_attack_runs(monkeypatch, make_run) -> None:
+    """Every registered attack's function replaced by ``make_run(name, original)`` for one test."""
+    import dataclasses
+
+    from igdefense.attacks import registry
+
+    for name, attack in list(registry._ATTACKS.items()):
+        monkeypatch.setitem(registry._ATTACKS, name, dataclasses.replace(attack, run=make_run(name, attack.run)))

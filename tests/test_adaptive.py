@@ -6,7 +6,7 @@ from torch import nn
 
 from igdefense import IGDefense, Rankings
 from igdefense.eval import AttackSettings, evaluate
-from igdefense.eval.adaptive import apgd_maximize
+from igdefense.attacks.adaptive import apgd_maximize
 from igdefense.split import find_split, head_fingerprint
 
 SHAPE = (3, 4, 4)

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import igdefense
-from igdefense.eval.attacks import ATTACKS, AttackSettings, _cw_loss, run_attack
-from igdefense.eval.rays import RayS
+from igdefense.attacks import ATTACKS, AttackSettings, run_attack
+from igdefense.attacks.apgd import cw_loss as _cw_loss
+from igdefense.attacks import RayS
 
 
 def test_cw_loss_by_hand():

@@ -8,8 +8,9 @@ import torch
 
 from igdefense import IGDefense, RandomizedDefense, zoo
 from igdefense.eval import AttackSettings, Plan, evaluate
-from igdefense.eval import attacks as attacks_module
 from igdefense.eval.benchmark import benchmark
+
+from conftest import replace_attack_runs
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_report_paired_and_resumed(models, test_batch, tmp_path, monkeypatch):
                      progress=False)
     assert all(torch.equal(alone.correct[k], results["lo-ir"].correct[k]) for k in alone.correct)
     calls = []
-    monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
+    replace_attack_runs(monkeypatch, lambda name, run: lambda *a: calls.append(a))
     again = benchmark(models, data, Plan(["fgsm", "apgd-ce-eot", "transfer"], settings, cascade=True), out=tmp_path,
                       progress=False)
     assert not calls  # read back from the logs
@@ -62,7 +63,7 @@ def test_sanity_checks_are_not_repeated_on_a_rerun(models, test_batch, tmp_path,
                                  progress=False, **kw)
     first = run(sanity_n=6)
     calls = []
-    monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
+    replace_attack_runs(monkeypatch, lambda name, run: lambda *a: calls.append(a))
     again = run(sanity_n=6)
     assert not calls and [str(c) for c in again["base"].sanity] == [str(c) for c in first["base"].sanity]
     with pytest.raises(TypeError):  # (the stubbed attacks return nothing)

@@ -163,7 +163,7 @@ def test_the_jobs_take_cpu_images_for_a_device_model_and_answer_on_theirs(model,
 def test_a_module_refuses_images_on_another_device(robust_cnn, test_batch):
     """On any machine: the meta device stands in for a second device (no data, same checks)."""
     from igdefense.eval import AttackSettings
-    from igdefense.eval.attacks import run_attack
+    from igdefense.attacks import run_attack
 
     x, y = test_batch[0][:2], test_batch[1][:2]
     defended = igdefense.wrap(robust_cnn, zoo.rankings("smallcnn-robust"), seed=0)

@@ -10,6 +10,8 @@ from igdefense.eval import AttackSettings, EvalResult, evaluate
 from igdefense.eval.log import RECORD_META
 from igdefense.eval.scoring import under
 
+from conftest import replace_attack_runs
+
 
 def test_apgd_breaks_a_standard_model(standard_cnn, test_batch):
     result = evaluate(standard_cnn, test_batch, attacks=["apgd-ce"], settings=AttackSettings(n_iter=25),
@@ -233,13 +235,9 @@ def test_attack_budgets_are_part_of_a_log_s_settings(standard_cnn, test_batch, t
 
 def record_calls(monkeypatch, names, what) -> list:
     """Each call of the attacks ``names``, as (name, what(model, x)), appended to the list returned."""
-    from igdefense.eval import attacks as attacks_module
-
     calls = []
-    for name in names:
-        runner = attacks_module._RUNNERS[name]
-        monkeypatch.setitem(attacks_module._RUNNERS, name,
-                            lambda m, x, y, s, r=runner, n=name: calls.append((n, what(m, x))) or r(m, x, y, s))
+    replace_attack_runs(monkeypatch, lambda n, run: run if n not in names else
+                        lambda m, x, y, s: calls.append((n, what(m, x))) or run(m, x, y, s))
     return calls
 
 

@@ -90,7 +90,7 @@ def test_the_setting_reader(tmp_path):
 
 def test_the_state_and_weights_readers(tmp_path):
     from igdefense._state import load_state, save_state
-    from igdefense.zoo.train import load_weights
+    from igdefense.zoo.weights_file import load_weights
 
     save_state(tmp_path / "s.safetensors", {"candidates": [torch.rand(2, 3, 4, 4)], "round": 3, "config": {"a": 1}})
     assert survives(load_state, tmp_path / "m.safetensors", (tmp_path / "s.safetensors").read_bytes(), 4) > 0

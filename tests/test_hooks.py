@@ -6,7 +6,7 @@ import pytest
 from torch import nn
 
 import igdefense
-from igdefense.eval.attacks import AttackSettings
+from igdefense.attacks import AttackSettings
 from igdefense.data import CIFAR10_CLASSES
 from igdefense.eval.sanity import run_sanity_checks
 

@@ -180,7 +180,7 @@ class AutocastRecorder(nn.Module):
 
 
 def test_training_computes_in_float32_unless_asked_for_bfloat16(monkeypatch, tmp_path):
-    from igdefense.zoo import train as training
+    from igdefense import train as training
 
     seen = {}
     original = training.TrainConfig.build
@@ -200,7 +200,7 @@ def test_training_computes_in_float32_unless_asked_for_bfloat16(monkeypatch, tmp
 
 
 def test_a_training_checkpoint_does_not_resume_in_another_precision(tmp_path):
-    from igdefense.zoo.train import TrainConfig, train
+    from igdefense.train import TrainConfig, train
 
     out = tmp_path / "m.safetensors"
     train(TrainConfig(epochs=1, per_class=2, batch_size=10, precision="bf16"), out, progress=False)

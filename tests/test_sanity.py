@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from igdefense.eval.attacks import AttackSettings
+from igdefense.attacks import AttackSettings
 from igdefense.eval.sanity import run_sanity_checks, spread_sample
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from igdefense.eval.stats import paired_difference
+from igdefense.stats import paired_difference
 
 
 def test_by_hand():

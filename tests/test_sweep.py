@@ -11,10 +11,11 @@ import igdefense
 from igdefense import DefenseSpec, zoo
 from igdefense.cli import main
 from igdefense.eval import AttackSettings, DefenseSetting, Plan, one_at_a_time, sweep
-from igdefense.eval import attacks as attacks_module
 from igdefense.eval.benchmark import log_path
 from igdefense.eval.log import RECORD_META
 from igdefense.eval.sweep import might_gain
+
+from conftest import replace_attack_runs
 
 
 def test_one_at_a_time_varies_one_thing_around_the_defaults():
@@ -51,7 +52,7 @@ def test_sweep_shares_base_attacks_resumes_and_plots(robust_cnn, test_batch, tmp
     saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["setting"] for r in saved["rows"]] == list(rows)
     calls = []
-    monkeypatch.setattr(attacks_module, "_RUNNERS", {k: lambda *a: calls.append(a) for k in attacks_module._RUNNERS})
+    replace_attack_runs(monkeypatch, lambda name, run: lambda *a: calls.append(a))
     again = sweep(robust_cnn, rankings, data, out=tmp_path / "out", grid=grid,
                   plan=Plan(("transfer", "fgsm", "apgd-ce"), settings), screen=False, progress=False)
     assert not calls  # every setting read back from its log

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 import igdefense
 from igdefense.models import load_model
 from igdefense.zoo.models import PreActResNet18
-from igdefense.zoo.train import TrainConfig, _augment, load_weights, save_half, train
+from igdefense.train import TrainConfig, _augment, train
+from igdefense.zoo.weights_file import load_weights, save_half
 
 
 def test_augment_is_the_per_image_crop_and_flip():

@@ -352,7 +352,7 @@ def test_a_crafted_robustbench_checkpoint_is_refused_without_torch_s_advice(tmp_
 
 
 def test_a_crafted_attack_cache_file_is_recomputed_not_unpickled(standard_cnn, test_batch, tmp_path):
-    from igdefense.eval.attacks import _memo_path, run_attack
+    from igdefense.attacks.run import _memo_path, run_attack
 
     x, y = test_batch
     settings = AttackSettings(cache=tmp_path / "cache", pgd_steps=2)
@@ -644,7 +644,7 @@ def test_logs_name_the_attack_librarys_version_also_without_its_install_record(m
 
     import pyautoattack
 
-    from igdefense.eval.attacks import attack_library_version
+    from igdefense.attacks import attack_library_version
 
     assert attack_library_version() == importlib.metadata.version("pyautoattack") == pyautoattack.__version__
 
@@ -672,7 +672,7 @@ def test_a_named_igdefense_data_that_is_not_there_is_refused_not_replaced(tmp_pa
 
 
 def test_train_fresh_twice_keeps_both_backups(tmp_path):
-    from igdefense.zoo.train import TrainConfig, train
+    from igdefense.train import TrainConfig, train
 
     out = tmp_path / "m.safetensors"
     cfg = TrainConfig(epochs=1, per_class=1, batch_size=10, precision="fp32")
@@ -711,7 +711,7 @@ def test_json_nested_too_deeply_is_one_line_in_every_reader(tmp_path, capsys):
     from igdefense._state import StateFileError, load_state
     from igdefense.rankings import Rankings, RankingsError
     from igdefense.rankings.format import _META_KEY
-    from igdefense.zoo.train import load_weights
+    from igdefense.zoo.weights_file import load_weights
 
     setting = tmp_path / "defense.json"
     setting.write_text(DEEP)
@@ -778,7 +778,7 @@ def test_an_attack_cache_planted_with_clean_images_is_crafted_again(standard_cnn
     from igdefense._identity import tensor_digest
     from igdefense._seal import seal
     from igdefense._state import load_state, save_state
-    from igdefense.eval.attacks import _memo_path, run_attack
+    from igdefense.attacks.run import _memo_path, run_attack
 
     x, y = test_batch
     settings = AttackSettings(cache=tmp_path / "cache", n_iter=5)

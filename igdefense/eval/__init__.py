@@ -1,5 +1,4 @@
-"""Honest robustness evaluation: attacks by name (white-box, EOT, BPDA, black-box, transfer), per-image
-results with the image-wise worst case, resumable and torchrun-sharded runs, sanity checks against
+"""Honest robustness evaluation: the attacks of :mod:`igdefense.attacks` by name, per-image results with the image-wise worst case, resumable and torchrun-sharded runs, sanity checks against
 gradient masking, paired intervals and reports.
 
     from igdefense.eval import evaluate, AttackSettings
@@ -10,14 +9,13 @@ A :class:`Plan` holds what runs (attacks, settings, cascade, corruptions) for :f
 :func:`benchmark` (several models) and :func:`sweep` (a grid of defense settings).
 """
 
-from .attacks import ATTACKS, AttackSettings, run_attack
+from ..attacks import AttackSettings
 from .benchmark import benchmark
 from .evaluate import EvalResult, evaluate, evaluate_plan
 from .plan import Plan
 from .sanity import Check, run_sanity_checks
-from .stats import PairedDifference, paired_difference, paired_mean_difference
 from .sweep import DefenseSetting, SweepResult, adversarial_probe, one_at_a_time, sweep
 
-__all__ = ["ATTACKS", "AttackSettings", "run_attack", "benchmark", "EvalResult", "evaluate", "evaluate_plan", "Plan",
-           "Check", "run_sanity_checks", "PairedDifference", "paired_difference", "paired_mean_difference", "sweep",
+__all__ = ["AttackSettings", "benchmark", "EvalResult", "evaluate", "evaluate_plan", "Plan",
+           "Check", "run_sanity_checks", "sweep",
            "DefenseSetting", "SweepResult", "one_at_a_time", "adversarial_probe"]

@@ -25,7 +25,7 @@ from .._validation import check_images, check_labels, in_train_mode
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
-from .attacks import AttackSettings, check_in_ball, run_attack
+from ..attacks import AttackSettings, check_in_ball, run_attack
 from .plan import MODEL_FREE, Plan, is_corruption
 from .scoring import HEADLINE, RULES, columns, right_draws, survivors
 from ..distributed import shard

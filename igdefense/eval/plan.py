@@ -21,7 +21,7 @@ from .._identity import FIX, RESULTS_VERSION, StateMismatch, model_identity
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
-from .attacks import ATTACKS, BUDGETS, AttackSettings, adaptive_attack_of, attack_library_version
+from ..attacks import AttackSettings, adaptive_attack_of, attack_library_version, budget_fields, get_attack
 
 MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
 
@@ -31,7 +31,7 @@ class Plan:
     """The attacks an evaluation runs and how.
 
     Attributes:
-        attacks: names from :data:`igdefense.eval.ATTACKS`.
+        attacks: names from :func:`igdefense.attacks.attack_names`.
         settings: eps, norm, seed and every attack's budget (steps, queries, EOT draws, scoring
             draws), the ``base_model`` that ``transfer`` crafts on and the attacks it crafts
             (``transfer_from``), the ``cache`` directory; default: L-inf 8/255, AutoAttack's budgets.
@@ -59,8 +59,7 @@ class Plan:
         if not isinstance(self.cascade, bool):
             raise TypeError(f"cascade must be True or False, got {self.cascade!r}")
         for i, name in enumerate(self.attacks):
-            if name not in ATTACKS:
-                raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+            get_attack(name)  # (unknown: a one-line error naming the choices)
             if name in self.attacks[:i]:
                 raise ValueError(f"attack {name!r} is named twice; name each attack once")
         for name in ("attacks", "corruptions", "severities"):  # frozen: tuples, so a plan cannot change under a run
@@ -122,7 +121,7 @@ class Plan:
         s = self.settings
         header = {"settings": {"order": list(order), "cascade": self.cascade,
                                "eps": s.eps, "norm": s.norm, "seed": s.seed,
-                               "eot_iter": s.eot_iter, "budgets": {k: getattr(s, k) for k in BUDGETS},
+                               "eot_iter": s.eot_iter, "budgets": {k: getattr(s, k) for k in budget_fields()},
                                "draws": s.draws if isinstance(model, RandomizedDefense) else 1,
                                "corruptions": self.corruption_keys,
                                "transfer_from": list(s.transfer_from) if "transfer" in order else []},

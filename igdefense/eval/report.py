@@ -12,7 +12,7 @@ from .._atomic import atomic_path, atomic_write
 from .evaluate import EvalResult
 from .plan import is_corruption
 from .scoring import HEADLINE, RULES
-from .stats import paired_difference, paired_mean_difference
+from ..stats import paired_difference, paired_mean_difference
 
 
 def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:

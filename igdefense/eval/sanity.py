@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from .._hooks import model_device
 from ..defense import RandomizedDefense
-from .attacks import ATTACKS, AttackSettings, run_attack
-from .stats import paired_difference
+from ..attacks import AttackSettings, attack_names, run_attack
+from ..stats import paired_difference
 
 SANITY_EPS = (2 / 255, 4 / 255, 16 / 255, 32 / 255, 1.0)  # with the evaluation's own eps: the eps curve
 SANITY_VERSION = 1  # raise when the checks change: a stored outcome (benchmark's sanity.json) is then not reused
@@ -138,7 +138,7 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
 
 
 def _has_eot(model: nn.Module, attack: str) -> bool:
-    return isinstance(model, RandomizedDefense) and f"{attack}-eot" in ATTACKS
+    return isinstance(model, RandomizedDefense) and f"{attack}-eot" in attack_names()
 
 
 def _has_bpda(model: nn.Module, attack: str) -> bool:

@@ -41,12 +41,12 @@ from .._lock import folder_lock
 from .._validation import check_number
 from ..defense import IGDefense
 from ..rankings import Rankings
-from .attacks import AttackSettings, run_attack
+from ..attacks import AttackSettings, run_attack
 from .benchmark import benchmark, log_path
 from ..distributed import shard
 from .evaluate import EvalResult, evaluate_plan
 from .plan import Plan, run_order
-from .stats import paired_difference
+from ..stats import paired_difference
 
 SWEEP_ATTACKS = ("transfer", "adaptive", "autoattack", "apgd-ce-eot", "rays")
 SWEEP_PLAN = Plan(SWEEP_ATTACKS, cascade=True)

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from .._hooks import model_device
 from .._validation import check_images, check_labels
 from ..defense import RandomizedDefense
-from ..eval.attacks import AttackSettings, check_in_ball, run_attack
-from ..eval.stats import paired_difference, paired_mean_difference
+from ..attacks import AttackSettings, check_in_ball, run_attack
+from ..stats import paired_difference, paired_mean_difference
 from .maps import MAP_METHODS, explain
 from .metrics import LOWER_IS_CLOSER, compare
 
@@ -115,7 +115,7 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
         model: classifier or IGDefense, eval mode.
         images, labels: (N, 3, H, W) in [0, 1] and (N,) classes.
         eps: L-inf radius (the study: 0.025 on [0, 1] pixels).
-        attacks: names from :data:`igdefense.eval.ATTACKS` (``bim``: 10 steps of eps / 4).
+        attacks: names from :func:`igdefense.attacks.attack_names` (``bim``: 10 steps of eps / 4).
         q: the top-q% pixels for IoU and top-k intersection.
         sensitivity_samples: > 0 also measures :func:`sensitivity` (radius 0.02) with that many draws.
         explain_options: passed to :func:`igdefense.explain.explain` (``num_samples``, ``layer``...).

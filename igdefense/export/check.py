@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 
 from ..defense import IGDefense
-from ..eval.stats import paired_difference
+from ..stats import paired_difference
 from .runtime import OnnxDefense
 
 

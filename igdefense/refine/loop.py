@@ -40,7 +40,7 @@ from ..precision import Autocast, check_precision, compute_dtype, precision_name
 from ..attribution import segment
 from ..distributed import init_distributed, shard
 from ..attribution.methods import METHODS
-from ..eval.pgd import sign_gradient_attack
+from ..attacks import sign_gradient_attack
 from .flags import check_same_classes, flag_spurious
 from .loss import refinement_loss
 

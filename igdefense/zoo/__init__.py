@@ -60,7 +60,7 @@ def _register_trained(name: str) -> None:
         return
 
     def build() -> nn.Module:
-        from .train import load_weights
+        from .weights_file import load_weights
 
         return load_weights(weights)  # (float16 files, as the paper-scale ResNet-18 ships, load as float32)
 

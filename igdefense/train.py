@@ -22,19 +22,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path
-from .._identity import check_same
-from .._state import load_state, save_state
-from .._validation import check_number, json_loads
-from ..data import cifar10_loader
-from ..distributed import default_device
-from ..precision import autocast, check_precision, compute_dtype, precision_name
-from .models import ARCHITECTURES, SmallCNN
+from ._atomic import atomic_path
+from ._identity import check_same
+from ._state import load_state, save_state
+from ._validation import check_number
+from .attacks import fgsm_from_noise
+from .data import cifar10_loader
+from .distributed import default_device
+from .precision import autocast, check_precision, compute_dtype, precision_name
+from .zoo.models import ARCHITECTURES, SmallCNN
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +78,16 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 TRAINING_ATTACKS = ("fgsm-rs", "n-fgsm")
 
 
-def _fgsm_rs(model, x, y, eps, alpha, gen, *, noise=None, project=True):
-    """One FGSM step of ``alpha`` from a uniform start in [-noise, noise] (``noise`` None: eps),
-    projected back into the eps-ball (FGSM-RS) or not (``project=False``: N-FGSM)."""
-    noise = eps if noise is None else noise
-    delta = (torch.rand(x.shape, generator=gen, device=gen.device).to(x) * 2 - 1) * noise  # gen on any device
-    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
-    grad, = torch.autograd.grad(F.cross_entropy(model(x + delta).float(), y), delta)
-    delta = delta + alpha * grad.sign()
-    if project:
-        delta = delta.clamp(-eps, eps)
-    return (x + delta).clamp(0, 1).detach()
-
-
 def _training_attack(cfg: TrainConfig):
     if cfg.attack == "n-fgsm":  # de Jorge et al.'s defaults: noise 2 * eps, step eps
-        return lambda model, x, y, gen: _fgsm_rs(model, x, y, cfg.eps, cfg.eps, gen, noise=2 * cfg.eps, project=False)
-    return lambda model, x, y, gen: _fgsm_rs(model, x, y, cfg.eps, cfg.alpha, gen)
+        return lambda model, x, y, gen: fgsm_from_noise(model, x, y, cfg.eps, cfg.eps, gen, noise=2 * cfg.eps, project=False)
+    return lambda model, x, y, gen: fgsm_from_noise(model, x, y, cfg.eps, cfg.alpha, gen)
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bool = False,
           device: str | torch.device | None = None, progress: bool = True) -> nn.Module:
     """Train ``cfg.arch`` on the CIFAR-10 training split; writes weights to ``out`` (safetensors,
-    with the config in its metadata: :func:`load_weights` rebuilds the model from the file alone).
+    with the config in its metadata: :func:`igdefense.zoo.weights_file.load_weights` rebuilds the model from the file alone).
 
     A checkpoint ``out + '.ckpt'`` (safetensors and JSON) is written after every epoch and resumed
     from if present, when it was made with the same config and training data (else refused);
@@ -184,55 +171,3 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
     with atomic_path(out) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
     return model
-
-
-def load_weights(path: str | os.PathLike) -> nn.Module:
-    """The eval-mode model a file written by :func:`train` (or ``igdefense refine``) holds, built from
-    the config in its metadata (files without an ``arch`` are SmallCNNs)."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path} is not a safetensors file igdefense train wrote ({e})") from e
-    if "config" not in meta:  # (files of igdefense's other kinds: rankings, state files)
-        kind = " (it is a rankings file: pass it as --rankings)" if _is_rankings(path) else ""
-        raise ValueError(f"{path} is not a weights file igdefense train wrote: its metadata holds no training "
-                         f"config{kind}")
-    try:
-        config = json_loads(meta["config"])
-        arch, widths = config.get("arch", "smallcnn"), tuple(config.get("widths", (32, 64, 128)))
-        if arch not in ARCHITECTURES or len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
-            raise ValueError(f"arch {arch!r}, widths {widths}")
-    except (ValueError, AttributeError, TypeError) as e:
-        raise ValueError(f"{path}: its metadata does not name a model igdefense builds ({e})") from e
-    model = SmallCNN(widths) if arch == "smallcnn" else ARCHITECTURES[arch]()
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as e:  # missing, unexpected or misshapen tensors
-        detail = " ".join(str(e).split())  # (torch's message spans lines: its first ends in a colon)
-        raise ValueError(f"{path}: its tensors do not fit the {arch} its metadata names: "
-                         f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from e
-    return model.eval()
-
-
-def save_half(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Write the weights file ``src`` (:func:`train`'s) as float16, its metadata kept: how the zoo ships
-    its paper-scale ResNet-18 (half the bytes). :func:`load_weights` gives it back as a float32 model,
-    and that model, not ``src``'s, is what the zoo's results are bound to."""
-    with safe_open(str(src), "pt") as f:
-        meta = f.metadata() or {}
-    tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
-    if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
-        raise ValueError(f"{src} holds values beyond float16's range: it cannot ship as float16")
-    with atomic_path(dst) as tmp:
-        save_file(tensors, str(tmp), metadata={**meta, "stored": "float16"})
-
-
-def _is_rankings(path) -> bool:
-    from ..rankings import Rankings, RankingsError
-
-    try:
-        Rankings.load(path)
-    except RankingsError:
-        return False
-    return True

@@ -17,6 +17,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .registry import register_attack
+from .settings import AttackSettings
+
 
 START, CHECK, LINE, BISECT = 0, 1, 2, 3  # what an image's next query is for (see RayS.perturb)
 
@@ -118,3 +121,10 @@ class RayS:
         fooled = self.distance <= self.eps
         adv = (x + torch.where(torch.isfinite(best), best, 0).view(shape) * (sgn / norm)).clamp(0, 1)
         return torch.where(fooled.view(shape), adv, x)
+
+
+@register_attack("rays", "black-box", budgets=("rays_queries",))
+def _rays(model, x, y, s: AttackSettings):
+    if s.norm != "Linf":
+        raise ValueError("RayS is an L-inf attack")
+    return RayS(model, s.eps, queries=s.rays_queries).perturb(x, y)

@@ -23,7 +23,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from ..defense import IGDefense
+from .registry import register_attack
+from .run import run_attack
+from .settings import AttackSettings
 
 
 def mask_aware_attack(defense: IGDefense, x: torch.Tensor, y: torch.Tensor, settings,
@@ -124,3 +129,27 @@ def _checkpoints(steps: int) -> set[int]:
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     return {math.ceil(v * steps) for v in p[1:] if v < 1}
+
+
+def adaptive_attack_of(model: nn.Module) -> Callable | None:
+    """The defense's own attack, ``(x, y, settings) -> [candidates]``: its method ``adaptive_attack``,
+    else for an IGDefense the mask-aware attack above; None for other models."""
+    own = getattr(model, "adaptive_attack", None)
+    if callable(own):
+        return own
+    if not isinstance(model, IGDefense):
+        return None
+
+    def attack(x, y, s: AttackSettings) -> list[torch.Tensor]:
+        start = None if s.base_model is None else run_attack("apgd-ce", s.base_model, x, y, s)[0]
+        return mask_aware_attack(model, x, y, s, transfer_start=start)
+    return attack
+
+
+@register_attack("adaptive", "adaptive", budgets=("adaptive_steps", "adaptive_targets", "adaptive_eot"))
+def _adaptive(model, x, y, s: AttackSettings):
+    attack = adaptive_attack_of(model)
+    if attack is None:
+        raise ValueError(f"{type(model).__name__} names no adaptive attack of its own: a defense gives one as a method "
+                         "adaptive_attack(x, y, settings) -> list of candidate batches (IGDefense has one)")
+    return attack(x, y, s)
