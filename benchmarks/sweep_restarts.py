@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import paired_row, print_table, write_results  # noqa: E402
 
-from igdefense.cli import build_parser, specs, sweep_rankings_path  # noqa: E402
+from igdefense.cli import build_parser, specs  # noqa: E402
+from igdefense.eval.sweep import rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
 from igdefense.attacks import AttackSettings  # noqa: E402
 from igdefense.eval import Plan  # noqa: E402
@@ -55,7 +56,7 @@ def rankings_of(args, folder: Path, model, name: str) -> Rankings:
     if name == "clean":
         model_spec, data_spec, setting = specs(args)
         return setting.rankings_for(model, model_spec.name, data_spec)
-    path = sweep_rankings_path(folder, name)
+    path = rankings_path(folder, name)
     if not path.exists():
         raise SystemExit(f"no {path}: the sweep saved no rankings {name!r} (random controls are not restarted)")
     return Rankings.load(path)

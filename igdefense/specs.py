@@ -1,8 +1,8 @@
 """What a command names, one typed object each: the model, the data, the defense.
 
 Each is a frozen dataclass: one place for its defaults, a JSON round trip (``to_json`` /
-``from_json``, which refuses unknown keys and wrong types in one line), and the command line's
-options made from its fields (:func:`add_options`, :func:`from_args`). A sweep's best setting is a
+``from_json``, which refuses unknown keys and wrong types in one line), and, in each field's
+metadata, its command-line option's help and value type (the command line makes its options from them). A sweep's best setting is a
 saved ``DefenseSpec``; reports print the setting they used.
 
     model = ModelSpec("smallcnn-refined").load()
@@ -12,7 +12,6 @@ saved ``DefenseSpec``; reports print the setting they used.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -239,35 +238,3 @@ def check_classes(model: nn.Module, data) -> int:
         raise ValueError(f"{data.description} has labels up to {top}, but the model has {outputs} outputs: "
                          "--data and --model do not belong together")
     return outputs
-
-
-def add_options(parser: argparse.ArgumentParser, spec: type[Spec], *, defaults: dict | None = None,
-                only: tuple[str, ...] | None = None) -> None:
-    """One option per field of ``spec`` (``only``: those fields). Each defaults to None on the command
-    line, so that :func:`from_args` tells what was typed from what was not; ``defaults`` only shows in
-    the help (the spec's own defaults otherwise)."""
-    hints = typing.get_type_hints(spec)
-    for f in dataclasses.fields(spec):
-        if only is not None and f.name not in only:
-            continue
-        meta = f.metadata
-        kinds = typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else (hints[f.name],)
-        parse = meta["parse"] or next(k for k in kinds if k is not type(None))
-        default = (defaults or {}).get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
-                                       else f.default)
-        shown = "" if default in (None, "") else f" (default {_show(default)})"
-        parser.add_argument(meta["flag"] or "--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=None,
-                            help=meta["help"] + shown)
-
-
-def _show(value) -> str:
-    return f"{255 * value:g}/255" if isinstance(value, float) and 0 < value < 1 and (255 * value) % 1 < 1e-9 \
-        else str(value)
-
-
-def from_args(spec: type[Spec], args: argparse.Namespace, base: Spec | None = None, **defaults):
-    """The spec the command line names: ``base`` (or ``spec(**defaults)``) with every option that was
-    typed put over it."""
-    base = base if base is not None else spec(**defaults)
-    typed = {f.name: getattr(args, f.name) for f in dataclasses.fields(spec) if getattr(args, f.name, None) is not None}
-    return dataclasses.replace(base, **typed)

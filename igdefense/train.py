@@ -22,11 +22,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._atomic import atomic_path
 from ._identity import check_same
 from ._state import load_state, save_state
 from ._validation import check_number
@@ -35,13 +33,14 @@ from .data import cifar10_loader
 from .distributed import default_device
 from .precision import autocast, check_precision, compute_dtype, precision_name
 from .zoo.models import ARCHITECTURES, SmallCNN
+from .zoo.weights_file import save_weights
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    robust: bool = True  # FGSM-RS adversarial training; False trains on clean images only
+    robust: bool = False  # True: adversarial training (``attack``); False trains on clean images only
     epochs: int = 10
     batch_size: int = 128  # per-image cost on 2 CPU cores is lowest near 128
     lr_max: float = 0.2  # peak of the one-cycle schedule
@@ -165,9 +164,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
                           "loader_gen": loader.generator.get_state(), "epoch": epoch + 1, "identity": identity})
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
-    meta = {"config": json.dumps(asdict(cfg)), "train_seconds": f"{time.time() - t0:.0f}",
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "precision": precision_name(dtype)}
-    with atomic_path(out) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+    save_weights(model, out, asdict(cfg), train_seconds=f"{time.time() - t0:.0f}", precision=precision_name(dtype),
+                 device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     return model

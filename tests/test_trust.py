@@ -400,7 +400,8 @@ def test_export_check_never_runs_a_file_its_metadata_names(exported, tmp_path, c
 
 
 def test_export_check_metadata_never_overrides_what_the_user_typed(exported, tmp_path):
-    from igdefense.cli import _export_sources, build_parser
+    from igdefense.cli import build_parser
+    from igdefense.cli.commands import _export_sources
     from igdefense.export import OnnxDefense
 
     onnx_file = _with_metadata(exported, tmp_path / "o.onnx",

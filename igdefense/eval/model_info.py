@@ -14,7 +14,11 @@ import os
 import re
 from pathlib import Path
 
+from torch import nn
+
 from .._atomic import atomic_write
+from ..attacks import AttackSettings
+from ..defense import IGDefense
 from .evaluate import EvalResult
 from .scoring import HEADLINE
 
@@ -56,3 +60,32 @@ def write_entries(folder: str | os.PathLike, entries: dict[str, dict], dataset: 
         atomic_write(path, json.dumps(fields, indent=2) + "\n")
         paths.append(path)
     return paths
+
+
+def write_model_info(out, model_name: str, models: dict[str, nn.Module], results: dict[str, EvalResult], data,
+                     settings: AttackSettings) -> list[Path]:
+    """``out``/model_info/<dataset>/<threat>/<model>_<name>.json: each model of an evaluation (``models``,
+    "base" the undefended one) as a RobustBench entry; the paths written."""
+    dataset = {"CIFAR10": "cifar10", "CIFAR100": "cifar100"}.get(type(data).__name__, "")
+    base = models["base"]
+    architecture = type(getattr(base, "model", base)).__name__  # (inside a Normalized wrapper)
+    slug = re.sub(r"[^\w.+-]+", "-", model_name)
+    entries = {}
+    for name, model in models.items():
+        defended = isinstance(model, IGDefense)
+        label = model_name if not defended else \
+            f"{model_name} + IG-Defense ({name}, k={model.k}, sigma {255 * model.sigma:g}/255)"
+        entries[f"{slug}_{name}"] = entry(
+            results[name], name=label, architecture=architecture + (" + IG-Defense" if defended else ""),
+            dataset=dataset, eps=settings.eps, norm=settings.norm, data=data.description,
+            forward_passes=model.n_samples + 1 if defended else 1, defense=_defense_note(name) if defended else "",
+            additional_data=False if model_name.startswith("smallcnn-") else "")  # (the zoo's: CIFAR-10 only)
+    return write_entries(out, entries, dataset, settings.norm)
+
+
+def _defense_note(name: str) -> str:
+    """The model_info footnote's sentence on an IGDefense model: the method, or the ablation control."""
+    if name == "random-mask":
+        return ("Ablation control, not the method: IG-Defense's two passes (Kulkarni & Weng, ECCV 2024) "
+                "with a random mask in place of the IG ranking, randomized.")
+    return "Test-time defense: IG-Defense (Kulkarni & Weng, ECCV 2024), randomized."

@@ -28,19 +28,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .._atomic import atomic_write
 from .._hooks import model_device
+from .._identity import FIX, StateMismatch, short_digest
 from .._lock import folder_lock
 from .._validation import check_number
 from ..defense import IGDefense
 from ..rankings import Rankings
+from ..specs import DefenseSpec
 from ..attacks import AttackSettings, run_attack
 from .benchmark import benchmark, log_path
 from ..distributed import shard
@@ -138,6 +141,23 @@ class SweepResult:
                 and not r["screened"]]
         return max(rows, key=lambda r: r["worst_case"], default=None)
 
+    def save_best(self, out: str | os.PathLike, rankings: dict[str, Rankings], probe_per_class: int
+                  ) -> Path | None:
+        """The best setting as one file, ``out``/defense.json (a :class:`~igdefense.specs.DefenseSpec`,
+        its rankings stored beside it): what ``igdefense eval --setting`` and ``igdefense.wrap(model,
+        file)`` read. None when no setting was fully evaluated."""
+        best = self.best()
+        if best is None:
+            return None
+        chosen, out = self.settings[best["setting"]], Path(out)
+        path = rankings_path(out, chosen.rankings)
+        if not path.exists():
+            rankings[chosen.rankings].save(path)
+        DefenseSpec(k=chosen.k_for(rankings[chosen.rankings]), sigma=chosen.sigma, n_samples=chosen.n_samples,
+                    rankings=str(path), probe_per_class=probe_per_class,
+                    origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
+        return out / "defense.json"
+
     def table(self) -> str:
         """Markdown: one row per model, differences in points with their 95% intervals."""
         def diff(d):
@@ -221,6 +241,28 @@ def sweep(model: nn.Module, rankings: dict[str, Rankings], data: Iterable, *, ou
         if shard()[0] == 0:  # every process has every result (gathered); one writes them
             _write(result, Path(out), meta)
         return result
+
+
+def rankings_path(out: Path, name: str) -> Path:
+    """Where a sweep folder keeps the rankings it computed, by their name in the sweep ("layer features.16")."""
+    return out / ("rankings-" + re.sub(r"[^\w.-]+", "_", name.replace(" ", "-")) + ".safetensors")
+
+
+def stored_rankings(out: Path, name: str, made_by: dict, compute: Callable[[], Rankings]) -> Rankings:
+    """The rankings ``name`` of the sweep folder ``out``: computed once (by one process under torchrun)
+    and stored, bound to ``made_by`` (the model's weights, the probe, eps...); a folder's rankings made
+    by anything else are refused, not reused."""
+    path, digest = rankings_path(out, name), short_digest({**made_by, "name": name})
+    if shard()[0] == 0 and not path.exists():
+        computed = compute()
+        computed.made_by = digest
+        computed.save(path)
+    if shard()[1] > 1:
+        torch.distributed.barrier()
+    loaded = Rankings.load(path)
+    if loaded.made_by != digest:
+        raise StateMismatch(f"{path} holds rankings {name!r} of another sweep (another model, probe or eps); {FIX}")
+    return loaded
 
 
 def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:

@@ -38,6 +38,16 @@ def check_study_folder(out_dir: str | os.PathLike) -> None:
                               "study writes report.json, report.md and its figures there; use another --out")
 
 
+def clear_study_folder(out_dir: str | os.PathLike) -> None:
+    """Check ``out_dir`` (:func:`check_study_folder`) and remove an earlier run's report and figures: none
+    of them may sit beside this run's, nor a report beside figures a kill left half made (the report is
+    written last). Call it holding the folder's lock."""
+    out = Path(out_dir)
+    check_study_folder(out)
+    for stale in [*out.glob("grid-*.png"), out / "report.json", out / "report.md"]:
+        stale.unlink(missing_ok=True)
+
+
 def _is_study(path: Path) -> bool:
     try:
         report = json_loads(path.read_text())

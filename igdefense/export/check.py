@@ -17,7 +17,9 @@ def check_parity(session: OnnxDefense, defended: IGDefense, batches: Iterable[tu
 
     With a noise input, both get the same noise: reports max |logit difference| and the number of
     argmax disagreements. With in-graph noise, only accuracies can be compared (each draws its own noise): reports
-    both, their paired difference and whether its 95% interval holds 0 (``within_noise``).
+    both, their paired difference and whether its 95% interval holds 0 (``within_noise``). ``"parity"``:
+    the verdict, True when the logits agree to 1e-4 with no argmax disagreement (a noise input), or
+    when the accuracies' interval holds 0 (in-graph noise: a fixed gap, 0.005, failed on one image in 200).
     """
     gen = torch.Generator("cpu").manual_seed(seed)
     n = max_diff = disagree = 0
@@ -44,4 +46,5 @@ def check_parity(session: OnnxDefense, defended: IGDefense, batches: Iterable[tu
            "accuracy_difference": str(gap), "within_noise": gap.low <= 0 <= gap.high}
     if session.takes_noise:
         out.update(max_abs_logit_diff=max_diff, argmax_disagreements=disagree)
+    out["parity"] = max_diff <= 1e-4 and disagree == 0 if session.takes_noise else out["within_noise"]
     return out

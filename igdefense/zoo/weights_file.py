@@ -4,6 +4,7 @@ ResNet-18 ships as float16."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -66,3 +67,25 @@ def _is_rankings(path) -> bool:
     except RankingsError:
         return False
     return True
+
+
+def architecture_of(model: nn.Module) -> dict | None:
+    """``{"arch", "widths"}`` of a zoo architecture (what :func:`load_weights` rebuilds it from), or None
+    for a model of another kind."""
+    if type(model) is SmallCNN:
+        convs = [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)]
+        return {"arch": "smallcnn", "widths": convs[::2]}
+    arch = next((name for name, cls in ARCHITECTURES.items() if type(model) is cls), None)
+    return None if arch is None else {"arch": arch}
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, config: dict, **metadata: str) -> None:
+    """Write ``model``'s weights as a file :func:`load_weights` reads back: ``config`` (the recipe's
+    settings) is stored with the model's architecture, so the file alone rebuilds the model."""
+    arch = architecture_of(model)
+    if arch is None:
+        raise ValueError(f"a {type(model).__name__} is not one of the zoo's architectures "
+                         f"({', '.join(ARCHITECTURES)}): its weights file could not be loaded back")
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"config": json.dumps({**config, **arch}), **metadata})

@@ -1,0 +1,436 @@
+"""The command line's commands: each ``cmd_*`` builds specs from the parsed options, calls one library
+function and prints."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import zoo
+from .._identity import model_digest
+from .._lock import folder_lock, start_fresh
+from .._validation import json_loads
+from ..attacks import AttackSettings
+from ..data import balanced_loader, cache_dir, probe_used
+from ..defense import SIGMA, TAU, IGDefense
+from ..distributed import default_device
+from ..eval.plan import Plan
+from ..eval.sweep import SWEEP_ATTACKS
+from ..rankings import Rankings
+from ..rankings.lo_ir import lo_ir
+from ..specs import DataSpec, DefenseSpec, ModelSpec, check_classes
+from .options import from_args
+
+
+def specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DefenseSpec]:
+    """The model, data and defense a parsed command line names (``build_parser().parse_args(...)``):
+    what a benchmark re-reading a report's recorded command rebuilds."""
+    model = _model_spec(args)
+    return model, _data_spec(args), _defense_spec(args, model.name)
+
+
+def _model_spec(args) -> ModelSpec:
+    """The model ``--model`` and its options name (the command's default model where none is typed)."""
+    return from_args(ModelSpec, args, ModelSpec(name=args.default_model or zoo.default_model()))
+
+
+def _data_spec(args) -> DataSpec:
+    return from_args(DataSpec, args)
+
+
+def _test_run(args):
+    """What ``eval`` and ``sweep`` start from: (rank, device, model spec, data spec, model on the
+    device, loader, dataset) for ``--n`` test images, seeded, under torchrun when launched so."""
+    from ..distributed import init_distributed
+
+    torch.manual_seed(args.seed)
+    rank, device = init_distributed()
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model = spec.load().to(device)
+    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    check_classes(model, data)
+    return rank, device, spec, data_spec, model, loader, data
+
+
+def _defense_spec(args, model: str) -> DefenseSpec:
+    """The defense: ``--setting FILE``, else the model's own (its tuned setting, or the paper's), with
+    each option typed put over it."""
+    base = DefenseSpec.load(args.setting) if getattr(args, "setting", None) else DefenseSpec.for_model(model)
+    return from_args(DefenseSpec, args, base)
+
+
+def _defended(args, model: nn.Module, name: str, data: DataSpec, seed: int | None
+              ) -> tuple[IGDefense, DefenseSpec, Rankings]:
+    spec = _defense_spec(args, name)
+    rankings = spec.rankings_for(model, name, data)
+    return spec.build(model, rankings, seed=seed), spec, rankings
+
+
+def cmd_demo(args) -> int:
+    from ..eval.evaluate import evaluate
+    from ..stats import paired_difference
+
+    torch.manual_seed(args.seed)
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model = spec.load().to(default_device())
+    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    check_classes(model, data)
+    defended, setting, rankings = _defended(args, model, spec.name, data_spec, args.seed)
+    attack = "autoattack" if args.full else "apgd-ce"
+    # The base model's examples are cached, so the transfer attack (the defended model re-classifying
+    # them) costs one forward pass.
+    settings = AttackSettings(eps=args.eps, seed=args.seed, cache=cache_dir() / "adversarial", base_model=model,
+                              transfer_from=(attack,))
+    base = evaluate(model, loader, attacks=[attack], settings=settings, desc="undefended")
+    dfd = evaluate(defended, loader, attacks=[attack, "transfer"], settings=settings, desc="IG-defended")
+    name = "AutoAttack" if args.full else "APGD-CE"
+    print(f"\nmodel {spec.name}, {len(data)} class-balanced images of {data.description}, "
+          f"L-inf eps {args.eps * 255:g}/255")
+    print(f"defense: {setting.describe(defended)}; rankings from {rankings.probe}\n")
+    cols = ["clean", f"{name} (white-box)", f"{name} from the base (transfer)", "worst case"]
+    print(f"{'':13}" + "".join(f"{c:>{len(c) + 3}}" for c in cols))
+    for label, r, transfer in (("undefended", base, None), ("IG-defended", dfd, dfd.robust_accuracy["transfer"])):
+        values = [r.clean_accuracy, r.robust_accuracy[attack], transfer, r.worst_case_accuracy]
+        print(f"{label:13}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>{len(c) + 3}}"
+                                      for c, v in zip(cols, values)))
+    print(f"\nworst case, IG-defended minus undefended: {paired_difference(base.worst_case, dfd.worst_case)}")
+    if dfd.by_rule:
+        one, every = (100 * dfd.worst_case_under(r).float().mean().item() for r in ("one-draw", "every-draw"))
+        print(f"IG-Defense draws noise: each image counts when right under more than half of {dfd.draws} draws "
+              f"(worst case under the first draw alone {one:.1f}%, under every draw {every:.1f}%)")
+    print(textwrap.fill("The worst case counts an image as robust only if the model classifies it correctly clean "
+                        "and under every attack in its row: it is the number to quote, not the white-box column. "
+                        "Stronger attacks (IG-Defense's own adaptive attack, AutoAttack, APGD-CE with EOT, RayS) "
+                        "and the sanity checks (BPDA among them): igdefense eval --cascade --sanity.", 100))
+    return 0
+
+
+def cmd_rank(args) -> int:
+    model = _model_spec(args).load().to(default_device())
+    data = _data_spec(args).open("train")
+    outputs = check_classes(model, data)
+    loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
+    probe = f"{data.description}, {probe_used(data, args.per_class)}"
+    t0 = time.time()
+    if args.method == "cd-ir":
+        from ..rankings.cd_ir import cd_ir
+
+        pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+        rankings = cd_ir(model, loader, list(data.classes), clip=args.clip, pretrained=pretrained, layer=args.layer,
+                         probe=probe + f", CLIP {args.clip} ({pretrained or 'random init'})")
+    else:
+        names = list(data.classes) if len(data.classes) == outputs else None  # (when they name the outputs)
+        rankings = lo_ir(model, loader, layer=args.layer, mode=args.mode, class_names=names, probe=probe)
+    rankings.save(args.output)
+    print(f"wrote {args.output}: {rankings.method} at {rankings.layer}, {rankings.num_classes} classes x "
+          f"{rankings.num_neurons} neurons, {time.time() - t0:.1f}s")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..rankings.compare import plot_jaccard, topk_jaccard
+
+    a, b = Rankings.load(args.a), Rankings.load(args.b)
+    jac = topk_jaccard(a, b, args.k)
+    print(f"top-{args.k} overlap (Jaccard) per class, {a.method} ({args.a}) vs {b.method} ({args.b}):")
+    for name, v in zip(a.class_names, jac.diagonal().tolist()):
+        print(f"  {name:12} {v:.3f}")
+    print(f"  {'mean':12} {jac.diagonal().mean():.3f}   (random sets: {args.k / (2 * a.num_neurons - args.k):.3f})")
+    if args.plot:
+        title = f"top-{args.k}: {a.method} (rows) vs {b.method}"
+        print(f"wrote {plot_jaccard(jac, args.plot, a.class_names, b.class_names, title)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..eval.benchmark import benchmark
+    from ..eval.model_info import write_model_info
+    from ..eval.report import markdown_table, summary_rows
+
+    rank, device, spec, data_spec, base, loader, data = _test_run(args)
+    defended, setting, rankings = _defended(args, base, spec.name, data_spec, args.seed)
+    models = {"base": base, f"{rankings.method}": defended}
+    if args.random_mask:
+        models["random-mask"] = setting.build(base, rankings.randomized(args.seed), seed=args.seed)
+    corruptions = _corruption_names(args.corruptions)
+    meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
+            "defense": setting.describe(defended),
+            "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
+            "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
+    if corruptions:
+        meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
+                              f"severities {','.join(map(str, args.severities))}"
+    sanity_data = None
+    if args.sanity:
+        sanity_data = next(iter(data_spec.loader("test", args.sanity_n, batch_size=args.sanity_n)[0]))
+    plan = _plan(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
+    with folder_lock(args.out):
+        _fresh(args)
+        results = benchmark(models, loader, plan, out=args.out, baseline="base",
+                            sanity=[rankings.method] if args.sanity else (), sanity_data=sanity_data, meta=meta)
+    if rank > 0:
+        return 0
+    print(markdown_table(summary_rows(results, "base")))
+    for c in results[rankings.method].sanity:
+        print(c)
+    info = write_model_info(args.out, spec.name, models, results, data, plan.settings)
+    print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(info)} RobustBench entries "
+          f"({info[0].parent})")
+    return 0
+
+
+def _plan(args, attacks: str, **fields) -> Plan:
+    """The plan of ``eval`` and ``sweep``: the comma-separated ``attacks`` under the common options
+    (eps, seed, EOT and scoring draws), crafted examples of deterministic models cached."""
+    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
+                              cache=cache_dir() / "adversarial", precision=args.precision)
+    names = [a for a in attacks.split(",") if a]
+    if not names:
+        raise ValueError("--attacks names no attack; an evaluation without one measures no robustness: name one "
+                         "or more, e.g. --attacks apgd-ce")
+    return Plan(names, settings, **fields)
+
+
+def _fresh(args) -> None:
+    """``--fresh``: move what ``--out`` holds into a backup folder (one process under torchrun; the
+    others wait), so that the run starts over and loses nothing."""
+    from ..distributed import shard
+
+    if not getattr(args, "fresh", False):
+        return
+    rank, world = shard()
+    if rank == 0:
+        backup = start_fresh(args.out)
+        if backup is not None:
+            print(f"--fresh: kept what {args.out} held in {backup}", file=sys.stderr)
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def cmd_sweep(args) -> int:
+    rank, device, spec, data_spec, model, loader, data = _test_run(args)
+    out = Path(args.out)
+    with folder_lock(out):
+        _fresh(args)
+        return _sweep(args, spec.name, data_spec, model, loader, data, out, rank)
+
+
+def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data, out: Path, rank: int) -> int:
+    from ..eval.sweep import adversarial_probe, one_at_a_time, stored_rankings, sweep
+
+    plan = _plan(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
+    settings = plan.settings
+    probe_setting = DefenseSpec(probe_per_class=args.probe_per_class)
+    rankings = {"clean": probe_setting.rankings_for(model, name, data_spec)}
+
+    def probe():
+        train = data_spec.open("train")
+        return balanced_loader(train, batch_size=200, per_class=args.probe_per_class), train.description
+
+    def saved(name: str, compute) -> Rankings:  # computed once per sweep folder, bound to what made them
+        made_by = {"model": model_digest(model), "probe": data_spec.open("train").identity(),
+                   "probe_per_class": args.probe_per_class, "eps": args.eps}
+        return stored_rankings(out, name, made_by, compute)
+
+    if args.adversarial_rankings:
+        def adversarial():
+            loader_, source = probe()
+            return lo_ir(model, adversarial_probe(model, loader_, settings), class_names=rankings["clean"].class_names,
+                         probe=f"PGD-10 (eps {args.eps:.4g}) examples of {source}, first {args.probe_per_class} "
+                               "per class")
+        rankings["adversarial"] = saved("adversarial", adversarial)
+    if args.deep_layer:
+        def deeper():
+            loader_, source = probe()
+            return lo_ir(model, loader_, layer=args.deep_layer, class_names=rankings["clean"].class_names,
+                         probe=f"{source}, first {args.probe_per_class} per class")
+        rankings[f"layer {args.deep_layer}"] = saved(f"layer {args.deep_layer}", deeper)
+    grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
+    meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
+            "rankings": {k: r.probe for k, r in rankings.items()},
+            "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
+    result = sweep(model, rankings, loader, out=out, grid=grid, plan=plan, random_control=not args.no_random_control,
+                   screen=not args.no_screen, seed=args.seed, meta=meta)
+    if rank > 0:
+        return 0
+    print(result.table())
+    best = result.save_best(out, rankings, probe_per_class=args.probe_per_class)
+    if best is not None:
+        print(f"best setting: {best} (igdefense eval --setting {best}; igdefense.wrap(model, that file))")
+    print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ..train import TrainConfig, train
+
+    logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
+    data = _data_spec(args).cifar10("train", "train")
+    cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class,
+                      attack=args.attack, precision=args.precision)
+    train(cfg, args.output, data.source, fresh=args.fresh, progress=not args.quiet)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_refine(args) -> int:
+    from ..data import balanced_indices
+    from ..refine import RefineConfig, refine
+    from ..zoo.weights_file import save_weights
+    from ..distributed import is_main_process
+
+    logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
+    data = _data_spec(args).cifar10("train", "refine")
+    if args.per_class:
+        data.indices = balanced_indices(data.labels, per_class=args.per_class)
+    model = zoo.load(args.base).to(default_device())
+    reference = None if args.reference.lower() == "none" else zoo.load(args.reference).to(default_device())
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(RefineConfig)
+               if getattr(args, f.name) is not None}  # every field has its --option
+    refine(model, data, reference=reference, out_dir=args.out, progress=not args.quiet, fresh=args.fresh, **options)
+    if is_main_process():
+        path = Path(args.out) / "refined.safetensors"
+        save_weights(model, path, {"refine": dataclasses.asdict(RefineConfig(**options))}, base=args.base,
+                     reference=args.reference)
+        print(f"wrote {path}; per-round log: {Path(args.out) / 'log.jsonl'}")
+    return 0
+
+
+def cmd_explain_robustness(args) -> int:
+    from ..explain import MAP_METHODS
+    from ..explain import explain
+    from ..explain.report import check_study_folder, clear_study_folder, plot_grid, write_study_report
+    from ..explain.robustness import explanation_robustness
+
+    check_study_folder(args.out)  # (before the study's minutes, and again under the folder's lock)
+    torch.manual_seed(args.seed)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    for m in methods:
+        if m not in MAP_METHODS:
+            raise ValueError(f"unknown method {m!r}; choose from {MAP_METHODS}")
+    attacks = tuple(a for a in args.attacks.split(",") if a)
+    spec, data_spec = _model_spec(args), _data_spec(args)
+    model, name = spec.load().to(default_device()), spec.name
+    if args.defense:
+        model, setting, _ = _defended(args, model, spec.name, data_spec, args.seed)
+        name += f" + IG-Defense (LO-IR, {setting.describe(model)})"
+    loader, data = data_spec.loader("test", args.images, batch_size=args.images)
+    check_classes(model, data)
+    x, y = next(iter(loader))
+    options = {"num_samples": args.num_samples}
+    study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=attacks, methods=methods, q=args.q,
+                                              seed=args.seed, progress=not args.quiet,
+                                              sensitivity_samples=args.sensitivity, **options)
+    out = Path(args.out)
+    meta = {"model": name, "images": len(x), "data": f"{data.description}, class-balanced", "eps": args.eps,
+            "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
+            "sensitivity_samples": args.sensitivity, "seed": args.seed}
+    rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
+    with folder_lock(out, "explanation study"):
+        clear_study_folder(out)
+        for attack in attacks:
+            maps = {m: (explain(model, x[rows], method=m, seed=args.seed, **options),
+                        explain(model, perturbed[attack][rows], method=m, seed=args.seed, **options)) for m in methods}
+            plot_grid(x[rows], perturbed[attack][rows], maps, out / f"grid-{attack}.png",
+                      title=f"{name}, {attack} eps {args.eps:.3g}", labels=[data.classes[int(c)] for c in y[rows]])
+        report = write_study_report(out, study, meta)  # last: a report means its figures are there
+    print(report.read_text())
+    print(f"wrote {report}, report.json and grid-<attack>.png in {out}")
+    return 0
+
+
+def _corruption_names(text: str) -> tuple[str, ...]:
+    from ..corruptions import MAIN, NAMES, check_name
+
+    if text in ("all", "main"):
+        return NAMES if text == "all" else MAIN
+    return tuple(check_name(n) for n in text.split(",") if n)
+
+
+def cmd_corruptions(args) -> int:
+    from ..corruptions import write_dataset
+    from ..data import balanced_indices
+
+    names = _corruption_names(args.names)
+    data = _data_spec(args).cifar10(args.split, "corruptions")
+    if args.per_class is not None:
+        data.indices = balanced_indices(data.labels, per_class=args.per_class)
+    source = f"CIFAR-10 ({data.kind}) {args.split}" + (f", first {args.per_class} per class" if args.per_class else "")
+    with folder_lock(args.out):
+        _fresh(args)
+        out = write_dataset(args.out, data, names=names, seed=args.seed, progress=not args.quiet, source=source)
+    print(f"CIFAR-10-C-style (CIFAR parameters, seed {args.seed}): {len(names)} corruptions x 5 severities "
+          f"of {len(data)} images in {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..export import OnnxDefense, check_parity, to_onnx
+    from ..export.onnx import made_from
+
+    data = _data_spec(args)
+    if args.check:
+        session = OnnxDefense(args.check)
+        cfg = session.config
+        if not cfg:
+            raise ValueError(f"{args.check} has no igdefense metadata; pass --model and --rankings")
+        spec, rankings = _export_sources(args, session.metadata)
+        model = spec.load()
+        setting = DefenseSpec(k=cfg.get("k"), sigma=cfg.get("sigma", SIGMA), tau=cfg.get("tau", TAU),
+                              n_samples=cfg.get("n_samples", 1), rankings=rankings,
+                              probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
+        defended = setting.build(model, setting.rankings_for(model, spec.name, data), seed=args.seed)
+        if cfg.get("made_from") not in (None, made_from(defended)):  # (older exports record none)
+            raise ValueError(f"{args.check} was made from other weights or rankings than {spec.name} and the rankings "
+                             "its metadata (or your options) name: pass --model and --rankings of the model it was "
+                             "exported from")
+        report = check_parity(session, defended, data.loader("test", args.n)[0], seed=args.seed)
+        for key, value in report.items():
+            if key != "parity":
+                print(f"{key:22} {value}")
+        print("parity: " + ("OK" if report["parity"] else "FAILED"))
+        return 0 if report["parity"] else 1
+    if not args.output:
+        print("igdefense: export needs -o model.onnx (or --check model.onnx)", file=sys.stderr)
+        return 2
+    spec = _model_spec(args)
+    defended, setting, _ = _defended(args, spec.load(), spec.name, data, None)
+    options = {k: v for k, v in spec.to_json().items() if k != "name"}
+    meta = {"zoo_model": spec.name, "rankings": str(Path(setting.rankings).resolve()) if setting.rankings else "zoo",
+            "model_options": json.dumps(options)}
+    to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=meta)
+    print(f"wrote {args.output} ({args.noise} noise, {setting.describe(defended)}, opset {args.opset})")
+    return 0
+
+
+def _export_sources(args, meta: dict[str, str]) -> tuple[ModelSpec, str | None]:
+    """The model and rankings of ``export --check``: what the user typed, and only where they typed
+    nothing, what the file's metadata says, read as data. A model *file* named there is never run:
+    that takes the user's own --model."""
+    rankings = args.rankings if args.rankings is not None else \
+        (meta.get("rankings") if meta.get("rankings") not in (None, "zoo") else None)
+    if args.name:  # (the metadata's model options belong to the exported model, not to this one)
+        return _model_spec(args), rankings
+    if not meta.get("zoo_model"):
+        raise ValueError(f"{args.check} does not name its model; pass --model and --rankings")
+    try:
+        options = json_loads(meta.get("model_options", "{}"))
+        if not isinstance(options, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"{args.check} has malformed model_options metadata ({e})") from e
+    stored = ModelSpec.from_json({"name": meta["zoo_model"], **{k: v for k, v in options.items() if v is not None}},
+                                 where=f"{args.check}'s metadata")
+    if stored.runs_code:
+        raise ValueError(f"{args.check} names the model {stored.name!r}, a file igdefense would have to run; it never "
+                         "runs code named in a file's metadata: pass --model yourself if you trust that file")
+    return from_args(ModelSpec, args, stored), rankings

@@ -1,0 +1,106 @@
+"""The command line's options: made from the fields of the spec or config they fill (:func:`add_options`,
+:func:`from_args`), so that a default lives in one field, and the groups several commands share."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+
+from .._parse import count, natural, pathname, radius
+from ..attacks import AttackSettings
+from ..precision import PRECISIONS
+from ..specs import DataSpec, DefenseSpec, ModelSpec, Spec
+
+
+def add_options(parser: argparse.ArgumentParser, spec: type[Spec], *, defaults: dict | None = None,
+                only: tuple[str, ...] | None = None) -> None:
+    """One option per field of ``spec`` (``only``: those fields). Each defaults to None on the command
+    line, so that :func:`from_args` tells what was typed from what was not; ``defaults`` only shows in
+    the help (the spec's own defaults otherwise)."""
+    hints = typing.get_type_hints(spec)
+    for f in dataclasses.fields(spec):
+        if only is not None and f.name not in only:
+            continue
+        meta = f.metadata
+        kinds = typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else (hints[f.name],)
+        parse = meta["parse"] or next(k for k in kinds if k is not type(None))
+        default = (defaults or {}).get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                                       else f.default)
+        shown = "" if default in (None, "") else f" (default {_show(default)})"
+        parser.add_argument(meta["flag"] or "--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=None,
+                            help=meta["help"] + shown)
+
+
+def _show(value) -> str:
+    return f"{255 * value:g}/255" if isinstance(value, float) and 0 < value < 1 and (255 * value) % 1 < 1e-9 \
+        else str(value)
+
+
+def from_args(spec: type[Spec], args: argparse.Namespace, base: Spec | None = None, **defaults):
+    """The spec the command line names: ``base`` (or ``spec(**defaults)``) with every option that was
+    typed put over it."""
+    base = base if base is not None else spec(**defaults)
+    typed = {f.name: getattr(args, f.name) for f in dataclasses.fields(spec) if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(base, **typed)
+
+
+def _model_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    add_options(p, ModelSpec, defaults={"name": default})
+    p.set_defaults(default_model=default)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    add_options(p, DataSpec)
+
+
+def _defense_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", default=None, metavar="FILE", help="a defense setting (a sweep's defense.json); "
+                   "default: the model's tuned setting where the zoo has one (smallcnn-refined: sigma 8/255), "
+                   "else the paper's; the options below go over it")
+    add_options(p, DefenseSpec, only=("k", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
+
+
+def _precision(p: argparse.ArgumentParser, what: str, default: str = "auto", note: str = "") -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help=f"{what} in float32 (fp32) or under bfloat16 autocast (bf16); auto: bfloat16 on a GPU and "
+                        f"on a CPU with a bfloat16 matrix unit where it is measured faster, else float32 "
+                        f"(default {default}){note}")
+
+
+def _seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=natural, default=0, help="seed of the data order, attacks and noise (default 0)")
+
+
+def _attack_options(p: argparse.ArgumentParser) -> None:
+    """The attack radius, EOT draws and scoring draws of ``eval`` and ``sweep``."""
+    p.add_argument("--eps", type=radius, default=8 / 255)
+    p.add_argument("--eot-iter", type=count, default=20)
+    p.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
+    _precision(p, "craft the attacks' examples", default=AttackSettings.precision,
+               note="; every example is judged in float32")
+
+
+def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) -> None:
+    """Batch size, seed, data, and the output folder (``--out``, ``--fresh``) of ``eval`` and ``sweep``."""
+    _batch_size(p)
+    _seed(p)
+    _data_options(p)
+    p.add_argument("--out", type=pathname, default=out, help=out_help)
+    p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+
+
+def _batch_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=count, default=BATCH_SIZE,
+                   help=f"images per batch (default {BATCH_SIZE}; large batches are far faster on CPUs)")
+
+
+BATCH_SIZE = 250
+
+
+DRAWS_HELP = ("noise draws each example of a randomized defense is classified under; an image counts when right "
+              f"in more than half (default {AttackSettings.draws}; 1: one draw, as single-draw evaluations)")
+
+
+FRESH_HELP = "start over: move what the folder holds into a backup folder inside it"
