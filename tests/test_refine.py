@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 import torch
 from torch import nn
 
@@ -159,7 +160,12 @@ def test_two_processes_keep_identical_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["processes"] for e in log] == [2, 2] and all(e["weight_gap"] == 0 for e in log)
-    assert (out / "refined.safetensors").exists()
+    # the refined weights load back from the file alone (--model FILE), as the model the run ended with
+    from igdefense.models import load_model
+
+    refined = load_model(str(out / "refined.safetensors"))
+    assert type(refined).__name__ == "SmallCNN" and json.loads(
+        safe_open(str(out / "refined.safetensors"), "pt").metadata()["config"])["refine"]["rounds"] == 2
 
 
 def test_explain_why_figure_has_a_row_per_image_and_a_panel_per_criterion(standard_cnn, robust_cnn, batch, tmp_path):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import types
 import typing
 
-from .._parse import count, natural, pathname, radius
+from .._parse import count, natural, pathname, radius, real
 from ..attacks import AttackSettings
 from ..precision import PRECISIONS
 from ..specs import DataSpec, DefenseSpec, ModelSpec, Spec
@@ -31,6 +33,24 @@ def add_options(parser: argparse.ArgumentParser, spec: type[Spec], *, defaults: 
         shown = "" if default in (None, "") else f" (default {_show(default)})"
         parser.add_argument(meta["flag"] or "--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=None,
                             help=meta["help"] + shown)
+
+
+def add_config_options(parser: argparse.ArgumentParser, config: type, *, parse: dict | None = None,
+                       choices: dict | None = None) -> None:
+    """One option per field of the dataclass ``config`` (a job's: ``RefineConfig``), defaulting to None
+    so that the field's own default applies; its value type from ``parse`` or the field's type
+    (whole numbers >= 0, finite reals >= 0, text), the config checking the rest; its help the field's
+    comment in the source (one place for both)."""
+    hints = typing.get_type_hints(config)
+    comments = dict(re.findall(r"^ +(\w+): [^#\n]*# *(.+)$", inspect.getsource(config), re.MULTILINE))
+    by_type = {int: natural, float: real(0), str: str}
+    for f in dataclasses.fields(config):
+        kind = next(k for k in typing.get_args(hints[f.name]) or (hints[f.name],) if k is not type(None))
+        value = _show(f.default) if (parse or {}).get(f.name) is radius else f.default  # (0.8 is no 204/255)
+        shown = "" if f.default is None else f" (default {value})"
+        parser.add_argument("--" + f.name.replace("_", "-"), type=(parse or {}).get(f.name, by_type[kind]),
+                            choices=(choices or {}).get(f.name), default=None,
+                            help=comments.get(f.name, "").replace("%", "%%") + shown)
 
 
 def _show(value) -> str:

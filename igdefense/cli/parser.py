@@ -10,11 +10,12 @@ from ..attacks import ATTACKS
 from ..attribution.methods import METHODS
 from ..eval.sweep import SWEEP_ATTACKS
 from ..precision import PRECISIONS
+from ..refine import RefineConfig
 from ..train import TRAINING_ATTACKS, TrainConfig
 from ..zoo.models import ARCHITECTURES
 from .commands import (cmd_compare, cmd_corruptions, cmd_demo, cmd_eval, cmd_explain_robustness, cmd_export,
                        cmd_rank, cmd_refine, cmd_sweep, cmd_train)
-from .options import (FRESH_HELP, _attack_options, _batch_size, _data_options, _defense_options, _model_options,
+from .options import (FRESH_HELP, _attack_options, add_config_options, _batch_size, _data_options, _defense_options, _model_options,
                       _precision, _resumable_run_options, _seed)
 
 
@@ -168,24 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint, log.jsonl and refined.safetensors")
     f.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     f.add_argument("--per-class", type=count, default=None, help="train on the first N images per class (default all)")
-    f.add_argument("--rounds", type=count)
-    f.add_argument("--method", choices=METHODS)
-    f.add_argument("--attribute-per-round", type=natural)
-    f.add_argument("--num-samples", type=count)
-    f.add_argument("--copies", type=natural)
-    f.add_argument("--quantile", type=real(0, 1))
-    f.add_argument("--alpha", type=real(0))
-    f.add_argument("--lam", type=real(0))
-    f.add_argument("--eps", type=radius)
-    f.add_argument("--lr", type=real(0))
-    f.add_argument("--weight-decay", type=real(0))
-    f.add_argument("--batch-size", type=count)
-    f.add_argument("--steps-per-round", type=count)
-    f.add_argument("--holdout", type=natural)
-    f.add_argument("--budget-cpu-seconds", type=real(0))
-    f.add_argument("--seed", type=natural)
-    f.add_argument("--precision", choices=PRECISIONS, help="the training step and the attributions in fp32, bf16 or "
-                   "auto (default: bfloat16 where this device computes it faster); the holdout log in float32")
+    add_config_options(f, RefineConfig, choices={"method": METHODS, "precision": PRECISIONS},
+                       parse={"rounds": count, "num_samples": count, "quantile": real(0, 1), "eps": radius,
+                              "batch_size": count, "steps_per_round": count})
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     _data_options(f)
     f.set_defaults(func=cmd_refine)
