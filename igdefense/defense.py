@@ -26,6 +26,7 @@ from .split import Site, find_split, head_fingerprint
 
 
 SIGMA, TAU = 4 / 255, 0.01  # the paper's pass-1 noise (eps / 2) and pseudo-label temperature
+DEFAULT_SHARE = 0.10  # neurons kept per class when k is not given: this share of the masked layer's
 # On a CPU one backbone pass over [noisy; clean] beats two passes up to about this many images, where the
 # activations still fit the caches (crossover at 8-16 for SmallCNN and ResNet-18, benchmarks/overhead.py).
 CPU_SHARED_UP_TO = 16
@@ -118,7 +119,7 @@ class IGDefense(nn.Module):
         self.model = model
         self.split = split
         self._parts = tuple(model.modules())  # (checked for train mode on every call: listed once)
-        self.k = max(1, round(0.1 * split.num_neurons)) if k is None else int(k)
+        self.k = max(1, round(DEFAULT_SHARE * split.num_neurons)) if k is None else int(k)
         self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
         self.rankings_digest = tensor_digest(rankings.importance)[:32]
         self.sigma, self.n_samples, self.tau = float(sigma), int(n_samples), float(tau)

@@ -95,8 +95,8 @@ def _seed(p: argparse.ArgumentParser) -> None:
 
 def _attack_options(p: argparse.ArgumentParser) -> None:
     """The attack radius, EOT draws and scoring draws of ``eval`` and ``sweep``."""
-    p.add_argument("--eps", type=radius, default=8 / 255)
-    p.add_argument("--eot-iter", type=count, default=20)
+    p.add_argument("--eps", type=radius, default=AttackSettings.eps)
+    p.add_argument("--eot-iter", type=count, default=AttackSettings.eot_iter)
     p.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
     _precision(p, "craft the attacks' examples", default=AttackSettings.precision,
                note="; every example is judged in float32")

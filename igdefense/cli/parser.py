@@ -6,11 +6,12 @@ import argparse
 
 from .. import zoo
 from .._parse import count, listof, natural, pathname, radius, real, severities, whole
-from ..attacks import ATTACKS
+from ..attacks import ATTACKS, AttackSettings
 from ..attribution.methods import METHODS
-from ..eval.sweep import SWEEP_ATTACKS
+from ..eval.sweep import GRID, SWEEP_ATTACKS
 from ..precision import PRECISIONS
 from ..refine import RefineConfig
+from ..specs import DefenseSpec
 from ..train import TRAINING_ATTACKS, TrainConfig
 from ..zoo.models import ARCHITECTURES
 from .commands import (cmd_compare, cmd_corruptions, cmd_demo, cmd_eval, cmd_explain_robustness, cmd_export,
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _defense_options(d)
     d.add_argument("--images", "--n", dest="n", type=count, default=200,
                    help="test images, class-balanced (default 200)")
-    d.add_argument("--eps", type=radius, default=8 / 255, help="L-inf radius (default 8/255)")
+    d.add_argument("--eps", type=radius, default=AttackSettings.eps, help="L-inf radius (default 8/255)")
     d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
     _batch_size(d)
     _seed(d)
@@ -91,13 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "plot (resumable)")
     _model_options(w, zoo.default_model())
     w.add_argument("--images", "--n", dest="n", type=count, default=500, help="test images, class-balanced")
-    w.add_argument("--shares", type=listof(real(0, 1)), default=[0.02, 0.05, 0.10, 0.25, 0.50],
-                   help="shares of the masked layer's neurons kept per class, each setting's k = share x "
-                        "neurons, rounded (default 0.02,0.05,0.1,0.25,0.5)")
-    w.add_argument("--sigmas", type=listof(radius),
-                   default=[2 / 255, 4 / 255, 8 / 255], help="noise std values (default 2/255,4/255,8/255)")
-    w.add_argument("--n-samples", type=listof(count), default=[1, 8],
-                   help="noise draws (default 1,8)")
+    w.add_argument("--shares", type=listof(real(0, 1)), default=GRID["shares"],
+                   help="shares of the masked layer's neurons kept per class, each setting's k = share x neurons, "
+                        f"rounded (default {','.join(map(str, GRID['shares']))})")
+    w.add_argument("--sigmas", type=listof(radius), default=GRID["sigmas"], help="noise std values (default "
+                   + ",".join(f"{255 * s:g}/255" for s in GRID["sigmas"]) + ")")
+    w.add_argument("--n-samples", type=listof(count), default=GRID["n_samples"],
+                   help=f"noise draws (default {','.join(map(str, GRID['n_samples']))})")
     w.add_argument("--adversarial-rankings", action="store_true",
                    help="also LO-IR on the model's PGD-10 examples of the probe images")
     w.add_argument("--deep-layer", default=None, help="also rankings (ablation LO-IR) at this module's output")
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--attacks", default=None, help="comma-separated, from: " + ",".join(ATTACKS) + " (default: "
                    + ",".join(SWEEP_ATTACKS) + ")")
     _attack_options(w)
-    w.add_argument("--probe-per-class", type=count, default=200)
+    w.add_argument("--probe-per-class", type=count, default=DefenseSpec.probe_per_class)
     _resumable_run_options(w, "igdefense-sweep", "logs (resumable), sweep.{md,json,png}, report.*")
     w.set_defaults(func=cmd_sweep)
 

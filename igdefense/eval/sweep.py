@@ -41,7 +41,7 @@ from .._hooks import model_device
 from .._identity import FIX, StateMismatch, short_digest
 from .._lock import folder_lock
 from .._validation import check_number
-from ..defense import IGDefense
+from ..defense import DEFAULT_SHARE, SIGMA, IGDefense
 from ..rankings import Rankings
 from ..specs import DefenseSpec
 from ..attacks import AttackSettings, run_attack
@@ -63,8 +63,8 @@ class DefenseSetting:
     :meth:`k_for` gives), the noise ``sigma``, ``n_samples`` noise draws, and the name of the
     rankings (a key of the rankings given to :func:`sweep`; their layer is the layer masked)."""
 
-    share: float = 0.10
-    sigma: float = 4 / 255
+    share: float = DEFAULT_SHARE
+    sigma: float = SIGMA
     n_samples: int = 1
     rankings: str = "clean"
 
@@ -86,8 +86,11 @@ class DefenseSetting:
                          seed=seed).eval()
 
 
-def one_at_a_time(rankings: Sequence[str] = ("clean",), shares: Sequence[float] = (0.02, 0.05, 0.10, 0.25, 0.50),
-                  sigmas: Sequence[float] = (2 / 255, 4 / 255, 8 / 255), n_samples: Sequence[int] = (1, 8)
+GRID = {"shares": (0.02, 0.05, DEFAULT_SHARE, 0.25, 0.50), "sigmas": (2 / 255, SIGMA, 8 / 255), "n_samples": (1, 8)}
+
+
+def one_at_a_time(rankings: Sequence[str] = ("clean",), shares: Sequence[float] = GRID["shares"],
+                  sigmas: Sequence[float] = GRID["sigmas"], n_samples: Sequence[int] = GRID["n_samples"]
                   ) -> list[DefenseSetting]:
     """The grid that varies one thing at a time around the paper's defaults (10% of the neurons,
     sigma 4/255, one draw, the first rankings): every share, every sigma, every n_samples, every other rankings. A full
