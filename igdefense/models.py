@@ -20,17 +20,15 @@ import importlib.util
 import os
 import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from . import zoo
 from ._validation import check_file
-
-PREFIXES = ("robustbench:", "torchvision:", "timm:")
-
 
 class Normalized(nn.Module):
     """``model((x - mean) / std)``: a model trained on normalised inputs, taking [0, 1] images."""
@@ -43,6 +41,46 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One way of naming a model: ``usage`` as the help shows it, ``matches(spec)``, ``load(spec,
+    **options)`` (the options of :func:`load_model` it takes: ``options``), and whether the spec names
+    a local file (``names_a_file``: a Python file runs when loaded, so a spec read from a file's
+    metadata is never loaded when it names one)."""
+
+    usage: str
+    matches: Callable[[str], bool]
+    load: Callable[..., nn.Module]
+    options: tuple[str, ...] = ()
+    names_a_file: bool = False
+
+
+_SOURCES: list[ModelSource] = []
+
+
+def register_model_source(usage: str, matches: Callable[[str], bool], *, options: tuple[str, ...] = (),
+                          names_a_file: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator registering ``load(spec, **options)`` as a model source (as timm's ``register_model``);
+    sources are tried in registration order, the zoo's names last."""
+    def add(load: Callable) -> Callable:
+        _SOURCES.append(ModelSource(usage, matches, load, tuple(options), names_a_file))
+        return load
+    return add
+
+
+def model_sources() -> tuple[ModelSource, ...]:
+    """The registered model sources, in the order they are tried."""
+    return tuple(_SOURCES)
+
+
+def model_source(spec: str) -> ModelSource:
+    """The source a model name belongs to; one line naming every form when none matches."""
+    for source in _SOURCES:
+        if source.matches(spec):
+            return source
+    raise ValueError(f"unknown model {spec!r}: use " + ", ".join(s.usage for s in _SOURCES))
 
 
 def load_model(spec: str, *, model_dir: str | os.PathLike | None = None, dataset: str = "cifar10",
@@ -58,27 +96,40 @@ def load_model(spec: str, *, model_dir: str | os.PathLike | None = None, dataset
         num_classes: the classifier's outputs when built from a checkpoint (default: the library's).
         normalize: (mean, std) per channel, put in front of a checkpoint's or a file's model.
     """
-    prefix, _, name = spec.partition(":") if spec.startswith(PREFIXES) else ("", "", spec)
-    if checkpoint is not None and prefix not in ("torchvision", "timm"):
+    source = model_source(spec)
+    if checkpoint is not None and "checkpoint" not in source.options:
         raise ValueError(f"checkpoint= is for torchvision:NAME and timm:NAME models, not {spec!r}")
-    if prefix == "robustbench":
-        model = _robustbench(name, model_dir, dataset, threat_model)
-    elif prefix in ("torchvision", "timm"):
-        model = _library_model(prefix, name, checkpoint, num_classes, normalize)
-    elif ":" in spec and spec.split(":")[0].endswith(".py"):
-        model = _from_file(spec, normalize)
-    elif spec.endswith(".safetensors"):
-        check_file(spec, "weights written by igdefense train")
-        from .zoo.weights_file import load_weights
+    given = {"model_dir": model_dir, "dataset": dataset, "threat_model": threat_model, "checkpoint": checkpoint,
+             "num_classes": num_classes, "normalize": normalize}
+    return source.load(spec, **{k: given[k] for k in source.options}).eval()
 
-        model = load_weights(spec)
-    elif spec in zoo.available():
-        model = zoo.load(spec)
-    else:
-        raise ValueError(f"unknown model {spec!r}: use a zoo name ({', '.join(zoo.available())}), "
-                         "robustbench:NAME, torchvision:NAME, timm:NAME, path/to/file.py:factory or a .safetensors "
-                         "file igdefense train wrote")
-    return model.eval()
+
+def _prefixed(prefix: str) -> Callable[[str], bool]:
+    return lambda spec: spec.startswith(prefix + ":")
+
+
+@register_model_source("robustbench:NAME", _prefixed("robustbench"), options=("model_dir", "dataset", "threat_model"))
+def _robustbench_source(spec: str, model_dir, dataset: str, threat_model: str) -> nn.Module:
+    return _robustbench(spec.partition(":")[2], model_dir, dataset, threat_model)
+
+
+_LIBRARY_OPTIONS = ("checkpoint", "num_classes", "normalize")
+register_model_source("torchvision:NAME", _prefixed("torchvision"), options=_LIBRARY_OPTIONS)(
+    lambda spec, **options: _library_model("torchvision", spec.partition(":")[2], **options))
+register_model_source("timm:NAME", _prefixed("timm"), options=_LIBRARY_OPTIONS)(
+    lambda spec, **options: _library_model("timm", spec.partition(":")[2], **options))
+register_model_source("path/to/file.py:factory (which runs that file: name only files you trust)",
+                      lambda spec: ":" in spec and spec.split(":")[0].endswith(".py"),
+                      options=("normalize",), names_a_file=True)(lambda spec, normalize: _from_file(spec, normalize))
+
+
+@register_model_source("FILE.safetensors (written by igdefense train)", lambda spec: spec.endswith(".safetensors"),
+                       names_a_file=True)
+def _weights_file(spec: str) -> nn.Module:
+    check_file(spec, "weights written by igdefense train")
+    from .zoo.weights_file import load_weights
+
+    return load_weights(spec)
 
 
 def _robustbench(name: str, model_dir, dataset: str, threat_model: str) -> nn.Module:
@@ -168,3 +219,8 @@ def _from_file(spec: str, normalize) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     return Normalized(model, *normalize) if normalize else model
+
+
+# (last: a zoo name is any other string; its list is the zoo's, read when asked)
+register_model_source("a zoo name (" + ", ".join(zoo.available()) + ")", lambda spec: spec in zoo.available())(
+    lambda spec: zoo.load(spec))

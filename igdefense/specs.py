@@ -32,6 +32,7 @@ from ._parse import count, radius, real, whole
 from ._validation import MAX_SIDE, json_loads
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
 from .defense import SIGMA, TAU, IGDefense
+from .models import load_model, model_source, model_sources
 from .rankings import Rankings
 from .rankings.cache import cached_lo_ir
 
@@ -85,10 +86,8 @@ class ModelSpec(Spec):
     """A classifier by name (:func:`igdefense.models.load_model`) and the options that go with it."""
 
     name: str = field(default_factory=zoo.default_model, metadata=option(
-        "a zoo name (" + ", ".join(zoo.available()) + "), robustbench:NAME, torchvision:NAME, timm:NAME, "
-        "FILE.safetensors (written by igdefense train) or path/to/file.py:factory (which runs that file: name only "
-        "files you trust); the model takes [0,1] images "
-        "(normalisation inside it)", flag="--model"))
+        ", ".join(s.usage for s in model_sources()) + "; the model takes [0,1] images (normalisation inside it)",
+        flag="--model"))
     model_dir: str | None = field(default=None, metadata=option(
         "RobustBench's model folder: <dir>/<dataset>/<threat>/NAME.pt is read, downloaded only when missing "
         "(default ./models)"))
@@ -102,8 +101,6 @@ class ModelSpec(Spec):
                                                                   count))
 
     def load(self) -> nn.Module:
-        from .models import load_model
-
         return load_model(self.name, model_dir=self.model_dir, dataset=self.dataset, threat_model=self.threat_model,
                           checkpoint=self.checkpoint, num_classes=self.num_classes)
 
@@ -112,9 +109,12 @@ class ModelSpec(Spec):
         return {**super().to_json(), "model_dir": resolve(self.model_dir), "checkpoint": resolve(self.checkpoint)}
 
     @property
-    def runs_code(self) -> bool:
-        """A model *file* (path.py:factory): loading it runs that file."""
-        return not (self.name in zoo.available() or self.name.startswith(("robustbench:", "torchvision:", "timm:")))
+    def names_a_file(self) -> bool:
+        """A model *file* (path.py:factory, weights): loading it reads, or runs, what that file holds."""
+        try:
+            return model_source(self.name).names_a_file
+        except ValueError:  # (no source: taken for a file, the careful side)
+            return True
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import igdefense
-from igdefense.attacks import ATTACKS, AttackSettings, run_attack
+from igdefense.attacks import ATTACKS, AttackSettings, register_attack, run_attack
 from igdefense.attacks.apgd import cw_loss as _cw_loss
-from igdefense.attacks import RayS
+from igdefense.attacks import RayS, registry
 
 
 def test_cw_loss_by_hand():
@@ -203,3 +203,24 @@ def test_fgsm_by_hand_and_pgd_stronger(robust_cnn, test_batch):
         acc = {name: (robust_cnn(adv).argmax(1) == y).float().mean().item() for name, adv in
                [("fgsm", fgsm), ("pgd", pgd)]}
     assert acc["pgd"] < acc["fgsm"]  # ten steps find more than one
+
+
+def test_an_attack_of_ones_own_is_one_registration(monkeypatch, standard_cnn, test_batch, tmp_path):
+    # as a user adds one: a function, registered with its kind and budgets; the evaluation, its log
+    # and the command line's choices then know it, and judge its candidates themselves
+    monkeypatch.setattr(registry, "_ATTACKS", dict(registry._ATTACKS))
+    x, y = test_batch[0][:20], test_batch[1][:20]
+
+    @register_attack("fgsm-twice", "white-box", budgets=("pgd_steps",))
+    def fgsm_twice(model, x, y, s):
+        first = run_attack("fgsm", model, x, y, s)[0]
+        return [first, run_attack("fgsm", model, first, y, AttackSettings(eps=s.eps / 2))[0].clamp(x - s.eps, x + s.eps)]
+
+    result = igdefense.evaluate(standard_cnn, [(x, y)], attacks=["fgsm", "fgsm-twice"], log_path=tmp_path / "log",
+                                progress=False)
+    assert "fgsm-twice" in registry.attack_names("white-box")
+    assert (result.correct["fgsm-twice"] <= result.correct["clean"]).all()
+    with pytest.raises(ValueError, match="registered already"):
+        register_attack("fgsm", "white-box")(fgsm_twice)
+    with pytest.raises(ValueError, match="not fields of AttackSettings"):
+        register_attack("other", "white-box", budgets=("steps",))(fgsm_twice)

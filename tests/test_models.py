@@ -79,3 +79,18 @@ def test_a_wrong_spec_says_what_is_accepted():
     with pytest.raises(ValueError, match="checkpoint= is for"):
         load_model("smallcnn-robust", checkpoint="w.pt")
     assert load_model("smallcnn-robust").training is False
+
+
+def test_a_model_source_of_ones_own_is_one_registration(monkeypatch, tmp_path):
+    # as timm's register_model: a prefix and a loader; load_model, ModelSpec and the errors then know it
+    from igdefense import ModelSpec, models
+
+    monkeypatch.setattr(models, "_SOURCES", list(models._SOURCES))
+    models.register_model_source("mine:NAME", lambda spec: spec.startswith("mine:"))(
+        lambda spec: zoo.load(spec.partition(":")[2]))
+    model = load_model("mine:smallcnn-robust")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                   zoo.load("smallcnn-robust").state_dict().values()))
+    assert not ModelSpec("mine:smallcnn-robust").names_a_file and ModelSpec("m.py:make").names_a_file
+    with pytest.raises(ValueError, match="mine:NAME"):
+        load_model("nonesuch")

@@ -430,7 +430,8 @@ def _export_sources(args, meta: dict[str, str]) -> tuple[ModelSpec, str | None]:
         raise ValueError(f"{args.check} has malformed model_options metadata ({e})") from e
     stored = ModelSpec.from_json({"name": meta["zoo_model"], **{k: v for k, v in options.items() if v is not None}},
                                  where=f"{args.check}'s metadata")
-    if stored.runs_code:
-        raise ValueError(f"{args.check} names the model {stored.name!r}, a file igdefense would have to run; it never "
-                         "runs code named in a file's metadata: pass --model yourself if you trust that file")
+    if stored.names_a_file:
+        raise ValueError(f"{args.check} names the model {stored.name!r}, a model file; igdefense never "
+                         "loads one named in a file's metadata, and never runs code named in a file's metadata: pass "
+                         "--model yourself if you trust that file")
     return from_args(ModelSpec, args, stored), rankings
