@@ -1,5 +1,6 @@
 """The command line, run as a user runs it (real zoo model, real CIFAR-10 images, real attacks)."""
 
+import json
 import re
 
 from igdefense.cli import main
@@ -108,3 +109,20 @@ def test_an_image_folder_with_an_imagenet_model(capsys, tmp_path, imagenet_folde
     # LO-IR needs every class in the probe: 19 of ImageNet's 1,000 are not enough, and it says so
     assert main(["rank", *spec, "-o", str(tmp_path / "r.safetensors")]) == 2
     assert "no images of classes" in capsys.readouterr().err
+
+
+def test_eval_add_attacks_reattacks_the_survivors_of_a_finished_evaluation(tmp_path, capsys):
+    # the evaluation resumes with no attack run twice, then only its survivors meet the added attacks
+    run = ["eval", "--model", "smallcnn-robust", "--images", "20", "--batch-size", "20", "--attacks", "fgsm",
+           "--draws", "3", "--eot-iter", "2", "--out", str(tmp_path / "ev")]
+    assert main(run) == 0
+    first = capsys.readouterr().out
+    assert main([*run, "--add-attacks", "bim,nonesuch"]) == 2 and "unknown attack 'nonesuch'" in capsys.readouterr().err
+    assert main([*run, "--add-attacks", "bim"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(first.split("wrote")[0])  # (the same report, read back)
+    line = next(l for l in out.splitlines() if l.startswith("  worst case"))
+    after, before = (float(v) for v in re.findall(r"([\d.]+)%", line)[:2])
+    assert after <= before and "survivors re-attacked with bim (seed 1" in out
+    added = json.loads((tmp_path / "ev" / "added" / "lo-ir-bim-seed1.jsonl").read_text().splitlines()[0])
+    assert added["settings"]["seed"] == 1 and added["settings"]["order"] == ["bim"]

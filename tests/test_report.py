@@ -37,3 +37,29 @@ def test_interim_table_pairs_models_on_the_images_all_have_done():
     assert "IW-WC +50.00 points" in table and "1 images gained, 0 lost, n=2" in table
     assert "autoattack +50.00 points" in table  # a cascade's first column is its own: paired too
     assert base.first(n).cascade
+
+
+def test_report_reads_committed_evaluations_back(tmp_path, capsys):
+    # the worst case over two seeds and an unfinished cascade's upper bounds, from the committed logs,
+    # reproduce the committed results made by the research scripts before these were the library's
+    import json
+    from pathlib import Path
+
+    from igdefense.cli import main
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    runs = [results / "eval_smallcnn-refined-sigma8-draws", results / "eval_smallcnn-refined-sigma8-draws-seed1"]
+    assert main(["report", *map(str, runs), "--json", str(tmp_path / "worst.json")]) == 0
+    committed = json.loads((results / "worst_over_seeds-eval_smallcnn-refined-sigma8-draws+"
+                                      "eval_smallcnn-refined-sigma8-draws-seed1.json").read_text())
+    assert json.loads((tmp_path / "worst.json").read_text())["rows"] == committed["rows"]
+    assert "| lo-ir, majority | 14.8 | 16.3 | +1.5 [+0.7, +2.3] | 15 | 0 |" in capsys.readouterr().out
+
+    assert main(["report", str(results / "eval_preact-resnet18-robust")]) == 0
+    out = capsys.readouterr().out
+    assert "unfinished: still to run rays" in out and "39.4 (upper bound)" in out
+    committed = json.loads((results / "paper_scale_resnet18.json").read_text())["settings"]
+    assert committed["sigma 4/255 (the paper's)"]["defended"]["majority"]["worst_case"] == 39.4
+
+    assert main(["report", str(runs[0]), str(runs[0])]) == 2
+    assert "share a seed" in capsys.readouterr().err

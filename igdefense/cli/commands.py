@@ -17,9 +17,10 @@ from torch import nn
 
 from .. import zoo
 from .._identity import model_digest
+from .._atomic import atomic_write
 from .._lock import folder_lock, start_fresh
 from .._validation import json_loads
-from ..attacks import AttackSettings
+from ..attacks import AttackSettings, get_attack
 from ..data import balanced_loader, cache_dir, probe_used
 from ..defense import SIGMA, TAU, IGDefense
 from ..distributed import default_device
@@ -173,6 +174,9 @@ def cmd_eval(args) -> int:
     if args.sanity:
         sanity_data = next(iter(data_spec.loader("test", args.sanity_n, batch_size=args.sanity_n)[0]))
     plan = _plan(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
+    for name in args.add_attacks.split(","):  # (a typo is one line now, not after the evaluation's hours)
+        if name:
+            get_attack(name)
     with folder_lock(args.out):
         _fresh(args)
         results = benchmark(models, loader, plan, out=args.out, baseline="base",
@@ -185,7 +189,27 @@ def cmd_eval(args) -> int:
     info = write_model_info(args.out, spec.name, models, results, data, plan.settings)
     print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(info)} RobustBench entries "
           f"({info[0].parent})")
+    if args.add_attacks:
+        _add_attacks(args, base, defended, rankings.method, results, loader, plan.settings)
     return 0
+
+
+def _add_attacks(args, base: nn.Module, defended: IGDefense, name: str, results: dict, loader, settings) -> None:
+    """``eval --add-attacks``: the finished evaluation's survivors of the defended model re-attacked."""
+    from ..eval.survivors import attack_survivors
+    from ..stats import paired_difference
+
+    attacks = [a for a in args.add_attacks.split(",") if a]
+    seed = args.seed + 1 if args.add_seed is None else args.add_seed
+    log = Path(args.out) / "added" / f"{name}-{'+'.join(attacks)}-seed{seed}.jsonl"
+    log.parent.mkdir(exist_ok=True)
+    with folder_lock(log.parent):
+        worst, added = attack_survivors(defended, results[name], loader, attacks,
+                                        dataclasses.replace(settings, seed=seed, base_model=base), log_path=log)
+    base_worst = results["base"].worst_case
+    print(f"\n{name}'s {len(added.correct['clean'])} survivors re-attacked with {', '.join(attacks)} (seed {seed}, "
+          f"log {log}):\n  worst case {100 * worst.float().mean():.1f}% (was {100 * results[name].worst_case_accuracy:.1f}%)"
+          f"; vs base {paired_difference(base_worst, worst)} (was {paired_difference(base_worst, results[name].worst_case)})")
 
 
 def _plan(args, attacks: str, **fields) -> Plan:
@@ -214,6 +238,28 @@ def _fresh(args) -> None:
             print(f"--fresh: kept what {args.out} held in {backup}", file=sys.stderr)
     if world > 1:
         torch.distributed.barrier()
+
+
+def cmd_report(args) -> int:
+    from ..eval.runs import summarise, summary_markdown, worst_over_runs_rows
+
+    if missing := [str(f) for f in args.folders if not Path(f).is_dir()]:
+        raise ValueError(f"no such folder: {', '.join(missing)} (give igdefense eval --out folders)")
+    if len(args.folders) == 1:
+        result = summarise(args.folders[0], args.baseline)
+        print(summary_markdown(result))
+    else:
+        result = worst_over_runs_rows(args.folders, args.baseline)
+        print(f"image-wise worst case over {len(args.folders)} runs (an image counts when it survives every attack "
+              f"of every run): {result['images']} images, the batches every run finished\n")
+        print("| model, rule | base | defended | difference | gained | lost |\n|---|---|---|---|---|---|")
+        for r in result["rows"]:
+            print(f"| {r['after']} | {r['base']} | {r['defended']} | {r['difference']} | {r['gained']} | {r['lost']} |")
+    if args.json:
+        atomic_write(args.json, json.dumps({"command": "igdefense " + " ".join(sys.argv[1:]), **result}, indent=1)
+                     + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_sweep(args) -> int:

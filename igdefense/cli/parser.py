@@ -15,7 +15,7 @@ from ..specs import DefenseSpec
 from ..train import TRAINING_ATTACKS, TrainConfig
 from ..zoo.models import ARCHITECTURES
 from .commands import (cmd_compare, cmd_corruptions, cmd_demo, cmd_eval, cmd_explain_robustness, cmd_export,
-                       cmd_rank, cmd_refine, cmd_sweep, cmd_train)
+                       cmd_rank, cmd_refine, cmd_report, cmd_sweep, cmd_train)
 from .options import (FRESH_HELP, _attack_options, add_config_options, _batch_size, _data_options, _defense_options, _model_options,
                       _precision, _resumable_run_options, _seed)
 
@@ -80,12 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     # --images, not a bare --n: torchrun's parser would take "--n" as an abbreviation of its own options
     v.add_argument("--images", "--n", dest="n", type=count, default=1000, help="test images, class-balanced")
     _attack_options(v)
+    v.add_argument("--add-attacks", default="", metavar="ATTACKS", help="then re-attack the images the defended model "
+                   "still gets right with these attacks (comma-separated), in cascade: does the gain survive them? "
+                   "(the evaluation itself resumes first, with no attack run twice)")
+    v.add_argument("--add-seed", type=natural, default=None, help="the added attacks' seed (default --seed + 1: other "
+                   "starts and noise draws)")
     v.add_argument("--random-mask", action="store_true", help="also evaluate a random-k mask (ablation)")
     v.add_argument("--sanity", action="store_true", help="run the sanity checks on the defended model")
     v.add_argument("--sanity-n", type=count, default=100, help="images the sanity checks run on, class-balanced "
                    "(default 100)")
     _resumable_run_options(v, "igdefense-eval", "directory for logs (resumable) and the report")
     v.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="read evaluation folders back: one folder's summary, finished or not (an "
+                                      "unfinished cascade's worst case as an upper bound), or the image-wise worst "
+                                      "case over runs that differ only in --seed")
+    p.add_argument("folders", nargs="+", type=pathname, metavar="DIR", help="igdefense eval --out folders")
+    p.add_argument("--baseline", default="base", help="the undefended model's log name (default base)")
+    p.add_argument("--json", type=pathname, default=None, metavar="FILE", help="also write the result as JSON")
+    p.set_defaults(func=cmd_report)
 
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
                                      "(transfer first, then the adaptive attack, AutoAttack, EOT, RayS); table + "

@@ -1,0 +1,39 @@
+"""Re-attacking a finished evaluation's survivors: does a defense's worst-case gain survive attacks
+the evaluation did not run, with other random starts and noise draws?
+
+Only the images the model still gets right under every attack of the evaluation are attacked (in
+cascade); the new attacks can only lower its worst case, and the baseline keeps its own, so the
+paired gain is a conservative one. The evaluation itself must be finished and be this model's (the
+caller resumes it first: ``igdefense eval ... --add-attacks`` does, which checks every identity).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..attacks import AttackSettings
+from .evaluate import EvalResult, evaluate
+
+
+def attack_survivors(model: nn.Module, finished: EvalResult, data: Iterable, attacks: list[str],
+                     settings: AttackSettings, *, log_path: str | os.PathLike | None = None,
+                     progress: bool = True) -> tuple[torch.Tensor, EvalResult]:
+    """``(worst case after, the added attacks' result)``: ``finished.worst_case`` (per image, in the
+    order of ``data``, the data ``finished`` was computed on) with every survivor that one of
+    ``attacks`` breaks set False. The added attacks' log (``log_path``) resumes as any evaluation's."""
+    x, y = (torch.cat(t) for t in zip(*data))
+    worst = finished.worst_case.clone()
+    if len(worst) != len(y):
+        raise ValueError(f"the evaluation holds {len(worst)} images, the data {len(y)}: re-attack the images it was "
+                         "computed on")
+    alive = worst.nonzero().squeeze(1)
+    if not len(alive):
+        return worst, EvalResult({"clean": torch.zeros(0, dtype=torch.bool)})
+    added = evaluate(model, (x[alive], y[alive]), attacks, settings=settings, cascade=True, log_path=log_path,
+                     progress=progress, desc=f"re-attacking {len(alive)} survivors")
+    worst[alive[~added.worst_case.to(alive.device)]] = False
+    return worst, added
