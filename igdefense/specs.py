@@ -203,9 +203,12 @@ class DefenseSpec(Spec):
         names = list(train.classes) if len(train.classes) == outputs else None
         return cached_lo_ir(model, train, self.probe_per_class, name=name, class_names=names)
 
-    def build(self, model: nn.Module, rankings: Rankings, seed: int | None = None) -> IGDefense:
+    def build(self, model: nn.Module, rankings: Rankings | str | os.PathLike, seed: int | None = None,
+              **options) -> IGDefense:
+        """The defended model in eval mode: the one path from a setting to an :class:`IGDefense`
+        (``options``: its other arguments, e.g. ``precision``)."""
         return IGDefense(model, rankings, k=self.k, sigma=self.sigma, tau=self.tau, n_samples=self.n_samples,
-                         seed=seed).eval()
+                         seed=seed, **options).eval()
 
     def describe(self, defended: IGDefense | None = None) -> str:
         k = f"k={defended.k}/{defended.split.num_neurons}" if defended is not None else \
@@ -222,8 +225,8 @@ def wrap(model: nn.Module, rankings: Rankings | str | os.PathLike, **kwargs) -> 
         spec = DefenseSpec.load(rankings)
         if spec.rankings is None:
             raise ValueError(f"{rankings} names no rankings file: pass the rankings, and its settings as keywords")
-        settings = {"k": spec.k, "sigma": spec.sigma, "tau": spec.tau, "n_samples": spec.n_samples}
-        return IGDefense(model, spec.rankings, **{**settings, **kwargs}).eval()
+        ours = {k: kwargs.pop(k) for k in ("k", "sigma", "tau", "n_samples") if k in kwargs}
+        return dataclasses.replace(spec, **ours).build(model, spec.rankings, **kwargs)
     return IGDefense(model, rankings, **kwargs).eval()
 
 

@@ -22,7 +22,7 @@ from .._lock import folder_lock, start_fresh
 from .._validation import json_loads
 from ..attacks import AttackSettings, get_attack
 from ..data import balanced_loader, cache_dir, probe_used
-from ..defense import SIGMA, TAU, IGDefense
+from ..defense import IGDefense
 from ..distributed import default_device
 from ..eval.plan import Plan
 from ..eval.sweep import SWEEP_ATTACKS
@@ -431,9 +431,10 @@ def cmd_export(args) -> int:
             raise ValueError(f"{args.check} has no igdefense metadata; pass --model and --rankings")
         spec, rankings = _export_sources(args, session.metadata)
         model = spec.load()
-        setting = DefenseSpec(k=cfg.get("k"), sigma=cfg.get("sigma", SIGMA), tau=cfg.get("tau", TAU),
-                              n_samples=cfg.get("n_samples", 1), rankings=rankings,
-                              probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
+        stored = DefenseSpec.from_json({k: cfg[k] for k in ("k", "sigma", "tau", "n_samples") if k in cfg},
+                                       where=f"{args.check}'s metadata")
+        setting = dataclasses.replace(stored, rankings=rankings,
+                                      probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
         defended = setting.build(model, setting.rankings_for(model, spec.name, data), seed=args.seed)
         if cfg.get("made_from") not in (None, made_from(defended)):  # (older exports record none)
             raise ValueError(f"{args.check} was made from other weights or rankings than {spec.name} and the rankings "

@@ -41,7 +41,7 @@ class EvalResult:
     and under each rule in ``by_rule``."""
 
     correct: dict[str, torch.Tensor] = field(default_factory=dict)
-    eps: float = 8 / 255
+    eps: float = AttackSettings.eps
     cascade: bool = False  # True: each attack after the first counts the images surviving it *and* all before
     draws: int = 1  # noise draws each example was classified under (1: a deterministic model)
     by_rule: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # {rule: columns like correct}

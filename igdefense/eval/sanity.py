@@ -85,7 +85,7 @@ def not_weaker(name: str, strong: torch.Tensor, weak: torch.Tensor, strong_name:
 
 
 def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "apgd-ce",
-                      eps: float = 8 / 255, settings: AttackSettings | None = None,
+                      eps: float = AttackSettings.eps, settings: AttackSettings | None = None,
                       black_box: str = "square", base_model: nn.Module | None = None, tolerance: float = 0.03,
                       sweep: dict[float, torch.Tensor] | None = None, bar: tqdm | None = None) -> list[Check]:
     """Run the checks on one batch; failures are printed loudly to stderr.

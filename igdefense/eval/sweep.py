@@ -81,9 +81,13 @@ class DefenseSetting:
         """IG-Defense's ``k`` (neurons kept per class) at this share of the rankings' layer."""
         return max(1, round(self.share * rankings.num_neurons))
 
+    def spec_for(self, ranked: Rankings, **fields) -> DefenseSpec:
+        """This point of the grid on the rankings ``ranked`` as the one defense setting every command
+        reads (``fields``: its others, e.g. the rankings file)."""
+        return DefenseSpec(k=self.k_for(ranked), sigma=self.sigma, n_samples=self.n_samples, **fields)
+
     def build(self, model: nn.Module, rankings: Rankings, seed: int = 0) -> IGDefense:
-        return IGDefense(model, rankings, k=self.k_for(rankings), sigma=self.sigma, n_samples=self.n_samples,
-                         seed=seed).eval()
+        return self.spec_for(rankings).build(model, rankings, seed=seed)
 
 
 GRID = {"shares": (0.02, 0.05, DEFAULT_SHARE, 0.25, 0.50), "sigmas": (2 / 255, SIGMA, 8 / 255), "n_samples": (1, 8)}
@@ -156,9 +160,8 @@ class SweepResult:
         path = rankings_path(out, chosen.rankings)
         if not path.exists():
             rankings[chosen.rankings].save(path)
-        DefenseSpec(k=chosen.k_for(rankings[chosen.rankings]), sigma=chosen.sigma, n_samples=chosen.n_samples,
-                    rankings=str(path), probe_per_class=probe_per_class,
-                    origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
+        chosen.spec_for(rankings[chosen.rankings], rankings=str(path), probe_per_class=probe_per_class,
+                        origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
         return out / "defense.json"
 
     def table(self) -> str:
