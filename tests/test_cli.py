@@ -3,6 +3,8 @@
 import json
 import re
 
+import pytest
+
 from igdefense.cli import main
 
 
@@ -126,3 +128,21 @@ def test_eval_add_attacks_reattacks_the_survivors_of_a_finished_evaluation(tmp_p
     assert after <= before and "survivors re-attacked with bim (seed 1" in out
     added = json.loads((tmp_path / "ev" / "added" / "lo-ir-bim-seed1.jsonl").read_text().splitlines()[0])
     assert added["settings"]["seed"] == 1 and added["settings"]["order"] == ["bim"]
+
+
+def test_the_readme_command_table_matches_the_help(capsys):
+    # every command and option the README's table names is one --help lists
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Command line", 1)[1].split("```")[1]
+    lines = [line for line in table.splitlines() if line.startswith("igdefense ")]
+    assert len(lines) >= 11
+    for line in lines:
+        for part in line.split(";"):
+            command = part.split()[1]
+            with pytest.raises(SystemExit):
+                main([command, "--help"])
+            shown = capsys.readouterr().out
+            for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*|-o)\b", part):
+                assert option in shown, f"README names {option} for igdefense {command}; its --help does not"
