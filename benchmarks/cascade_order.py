@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from igdefense._atomic import atomic_write
+from igdefense.atomic import atomic_write
 
 ATTACKS = ["autoattack", "transfer", "apgd-ce-eot", "rays"]  # the committed table's
 

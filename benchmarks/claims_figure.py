@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, write_results
-from igdefense._atomic import atomic_path
+from igdefense.atomic import atomic_path
 from igdefense.eval.scoring import RULES
 from igdefense.stats import paired_difference
 from worst_over_seeds import CannotCombine, worst_over_runs

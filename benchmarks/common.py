@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 
-from igdefense._atomic import atomic_write
-from igdefense._machine import machine
+from igdefense.atomic import atomic_write
+from igdefense.machine import machine
 from igdefense.stats import paired_difference
 
 RESULTS = Path(__file__).parent / "results"

@@ -39,7 +39,7 @@ def worker(per_class: int | None) -> dict:
 
     from igdefense.corruptions import NAMES, write_dataset
     from igdefense.corruptions.blur import to_8bit
-    from igdefense.corruptions.dataset import CHUNK, _chunk
+    from igdefense.corruptions.dataset import CHUNK, chunk
 
     data = _data(per_class)
     seconds = {}
@@ -54,7 +54,7 @@ def worker(per_class: int | None) -> dict:
         out = np.lib.format.open_memmap(Path(tmp, "floor.npy"), mode="w+", dtype=np.uint8,
                                         shape=(5 * len(data), 32, 32, 3))
         for start in range(0, len(data), CHUNK):
-            x, _ = _chunk(data, start)
+            x, _ = chunk(data, start)
             for severity in range(5):
                 out[severity * len(data) + start:][:len(x)] = (
                     (to_8bit(x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
@@ -88,7 +88,7 @@ def examples(path: Path, index: int = 7) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from igdefense._atomic import atomic_path
+    from igdefense.atomic import atomic_path
     from igdefense.corruptions import NAMES, corrupt
 
     x = _data(10).__getitems__([index])[0]

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from common import RESULTS, write_results
 
 from igdefense import evaluate, zoo
-from igdefense._atomic import atomic_path, atomic_write
+from igdefense.atomic import atomic_path, atomic_write
 from igdefense.corruptions import NAMES, CorruptedCIFAR10, write_dataset
 from igdefense.data import CIFAR10, balanced_indices, cifar10_loader
 from igdefense.defense import IGDefense

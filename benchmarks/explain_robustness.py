@@ -25,7 +25,7 @@ from torch import nn
 from common import RESULTS, write_results
 
 from igdefense import zoo
-from igdefense._atomic import atomic_write
+from igdefense.atomic import atomic_write
 from igdefense.data import CIFAR10_CLASSES, cifar10_loader, foolbox_imagenet
 from igdefense.defense import IGDefense
 from igdefense.explain import explain
@@ -33,7 +33,7 @@ from igdefense.stats import paired_mean_difference
 from igdefense.explain.metrics import METRICS
 from igdefense.explain.report import plot_grid, write_study_report
 from igdefense.explain.robustness import explanation_robustness, separation
-from igdefense._machine import machine
+from igdefense.machine import machine
 
 
 def efficientnet_lite0() -> nn.Module:

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).parent), str(ROOT)]  # igdefense from this checkout: not installed there
 from common import RESULTS, machine  # noqa: E402
 
-from igdefense._atomic import atomic_write  # noqa: E402
+from igdefense.atomic import atomic_write  # noqa: E402
 
 SIZES = {"cuda": {"batches": (1, 64, 256, 1024), "lime_images": 8, "lime_samples": 1000, "onnx_batch": 256,
                   "refine_batch": 128, "demo_images": 200, "repeats": 20},
@@ -251,10 +251,10 @@ def pack(folder: Path, ort_wheel: Path | None) -> None:
     import hashlib
     import importlib.util
 
-    from igdefense.data import _candidates  # the places the JPEG copy is looked for
+    from igdefense.data import search_paths  # the places the JPEG copy is looked for
 
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    tar = next((p for p in _candidates(None) if p.is_file() and p.name.endswith(".tar.gz")), None)
+    tar = next((p for p in search_paths(None) if p.is_file() and p.name.endswith(".tar.gz")), None)
     if tar is None:
         sys.exit("no cifar10-jpeg.tar.gz found to pack (see ../shared/data/README.md)")
     shutil.copy(tar, folder / "data" / "cifar10-jpeg.tar.gz")

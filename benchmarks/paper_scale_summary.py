@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from igdefense._atomic import atomic_write
+from igdefense.atomic import atomic_write
 from igdefense.eval import runs
 from igdefense.eval.scoring import HEADLINE, RULES
 

@@ -39,14 +39,10 @@ def load(args) -> tuple[torch.nn.Module, str]:
         from igdefense.models import load_model
 
         return load_model(args.model), args.model
-    from igdefense._state import load_state
-    from igdefense.train import TrainConfig
+    from igdefense.train import load_checkpoint
 
-    state = load_state(args.checkpoint)
-    config = state["identity"]["config"]
-    model = TrainConfig(**{**config, "widths": tuple(config["widths"])}).build()
-    model.load_state_dict(state["model"])
-    return model.eval(), f"{args.checkpoint} after epoch {state['epoch']} of {config['epochs']}"
+    model, epoch, config = load_checkpoint(args.checkpoint)
+    return model, f"{args.checkpoint} after epoch {epoch} of {config.epochs}"
 
 
 def main() -> None:

@@ -38,11 +38,12 @@ from common import RESULTS, write_results  # noqa: E402
 from igdefense import evaluate, lo_ir, wrap, zoo  # noqa: E402
 from igdefense import stats  # noqa: E402
 from igdefense.eval import AttackSettings  # noqa: E402
-from igdefense._atomic import atomic_path  # noqa: E402
+from igdefense.atomic import atomic_path  # noqa: E402
 from igdefense.corruptions import NAMES  # noqa: E402
 from igdefense.data import CIFAR10, CIFAR10_CLASSES, cifar10_loader  # noqa: E402
 from igdefense.refine import RefineConfig, refine  # noqa: E402
-from igdefense.refine.loop import _batch, holdout_split  # noqa: E402
+from igdefense.images import items  # noqa: E402
+from igdefense.refine.loop import holdout_split  # noqa: E402
 from igdefense.eval.sanity import run_sanity_checks  # noqa: E402
 
 ROWS = {"a": "baseline (smallcnn-standard)", "b": "FGSM-RS fine-tune", "c": "refine, LIME",
@@ -64,7 +65,7 @@ def fgsm_rs_finetune(model, data, cfg: RefineConfig) -> int:
         shuffle = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            x, y = _batch(data, order[i:i + cfg.batch_size])
+            x, y = items(data, order[i:i + cfg.batch_size])
             loss = F.cross_entropy(model(fgsm_from_noise(model, x, y, cfg.eps, 10 / 255, gen)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

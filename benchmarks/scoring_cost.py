@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_results  # noqa: E402
 
 from igdefense import IGDefense, zoo  # noqa: E402
-from igdefense._parse import fraction  # noqa: E402
+from igdefense.parse import fraction  # noqa: E402
 from igdefense.data import CIFAR10, balanced_loader, cache_dir  # noqa: E402
 from igdefense.attacks import run_attack  # noqa: E402
 from igdefense.eval import AttackSettings, evaluate  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 LOCK = ".igdefense.lock"
-_TMP = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # _atomic.atomic_path's temporary names
+_TMP = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # atomic.atomic_path's temporary names
 _held: dict[Path, int] = {}  # folders this process holds, with how many nested holds
 _claimed: dict[Path, str] = {}  # the kind of run this process writes into each folder it holds
 KIND = ".igdefense-kind"  # what kind of run a folder holds (an evaluation, a sweep, ...)

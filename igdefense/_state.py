@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ._atomic import atomic_path
+from .atomic import atomic_path
 from ._validation import json_loads
 
 _KEY = "igdefense_state"

@@ -39,7 +39,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ._atomic import atomic_path
+from .atomic import atomic_path
 from ._identity import file_digest, file_identity, short_digest
 from ._lock import remove_leftovers
 from ._seal import seal, sealed
@@ -67,7 +67,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _candidates(root: str | os.PathLike | None) -> list[Path]:
+def search_paths(root: str | os.PathLike | None) -> list[Path]:
     if root is not None:
         return [Path(root).expanduser()]
     found = []
@@ -96,7 +96,7 @@ def _kind(path: Path) -> str | None:
 
 def locate_cifar10(root: str | os.PathLike | None = None) -> tuple[str, Path]:
     """Return ``(kind, path)`` of the first CIFAR-10 source found; raise a helpful error if none."""
-    tried = _candidates(root)
+    tried = search_paths(root)
     for path in tried:
         kind = _kind(path)
         if kind:

@@ -31,6 +31,19 @@ class LabelledImages(Dataset):
         return x[0], int(y[0])
 
 
+def items(data, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, C, H, W) and labels (B,) of the dataset items ``indices`` as one batch: the dataset's
+    batched ``__getitems__`` where it has one (these datasets: one fancy-index read), else item by item."""
+    indices = [int(i) for i in indices]
+    if hasattr(data, "__getitems__"):
+        got = data.__getitems__(indices)
+        if isinstance(got, tuple):
+            return got
+    else:
+        got = [data[i] for i in indices]
+    return torch.stack([torch.as_tensor(x) for x, _ in got]), torch.as_tensor([int(y) for _, y in got])
+
+
 def collate(batch):
     """A DataLoader's ``collate_fn`` for these datasets: ``__getitems__`` already returns a batched (x, y)."""
     return batch

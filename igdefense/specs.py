@@ -27,8 +27,8 @@ from torch import nn
 
 from . import zoo
 from ._hooks import model_device, model_dtype
-from ._atomic import atomic_write
-from ._parse import count, radius, real, whole
+from .atomic import atomic_write
+from .parse import count, radius, real, whole
 from ._validation import MAX_SIDE, json_loads
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
 from .defense import SIGMA, TAU, IGDefense

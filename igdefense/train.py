@@ -60,6 +60,20 @@ class TrainConfig:
         return SmallCNN(tuple(self.widths)) if self.arch == "smallcnn" else ARCHITECTURES[self.arch]()
 
 
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, int, TrainConfig]:
+    """``(model, epochs done, config)`` of a training run's checkpoint (``OUT.ckpt``, written after every
+    epoch): a run still under way, evaluated as far as it has got."""
+    state = load_state(path)
+    try:
+        config = TrainConfig(**{**state["identity"]["config"], "widths": tuple(state["identity"]["config"]["widths"])})
+        model = config.build()
+        model.load_state_dict(state["model"])
+        epoch = int(state["epoch"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a checkpoint igdefense train wrote ({type(e).__name__}: {e})") from None
+    return model.eval(), epoch, config
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random crop with 4-pixel zero padding and random horizontal flip, per image, on the images'
     device (the draws from ``gen``, on the CPU)."""

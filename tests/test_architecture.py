@@ -27,3 +27,13 @@ def test_the_layers_hold_and_an_upward_import_breaks_them(tmp_path):
     registry.write_text(registry.read_text() + "\n\ndef _upward():\n    from ..eval import evaluate  # a job, above\n")
     run = lint_imports(tmp_path)
     assert run.returncode == 1 and "igdefense.attacks.registry -> igdefense.eval" in run.stdout, run.stdout
+
+
+def test_the_benchmarks_use_only_public_names():
+    # what a measurement needs, a user can reach too: no benchmark imports a private module or name
+    import re
+
+    private = re.compile(r"^\s*(from igdefense[\w.]*\._\w+ import|from igdefense[\w.]* import .*\b_[a-z]\w*|"
+                         r"import igdefense[\w.]*\._)", re.MULTILINE)
+    found = {p.name: private.findall(p.read_text()) for p in (ROOT / "benchmarks").glob("*.py")}
+    assert not {k: v for k, v in found.items() if v}

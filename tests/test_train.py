@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 import igdefense
 from igdefense.models import load_model
 from igdefense.zoo.models import PreActResNet18
-from igdefense.train import TrainConfig, _augment, train
+from igdefense.train import TrainConfig, _augment, load_checkpoint, train
 from igdefense.zoo.weights_file import load_weights, save_half
 
 
@@ -38,6 +38,8 @@ def test_preact_resnet18_trains_resumes_and_loads_from_its_file(tmp_path, test_b
         train(cfg, out, progress=False)
     assert "resumed from" in caplog.text
     assert all(torch.equal(first[k], v) for k, v in load_weights(out).state_dict().items())
+    model, epoch, config = load_checkpoint(str(out) + ".ckpt")  # (a run under way, as far as it has got)
+    assert epoch == 2 and config == cfg and all(torch.equal(first[k], v) for k, v in model.state_dict().items())
     half = tmp_path / "r18-half.safetensors"  # as the zoo ships it: float16 on disk, float32 in use
     save_half(out, half)
     assert half.stat().st_size < 0.55 * out.stat().st_size

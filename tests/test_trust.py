@@ -602,7 +602,7 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_run(tmp_path):
 def test_a_single_file_s_killed_writer_leaves_no_temporary_for_good(tmp_path):
     """`rank -o`, `train -o`, `export -o` hold no folder: the next write of the same file removes what a
     killed writer of it left, and nothing of a live writer's or of another file's."""
-    from igdefense._atomic import atomic_write
+    from igdefense.atomic import atomic_write
 
     dead, live = tmp_path / f".model.tmp{_dead_pid()}.safetensors", tmp_path / f".model.tmp{os.getppid()}.safetensors"
     other = tmp_path / f".other.tmp{_dead_pid()}.safetensors"
@@ -809,7 +809,7 @@ def test_a_rankings_file_given_as_the_model_is_named_as_one(capsys):
 def test_a_full_disk_names_the_file_being_written(tmp_path):
     import errno
 
-    from igdefense._atomic import atomic_path
+    from igdefense.atomic import atomic_path
 
     with pytest.raises(OSError, match=r"No space left on device while writing .*report\.json"):
         with atomic_path(tmp_path / "report.json") as tmp:

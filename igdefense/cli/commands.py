@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import zoo
 from .._identity import model_digest
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from .._lock import folder_lock, start_fresh
 from .._validation import json_loads
 from ..attacks import AttackSettings, get_attack

@@ -10,7 +10,7 @@ import re
 import types
 import typing
 
-from .._parse import count, natural, pathname, radius, real
+from ..parse import count, natural, pathname, radius, real
 from ..attacks import AttackSettings
 from ..precision import PRECISIONS
 from ..specs import DataSpec, DefenseSpec, ModelSpec, Spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import zoo
-from .._parse import count, listof, natural, pathname, radius, real, severities, whole
+from ..parse import count, listof, natural, pathname, radius, real, severities, whole
 from ..attacks import ATTACKS, AttackSettings
 from ..attribution.methods import METHODS
 from ..eval.sweep import GRID, SWEEP_ATTACKS

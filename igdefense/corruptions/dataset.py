@@ -17,12 +17,13 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write
+from ..atomic import atomic_path, atomic_write
 from .._identity import FIX, RESULTS_VERSION, check_same
 from .._lock import folder_lock
 from .registry import NAMES, SEVERITIES, check_name, check_severity, corrupt
 from .blur import to_8bit
 from .._validation import json_loads
+from ..images import items
 
 CHUNK = 1000  # images corrupted together; seeds are per chunk, so the output does not depend on memory
 
@@ -75,7 +76,7 @@ def _write(out: Path, images: Dataset, names: Sequence[str], n: int, seed: int, 
     if written is None or written.dtype != labels.dtype or not np.array_equal(written, labels):  # (short, other)
         with atomic_path(out / "labels.npy") as tmp:
             np.save(tmp, labels)
-    shape = (len(SEVERITIES) * n, *_chunk(images, 0)[0].shape[2:], 3)  # (images, H, W, channels), uint8
+    shape = (len(SEVERITIES) * n, *chunk(images, 0)[0].shape[2:], 3)  # (images, H, W, channels), uint8
     todo = [name for name in names if name not in _done(out, shape)]
     bar = tqdm(total=len(todo) * len(SEVERITIES) * n, desc="corrupting", unit="img", disable=not progress)
     for name in todo:
@@ -83,7 +84,7 @@ def _write(out: Path, images: Dataset, names: Sequence[str], n: int, seed: int, 
         with atomic_path(out / f"{name}.npy") as tmp:
             array = None
             for start in range(0, n, CHUNK):
-                x, _ = _chunk(images, start)  # read once, corrupted at every severity
+                x, _ = chunk(images, start)  # read once, corrupted at every severity
                 for s, severity in enumerate(SEVERITIES):
                     y = corrupt(x, name, severity, seed=chunk_seed(seed, name, severity, start // CHUNK))
                     y = (to_8bit(y) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -97,20 +98,16 @@ def _write(out: Path, images: Dataset, names: Sequence[str], n: int, seed: int, 
     bar.close()
 
 
-def _chunk(images: Dataset, start: int) -> tuple[torch.Tensor, np.ndarray]:
-    rows = range(start, min(start + CHUNK, len(images)))
-    if hasattr(images, "__getitems__"):
-        x, y = images.__getitems__(list(rows))
-    else:
-        items = [images[i] for i in rows]
-        x, y = torch.stack([a for a, _ in items]), torch.tensor([b for _, b in items])
+def chunk(images: Dataset, start: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The ``CHUNK`` images from ``start`` (the writer corrupts one chunk at a time, with its seeds)."""
+    x, y = items(images, range(start, min(start + CHUNK, len(images))))
     return x, np.asarray(y)
 
 
 def _labels(images: Dataset, n: int) -> np.ndarray:
     if isinstance(getattr(images, "labels", None), np.ndarray) and hasattr(images, "indices"):  # (no decoding)
         return np.asarray(images.labels)[np.asarray(images.indices)]
-    return np.concatenate([_chunk(images, i)[1] for i in range(0, n, CHUNK)])
+    return np.concatenate([chunk(images, i)[1] for i in range(0, n, CHUNK)])
 
 
 def _done(root: Path, shape: tuple[int, ...]) -> list[str]:

@@ -18,11 +18,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from .._hooks import model_device
 from .._identity import model_identity, tensor_digest
 from .._lock import folder_lock
-from .._machine import machine
+from ..machine import machine
 from ..distributed import shard
 from .evaluate import EvalResult, check_log, evaluate_plan
 from .log import LogError

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from .._identity import FIX, StateMismatch, describe_differences
 from .._validation import json_loads
 

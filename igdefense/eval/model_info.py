@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from ..attacks import AttackSettings
 from ..defense import IGDefense
 from .evaluate import EvalResult

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_path, atomic_write
+from ..atomic import atomic_path, atomic_write
 from .evaluate import EvalResult
 from .plan import is_corruption
 from .scoring import HEADLINE, RULES

@@ -153,8 +153,6 @@ def _without_seed(header: dict) -> dict:
 def worst_over_runs(runs: list[Path], baseline: str = "base") -> tuple[list[int], dict[str, dict[str, torch.Tensor]]]:
     """(batches, {model: {rule: (N,) bool}}): right in every run on the clean image and under every
     attack, on the batches every run finished for every model (none yet: ([], {}))."""
-    if len(runs) < 2:
-        raise CannotCombine("give two or more runs of one evaluation with other --seed values")
     per_run = [{m: (h, order, draws, {b: r for b, r in records.items() if all(s in r for s in ["clean", *order])})
                 for m, (h, order, draws, records) in read_run(run, baseline).items()} for run in runs]
     if other := [str(run) for run, logs in zip(runs, per_run) if logs.keys() != per_run[0].keys()]:
@@ -185,6 +183,8 @@ def worst_over_runs(runs: list[Path], baseline: str = "base") -> tuple[list[int]
 
 def worst_over_runs_rows(runs: list[Path], baseline: str = "base") -> dict:
     """:func:`worst_over_runs` as paired rows against the baseline: ``{"images", "batches", "rows"}``."""
+    if len(runs) < 2:
+        raise CannotCombine("give two or more runs of one evaluation with other --seed values")
     batches, worst = worst_over_runs(runs, baseline)
     if not batches:
         raise CannotCombine("no batch is finished in every run for every model yet")

@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from .._hooks import model_device
 from .._identity import FIX, StateMismatch, short_digest
 from .._lock import folder_lock

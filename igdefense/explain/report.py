@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_path, atomic_write
+from ..atomic import atomic_path, atomic_write
 from .._validation import json_loads
 from .metrics import LOWER_IS_CLOSER, METRICS
 from .robustness import Study

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from .._hooks import module_modes, restore_modes
 from .._identity import model_digest, short_digest
 from ..defense import IGDefense

@@ -8,7 +8,7 @@ import re
 
 from torch import nn
 
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from .._identity import RESULTS_VERSION, file_digest, model_digest, short_digest
 from .._seal import seal, sealed
 from .format import Rankings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from .format import Rankings
 
 

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from .._validation import MAX_SIDE, check_file, json_loads
 from ..split import Split
 

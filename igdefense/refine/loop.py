@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from .._hooks import model_device
 from .._identity import FIX, StateMismatch, check_same, model_digest, tensor_digest
 from .._lock import folder_lock, start_fresh
@@ -41,6 +41,7 @@ from ..attribution import segment
 from ..distributed import init_distributed, shard
 from ..attribution.methods import METHODS
 from ..attacks import sign_gradient_attack
+from ..images import items
 from .flags import check_same_classes, flag_spurious
 from .loss import refinement_loss
 
@@ -121,7 +122,7 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
     computing_reference = reference if reference is None or dtype == torch.float32 else Autocast(reference, dtype)
     if reference is not None:
         reference.eval()
-        check_same_classes(model.eval(), reference, _batch(train_data, torch.arange(1))[0])
+        check_same_classes(model.eval(), reference, items(train_data, torch.arange(1))[0])
     n_train = len(train_data) - cfg.holdout
     if n_train < world * cfg.batch_size:
         raise ValueError(f"{len(train_data)} images leave {n_train} to train on after the holdout of {cfg.holdout}: "
@@ -148,7 +149,7 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
         batches = [shard[i:i + cfg.batch_size] for i in range(0, len(shard) - cfg.batch_size + 1, cfg.batch_size)]
         batches = batches[:cfg.steps_per_round]
         for idx in tqdm(batches, desc=f"refine round {rnd + 1}/{cfg.rounds}", disable=not progress or rank > 0):
-            x, y = _batch(train_data, idx)
+            x, y = items(train_data, idx)
             x, y = x.to(device), y.to(device)
             seg = segments[idx].long().to(device)
             counts = seg.flatten(1).amax(1) + 1
@@ -224,7 +225,7 @@ def _attribute(model, data, segments, idx, reference, cfg, rnd, progress) -> tup
     step = 64  # images per call: bounds the (images x samples) perturbed batch in memory
     for start in tqdm(range(0, len(idx), step), desc=f"attribute round {rnd + 1}", disable=not progress):
         part = idx[start:start + step]
-        x, y = _batch(data, part)
+        x, y = items(data, part)
         seg = segments[part].long()
         # sensitivity is flagged on every training batch (refinement_loss): the other two here
         flags = flag_spurious(model, x, y, seg, reference=reference, method=cfg.method, quantile=cfg.quantile,
@@ -241,7 +242,7 @@ def _holdout_accuracy(model, data, idx: torch.Tensor, cfg) -> tuple[float, float
     device = model_device(model)
     clean = robust = 0
     for start in range(0, len(idx), 250):
-        x, y = _batch(data, idx[start:start + 250])
+        x, y = items(data, idx[start:start + 250])
         x, y = x.to(device), y.to(device)
         adv = sign_gradient_attack(model, x, y, cfg.eps, steps=10, step_size=cfg.eps / 4, random_start=True,
                                    seed=cfg.seed)
@@ -250,14 +251,6 @@ def _holdout_accuracy(model, data, idx: torch.Tensor, cfg) -> tuple[float, float
             robust += int((model(adv).argmax(1) == y).sum())
     n = max(len(idx), 1)
     return clean / n, robust / n
-
-
-def _batch(data, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of dataset items ``idx`` (uses the dataset's batched __getitems__ if it has one)."""
-    items = data.__getitems__(idx.tolist()) if hasattr(data, "__getitems__") else [data[i] for i in idx.tolist()]
-    if isinstance(items, tuple):
-        return items
-    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
 
 def _segments(data, path: Path, data_identity: dict, rank: int, progress: bool) -> torch.Tensor:
@@ -269,7 +262,7 @@ def _segments(data, path: Path, data_identity: dict, rank: int, progress: bool) 
         return state["segments"]
     parts = []
     for start in tqdm(range(0, len(data), 500), desc="superpixels", disable=not progress or rank > 0):
-        x, _ = _batch(data, torch.arange(start, min(start + 500, len(data))))
+        x, _ = items(data, torch.arange(start, min(start + 500, len(data))))
         parts.append(segment(x).to(torch.uint8))
     seg = torch.cat(parts)
     if rank == 0:
@@ -283,7 +276,7 @@ def _data_identity(data) -> dict:
     if callable(getattr(data, "identity", None)):
         return data.identity()
     idx = torch.linspace(0, len(data) - 1, min(16, len(data))).round().long().unique()
-    x, y = _batch(data, idx)
+    x, y = items(data, idx)
     return {"type": type(data).__qualname__, "n": len(data), "items": tensor_digest(x, y)[:32]}
 
 

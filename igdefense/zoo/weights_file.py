@@ -12,7 +12,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from .._validation import json_loads
 from .models import ARCHITECTURES, SmallCNN
 
