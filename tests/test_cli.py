@@ -119,6 +119,8 @@ def test_eval_add_attacks_reattacks_the_survivors_of_a_finished_evaluation(tmp_p
            "--draws", "3", "--eot-iter", "2", "--out", str(tmp_path / "ev")]
     assert main(run) == 0
     first = capsys.readouterr().out
+    # the report records this call's command (it once recorded sys.argv: pytest's, or a script's)
+    assert json.loads((tmp_path / "ev" / "report.json").read_text())["run"]["command"] == "igdefense " + " ".join(run)
     assert main([*run, "--add-attacks", "bim,nonesuch"]) == 2 and "unknown attack 'nonesuch'" in capsys.readouterr().err
     assert main([*run, "--add-attacks", "bim"]) == 0
     out = capsys.readouterr().out

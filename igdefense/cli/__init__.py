@@ -5,6 +5,7 @@ calls one library function and prints (:mod:`.commands`); a user's mistake is on
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 
 import torch
@@ -44,7 +45,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["igdefense", *argv])  # (what reports record: this call's, not sys.argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     if args.verbose:  # AutoAttack reports each finished attack at DEBUG level
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)

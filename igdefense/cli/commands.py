@@ -166,7 +166,7 @@ def cmd_eval(args) -> int:
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
             "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
-            "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
+            "run": {"command": args.command_line}}
     if corruptions:
         meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
                               f"severities {','.join(map(str, args.severities))}"
@@ -256,7 +256,7 @@ def cmd_report(args) -> int:
         for r in result["rows"]:
             print(f"| {r['after']} | {r['base']} | {r['defended']} | {r['difference']} | {r['gained']} | {r['lost']} |")
     if args.json:
-        atomic_write(args.json, json.dumps({"command": "igdefense " + " ".join(sys.argv[1:]), **result}, indent=1)
+        atomic_write(args.json, json.dumps({"command": args.command_line, **result}, indent=1)
                      + "\n")
         print(f"wrote {args.json}")
     return 0
@@ -303,7 +303,7 @@ def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data,
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
     meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
-            "run": {"command": "igdefense " + " ".join(sys.argv[1:])}}
+            "run": {"command": args.command_line}}
     result = sweep(model, rankings, loader, out=out, grid=grid, plan=plan, random_control=not args.no_random_control,
                    screen=not args.no_screen, seed=args.seed, meta=meta)
     if rank > 0:
