@@ -146,7 +146,7 @@ def test_saliency_is_the_autograd_input_gradient_summed_per_superpixel(standard_
 def test_unknown_method_and_bad_targets_say_what_to_pass(standard_cnn, images, segments):
     from igdefense.attribution import attribute
 
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="gives a pixel map"):
         attribute(standard_cnn, images, segments, method="gradcam")
     with pytest.raises(ValueError, match=r"labels must be in \[0, 9\]"):
         attribute(standard_cnn, images, segments, torch.tensor([0, 1, 10]), method="saliency")

@@ -109,6 +109,20 @@ def test_smoothgrad_is_captums_and_lime_is_painted_superpixels(standard_cnn, tes
     scores = attribute(standard_cnn, x, segments, y, method="lime", num_samples=200)
     for b in range(len(x)):
         assert torch.allclose(maps[b], scores[b][segments[b]].float())
+    # one registry: any method giving superpixel scores is a map too, and one of the user's own serves both
+    from igdefense.attribution import registry
+
+    scores = attribute(standard_cnn, x, segments, y, method="saliency")
+    maps = explain(standard_cnn, x, y, method="saliency", segments=segments)
+    assert all(torch.allclose(maps[b], scores[b][segments[b]].float()) for b in range(len(x)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "_METHODS", dict(registry._METHODS))
+        registry.register_attribution("area", superpixels=lambda model, images, segments, target, *, n, **_:
+                                      torch.stack([torch.bincount(s.flatten(), minlength=n) for s in segments]).double())
+        area = explain(standard_cnn, x, y, method="area", segments=segments)
+        assert torch.equal(area[0], torch.bincount(segments[0].flatten())[segments[0]].float())
+        with pytest.raises(ValueError, match="registered already"):
+            registry.register_attribution("lime", superpixels=lambda *a, **k: None)
 
 
 def test_gradcam_layer_is_the_last_feature_map_not_a_shared_activation():
@@ -146,7 +160,7 @@ def test_gradcam_needs_a_spatial_layer():
         explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam")
     with pytest.raises(ValueError, match="not a module"):
         explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam", layer="features.3")
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown attribution method .cam"):
         explain(mlp, torch.rand(2, 3, 8, 8), method="cam++")
     with pytest.raises(ValueError, match=r"layer='1' outputs \(1, 10\), not \(B, C, H, W\)"):
         explain(mlp, torch.rand(2, 3, 8, 8), method="gradcam", layer="1")

@@ -14,7 +14,7 @@ superpixel; "hidden" means the same everywhere (the superpixel's mean colour, as
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -22,10 +22,10 @@ from torch import nn
 from .._hooks import model_device
 from .._validation import check_images, check_labels, check_number
 from .lime import lime
+from .registry import attribution_method, attribution_methods, register_attribution
 from .segments import check_segments, hidden_fill, superpixel_sum
 
 Method = Literal["lime", "kernel_shap", "saliency", "integrated_gradients"]
-METHODS: tuple[str, ...] = ("lime", "kernel_shap", "saliency", "integrated_gradients")
 
 
 def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, target: torch.Tensor | None = None,
@@ -38,7 +38,8 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
         images: (B, C, H, W) in [0, 1].
         segments: (B, H, W) superpixel ids 0..n_b-1 (:func:`igdefense.attribution.segment`).
         target: (B,) class per image; None explains the predicted class.
-        method: one of :data:`METHODS`.
+        method: a registered method giving superpixel scores (:data:`METHODS`, and those registered
+            since: :func:`igdefense.attribution.registry.register_attribution`).
         num_samples: perturbed images per image for ``lime`` and ``kernel_shap``.
         n_steps: path points of ``integrated_gradients``.
         hide_color: what a hidden superpixel shows; None is its mean colour.
@@ -47,45 +48,67 @@ def attribute(model: nn.Module, images: torch.Tensor, segments: torch.Tensor, ta
     Returns:
         (B, N), N the largest segment count; 0 past an image's own count.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
+    scores = attribution_method(method, "superpixels").superpixels
     for name, value in (("num_samples", num_samples), ("n_steps", n_steps), ("batch_size", batch_size)):
         check_number(name, value, integer=True, low=1)
     check_images(images)
     device, origin = model_device(model), images.device  # the scores go back to the images' device
     images = images.to(device)
     segments, counts = check_segments(segments, images)
-    n = int(counts.max()) if len(counts) else 0
     with torch.no_grad():
         logits = model(images)
     target = logits.argmax(1) if target is None else target
     check_labels(target, len(images), logits.shape[1], name="target")
-    target = target.to(device)
-    if method == "lime":
-        return lime(model, images, segments, num_samples=num_samples, labels=target[:, None],
-                    hide_color=hide_color, seed=seed, batch_size=batch_size).coef[:, 0].to(origin)
+    n = int(counts.max()) if len(counts) else 0
+    return scores(model, images, segments, target.to(device), n=n, num_samples=num_samples, n_steps=n_steps,
+                  hide_color=hide_color, seed=seed, batch_size=batch_size).to(origin)
+
+
+def _probability(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.softmax(model(x), dim=1)
+
+
+def _captum():
     try:
-        from captum.attr import IntegratedGradients, KernelShap, Saliency
+        import captum.attr
     except ImportError as e:
-        raise ImportError(f"method {method!r} needs captum: pip install 'igdefense[lime]'") from e
+        raise ImportError("this attribution method needs captum: pip install 'igdefense[lime]'") from e
+    return captum.attr
 
-    def probability(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(x), dim=1)
 
-    fill = hidden_fill(images, segments, hide_color)
-    if method == "saliency":
-        pixels = Saliency(probability).attribute(images.clone().requires_grad_(True), target=target, abs=True)
-        return superpixel_sum(pixels.double(), segments, n).to(origin)
-    if method == "integrated_gradients":
-        pixels = IntegratedGradients(probability).attribute(
-            images, baselines=fill, target=target, n_steps=n_steps, internal_batch_size=batch_size)
-        return superpixel_sum(pixels.double(), segments, n).to(origin)
+def _lime_scores(model, images, segments, target, *, num_samples, hide_color, seed, batch_size, **_):
+    return lime(model, images, segments, num_samples=num_samples, labels=target[:, None], hide_color=hide_color,
+                seed=seed, batch_size=batch_size).coef[:, 0]
+
+
+def _saliency_scores(model, images, segments, target, *, n, **_):
+    pixels = _captum().Saliency(_probability(model)).attribute(images.clone().requires_grad_(True), target=target,
+                                                               abs=True)
+    return superpixel_sum(pixels.double(), segments, n)
+
+
+def _integrated_gradients_scores(model, images, segments, target, *, n, n_steps, hide_color, batch_size, **_):
+    pixels = _captum().IntegratedGradients(_probability(model)).attribute(
+        images, baselines=hidden_fill(images, segments, hide_color), target=target, n_steps=n_steps,
+        internal_batch_size=batch_size)
+    return superpixel_sum(pixels.double(), segments, n)
+
+
+def _kernel_shap_scores(model, images, segments, target, *, n, num_samples, hide_color, seed, batch_size, **_):
+    kernel_shap, device = _captum().KernelShap, images.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
         torch.manual_seed(seed)  # captum draws KernelSHAP's coalitions from the global RNG
         warnings.filterwarnings("ignore", message="You are providing multiple inputs")  # per-image fits: intended
-        pixels = KernelShap(probability).attribute(
-            images, baselines=fill, target=target, feature_mask=segments[:, None], n_samples=num_samples,
-            perturbations_per_eval=batch_size)
+        pixels = kernel_shap(_probability(model)).attribute(
+            images, baselines=hidden_fill(images, segments, hide_color), target=target,
+            feature_mask=segments[:, None], n_samples=num_samples, perturbations_per_eval=batch_size)
     # KernelSHAP gives every pixel of a superpixel its superpixel's value: average it back out
     sizes = superpixel_sum(torch.ones_like(segments, dtype=torch.float64), segments, n)
-    return (superpixel_sum(pixels[:, 0].double(), segments, n) / sizes.clamp(min=1)).to(origin)
+    return superpixel_sum(pixels[:, 0].double(), segments, n) / sizes.clamp(min=1)
+
+
+register_attribution("lime", superpixels=_lime_scores)
+register_attribution("kernel_shap", superpixels=_kernel_shap_scores)
+register_attribution("saliency", superpixels=_saliency_scores)
+register_attribution("integrated_gradients", superpixels=_integrated_gradients_scores)
+METHODS: tuple[str, ...] = attribution_methods("superpixels")  # the ones igdefense ships

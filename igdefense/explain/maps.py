@@ -24,10 +24,11 @@ from torch import nn
 
 from .._hooks import apply_neuron_mask, eval_mode, hooks, model_device
 from .._validation import check_images, check_labels, check_number
+from ..attribution import attribute, segment
+from ..attribution.registry import attribution_method, register_attribution
 
-MAP_METHODS = ("gradcam", "smoothgrad", "lime")
 SMOOTHGRAD_PIXELS = 2**23
-Method = Literal["gradcam", "smoothgrad", "lime"]
+Method = Literal["gradcam", "smoothgrad", "lime", "kernel_shap", "saliency", "integrated_gradients"]
 
 
 class _MaskedDecision(nn.Module):
@@ -81,7 +82,8 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
         model: a classifier, or an ``IGDefense`` (the map of its decision; see the module docstring).
         images: (B, 3, H, W) in [0, 1].
         target: (B,) classes to explain; None: the model's prediction.
-        method: "gradcam", "smoothgrad" or "lime".
+        method: "gradcam", "smoothgrad", "lime", or any other method of the attribution registry
+            (:mod:`igdefense.attribution.registry`; one giving superpixel scores is painted on its pixels).
         layer: Grad-CAM's layer (a module name of the classifier; of the base model for an
             IGDefense); None: :func:`cam_layer`.
         nt_samples, stdev: SmoothGrad's noisy copies and their std (a fraction of the [0, 1] range).
@@ -93,8 +95,7 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     check_images(images)
     if not len(images):
         raise ValueError("images holds no images")
-    if method not in MAP_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {MAP_METHODS}")
+    attribution_method(method, "pixels")  # (unknown: one line naming the choices)
     check_number("nt_samples", nt_samples, integer=True, low=1)
     check_number("stdev", stdev, low=0)
     check_number("num_samples", num_samples, integer=True, low=1)
@@ -123,17 +124,16 @@ def _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samp
         target = logits.argmax(1)
     check_labels(target, len(x), logits.shape[1], name="target")
     target = target.to(x.device)
-    if method == "lime":
-        return _lime(model, x, target, segments, num_samples, seed)
+    registered = attribution_method(method, "pixels")
+    if registered.pixels is None:  # scores per superpixel, of the whole model (a defense: noise included)
+        return _painted(model, x, target, method, segments, num_samples, seed)
     decision = _MaskedDecision(model, x) if defended else model
-    if method == "gradcam":
-        base = model.model if defended else model
-        return _gradcam(decision, base, layer, x, target)
-    return _smoothgrad(decision, x, target, nt_samples, stdev)
+    return registered.pixels(decision, model.model if defended else model, x, target, layer=layer,
+                             nt_samples=nt_samples, stdev=stdev)
 
 
-def _gradcam(decision: nn.Module, base: nn.Module, layer: str | None, x: torch.Tensor,
-             target: torch.Tensor) -> torch.Tensor:
+def _gradcam(decision: nn.Module, base: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None,
+             **_) -> torch.Tensor:
     try:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -162,8 +162,8 @@ def _check_cam_layer(base: nn.Module, modules: dict[str, nn.Module], layer: str,
                          f"needs a spatial layer (layer=None picks one)")
 
 
-def _smoothgrad(decision: nn.Module, x: torch.Tensor, target: torch.Tensor, nt_samples: int,
-                stdev: float) -> torch.Tensor:
+def _smoothgrad(decision: nn.Module, base: nn.Module, x: torch.Tensor, target: torch.Tensor, *, nt_samples: int,
+                stdev: float, **_) -> torch.Tensor:
     from captum.attr import NoiseTunnel, Saliency
 
     # Noisy copies in chunks of about SMOOTHGRAD_PIXELS pixels: 20 copies of 50 ImageNet images at once
@@ -176,13 +176,16 @@ def _smoothgrad(decision: nn.Module, x: torch.Tensor, target: torch.Tensor, nt_s
     return grads.sum(1).detach().float().cpu()
 
 
-def _lime(model: nn.Module, images: torch.Tensor, target: torch.Tensor, segments: torch.Tensor | None,
-          num_samples: int, seed: int) -> torch.Tensor:
-    from ..attribution import segment
-    from ..attribution.methods import attribute
-
+def _painted(model: nn.Module, images: torch.Tensor, target: torch.Tensor, method: str,
+             segments: torch.Tensor | None, num_samples: int, seed: int) -> torch.Tensor:
+    """Each superpixel's score (``method``'s) painted on its pixels."""
     if segments is None:
         segments = segment(images.cpu())
-    scores = attribute(model, images, segments, target, method="lime", num_samples=num_samples, seed=seed)  # (B, N)
+    scores = attribute(model, images, segments, target, method=method, num_samples=num_samples, seed=seed)  # (B, N)
     segments = segments.to(scores.device)
     return scores.gather(1, segments.flatten(1)).view(segments.shape).float().cpu()
+
+
+register_attribution("gradcam", pixels=_gradcam)
+register_attribution("smoothgrad", pixels=_smoothgrad)
+MAP_METHODS = ("gradcam", "smoothgrad", "lime")  # the explanation study's (attribution_methods(): every map)
