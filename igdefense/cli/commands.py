@@ -16,10 +16,8 @@ import torch
 from torch import nn
 
 from .. import zoo
-from .._identity import model_digest
 from ..atomic import atomic_write
 from .._lock import folder_lock, start_fresh
-from .._validation import json_loads
 from ..attacks import AttackSettings, get_attack
 from ..data import balanced_loader, cache_dir, probe_used
 from ..defense import IGDefense
@@ -271,35 +269,12 @@ def cmd_sweep(args) -> int:
 
 
 def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data, out: Path, rank: int) -> int:
-    from ..eval.sweep import adversarial_probe, one_at_a_time, stored_rankings, sweep
+    from ..eval.sweep import one_at_a_time, sweep, sweep_rankings
 
     plan = _plan(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
-    settings = plan.settings
-    probe_setting = DefenseSpec(probe_per_class=args.probe_per_class)
-    rankings = {"clean": probe_setting.rankings_for(model, name, data_spec)}
-
-    def probe():
-        train = data_spec.open("train")
-        return balanced_loader(train, batch_size=200, per_class=args.probe_per_class), train.description
-
-    def saved(name: str, compute) -> Rankings:  # computed once per sweep folder, bound to what made them
-        made_by = {"model": model_digest(model), "probe": data_spec.open("train").identity(),
-                   "probe_per_class": args.probe_per_class, "eps": args.eps}
-        return stored_rankings(out, name, made_by, compute)
-
-    if args.adversarial_rankings:
-        def adversarial():
-            loader_, source = probe()
-            return lo_ir(model, adversarial_probe(model, loader_, settings), class_names=rankings["clean"].class_names,
-                         probe=f"PGD-10 (eps {args.eps:.4g}) examples of {source}, first {args.probe_per_class} "
-                               "per class")
-        rankings["adversarial"] = saved("adversarial", adversarial)
-    if args.deep_layer:
-        def deeper():
-            loader_, source = probe()
-            return lo_ir(model, loader_, layer=args.deep_layer, class_names=rankings["clean"].class_names,
-                         probe=f"{source}, first {args.probe_per_class} per class")
-        rankings[f"layer {args.deep_layer}"] = saved(f"layer {args.deep_layer}", deeper)
+    clean = DefenseSpec(probe_per_class=args.probe_per_class).rankings_for(model, name, data_spec)
+    rankings = sweep_rankings(model, clean, data_spec.open("train"), out, probe_per_class=args.probe_per_class,
+                              settings=plan.settings, adversarial=args.adversarial_rankings, deep_layer=args.deep_layer)
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
     meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
@@ -353,8 +328,7 @@ def cmd_refine(args) -> int:
 
 def cmd_explain_robustness(args) -> int:
     from ..attribution.registry import attribution_method
-    from ..explain import explain
-    from ..explain.report import check_study_folder, clear_study_folder, plot_grid, write_study_report
+    from ..explain.report import check_study_folder, write_study
     from ..explain.robustness import explanation_robustness
 
     check_study_folder(args.out)  # (before the study's minutes, and again under the folder's lock)
@@ -375,21 +349,13 @@ def cmd_explain_robustness(args) -> int:
     study, perturbed = explanation_robustness(model, x, y, eps=args.eps, attacks=attacks, methods=methods, q=args.q,
                                               seed=args.seed, progress=not args.quiet,
                                               sensitivity_samples=args.sensitivity, **options)
-    out = Path(args.out)
     meta = {"model": name, "images": len(x), "data": f"{data.description}, class-balanced", "eps": args.eps,
             "attacks": list(attacks), "methods": list(methods), "q": args.q, "lime_samples": args.num_samples,
             "sensitivity_samples": args.sensitivity, "seed": args.seed}
-    rows = torch.linspace(0, len(x) - 1, min(6, len(x))).round().long()
-    with folder_lock(out, "explanation study"):
-        clear_study_folder(out)
-        for attack in attacks:
-            maps = {m: (explain(model, x[rows], method=m, seed=args.seed, **options),
-                        explain(model, perturbed[attack][rows], method=m, seed=args.seed, **options)) for m in methods}
-            plot_grid(x[rows], perturbed[attack][rows], maps, out / f"grid-{attack}.png",
-                      title=f"{name}, {attack} eps {args.eps:.3g}", labels=[data.classes[int(c)] for c in y[rows]])
-        report = write_study_report(out, study, meta)  # last: a report means its figures are there
+    report = write_study(args.out, model, study, x, y, perturbed, methods, meta, data.classes, seed=args.seed,
+                         **options)
     print(report.read_text())
-    print(f"wrote {report}, report.json and grid-<attack>.png in {out}")
+    print(f"wrote {report}, report.json and grid-<attack>.png in {args.out}")
     return 0
 
 
@@ -421,6 +387,7 @@ def cmd_corruptions(args) -> int:
 def cmd_export(args) -> int:
     from ..export import OnnxDefense, check_parity, to_onnx
     from ..export.onnx import made_from
+    from ..export.sources import sources_metadata, stored_setting
 
     data = _data_spec(args)
     if args.check:
@@ -430,9 +397,7 @@ def cmd_export(args) -> int:
             raise ValueError(f"{args.check} has no igdefense metadata; pass --model and --rankings")
         spec, rankings = _export_sources(args, session.metadata)
         model = spec.load()
-        stored = DefenseSpec.from_json({k: cfg[k] for k in ("k", "sigma", "tau", "n_samples") if k in cfg},
-                                       where=f"{args.check}'s metadata")
-        setting = dataclasses.replace(stored, rankings=rankings,
+        setting = dataclasses.replace(stored_setting(args.check, cfg), rankings=rankings,
                                       probe_per_class=args.probe_per_class or DefenseSpec.probe_per_class)
         defended = setting.build(model, setting.rankings_for(model, spec.name, data), seed=args.seed)
         if cfg.get("made_from") not in (None, made_from(defended)):  # (older exports record none)
@@ -450,34 +415,17 @@ def cmd_export(args) -> int:
         return 2
     spec = _model_spec(args)
     defended, setting, _ = _defended(args, spec.load(), spec.name, data, None)
-    options = {k: v for k, v in spec.to_json().items() if k != "name"}
-    meta = {"zoo_model": spec.name, "rankings": str(Path(setting.rankings).resolve()) if setting.rankings else "zoo",
-            "model_options": json.dumps(options)}
-    to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=meta)
+    to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=sources_metadata(spec, setting))
     print(f"wrote {args.output} ({args.noise} noise, {setting.describe(defended)}, opset {args.opset})")
     return 0
 
 
 def _export_sources(args, meta: dict[str, str]) -> tuple[ModelSpec, str | None]:
     """The model and rankings of ``export --check``: what the user typed, and only where they typed
-    nothing, what the file's metadata says, read as data. A model *file* named there is never run:
-    that takes the user's own --model."""
-    rankings = args.rankings if args.rankings is not None else \
-        (meta.get("rankings") if meta.get("rankings") not in (None, "zoo") else None)
+    nothing, what the file's metadata says (:mod:`igdefense.export.sources`)."""
+    from ..export.sources import stored_model, stored_rankings
+
+    rankings = args.rankings if args.rankings is not None else stored_rankings(meta)
     if args.name:  # (the metadata's model options belong to the exported model, not to this one)
         return _model_spec(args), rankings
-    if not meta.get("zoo_model"):
-        raise ValueError(f"{args.check} does not name its model; pass --model and --rankings")
-    try:
-        options = json_loads(meta.get("model_options", "{}"))
-        if not isinstance(options, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as e:
-        raise ValueError(f"{args.check} has malformed model_options metadata ({e})") from e
-    stored = ModelSpec.from_json({"name": meta["zoo_model"], **{k: v for k, v in options.items() if v is not None}},
-                                 where=f"{args.check}'s metadata")
-    if stored.names_a_file:
-        raise ValueError(f"{args.check} names the model {stored.name!r}, a model file; igdefense never "
-                         "loads one named in a file's metadata, and never runs code named in a file's metadata: pass "
-                         "--model yourself if you trust that file")
-    return from_args(ModelSpec, args, stored), rankings
+    return from_args(ModelSpec, args, stored_model(args.check, meta)), rankings

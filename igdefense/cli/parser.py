@@ -31,7 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="igdefense", description="Interpretability-guided test-time defense.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", required=True)
+    _demo_command(sub)
+    _rank_command(sub)
+    _compare_command(sub)
+    _eval_command(sub)
+    _report_command(sub)
+    _sweep_command(sub)
+    _train_command(sub)
+    _explain_robustness_command(sub)
+    _corruptions_command(sub)
+    _refine_command(sub)
+    _export_command(sub)
+    return ap
 
+
+def _demo_command(sub) -> None:
     d = sub.add_parser("demo", help="undefended vs defended on test images: clean, APGD-CE, transfer "
                                     "from the base model, image-wise worst case")
     _model_options(d, zoo.default_model())
@@ -45,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(d)
     d.set_defaults(func=cmd_demo)
 
+
+def _rank_command(sub) -> None:
     r = sub.add_parser("rank", help="compute neuron importance rankings for a model")
     _model_options(r, zoo.default_model())
     r.add_argument("--method", default="lo-ir", choices=["lo-ir", "cd-ir"])
@@ -58,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, type=pathname)
     r.set_defaults(func=cmd_rank)
 
+
+def _compare_command(sub) -> None:
     c = sub.add_parser("compare", help="overlap of two rankings' per-class top-k neuron sets")
     c.add_argument("a", type=pathname)
     c.add_argument("b", type=pathname)
@@ -65,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", type=pathname, default=None, help="heat map output (e.g. overlap.png)")
     c.set_defaults(func=cmd_compare)
 
+
+def _eval_command(sub) -> None:
     v = sub.add_parser("eval", help="base vs defended under several attacks; image-wise worst case; report")
     _model_options(v, zoo.default_model())
     _defense_options(v)
@@ -92,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     _resumable_run_options(v, "igdefense-eval", "directory for logs (resumable) and the report")
     v.set_defaults(func=cmd_eval)
 
+
+def _report_command(sub) -> None:
     p = sub.add_parser("report", help="read evaluation folders back: one folder's summary, finished or not (an "
                                       "unfinished cascade's worst case as an upper bound), or the image-wise worst "
                                       "case over runs that differ only in --seed")
@@ -100,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=pathname, default=None, metavar="FILE", help="also write the result as JSON")
     p.set_defaults(func=cmd_report)
 
+
+def _sweep_command(sub) -> None:
     w = sub.add_parser("sweep", help="a grid of IG-Defense settings, each under the image-wise worst case "
                                      "(transfer first, then the adaptive attack, AutoAttack, EOT, RayS); table + "
                                      "plot (resumable)")
@@ -125,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _resumable_run_options(w, "igdefense-sweep", "logs (resumable), sweep.{md,json,png}, report.*")
     w.set_defaults(func=cmd_sweep)
 
+
+def _train_command(sub) -> None:
     t = sub.add_parser("train", help="train a CIFAR-10 SmallCNN or PreAct ResNet-18 (robust with --robust); "
                                      "--model FILE.safetensors evaluates the result")
     t.add_argument("--robust", action="store_true", help="adversarial training at 8/255 (--attack); without it, standard "
@@ -142,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fresh", action="store_true",
                    help="start over: the checkpoint OUTPUT.ckpt is kept as .ckpt.bak (.bak2, ... beside earlier ones)")
     t.set_defaults(func=cmd_train)
+
+
+def _explain_robustness_command(sub) -> None:
     x = sub.add_parser("explain-robustness", help="do Grad-CAM / SmoothGrad / LIME maps see an attack? metrics "
                                                   "between clean and adversarial maps vs a noise control, figures")
     _model_options(x, "smallcnn-standard")
@@ -162,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report.json, report.md, grid-<attack>.png")
     x.set_defaults(func=cmd_explain_robustness)
 
+
+def _corruptions_command(sub) -> None:
     c = sub.add_parser("corruptions", help="write CIFAR-10-C-style corruptions (CIFAR parameters) of the test set, "
                                            "in CIFAR-10-C's layout (resumable)")
     c.add_argument("--out", type=pathname, default="cifar10-c", help="folder for <name>.npy and labels.npy")
@@ -174,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(c)
     c.set_defaults(func=cmd_corruptions)
 
+
+def _refine_command(sub) -> None:
     f = sub.add_parser("refine", help="LIME-guided refinement of a zoo model (resumable; runs under torchrun)")
     f.add_argument("--model", dest="base", default="smallcnn-standard", choices=zoo.available(),
                    help="the zoo model refined (default smallcnn-standard)")
@@ -189,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     _data_options(f)
     f.set_defaults(func=cmd_refine)
+
+
+def _export_command(sub) -> None:
     e = sub.add_parser("export", help="export a defended model to ONNX, or check an export's parity")
     _model_options(e, None)
     _defense_options(e)
@@ -200,4 +236,3 @@ def build_parser() -> argparse.ArgumentParser:
     _seed(e)
     _data_options(e)
     e.set_defaults(func=cmd_export)
-    return ap

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..atomic import atomic_write
 from .._hooks import model_device
-from .._identity import FIX, StateMismatch, short_digest
+from .._identity import FIX, StateMismatch, model_digest, short_digest
 from .._lock import folder_lock
 from .._validation import check_number
 from ..defense import DEFAULT_SHARE, SIGMA, IGDefense
@@ -269,6 +269,34 @@ def stored_rankings(out: Path, name: str, made_by: dict, compute: Callable[[], R
     if loaded.made_by != digest:
         raise StateMismatch(f"{path} holds rankings {name!r} of another sweep (another model, probe or eps); {FIX}")
     return loaded
+
+
+def sweep_rankings(model: nn.Module, clean: Rankings, train, out: Path, *, probe_per_class: int,
+                   settings: AttackSettings, adversarial: bool = False, deep_layer: str | None = None
+                   ) -> dict[str, Rankings]:
+    """The rankings a sweep compares, by name: ``"clean"`` (given), and as asked LO-IR on the model's
+    PGD-10 examples of the first ``probe_per_class`` training images per class of ``train``
+    (``"adversarial"``) and LO-IR at the module ``deep_layer`` (``"layer NAME"``), each computed once
+    per sweep folder ``out`` and bound to what made it (:func:`stored_rankings`)."""
+    from ..data import balanced_loader
+    from ..rankings.lo_ir import lo_ir
+
+    made_by = {"model": model_digest(model), "probe": train.identity(), "probe_per_class": probe_per_class,
+               "eps": settings.eps}
+    probe = f"{train.description}, first {probe_per_class} per class"
+    rankings = {"clean": clean}
+
+    def loader():
+        return balanced_loader(train, batch_size=200, per_class=probe_per_class)
+
+    if adversarial:
+        rankings["adversarial"] = stored_rankings(out, "adversarial", made_by, lambda: lo_ir(
+            model, adversarial_probe(model, loader(), settings), class_names=clean.class_names,
+            probe=f"PGD-10 (eps {settings.eps:.4g}) examples of {probe}"))
+    if deep_layer:
+        rankings[f"layer {deep_layer}"] = stored_rankings(out, f"layer {deep_layer}", made_by, lambda: lo_ir(
+            model, loader(), layer=deep_layer, class_names=clean.class_names, probe=probe))
+    return rankings
 
 
 def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:

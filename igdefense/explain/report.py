@@ -38,6 +38,31 @@ def check_study_folder(out_dir: str | os.PathLike) -> None:
                               "study writes report.json, report.md and its figures there; use another --out")
 
 
+def write_study(out_dir: str | os.PathLike, model, study: Study, images: torch.Tensor, labels: torch.Tensor,
+                perturbed: dict[str, torch.Tensor], methods, meta: dict, class_names, *, seed: int = 0,
+                rows: int = 6, **options) -> Path:
+    """A study's folder, whole: one figure per attack (``rows`` images spread over the batch, each of
+    ``methods``' clean and adversarial maps; ``options``: :func:`explain`'s), then ``report.md`` and
+    ``report.json`` last (a report means its figures are there). An earlier run's report and figures
+    go first, under the folder's lock."""
+    from .._lock import folder_lock
+    from .maps import explain
+
+    out = Path(out_dir)
+    picked = torch.linspace(0, len(images) - 1, min(rows, len(images))).round().long()
+    x = images[picked]
+    with folder_lock(out, "explanation study"):
+        clear_study_folder(out)
+        for attack in meta["attacks"]:  # (perturbed also holds the noise control's images)
+            adversarial = perturbed[attack]
+            maps = {m: (explain(model, x, method=m, seed=seed, **options),
+                        explain(model, adversarial[picked], method=m, seed=seed, **options)) for m in methods}
+            plot_grid(x, adversarial[picked], maps, out / f"grid-{attack}.png",
+                      title=f"{meta['model']}, {attack} eps {meta['eps']:.3g}",
+                      labels=[class_names[int(c)] for c in labels[picked]])
+        return write_study_report(out, study, meta)
+
+
 def clear_study_folder(out_dir: str | os.PathLike) -> None:
     """Check ``out_dir`` (:func:`check_study_folder`) and remove an earlier run's report and figures: none
     of them may sit beside this run's, nor a report beside figures a kill left half made (the report is
