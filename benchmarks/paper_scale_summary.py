@@ -40,20 +40,7 @@ def markdown(summary: dict) -> str:
              "is an **upper bound** on these images: the attacks still to run can only lower it, and the "
              f"gain's point estimate with it. Headline rule: {HEADLINE} (right under more than half of the draws).", ""]
     for setting, s in summary["settings"].items():
-        d = s["defended"]
-        state = "finished" if s["finished"] else f"unfinished: still to run {', '.join(d['attacks_to_run'])}"
-        lines += [f"## {setting}: {s['images']} images, batches {s['batches']} ({state})", "",
-                  "| model | clean | " + " | ".join(d["attacks_run"]) + " | worst case | vs base |",
-                  "|---|---|" + "---|" * len(d["attacks_run"]) + "---|---|",
-                  f"| base | {s['base']['clean']:.1f} | " + " | ".join("" for _ in d["attacks_run"])
-                  + f" | {s['base']['worst_case']:.1f} | |"]
-        for rule in RULES:
-            r = d[rule]
-            cells = " | ".join(f"{r['columns'][a]:.1f}" for a in d["attacks_run"])
-            bound = "" if s["finished"] else " (upper bound)"
-            lines.append(f"| IG-Defense, {rule} | {r['columns']['clean']:.1f} | {cells} | "
-                         f"{r['worst_case']:.1f}{bound} | {r['vs_base']} |")
-        lines += ["", f"Seconds per step: base {s['base']['seconds']}, defended {d['seconds']}.", ""]
+        lines += runs.model_table(f"## {setting}", {**s, **s["defended"]}, "base", "IG-Defense", "defended")
     return "\n".join(lines)
 
 

@@ -118,24 +118,28 @@ def _pct(bits: torch.Tensor) -> float:
 
 def summary_markdown(summary: dict) -> str:
     """One table per model of :func:`summarise`: the baseline's row, then one per scoring rule."""
-    lines = []
-    for name, s in summary["models"].items():
-        state = "finished" if s["finished"] else f"unfinished: still to run {', '.join(s['attacks_to_run'])}"
-        rules = [r for r in RULES if r in s]
-        lines += [f"### {name}: {s['images']} images, batches {s['batches']} ({state})", "",
-                  "| model | clean | " + " | ".join(s["attacks_run"]) + " | worst case | vs base |",
-                  "|---|---|" + "---|" * len(s["attacks_run"]) + "---|---|",
-                  f"| {summary['baseline']} | {s['base']['clean']:.1f} | " + " | ".join("" for _ in s["attacks_run"])
-                  + f" | {s['base']['worst_case']:.1f} | |"]
-        for rule in rules:
-            r = s[rule]
-            cells = " | ".join(f"{r['columns'][a]:.1f}" for a in s["attacks_run"])
-            bound = "" if s["finished"] else " (upper bound)"
-            label = f"{name}, {rule}" if len(rules) > 1 else name
-            lines.append(f"| {label} | {r['columns']['clean']:.1f} | {cells} | {r['worst_case']:.1f}{bound} | "
-                         f"{r['vs_base']} |")
-        lines += ["", f"Seconds per step: {summary['baseline']} {s['base']['seconds']}, {name} {s['seconds']}.", ""]
-    return "\n".join(lines)
+    return "\n".join(line for name, s in summary["models"].items()
+                     for line in model_table(f"### {name}", s, summary["baseline"], name))
+
+
+def model_table(heading: str, s: dict, baseline: str, label: str, seconds_as: str | None = None) -> list[str]:
+    """Markdown lines of one model of :func:`summarise` under ``heading``: the baseline's row, then the
+    model's (``label``) under each scoring rule, an unfinished cascade's worst case marked an upper bound."""
+    state = "finished" if s["finished"] else f"unfinished: still to run {', '.join(s['attacks_to_run'])}"
+    rules = [r for r in RULES if r in s]
+    lines = [f"{heading}: {s['images']} images, batches {s['batches']} ({state})", "",
+             "| model | clean | " + " | ".join(s["attacks_run"]) + " | worst case | vs base |",
+             "|---|---|" + "---|" * len(s["attacks_run"]) + "---|---|",
+             f"| {baseline} | {s['base']['clean']:.1f} | " + " | ".join("" for _ in s["attacks_run"])
+             + f" | {s['base']['worst_case']:.1f} | |"]
+    for rule in rules:
+        r = s[rule]
+        cells = " | ".join(f"{r['columns'][a]:.1f}" for a in s["attacks_run"])
+        bound = "" if s["finished"] else " (upper bound)"
+        name = f"{label}, {rule}" if len(rules) > 1 else label
+        lines.append(f"| {name} | {r['columns']['clean']:.1f} | {cells} | {r['worst_case']:.1f}{bound} | "
+                     f"{r['vs_base']} |")
+    return lines + ["", f"Seconds per step: {baseline} {s['base']['seconds']}, {seconds_as or label} {s['seconds']}.", ""]
 
 
 def _paired_row(after: str, base: torch.Tensor, defended: torch.Tensor) -> dict:
