@@ -43,3 +43,15 @@ def shard() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True outside torchrun and on its rank 0 (the process that writes files)."""
     return shard()[0] == 0
+
+
+def start_fresh_once(folder: str | os.PathLike):
+    """``--fresh`` under torchrun or not: one process moves what ``folder`` holds into a backup folder
+    (:func:`igdefense._lock.start_fresh`), the others wait for it. The backup folder, or None."""
+    from ._lock import start_fresh
+
+    rank, world = shard()
+    backup = start_fresh(folder) if rank == 0 else None
+    if world > 1:
+        torch.distributed.barrier()
+    return backup

@@ -17,11 +17,12 @@ from torch import nn
 
 from .. import zoo
 from ..atomic import atomic_write
-from .._lock import folder_lock, start_fresh
+from .._lock import folder_lock
 from ..attacks import AttackSettings, get_attack
+from ..corruptions.registry import named as corruptions_named
 from ..data import balanced_loader, cache_dir, probe_used
 from ..defense import IGDefense
-from ..distributed import default_device
+from ..distributed import default_device, start_fresh_once
 from ..eval.plan import Plan
 from ..eval.sweep import SWEEP_ATTACKS
 from ..rankings import Rankings
@@ -34,16 +35,12 @@ def specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DefenseSpec]:
     """The model, data and defense a parsed command line names (``build_parser().parse_args(...)``):
     what a benchmark re-reading a report's recorded command rebuilds."""
     model = _model_spec(args)
-    return model, _data_spec(args), _defense_spec(args, model.name)
+    return model, from_args(DataSpec, args), _defense_spec(args, model.name)
 
 
 def _model_spec(args) -> ModelSpec:
     """The model ``--model`` and its options name (the command's default model where none is typed)."""
     return from_args(ModelSpec, args, ModelSpec(name=args.default_model or zoo.default_model()))
-
-
-def _data_spec(args) -> DataSpec:
-    return from_args(DataSpec, args)
 
 
 def _test_run(args):
@@ -53,7 +50,7 @@ def _test_run(args):
 
     torch.manual_seed(args.seed)
     rank, device = init_distributed()
-    spec, data_spec = _model_spec(args), _data_spec(args)
+    spec, data_spec = _model_spec(args), from_args(DataSpec, args)
     model = spec.load().to(device)
     loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
     check_classes(model, data)
@@ -76,10 +73,10 @@ def _defended(args, model: nn.Module, name: str, data: DataSpec, seed: int | Non
 
 def cmd_demo(args) -> int:
     from ..eval.evaluate import evaluate
-    from ..stats import paired_difference
+    from ..eval.report import demo_table
 
     torch.manual_seed(args.seed)
-    spec, data_spec = _model_spec(args), _data_spec(args)
+    spec, data_spec = _model_spec(args), from_args(DataSpec, args)
     model = spec.load().to(default_device())
     loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
     check_classes(model, data)
@@ -95,17 +92,7 @@ def cmd_demo(args) -> int:
     print(f"\nmodel {spec.name}, {len(data)} class-balanced images of {data.description}, "
           f"L-inf eps {args.eps * 255:g}/255")
     print(f"defense: {setting.describe(defended)}; rankings from {rankings.probe}\n")
-    cols = ["clean", f"{name} (white-box)", f"{name} from the base (transfer)", "worst case"]
-    print(f"{'':13}" + "".join(f"{c:>{len(c) + 3}}" for c in cols))
-    for label, r, transfer in (("undefended", base, None), ("IG-defended", dfd, dfd.robust_accuracy["transfer"])):
-        values = [r.clean_accuracy, r.robust_accuracy[attack], transfer, r.worst_case_accuracy]
-        print(f"{label:13}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>{len(c) + 3}}"
-                                      for c, v in zip(cols, values)))
-    print(f"\nworst case, IG-defended minus undefended: {paired_difference(base.worst_case, dfd.worst_case)}")
-    if dfd.by_rule:
-        one, every = (100 * dfd.worst_case_under(r).float().mean().item() for r in ("one-draw", "every-draw"))
-        print(f"IG-Defense draws noise: each image counts when right under more than half of {dfd.draws} draws "
-              f"(worst case under the first draw alone {one:.1f}%, under every draw {every:.1f}%)")
+    print(demo_table(base, dfd, attack, name))
     print(textwrap.fill("The worst case counts an image as robust only if the model classifies it correctly clean "
                         "and under every attack in its row: it is the number to quote, not the white-box column. "
                         "Stronger attacks (IG-Defense's own adaptive attack, AutoAttack, APGD-CE with EOT, RayS) "
@@ -115,7 +102,7 @@ def cmd_demo(args) -> int:
 
 def cmd_rank(args) -> int:
     model = _model_spec(args).load().to(default_device())
-    data = _data_spec(args).open("train")
+    data = from_args(DataSpec, args).open("train")
     outputs = check_classes(model, data)
     loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
     probe = f"{data.description}, {probe_used(data, args.per_class)}"
@@ -160,7 +147,7 @@ def cmd_eval(args) -> int:
     models = {"base": base, f"{rankings.method}": defended}
     if args.random_mask:
         models["random-mask"] = setting.build(base, rankings.randomized(args.seed), seed=args.seed)
-    corruptions = _corruption_names(args.corruptions)
+    corruptions = corruptions_named(args.corruptions)
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
             "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
@@ -223,23 +210,13 @@ def _plan(args, attacks: str, **fields) -> Plan:
 
 
 def _fresh(args) -> None:
-    """``--fresh``: move what ``--out`` holds into a backup folder (one process under torchrun; the
-    others wait), so that the run starts over and loses nothing."""
-    from ..distributed import shard
-
-    if not getattr(args, "fresh", False):
-        return
-    rank, world = shard()
-    if rank == 0:
-        backup = start_fresh(args.out)
-        if backup is not None:
-            print(f"--fresh: kept what {args.out} held in {backup}", file=sys.stderr)
-    if world > 1:
-        torch.distributed.barrier()
+    """``--fresh``: the run starts over and loses nothing (what ``--out`` held goes to a backup folder)."""
+    if getattr(args, "fresh", False) and (backup := start_fresh_once(args.out)) is not None:
+        print(f"--fresh: kept what {args.out} held in {backup}", file=sys.stderr)
 
 
 def cmd_report(args) -> int:
-    from ..eval.runs import summarise, summary_markdown, worst_over_runs_rows
+    from ..eval.runs import summarise, summary_markdown, worst_markdown, worst_over_runs_rows
 
     if missing := [str(f) for f in args.folders if not Path(f).is_dir()]:
         raise ValueError(f"no such folder: {', '.join(missing)} (give igdefense eval --out folders)")
@@ -248,11 +225,7 @@ def cmd_report(args) -> int:
         print(summary_markdown(result))
     else:
         result = worst_over_runs_rows(args.folders, args.baseline)
-        print(f"image-wise worst case over {len(args.folders)} runs (an image counts when it survives every attack "
-              f"of every run): {result['images']} images, the batches every run finished\n")
-        print("| model, rule | base | defended | difference | gained | lost |\n|---|---|---|---|---|---|")
-        for r in result["rows"]:
-            print(f"| {r['after']} | {r['base']} | {r['defended']} | {r['difference']} | {r['gained']} | {r['lost']} |")
+        print(worst_markdown(result))
     if args.json:
         atomic_write(args.json, json.dumps({"command": args.command_line, **result}, indent=1)
                      + "\n")
@@ -295,7 +268,7 @@ def cmd_train(args) -> int:
     from ..train import TrainConfig, train
 
     logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
-    data = _data_spec(args).cifar10("train", "train")
+    data = from_args(DataSpec, args).cifar10("train", "train")
     cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class,
                       attack=args.attack, precision=args.precision)
     train(cfg, args.output, data.source, fresh=args.fresh, progress=not args.quiet)
@@ -310,7 +283,7 @@ def cmd_refine(args) -> int:
     from ..distributed import is_main_process
 
     logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
-    data = _data_spec(args).cifar10("train", "refine")
+    data = from_args(DataSpec, args).cifar10("train", "refine")
     if args.per_class:
         data.indices = balanced_indices(data.labels, per_class=args.per_class)
     model = zoo.load(args.base).to(default_device())
@@ -337,7 +310,7 @@ def cmd_explain_robustness(args) -> int:
     for m in methods:
         attribution_method(m, "pixels")  # (unknown: one line naming the choices)
     attacks = tuple(a for a in args.attacks.split(",") if a)
-    spec, data_spec = _model_spec(args), _data_spec(args)
+    spec, data_spec = _model_spec(args), from_args(DataSpec, args)
     model, name = spec.load().to(default_device()), spec.name
     if args.defense:
         model, setting, _ = _defended(args, model, spec.name, data_spec, args.seed)
@@ -359,20 +332,12 @@ def cmd_explain_robustness(args) -> int:
     return 0
 
 
-def _corruption_names(text: str) -> tuple[str, ...]:
-    from ..corruptions import MAIN, NAMES, check_name
-
-    if text in ("all", "main"):
-        return NAMES if text == "all" else MAIN
-    return tuple(check_name(n) for n in text.split(",") if n)
-
-
 def cmd_corruptions(args) -> int:
     from ..corruptions import write_dataset
     from ..data import balanced_indices
 
-    names = _corruption_names(args.names)
-    data = _data_spec(args).cifar10(args.split, "corruptions")
+    names = corruptions_named(args.names)
+    data = from_args(DataSpec, args).cifar10(args.split, "corruptions")
     if args.per_class is not None:
         data.indices = balanced_indices(data.labels, per_class=args.per_class)
     source = f"CIFAR-10 ({data.kind}) {args.split}" + (f", first {args.per_class} per class" if args.per_class else "")
@@ -389,7 +354,7 @@ def cmd_export(args) -> int:
     from ..export.onnx import made_from
     from ..export.sources import sources_metadata, stored_setting
 
-    data = _data_spec(args)
+    data = from_args(DataSpec, args)
     if args.check:
         session = OnnxDefense(args.check)
         cfg = session.config

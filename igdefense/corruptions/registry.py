@@ -32,6 +32,14 @@ def check_name(name: str) -> str:
     return name
 
 
+def named(text: str) -> tuple[str, ...]:
+    """The corruptions ``text`` names: "all" (the 19), "main" (the 15 of CIFAR-10-C's benchmark) or names
+    separated by commas (each checked)."""
+    if text in ("all", "main"):
+        return NAMES if text == "all" else MAIN
+    return tuple(check_name(n) for n in text.split(",") if n)
+
+
 def check_severity(severity: int) -> int:
     """``severity`` as an int 1..5 (numpy and 0-d tensor integers too), else ValueError."""
     if isinstance(severity, torch.Tensor) and severity.ndim == 0 and not severity.is_floating_point():

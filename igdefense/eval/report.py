@@ -169,3 +169,23 @@ def plot_eps_curves(curves: dict[str, dict[float, float]], path: str | os.PathLi
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     return Path(path)
+
+
+def demo_table(base: EvalResult, defended: EvalResult, attack: str, label: str) -> str:
+    """``igdefense demo``'s table: clean, the white-box ``attack`` (shown as ``label``), its transfer
+    from the base model and the worst case, undefended and defended, then the worst case's paired
+    difference and, for a randomized defense, the worst case under the other scoring rules."""
+    cols = ["clean", f"{label} (white-box)", f"{label} from the base (transfer)", "worst case"]
+    lines = [f"{'':13}" + "".join(f"{c:>{len(c) + 3}}" for c in cols)]
+    for name, r, transfer in (("undefended", base, None),
+                              ("IG-defended", defended, defended.robust_accuracy["transfer"])):
+        values = [r.clean_accuracy, r.robust_accuracy[attack], transfer, r.worst_case_accuracy]
+        lines.append(f"{name:13}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>{len(c) + 3}}"
+                                            for c, v in zip(cols, values)))
+    lines.append(f"\nworst case, IG-defended minus undefended: "
+                 f"{paired_difference(base.worst_case, defended.worst_case)}")
+    if defended.by_rule:
+        one, every = (100 * defended.worst_case_under(r).float().mean().item() for r in ("one-draw", "every-draw"))
+        lines.append(f"IG-Defense draws noise: each image counts when right under more than half of {defended.draws} "
+                     f"draws (worst case under the first draw alone {one:.1f}%, under every draw {every:.1f}%)")
+    return "\n".join(lines)

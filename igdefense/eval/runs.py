@@ -142,6 +142,16 @@ def model_table(heading: str, s: dict, baseline: str, label: str, seconds_as: st
     return lines + ["", f"Seconds per step: {baseline} {s['base']['seconds']}, {seconds_as or label} {s['seconds']}.", ""]
 
 
+def worst_markdown(result: dict) -> str:
+    """:func:`worst_over_runs_rows`' result as a Markdown table."""
+    lines = [f"image-wise worst case over {len(result['runs'])} runs (an image counts when it survives every attack "
+             f"of every run): {result['images']} images, the batches every run finished", "",
+             "| model, rule | base | defended | difference | gained | lost |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['after']} | {r['base']} | {r['defended']} | {r['difference']} | {r['gained']} | {r['lost']} |"
+              for r in result["rows"]]
+    return "\n".join(lines)
+
+
 def _paired_row(after: str, base: torch.Tensor, defended: torch.Tensor) -> dict:
     d = paired_difference(base, defended)
     return {"after": after, "base": f"{100 * base.float().mean():.1f}", "defended": f"{100 * defended.float().mean():.1f}",
