@@ -56,6 +56,8 @@ class IGDefense(nn.Module):
         rankings: :class:`Rankings` (or a path to a saved one) computed for this model.
         k: neurons kept per class; default 10% of the neurons, rounded (51 of 512, 13 of 128). The
             paper uses k = 50 on CIFAR (of 512 neurons in ResNet-18, 640 in WRN-34-10): pass ``k=50``.
+        share: or the neurons kept per class as a share of the masked layer's (k = share x neurons,
+            rounded, at least 1): one setting for layers of different widths. Not with ``k``.
         sigma: std of the Gaussian noise of pass 1, in the model's input space (paper: eps/2).
         n_samples: noise draws averaged (in logit space) for the pseudo-label.
         tau: softmax temperature of the pseudo-label.
@@ -89,7 +91,7 @@ class IGDefense(nn.Module):
     """
 
     def __init__(self, model: nn.Module, rankings: Rankings | str | os.PathLike, *, k: int | None = None,
-                 sigma: float = SIGMA, n_samples: int = 1, tau: float = TAU, seed: int | None = None,
+                 share: float | None = None, sigma: float = SIGMA, n_samples: int = 1, tau: float = TAU, seed: int | None = None,
                  input_range: tuple[float, float] | None = (0.0, 1.0), shared_backbone: bool | None = None,
                  precision: str = "fp32"):
         super().__init__()
@@ -101,6 +103,10 @@ class IGDefense(nn.Module):
         check_number("tau", tau, low=0, low_open=True)
         if k is not None:
             check_number("k", k, integer=True, low=1)
+        if share is not None:
+            check_number("share", share, low=0, low_open=True, high=1)
+            if k is not None:
+                raise ValueError(f"k={k} and share={share} both name the neurons kept per class: give one")
         if seed is not None:
             check_number("seed", seed, integer=True, low=0)
         device = model_device(model)
@@ -119,7 +125,7 @@ class IGDefense(nn.Module):
         self.model = model
         self.split = split
         self._parts = tuple(model.modules())  # (checked for train mode on every call: listed once)
-        self.k = max(1, round(DEFAULT_SHARE * split.num_neurons)) if k is None else int(k)
+        self.k = max(1, round((share or DEFAULT_SHARE) * split.num_neurons)) if k is None else int(k)
         self.register_buffer("class_masks", rankings.mask(self.k).to(device))  # (classes, neurons)
         self.rankings_digest = tensor_digest(rankings.importance)[:32]
         self.sigma, self.n_samples, self.tau = float(sigma), int(n_samples), float(tau)

@@ -31,7 +31,7 @@ from .atomic import atomic_write
 from .parse import count, radius, real, whole
 from ._validation import MAX_SIDE, json_loads
 from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
-from .defense import SIGMA, TAU, IGDefense
+from .defense import DEFAULT_SHARE, SIGMA, TAU, IGDefense
 from .models import load_model, model_source, model_sources
 from .rankings import Rankings
 from .rankings.cache import cached_lo_ir
@@ -152,6 +152,8 @@ class DefenseSpec(Spec):
 
     k: int | None = field(default=None, metadata=option(
         "neurons kept per class (default: 10%% of the masked layer's, rounded)", count))
+    share: float | None = field(default=None, metadata=option(
+        "or the neurons kept per class as a share of the masked layer's, e.g. 0.05 (not with --k)", real(0, 1)))
     sigma: float = field(default=SIGMA, metadata=option("pass-1 noise std, e.g. 8/255 (the paper: 4/255)", radius))
     tau: float = field(default=TAU, metadata=option("pseudo-label softmax temperature", real(1e-6)))
     n_samples: int = field(default=1, metadata=option("noise draws averaged for the pseudo-label", count))
@@ -207,12 +209,12 @@ class DefenseSpec(Spec):
               **options) -> IGDefense:
         """The defended model in eval mode: the one path from a setting to an :class:`IGDefense`
         (``options``: its other arguments, e.g. ``precision``)."""
-        return IGDefense(model, rankings, k=self.k, sigma=self.sigma, tau=self.tau, n_samples=self.n_samples,
-                         seed=seed, **options).eval()
+        return IGDefense(model, rankings, k=self.k, share=self.share, sigma=self.sigma, tau=self.tau,
+                         n_samples=self.n_samples, seed=seed, **options).eval()
 
     def describe(self, defended: IGDefense | None = None) -> str:
         k = f"k={defended.k}/{defended.split.num_neurons}" if defended is not None else \
-            f"k={'10%' if self.k is None else self.k}"
+            f"k={self.k if self.k is not None else f'{100 * (self.share or DEFAULT_SHARE):g}%'}"
         text = f"{k}, sigma={255 * self.sigma:g}/255, tau={self.tau:g}, {self.n_samples} noise draw(s)"
         return text + (f" ({self.origin})" if self.origin else "")
 
@@ -225,7 +227,7 @@ def wrap(model: nn.Module, rankings: Rankings | str | os.PathLike, **kwargs) -> 
         spec = DefenseSpec.load(rankings)
         if spec.rankings is None:
             raise ValueError(f"{rankings} names no rankings file: pass the rankings, and its settings as keywords")
-        ours = {k: kwargs.pop(k) for k in ("k", "sigma", "tau", "n_samples") if k in kwargs}
+        ours = {k: kwargs.pop(k) for k in ("k", "share", "sigma", "tau", "n_samples") if k in kwargs}
         return dataclasses.replace(spec, **ours).build(model, spec.rankings, **kwargs)
     return IGDefense(model, rankings, **kwargs).eval()
 

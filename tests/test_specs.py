@@ -72,3 +72,17 @@ def test_cifar10_only_commands_say_so_when_data_is_other_images(tmp_path, capsys
         err = capsys.readouterr().err
         assert f"igdefense {command[0]} works on CIFAR-10 only" in err and "image folder" in err, err
     assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "c").exists()
+
+
+def test_k_as_a_count_or_a_share_one_build_path():
+    model = zoo.load("smallcnn-robust")
+    rankings = zoo.rankings("smallcnn-robust")  # (128 neurons)
+    assert DefenseSpec(share=0.05).build(model, rankings).k == 6 == igdefense.IGDefense(model, rankings, share=0.05).k
+    assert DefenseSpec().build(model, rankings).k == 13 and DefenseSpec(k=7).build(model, rankings).k == 7
+    with pytest.raises(ValueError, match="give one"):
+        DefenseSpec(k=7, share=0.05).build(model, rankings)
+    # on the command line the one typed wins over the tuned setting's (smallcnn-refined's names sigma only)
+    _, _, spec = specs(build_parser().parse_args(["eval", "--model", "smallcnn-refined", "--share", "0.25"]))
+    assert spec.share == 0.25 and spec.k is None and spec.sigma == 8 / 255
+    typed = DefenseSpec(k=5, origin="a file")
+    assert DefenseSpec.from_json(typed.to_json()) == typed

@@ -134,11 +134,12 @@ def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
     assert "PGD-10" in saved["rankings"]["adversarial"]
     assert (tmp_path / "rankings-layer-features.16.safetensors").exists()
     assert "| undefended |" in capsys.readouterr().out
-    # its best setting, one file: the rankings beside it, the k as a count of the masked layer's neurons
+    # its best setting, one file: the rankings beside it, k as the share of the masked layer's neurons
     best = max((r for r in saved["rows"] if r["setting"] != "undefended" and not r["screened"]
                 and not r["rankings"].startswith("random")), key=lambda r: r["worst_case"])
     setting = DefenseSpec.load(tmp_path / "defense.json")
     assert Path(setting.rankings).parent == tmp_path and setting.sigma == best["sigma"]
-    assert setting.k == round(best["share"] * igdefense.Rankings.load(setting.rankings).num_neurons)
+    assert setting.share == best["share"] and setting.k is None
     defended = igdefense.wrap(zoo.load("smallcnn-robust"), tmp_path / "defense.json", seed=0)
-    assert (defended.k, defended.sigma) == (setting.k, setting.sigma)
+    k = round(best["share"] * igdefense.Rankings.load(setting.rankings).num_neurons)
+    assert (defended.k, defended.sigma) == (k, setting.sigma)

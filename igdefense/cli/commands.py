@@ -61,6 +61,8 @@ def _defense_spec(args, model: str) -> DefenseSpec:
     """The defense: ``--setting FILE``, else the model's own (its tuned setting, or the paper's), with
     each option typed put over it."""
     base = DefenseSpec.load(args.setting) if getattr(args, "setting", None) else DefenseSpec.for_model(model)
+    if getattr(args, "k", None) is not None or getattr(args, "share", None) is not None:  # (the one typed wins)
+        base = dataclasses.replace(base, k=None, share=None)
     return from_args(DefenseSpec, args, base)
 
 

@@ -79,7 +79,7 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", default=None, metavar="FILE", help="a defense setting (a sweep's defense.json); "
                    "default: the model's tuned setting where the zoo has one (smallcnn-refined: sigma 8/255), "
                    "else the paper's; the options below go over it")
-    add_options(p, DefenseSpec, only=("k", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
+    add_options(p, DefenseSpec, only=("k", "share", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
 
 
 def _precision(p: argparse.ArgumentParser, what: str, default: str = "auto", note: str = "") -> None:

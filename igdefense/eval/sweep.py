@@ -60,7 +60,7 @@ UNDEFENDED = "undefended"
 class DefenseSetting:
     """One point of the grid: the ``share`` of the masked layer's neurons kept per class (a share,
     not IG-Defense's ``k``, because the grid spans layers of different widths: ``k`` = the count
-    :meth:`k_for` gives), the noise ``sigma``, ``n_samples`` noise draws, and the name of the
+    IGDefense gives it), the noise ``sigma``, ``n_samples`` noise draws, and the name of the
     rankings (a key of the rankings given to :func:`sweep`; their layer is the layer masked)."""
 
     share: float = DEFAULT_SHARE
@@ -77,17 +77,13 @@ class DefenseSetting:
     def name(self) -> str:
         return f"k={100 * self.share:g}% sigma={255 * self.sigma:g}/255 n={self.n_samples} {self.rankings}"
 
-    def k_for(self, rankings: Rankings) -> int:
-        """IG-Defense's ``k`` (neurons kept per class) at this share of the rankings' layer."""
-        return max(1, round(self.share * rankings.num_neurons))
-
-    def spec_for(self, ranked: Rankings, **fields) -> DefenseSpec:
-        """This point of the grid on the rankings ``ranked`` as the one defense setting every command
-        reads (``fields``: its others, e.g. the rankings file)."""
-        return DefenseSpec(k=self.k_for(ranked), sigma=self.sigma, n_samples=self.n_samples, **fields)
+    def spec(self, **fields) -> DefenseSpec:
+        """This point of the grid as the one defense setting every command reads (``fields``: its
+        others, e.g. the rankings file)."""
+        return DefenseSpec(share=self.share, sigma=self.sigma, n_samples=self.n_samples, **fields)
 
     def build(self, model: nn.Module, rankings: Rankings, seed: int = 0) -> IGDefense:
-        return self.spec_for(rankings).build(model, rankings, seed=seed)
+        return self.spec().build(model, rankings, seed=seed)
 
 
 GRID = {"shares": (0.02, 0.05, DEFAULT_SHARE, 0.25, 0.50), "sigmas": (2 / 255, SIGMA, 8 / 255), "n_samples": (1, 8)}
@@ -160,8 +156,8 @@ class SweepResult:
         path = rankings_path(out, chosen.rankings)
         if not path.exists():
             rankings[chosen.rankings].save(path)
-        chosen.spec_for(rankings[chosen.rankings], rankings=str(path), probe_per_class=probe_per_class,
-                        origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
+        chosen.spec(rankings=str(path), probe_per_class=probe_per_class,
+                    origin=f"best image-wise worst case of igdefense sweep in {out}").save(out / "defense.json")
         return out / "defense.json"
 
     def table(self) -> str:
