@@ -128,7 +128,7 @@ def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings, dtype: torc
                ) -> Path | None:
     """Cache file of attack ``name`` crafted in ``dtype`` on this deterministic model and batch, or None
     (no caching)."""
-    if s.cache is None or isinstance(model, RandomizedDefense) or name == "transfer":
+    if s.cache is None or isinstance(model, RandomizedDefense) or get_attack(name).kind == "transfer":
         return None
     crafted_in = () if dtype == torch.float32 else (precision_name(dtype),)  # (float32 files keep their names)
     h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.eot_iter, *(getattr(s, b) for b in budget_fields()),

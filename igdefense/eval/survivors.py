@@ -25,15 +25,20 @@ def attack_survivors(model: nn.Module, finished: EvalResult, data: Iterable, att
     """``(worst case after, the added attacks' result)``: ``finished.worst_case`` (per image, in the
     order of ``data``, the data ``finished`` was computed on) with every survivor that one of
     ``attacks`` breaks set False. The added attacks' log (``log_path``) resumes as any evaluation's."""
-    x, y = (torch.cat(t) for t in zip(*data))
     worst = finished.worst_case.clone()
-    if len(worst) != len(y):
-        raise ValueError(f"the evaluation holds {len(worst)} images, the data {len(y)}: re-attack the images it was "
+    xs, ys, seen = [], [], 0
+    for x, y in data:  # (streamed: only the survivors are kept)
+        keep = worst[seen:seen + len(y)].to(y.device)
+        xs.append(x[keep])
+        ys.append(y[keep])
+        seen += len(y)
+    if seen != len(worst):
+        raise ValueError(f"the evaluation holds {len(worst)} images, the data {seen}: re-attack the images it was "
                          "computed on")
     alive = worst.nonzero().squeeze(1)
     if not len(alive):
         return worst, EvalResult({"clean": torch.zeros(0, dtype=torch.bool)})
-    added = evaluate(model, (x[alive], y[alive]), attacks, settings=settings, cascade=True, log_path=log_path,
-                     progress=progress, desc=f"re-attacking {len(alive)} survivors")
+    added = evaluate(model, (torch.cat(xs), torch.cat(ys)), attacks, settings=settings, cascade=True,
+                     log_path=log_path, progress=progress, desc=f"re-attacking {len(alive)} survivors")
     worst[alive[~added.worst_case.to(alive.device)]] = False
     return worst, added
