@@ -15,28 +15,27 @@ printed here is a conservative one. Logs go to runs/ (resumable); the summary to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import shlex
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import paired_row, print_table, write_results  # noqa: E402
+from common import print_table, recorded_run, write_results  # noqa: E402
 
-from igdefense.cli import build_parser, specs  # noqa: E402
-from igdefense.eval import EvalResult, evaluate  # noqa: E402
-from igdefense.attacks import mask_aware_attack  # noqa: E402
-from igdefense.attacks import ATTACKS, AttackSettings  # noqa: E402
+from igdefense.attacks import ATTACKS, AttackSettings, mask_aware_attack  # noqa: E402
+from igdefense.eval import EvalResult  # noqa: E402
+from igdefense.eval.survivors import attack_survivors  # noqa: E402
+from igdefense.stats import paired_row  # noqa: E402
 
 WEAK = ("fgsm", "bim", "pgd")  # weaker than APGD: they add nothing to its worst case
 
 
-def worst_case(report: dict, name: str) -> torch.Tensor:
-    """Per image: right on the clean image and under every attack of the report (corruptions aside)."""
-    correct = {k: torch.tensor(v, dtype=torch.bool) for k, v in report["per_image"][name].items()}
-    return EvalResult(correct).worst_case
+def finished(report: dict, name: str) -> EvalResult:
+    """The report's per-image results of ``name``."""
+    return EvalResult({k: torch.tensor(v, dtype=torch.bool) for k, v in report["per_image"][name].items()})
 
 
 def highest_loss_start(model, x: torch.Tensor, y: torch.Tensor, s: AttackSettings) -> torch.Tensor:
@@ -60,39 +59,33 @@ def main() -> None:
                         "the clean image where APGD-CE fails on the base) or APGD-CE's highest-loss point")
     a = p.parse_args()
     report = json.loads((a.eval / "report.json").read_text())
-    args = build_parser().parse_args(shlex.split(report["run"]["command"])[1:])  # the eval's own options
-    if args.func.__name__ != "cmd_eval":
-        raise SystemExit(f"{a.eval} is not an `igdefense eval` report: its command is {report['run']['command']!r}")
-    model_spec, data_spec, setting = specs(args)
-    base = model_spec.load()
-    rankings = setting.rankings_for(base, model_spec.name, data_spec)
-    defense = setting.build(base, rankings, seed=args.seed)
+    run = recorded_run(a.eval, "eval")
+    base = run.model.load()
+    rankings = run.defense.rankings_for(base, run.model.name, run.data)
+    defense = run.defense.build(base, rankings, seed=run.settings.seed)
     name = rankings.method
-    loader, _ = data_spec.loader("test", args.n, batch_size=args.batch_size)
-    x, y = (torch.cat(t) for t in zip(*loader))
+    loader, data = run.data.loader("test", run.n, batch_size=run.batch_size)
 
     ran = report["attacks"]
     attacks = a.attacks.split(",") if a.attacks else [t for t in ATTACKS if t not in (*ran, *WEAK, "transfer")]
-    seed = args.seed + 1 if a.seed is None else a.seed
-    base_worst, worst = worst_case(report, "base"), worst_case(report, name)
-    rows = [paired_row("eval (" + ", ".join(ran) + ")", "base", base_worst, "defended", worst)]
-    alive = worst.nonzero().squeeze(1)
+    seed = run.settings.seed + 1 if a.seed is None else a.seed
+    base_worst, done = finished(report, "base").worst_case, finished(report, name)
+    rows = [paired_row("eval (" + ", ".join(ran) + ")", "base", base_worst, "defended", done.worst_case)]
     # (base_model: the adaptive attack's transfer start, as in the eval; its draws: the eval's)
-    settings = AttackSettings(eps=args.eps, seed=seed, eot_iter=args.eot_iter, draws=args.draws, base_model=base)
+    settings = dataclasses.replace(run.settings, seed=seed, base_model=base)
     if a.adaptive_start == "highest-loss":  # the defense names its own attack (RandomizedDefense protocol)
         defense.adaptive_attack = lambda xb, yb, s: mask_aware_attack(
             defense, xb, yb, s, transfer_start=highest_loss_start(base, xb, yb, s))
     start = "" if a.adaptive_start == "transfer" else f"-{a.adaptive_start}-start"
     log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}{start}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate(defense, (x[alive], y[alive]), attacks, settings=settings, log_path=log, cascade=True,
-                      desc=f"{name}: {len(alive)} images")
-    fell = alive[~result.worst_case]
-    worst[fell] = False
+    worst, result = attack_survivors(defense, done, loader, attacks, settings, log_path=log)
+    fell = (done.worst_case & ~worst).nonzero().squeeze(1)
     rows.append({**paired_row(f"+ {', '.join(attacks)} (seed {seed})", "base", base_worst, "defended", worst),
                  "seconds": round(result.total_seconds)})
     path = write_results(f"adaptive_check-{a.eval.name}{start}", {
-        "eval": str(a.eval), "defended": name, "images": len(y), "images_attacked": len(alive), "attacks": attacks,
+        "eval": str(a.eval), "defended": name, "images": len(data), "images_attacked": int(done.worst_case.sum()),
+        "attacks": attacks,
         "survivors_after": {k: int(v.sum()) for k, v in result.correct.items()}, "fell": fell.tolist(),
         "rows": rows, "gained_images": (worst & ~base_worst).nonzero().squeeze(1).tolist()})
     print_table(rows, ["after", "base", "defended", "gained", "lost", "difference", "seconds"])

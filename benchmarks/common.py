@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import resource
@@ -15,8 +14,8 @@ from pathlib import Path
 
 
 from igdefense.atomic import atomic_write
+from igdefense.eval.recorded import RecordedRun
 from igdefense.machine import machine
-from igdefense.stats import paired_difference
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -66,11 +65,15 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
 
 
-def paired_row(after: str, a_name: str, a, b_name: str, b) -> dict:
-    """A results row: the accuracy of ``a`` and ``b`` (per-image bool tensors, the same images) and b - a,
-    paired, with its 95% interval ("gained": right only for b)."""
-    d = paired_difference(a, b)
-    return {"after": after, a_name: f"{100 * a.float().mean():.1f}", b_name: f"{100 * b.float().mean():.1f}",
-            "gained": d.b_only, "lost": d.a_only,
-            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
-            "paired": dataclasses.asdict(d)}
+def recorded_run(folder: Path, command: str) -> RecordedRun:
+    """The specs an ``igdefense <command>`` report's run used: recorded in its report.json, or for a
+    report from before they were, what its recorded command line resolves to (``--dry-run``)."""
+    report = json.loads((folder / "report.json").read_text())
+    line = shlex.split(report.get("run", {}).get("command", ""))
+    if next((t for t in line[1:] if not t.startswith("-")), None) != command:
+        raise SystemExit(f"{folder} is not an `igdefense {command}` report: its command is {shlex.join(line)!r}")
+    if "specs" in report:
+        return RecordedRun.read(folder)
+    out = subprocess.run([sys.executable, "-m", "igdefense.cli", *line[1:], "--dry-run"], check=True,
+                         capture_output=True, text=True)
+    return RecordedRun.from_json(json.loads(out.stdout), str(folder))

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import paired_row, print_table, write_results  # noqa: E402
+from common import print_table, write_results  # noqa: E402
 
 from igdefense import zoo  # noqa: E402
 from igdefense.data import cifar10_loader  # noqa: E402
+from igdefense.stats import paired_row  # noqa: E402
 from igdefense.eval import evaluate  # noqa: E402
 from igdefense.train import TrainConfig, train  # noqa: E402
 from igdefense.zoo.weights_file import load_weights  # noqa: E402

@@ -14,25 +14,24 @@ sweep and every restart. Logs go to runs/ (resumable); the summary to benchmarks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
-import shlex
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import paired_row, print_table, write_results  # noqa: E402
+from common import print_table, recorded_run, write_results  # noqa: E402
 
-from igdefense.cli import build_parser, specs  # noqa: E402
-from igdefense.eval.sweep import rankings_path  # noqa: E402
 from igdefense.data import cache_dir  # noqa: E402
-from igdefense.attacks import AttackSettings  # noqa: E402
 from igdefense.eval import Plan  # noqa: E402
 from igdefense.eval.benchmark import benchmark, log_path  # noqa: E402
 from igdefense.eval.log import RECORD_META, read_records, steps_done  # noqa: E402
-from igdefense.eval.sweep import UNDEFENDED, DefenseSetting  # noqa: E402
+from igdefense.eval.recorded import RecordedRun  # noqa: E402
+from igdefense.eval.sweep import UNDEFENDED, DefenseSetting, rankings_path  # noqa: E402
+from igdefense.stats import paired_row  # noqa: E402
 from igdefense.rankings import Rankings  # noqa: E402
 
 
@@ -51,11 +50,10 @@ def sweep_worst_case(folder: Path, name: str) -> tuple[torch.Tensor, list[str]]:
     return torch.cat(right), steps
 
 
-def rankings_of(args, folder: Path, model, name: str) -> Rankings:
+def rankings_of(run: RecordedRun, folder: Path, model, name: str) -> Rankings:
     """The rankings the sweep used under ``name``: the model's clean ones, or one the sweep saved."""
     if name == "clean":
-        model_spec, data_spec, setting = specs(args)
-        return setting.rankings_for(model, model_spec.name, data_spec)
+        return run.defense.rankings_for(model, run.model.name, run.data)
     path = rankings_path(folder, name)
     if not path.exists():
         raise SystemExit(f"no {path}: the sweep saved no rankings {name!r} (random controls are not restarted)")
@@ -93,13 +91,12 @@ def main() -> None:
     name = a.setting or best_setting(a.sweep)
     if name not in grid:
         raise SystemExit(f"{name!r} is not in the grid of {a.sweep}: {sorted(grid)}")
-    args = build_parser().parse_args(shlex.split(meta["run"]["command"])[1:])  # the sweep's own options
-    torch.manual_seed(args.seed)
-    model_spec, data_spec, _ = specs(args)
-    model = model_spec.load()
+    run = recorded_run(a.sweep, "sweep")  # the sweep's own specs
+    torch.manual_seed(run.settings.seed)
+    model = run.model.load()
     setting = grid[name]
-    defense = setting.build(model, rankings_of(args, a.sweep, model, setting.rankings), args.seed)
-    loader, _ = data_spec.loader("test", args.n, batch_size=args.batch_size)
+    defense = setting.build(model, rankings_of(run, a.sweep, model, setting.rankings), run.settings.seed)
+    loader, _ = run.data.loader("test", run.n, batch_size=run.batch_size)
     x, y = (torch.cat(t) for t in zip(*loader))
 
     (undefended, _), (defended, steps) = (sweep_worst_case(a.sweep, n) for n in (UNDEFENDED, name))
@@ -110,8 +107,8 @@ def main() -> None:
     slug = re.sub(r"[^\w.=%-]+", "_", name)
     logs = Path("runs") / "sweep_restarts" / a.sweep.name / slug
     for r in range(1, a.restarts + 1):
-        settings = AttackSettings(eps=args.eps, seed=args.seed + 1000 * r, eot_iter=args.eot_iter,
-                                  cache=cache_dir() / "adversarial", base_model=model)
+        settings = dataclasses.replace(run.settings, seed=run.settings.seed + 1000 * r,
+                                       cache=cache_dir() / "adversarial", base_model=model)
         results = benchmark({UNDEFENDED: model, name: defense}, (x[alive], y[alive]),
                             Plan(attacks, settings, cascade=True), out=logs / f"restart{r}", baseline=UNDEFENDED,
                             meta={"restart": r, "of": str(a.sweep)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,16 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> 
     centre = gain - loss
     se = math.sqrt(max(gain + loss - centre ** 2, 0.0) / m)
     return PairedDifference((b_only - a_only) / n, centre - z * se, centre + z * se, b_only, a_only, n)
+
+
+def paired_row(after: str, a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> dict:
+    """A results table's row: the accuracy of ``a`` and ``b`` (per-image bools, the same images) and
+    b - a, paired, with its 95% interval ("gained": right only for b; "lost": only for a)."""
+    d = paired_difference(a, b)
+    return {"after": after, a_name: f"{100 * a.float().mean():.1f}", b_name: f"{100 * b.float().mean():.1f}",
+            "gained": d.b_only, "lost": d.a_only,
+            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
+            "paired": dataclasses.asdict(d)}
 
 
 def paired_mean_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.959964) -> PairedDifference:

@@ -28,14 +28,13 @@ class AttackSettings:
     """Budgets and options of every attack. The defaults are the standard ones (AutoAttack's own
     budgets included); smaller budgets are for quick tests, never for reported numbers."""
 
-    eps: float = 8 / 255
+    eps: float = 8 / 255  # the attacks' radius (L-inf: in [0, 1] units)
     norm: str = "Linf"
     seed: int = 0
     eot_iter: int = 20  # noise draws per gradient in the *-eot attacks and autoattack-rand (the paper: 20)
-    # Draws of a randomized defense's noise each final example (and clean image) is classified under
-    # (igdefense.eval.scoring): odd, so that a majority is never a tie; 9 puts an image right with
+    # (igdefense.eval.scoring) odd, so that a majority is never a tie; 9 puts an image right with
     # probability 0.7 per draw on the majority side with probability 0.90 (0.84 with 5, 0.95 with 15).
-    draws: int = 9
+    draws: int = 9  # noise draws each example of a randomized defense is classified under; an image counts when right in more than half (1: one draw, as single-draw evaluations)
     n_iter: int = 100  # APGD steps, in AutoAttack too (its APGD, APGD-T and FAB)
     square_queries: int = 5_000  # Square, in AutoAttack too
     rays_queries: int = 10_000
@@ -48,10 +47,9 @@ class AttackSettings:
     base_model: nn.Module | None = None  # source of transfer attacks
     transfer_from: tuple[str, ...] = TRANSFER_SOURCES  # attacks crafted on base_model by "transfer"
     cache: Path | None = None  # directory memoizing examples crafted on deterministic models
-    # What the attacks compute their gradients and queries in (igdefense.precision: "fp32", "bf16",
-    # "auto"); the evaluation re-classifies, checks and scores every candidate in the model's own.
+    # The evaluation re-classifies, checks and scores every candidate in the model's own precision.
     # float32 until benchmarks/precision_strength.py shows bfloat16 crafting as strong on a model.
-    precision: str = "fp32"
+    precision: str = "fp32"  # craft the attacks' examples in float32 (fp32) or under bfloat16 autocast (bf16); auto: bf16 on a GPU and on a CPU where it is measured faster; every example is judged in float32
 
     def __post_init__(self) -> None:
         if self.norm not in ("Linf", "L2", "L1"):

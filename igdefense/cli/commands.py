@@ -24,6 +24,7 @@ from ..data import balanced_loader, cache_dir, probe_used
 from ..defense import IGDefense
 from ..distributed import default_device, start_fresh_once
 from ..eval.plan import Plan
+from ..eval.recorded import RecordedRun
 from ..eval.sweep import SWEEP_ATTACKS
 from ..rankings import Rankings
 from ..rankings.lo_ir import lo_ir
@@ -32,10 +33,28 @@ from .options import from_args
 
 
 def specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DefenseSpec]:
-    """The model, data and defense a parsed command line names (``build_parser().parse_args(...)``):
-    what a benchmark re-reading a report's recorded command rebuilds."""
+    """The model, data and defense a parsed command line names (``build_parser().parse_args(...)``)."""
     model = _model_spec(args)
     return model, from_args(DataSpec, args), _defense_spec(args, model.name)
+
+
+def recorded_run(args: argparse.Namespace) -> RecordedRun:
+    """What an ``eval`` or ``sweep`` command line runs, as its report records it."""
+    model, data, defense = specs(args)
+    attacks = args.attacks
+    if args.func is cmd_sweep:
+        defense, attacks = _clean_rankings_spec(args), args.attacks or ",".join(SWEEP_ATTACKS)
+    return RecordedRun(model, data, defense, args.n, args.batch_size, _plan(args, attacks).settings)
+
+
+def _dry_run(args) -> int:
+    print(json.dumps(recorded_run(args).to_json(), indent=1))
+    return 0
+
+
+def _clean_rankings_spec(args) -> DefenseSpec:
+    """A sweep's clean rankings (its settings are its grid)."""
+    return DefenseSpec(probe_per_class=args.probe_per_class)
 
 
 def _model_spec(args) -> ModelSpec:
@@ -86,13 +105,13 @@ def cmd_demo(args) -> int:
     attack = "autoattack" if args.full else "apgd-ce"
     # The base model's examples are cached, so the transfer attack (the defended model re-classifying
     # them) costs one forward pass.
-    settings = AttackSettings(eps=args.eps, seed=args.seed, cache=cache_dir() / "adversarial", base_model=model,
-                              transfer_from=(attack,))
+    settings = from_args(AttackSettings, args, cache=cache_dir() / "adversarial", base_model=model,
+                         transfer_from=(attack,))
     base = evaluate(model, loader, attacks=[attack], settings=settings, desc="undefended")
     dfd = evaluate(defended, loader, attacks=[attack, "transfer"], settings=settings, desc="IG-defended")
     name = "AutoAttack" if args.full else "APGD-CE"
     print(f"\nmodel {spec.name}, {len(data)} class-balanced images of {data.description}, "
-          f"L-inf eps {args.eps * 255:g}/255")
+          f"L-inf eps {settings.eps * 255:g}/255")
     print(f"defense: {setting.describe(defended)}; rankings from {rankings.probe}\n")
     print(demo_table(base, dfd, attack, name))
     print(textwrap.fill("The worst case counts an image as robust only if the model classifies it correctly clean "
@@ -144,23 +163,27 @@ def cmd_eval(args) -> int:
     from ..eval.model_info import write_model_info
     from ..eval.report import markdown_table, summary_rows
 
+    if args.dry_run:
+        return _dry_run(args)
+
     rank, device, spec, data_spec, base, loader, data = _test_run(args)
     defended, setting, rankings = _defended(args, base, spec.name, data_spec, args.seed)
     models = {"base": base, f"{rankings.method}": defended}
     if args.random_mask:
         models["random-mask"] = setting.build(base, rankings.randomized(args.seed), seed=args.seed)
     corruptions = corruptions_named(args.corruptions)
+    plan = _plan(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
             "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
-            "run": {"command": args.command_line}}
+            "run": {"command": args.command_line},
+            "specs": recorded_run(args).to_json()}
     if corruptions:
         meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
                               f"severities {','.join(map(str, args.severities))}"
     sanity_data = None
     if args.sanity:
         sanity_data = next(iter(data_spec.loader("test", args.sanity_n, batch_size=args.sanity_n)[0]))
-    plan = _plan(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     for name in args.add_attacks.split(","):  # (a typo is one line now, not after the evaluation's hours)
         if name:
             get_attack(name)
@@ -202,8 +225,7 @@ def _add_attacks(args, base: nn.Module, defended: IGDefense, name: str, results:
 def _plan(args, attacks: str, **fields) -> Plan:
     """The plan of ``eval`` and ``sweep``: the comma-separated ``attacks`` under the common options
     (eps, seed, EOT and scoring draws), crafted examples of deterministic models cached."""
-    settings = AttackSettings(eps=args.eps, seed=args.seed, eot_iter=args.eot_iter, draws=args.draws,
-                              cache=cache_dir() / "adversarial", precision=args.precision)
+    settings = from_args(AttackSettings, args, cache=cache_dir() / "adversarial")
     names = [a for a in attacks.split(",") if a]
     if not names:
         raise ValueError("--attacks names no attack; an evaluation without one measures no robustness: name one "
@@ -236,24 +258,28 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    if args.dry_run:
+        return _dry_run(args)
     rank, device, spec, data_spec, model, loader, data = _test_run(args)
     out = Path(args.out)
     with folder_lock(out):
         _fresh(args)
-        return _sweep(args, spec.name, data_spec, model, loader, data, out, rank)
+        return _sweep(args, spec, data_spec, model, loader, data, out, rank)
 
 
-def _sweep(args, name: str, data_spec: DataSpec, model: nn.Module, loader, data, out: Path, rank: int) -> int:
+def _sweep(args, spec: ModelSpec, data_spec: DataSpec, model: nn.Module, loader, data, out: Path, rank: int) -> int:
     from ..eval.sweep import one_at_a_time, sweep, sweep_rankings
 
+    name = spec.name
     plan = _plan(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
-    clean = DefenseSpec(probe_per_class=args.probe_per_class).rankings_for(model, name, data_spec)
+    clean = _clean_rankings_spec(args).rankings_for(model, name, data_spec)
     rankings = sweep_rankings(model, clean, data_spec.open("train"), out, probe_per_class=args.probe_per_class,
                               settings=plan.settings, adversarial=args.adversarial_rankings, deep_layer=args.deep_layer)
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
     meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
-            "run": {"command": args.command_line}}
+            "run": {"command": args.command_line},
+            "specs": recorded_run(args).to_json()}
     result = sweep(model, rankings, loader, out=out, grid=grid, plan=plan, random_control=not args.no_random_control,
                    screen=not args.no_screen, seed=args.seed, meta=meta)
     if rank > 0:

@@ -36,15 +36,17 @@ def add_options(parser: argparse.ArgumentParser, spec: type[Spec], *, defaults: 
 
 
 def add_config_options(parser: argparse.ArgumentParser, config: type, *, parse: dict | None = None,
-                       choices: dict | None = None) -> None:
+                       choices: dict | None = None, only: tuple[str, ...] | None = None) -> None:
     """One option per field of the dataclass ``config`` (a job's: ``RefineConfig``), defaulting to None
     so that the field's own default applies; its value type from ``parse`` or the field's type
     (whole numbers >= 0, finite reals >= 0, text), the config checking the rest; its help the field's
-    comment in the source (one place for both)."""
+    comment in the source (one place for both). ``only``: those fields."""
     hints = typing.get_type_hints(config)
     comments = dict(re.findall(r"^ +(\w+): [^#\n]*# *(.+)$", inspect.getsource(config), re.MULTILINE))
     by_type = {int: natural, float: real(0), str: str}
     for f in dataclasses.fields(config):
+        if only is not None and f.name not in only:
+            continue
         kind = next(k for k in typing.get_args(hints[f.name]) or (hints[f.name],) if k is not type(None))
         value = _show(f.default) if (parse or {}).get(f.name) is radius else f.default  # (0.8 is no 204/255)
         shown = "" if f.default is None else f" (default {value})"
@@ -93,13 +95,11 @@ def _seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=natural, default=0, help="seed of the data order, attacks and noise (default 0)")
 
 
-def _attack_options(p: argparse.ArgumentParser) -> None:
-    """The attack radius, EOT draws and scoring draws of ``eval`` and ``sweep``."""
-    p.add_argument("--eps", type=radius, default=AttackSettings.eps)
-    p.add_argument("--eot-iter", type=count, default=AttackSettings.eot_iter)
-    p.add_argument("--draws", type=count, default=AttackSettings.draws, help=DRAWS_HELP)
-    _precision(p, "craft the attacks' examples", default=AttackSettings.precision,
-               note="; every example is judged in float32")
+def _attack_options(p: argparse.ArgumentParser, only=("eps", "eot_iter", "draws", "precision")) -> None:
+    """The attack options of ``eval`` and ``sweep`` (``demo``: the radius), from :class:`AttackSettings`'
+    fields (:func:`from_args` builds the settings)."""
+    add_config_options(p, AttackSettings, only=only, parse={"eps": radius, "eot_iter": count, "draws": count},
+                       choices={"precision": PRECISIONS})
 
 
 def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) -> None:
@@ -109,6 +109,8 @@ def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) 
     _data_options(p)
     p.add_argument("--out", type=pathname, default=out, help=out_help)
     p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    p.add_argument("--dry-run", action="store_true", help="print the run's specs (model, data, defense, images, batch "
+                   "size, attack settings) as its report records them, as JSON, and stop")
 
 
 def _batch_size(p: argparse.ArgumentParser) -> None:
@@ -117,10 +119,6 @@ def _batch_size(p: argparse.ArgumentParser) -> None:
 
 
 BATCH_SIZE = 250
-
-
-DRAWS_HELP = ("noise draws each example of a randomized defense is classified under; an image counts when right "
-              f"in more than half (default {AttackSettings.draws}; 1: one draw, as single-draw evaluations)")
 
 
 FRESH_HELP = "start over: move what the folder holds into a backup folder inside it"

@@ -6,7 +6,7 @@ import argparse
 
 from .. import zoo
 from ..parse import count, listof, natural, pathname, radius, real, severities, whole
-from ..attacks import ATTACKS, AttackSettings
+from ..attacks import ATTACKS
 from ..attribution.methods import METHODS
 from ..eval.sweep import GRID, SWEEP_ATTACKS
 from ..precision import PRECISIONS
@@ -52,7 +52,7 @@ def _demo_command(sub) -> None:
     _defense_options(d)
     d.add_argument("--images", "--n", dest="n", type=count, default=200,
                    help="test images, class-balanced (default 200)")
-    d.add_argument("--eps", type=radius, default=AttackSettings.eps, help="L-inf radius (default 8/255)")
+    _attack_options(d, only=("eps",))
     d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
     _batch_size(d)
     _seed(d)

@@ -11,14 +11,13 @@ robust only when it survives every run, under each scoring rule.
 
 from __future__ import annotations
 
-import dataclasses
 from itertools import takewhile
 from pathlib import Path
 
 import torch
 
 from .._identity import FIX
-from ..stats import paired_difference
+from ..stats import paired_difference, paired_row
 from .log import read_records
 from .plan import run_order
 from .scoring import HEADLINE, RULES, columns
@@ -152,14 +151,6 @@ def worst_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _paired_row(after: str, base: torch.Tensor, defended: torch.Tensor) -> dict:
-    d = paired_difference(base, defended)
-    return {"after": after, "base": f"{100 * base.float().mean():.1f}", "defended": f"{100 * defended.float().mean():.1f}",
-            "gained": d.b_only, "lost": d.a_only,
-            "difference": f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
-            "paired": dataclasses.asdict(d)}
-
-
 def _without_seed(header: dict) -> dict:
     return {**header, "settings": {k: v for k, v in header["settings"].items() if k != "seed"}}
 
@@ -203,5 +194,5 @@ def worst_over_runs_rows(runs: list[Path], baseline: str = "base") -> dict:
     if not batches:
         raise CannotCombine("no batch is finished in every run for every model yet")
     base = worst.pop(baseline)
-    rows = [_paired_row(f"{m}, {rule}", base[rule], w[rule]) for m, w in worst.items() for rule in RULES]
+    rows = [paired_row(f"{m}, {rule}", "base", base[rule], "defended", w[rule]) for m, w in worst.items() for rule in RULES]
     return {"runs": [str(r) for r in runs], "images": len(base[RULES[0]]), "batches": batches, "rows": rows}
