@@ -68,8 +68,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, int, TrainConfi
         config = TrainConfig(**{**state["identity"]["config"], "widths": tuple(state["identity"]["config"]["widths"])})
         model = config.build()
         model.load_state_dict(state["model"])
-        epoch = int(state["epoch"])
-    except (KeyError, TypeError, RuntimeError) as e:
+        epoch = state["epoch"]
+        if type(epoch) is not int or epoch < 0:
+            raise TypeError(f"epoch={epoch!r} is not a whole number")
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path} is not a checkpoint igdefense train wrote ({type(e).__name__}: {e})") from None
     return model.eval(), epoch, config
 

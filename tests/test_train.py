@@ -2,6 +2,7 @@
 weights file as a model anyone can name (--model FILE.safetensors)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import igdefense
+from igdefense._state import load_state, save_state
 from igdefense.models import load_model
 from igdefense.zoo.models import PreActResNet18
 from igdefense.train import TrainConfig, _augment, load_checkpoint, train
@@ -113,3 +115,35 @@ def test_the_paper_scale_summary_agrees_with_a_finished_report(tmp_path):
     partial = summary.summarise(cut)
     assert not partial["finished"] and partial["defended"]["attacks_to_run"] == ["rays"]
     assert partial["defended"]["majority"]["worst_case"] >= s["defended"]["majority"]["worst_case"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real training run's checkpoint (SmallCNN, one epoch on 10 images)."""
+    out = tmp_path_factory.mktemp("train") / "s.safetensors"
+    train(TrainConfig(epochs=1, per_class=1, batch_size=10), out, progress=False)
+    return Path(str(out) + ".ckpt")
+
+
+@pytest.mark.parametrize("craft", [
+    lambda s: s["identity"]["config"].update(layers=3),  # a field this version has not
+    lambda s: s["identity"]["config"].update(widths=5),  # not a list
+    lambda s: s["identity"]["config"].update(arch="preact-resnet18"),  # another model's config: shapes differ
+    lambda s: s["model"].popitem(),  # a tensor missing
+    lambda s: s.update(epoch="two"),
+    lambda s: s.update(epoch=-1),
+    lambda s: s.pop("identity"),
+])
+def test_a_crafted_checkpoint_is_refused_in_one_line(tmp_path, checkpoint, craft):
+    state = load_state(checkpoint)
+    craft(state)
+    save_state(tmp_path / "crafted.ckpt", state)
+    with pytest.raises(ValueError, match=r"^[^\n]*crafted.ckpt is not a checkpoint igdefense train wrote"):
+        load_checkpoint(tmp_path / "crafted.ckpt")
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path, checkpoint):
+    data = checkpoint.read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"^[^\n]*cut.ckpt is not a readable igdefense state file"):
+        load_checkpoint(tmp_path / "cut.ckpt")
