@@ -41,18 +41,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     robust: bool = False  # True: adversarial training (``attack``); False trains on clean images only
-    epochs: int = 10
+    epochs: int = 10  # passes over the training split
     batch_size: int = 128  # per-image cost on 2 CPU cores is lowest near 128
     lr_max: float = 0.2  # peak of the one-cycle schedule
     weight_decay: float = 5e-4
     eps: float = 8 / 255  # L-inf radius of the training attack
     alpha: float = 10 / 255  # FGSM-RS's step from its random start (Wong et al. use 1.25 * eps)
-    attack: str = "fgsm-rs"  # or "n-fgsm": a step of eps from a 2 * eps noise start, not clipped back
+    attack: str = "fgsm-rs"  # robust training's attack: fgsm-rs (Wong et al. 2020) or n-fgsm (de Jorge et al. 2022: a step of eps from a 2 * eps noise start, not clipped back)
     widths: tuple[int, int, int] = (32, 64, 128)  # SmallCNN's stages
     seed: int = 0
-    arch: str = "smallcnn"  # a name in igdefense.zoo.models.ARCHITECTURES
+    arch: str = "smallcnn"  # the architecture (igdefense.zoo.models.ARCHITECTURES)
     per_class: int | None = None  # a class-balanced subset of the training split (None: all of it)
-    precision: str = "auto"  # "fp32", "bf16" or "auto" (igdefense.precision)
+    precision: str = "auto"  # compute the passes in float32 (fp32) or under bfloat16 autocast (bf16); auto: bf16 where measured faster (igdefense.precision)
 
     def build(self) -> nn.Module:
         if self.arch not in ARCHITECTURES:

@@ -297,8 +297,7 @@ def cmd_train(args) -> int:
 
     logging.getLogger("igdefense").setLevel(logging.INFO)  # a line per epoch / round (main's handler prints it)
     data = from_args(DataSpec, args).cifar10("train", "train")
-    cfg = TrainConfig(robust=args.robust, epochs=args.epochs, seed=args.seed, arch=args.arch, per_class=args.per_class,
-                      attack=args.attack, precision=args.precision)
+    cfg = from_args(TrainConfig, args)
     train(cfg, args.output, data.source, fresh=args.fresh, progress=not args.quiet)
     print(f"wrote {args.output}")
     return 0

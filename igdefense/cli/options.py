@@ -84,13 +84,6 @@ def _defense_options(p: argparse.ArgumentParser) -> None:
     add_options(p, DefenseSpec, only=("k", "share", "sigma", "tau", "n_samples", "rankings", "probe_per_class"))
 
 
-def _precision(p: argparse.ArgumentParser, what: str, default: str = "auto", note: str = "") -> None:
-    p.add_argument("--precision", choices=PRECISIONS, default=default,
-                   help=f"{what} in float32 (fp32) or under bfloat16 autocast (bf16); auto: bfloat16 on a GPU and "
-                        f"on a CPU with a bfloat16 matrix unit where it is measured faster, else float32 "
-                        f"(default {default}){note}")
-
-
 def _seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=natural, default=0, help="seed of the data order, attacks and noise (default 0)")
 

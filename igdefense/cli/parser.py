@@ -17,7 +17,7 @@ from ..zoo.models import ARCHITECTURES
 from .commands import (cmd_compare, cmd_corruptions, cmd_demo, cmd_eval, cmd_explain_robustness, cmd_export,
                        cmd_rank, cmd_refine, cmd_report, cmd_sweep, cmd_train)
 from .options import (FRESH_HELP, _attack_options, add_config_options, _batch_size, _data_options, _defense_options, _model_options,
-                      _precision, _resumable_run_options, _seed)
+                      _resumable_run_options, _seed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,12 +155,9 @@ def _train_command(sub) -> None:
                                      "--model FILE.safetensors evaluates the result")
     t.add_argument("--robust", action="store_true", help="adversarial training at 8/255 (--attack); without it, standard "
                    "training")
-    t.add_argument("--attack", choices=TRAINING_ATTACKS, default=TrainConfig.attack, help="the training attack of "
-                   f"--robust: fgsm-rs (Wong et al. 2020) or n-fgsm (de Jorge et al. 2022) (default {TrainConfig.attack})")
-    _precision(t, "compute the forward and backward passes", default=TrainConfig.precision)
-    t.add_argument("--arch", choices=sorted(ARCHITECTURES), default=TrainConfig.arch)
-    t.add_argument("--epochs", type=count, default=TrainConfig.epochs)
-    t.add_argument("--per-class", type=count, default=None, help="train on the first N images of each class")
+    add_config_options(t, TrainConfig, only=("attack", "precision", "arch", "epochs", "per_class"),
+                       parse={"epochs": count, "per_class": count},
+                       choices={"attack": TRAINING_ATTACKS, "arch": sorted(ARCHITECTURES), "precision": PRECISIONS})
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _seed(t)
     _data_options(t)
