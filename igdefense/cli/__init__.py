@@ -12,7 +12,7 @@ import torch
 
 from .._lock import FolderBusy
 from ..export.onnx import ExportError
-from .commands import specs
+from .commands import dry_run, specs
 from .parser import build_parser
 
 __all__ = ["main", "build_parser", "specs"]
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:  # AutoAttack reports each finished attack at DEBUG level
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)
     try:
-        return args.func(args)
+        return (dry_run if getattr(args, "dry_run", False) else args.func)(args)
     except USER_ERRORS as e:  # bad input, not a bug: one line (-v: the traceback)
         if args.verbose:
             raise

@@ -47,7 +47,8 @@ def recorded_run(args: argparse.Namespace) -> RecordedRun:
     return RecordedRun(model, data, defense, args.n, args.batch_size, _plan(args, attacks).settings)
 
 
-def _dry_run(args) -> int:
+def dry_run(args) -> int:
+    """``eval`` and ``sweep`` with ``--dry-run``: the specs the run would record, and nothing run."""
     print(json.dumps(recorded_run(args).to_json(), indent=1))
     return 0
 
@@ -163,9 +164,6 @@ def cmd_eval(args) -> int:
     from ..eval.model_info import write_model_info
     from ..eval.report import markdown_table, summary_rows
 
-    if args.dry_run:
-        return _dry_run(args)
-
     rank, device, spec, data_spec, base, loader, data = _test_run(args)
     defended, setting, rankings = _defended(args, base, spec.name, data_spec, args.seed)
     models = {"base": base, f"{rankings.method}": defended}
@@ -258,8 +256,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    if args.dry_run:
-        return _dry_run(args)
     rank, device, spec, data_spec, model, loader, data = _test_run(args)
     out = Path(args.out)
     with folder_lock(out):
