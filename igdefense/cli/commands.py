@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import textwrap
 import time
@@ -252,6 +253,24 @@ def cmd_report(args) -> int:
         atomic_write(args.json, json.dumps({"command": args.command_line, **result}, indent=1)
                      + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from ..eval.leaderboard import leaderboard_markdown, leaderboard_page, leaderboard_rows
+
+    if missing := [str(f) for f in args.folders if not Path(f).is_dir()]:
+        raise ValueError(f"no such folder: {', '.join(missing)} (give igdefense eval --out folders, or a folder of them)")
+    folders = [f for d in map(Path, args.folders) for f in ([d] if (d / "report.json").exists() else sorted(d.iterdir()))]
+    out = Path(args.output) if args.output else None
+    rows = leaderboard_rows(folders, link=out and (lambda f: Path(os.path.relpath(f / "report.md", out.parent)).as_posix()))
+    if not rows:
+        raise ValueError(f"no igdefense eval report in {', '.join(map(str, args.folders))}")
+    if out is None:
+        print(leaderboard_markdown(rows), end="")
+        return 0
+    atomic_write(out, leaderboard_page(rows))
+    print(f"wrote {out}: {len(rows)} rows")
     return 0
 
 

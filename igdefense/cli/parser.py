@@ -15,7 +15,7 @@ from ..specs import DefenseSpec
 from ..train import TRAINING_ATTACKS, TrainConfig
 from ..zoo.models import ARCHITECTURES
 from .commands import (cmd_compare, cmd_corruptions, cmd_demo, cmd_eval, cmd_explain_robustness, cmd_export,
-                       cmd_rank, cmd_refine, cmd_report, cmd_sweep, cmd_train)
+                       cmd_leaderboard, cmd_rank, cmd_refine, cmd_report, cmd_sweep, cmd_train)
 from .options import (FRESH_HELP, _attack_options, add_config_options, _batch_size, _data_options, _defense_options, _model_options,
                       _resumable_run_options, _seed)
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compare_command(sub)
     _eval_command(sub)
     _report_command(sub)
+    _leaderboard_command(sub)
     _sweep_command(sub)
     _train_command(sub)
     _explain_robustness_command(sub)
@@ -121,6 +122,16 @@ def _report_command(sub) -> None:
     p.add_argument("--baseline", default="base", help="the undefended model's log name (default base)")
     p.add_argument("--json", type=pathname, default=None, metavar="FILE", help="also write the result as JSON")
     p.set_defaults(func=cmd_report)
+
+
+def _leaderboard_command(sub) -> None:
+    p = sub.add_parser("leaderboard", help="a leaderboard page of evaluations as deployed: one row per model, defense "
+                                           "and protocol, scored under one draw, the majority and every draw")
+    p.add_argument("folders", nargs="+", type=pathname, metavar="DIR", help="igdefense eval --out folders, or "
+                   "folders holding them (benchmarks/results)")
+    p.add_argument("-o", "--output", type=pathname, default=None, metavar="FILE",
+                   help="write the page (Markdown) here; default: print the table")
+    p.set_defaults(func=cmd_leaderboard)
 
 
 def _sweep_command(sub) -> None:
