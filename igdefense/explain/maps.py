@@ -86,8 +86,10 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
             (:mod:`igdefense.attribution.registry`; one giving superpixel scores is painted on its pixels).
         layer: Grad-CAM's layer (a module name of the classifier; of the base model for an
             IGDefense); None: :func:`cam_layer`.
-        nt_samples, stdev: SmoothGrad's noisy copies and their std (a fraction of the [0, 1] range).
-        num_samples, segments: LIME's perturbations per image and superpixels (None: SLIC).
+        nt_samples: SmoothGrad's noisy copies.
+        stdev: their std (a fraction of the [0, 1] range).
+        num_samples: LIME's perturbations per image.
+        segments: LIME's superpixels (None: SLIC).
         seed: SmoothGrad's and LIME's random draws, the defense's pass-1 noise.
     """
     from ..defense import IGDefense

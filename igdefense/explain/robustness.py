@@ -113,7 +113,8 @@ def explanation_robustness(model: nn.Module, images: torch.Tensor, labels: torch
 
     Args:
         model: classifier or IGDefense, eval mode.
-        images, labels: (N, 3, H, W) in [0, 1] and (N,) classes.
+        images: (N, 3, H, W) in [0, 1].
+        labels: (N,) classes.
         eps: L-inf radius (the study: 0.025 on [0, 1] pixels).
         attacks: names from :func:`igdefense.attacks.attack_names` (``bim``: 10 steps of eps / 4).
         q: the top-q% pixels for IoU and top-k intersection.

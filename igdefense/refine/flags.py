@@ -81,14 +81,18 @@ def flag_spurious(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
     Args:
         model: the model being refined (eval mode).
-        images, labels, segments: (B, C, H, W) in [0, 1], (B,) classes, (B, H, W) ids 0..n-1.
+        images: (B, C, H, W) in [0, 1].
+        labels: (B,) classes.
+        segments: (B, H, W) superpixel ids 0..n-1.
         reference: a model whose attributions count as right (the paper: a well-trained ResNet-50;
             e.g. an adversarially trained model). None skips irrelevance and sensitivity.
         method: attribution for irrelevance and instability (see :data:`igdefense.attribution.METHODS`).
         quantile: per-image quantile above which a score is high (all three criteria).
         copies: perturbed copies for instability (0 skips it); each adds one attribution run.
         noise: the copies are x + uniform noise in [-noise, noise], clipped to [0, 1].
-        num_samples, seed, batch_size: passed to :func:`igdefense.attribution.attribute`.
+        num_samples: LIME / KernelSHAP perturbations per image (:func:`igdefense.attribution.attribute`).
+        seed: their random draws.
+        batch_size: images per attribution batch.
         criteria: the criteria to evaluate (the others stay all False), from :data:`CRITERIA`.
     """
     if not 0 <= quantile < 1:

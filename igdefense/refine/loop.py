@@ -86,7 +86,8 @@ def refine(model: nn.Module, train_data, *, reference: nn.Module | None = None, 
             None skips irrelevance and sensitivity (instability only).
         out_dir: checkpoint, per-round log (``log.jsonl``) and the superpixel cache go here; a run
             given an ``out_dir`` with a checkpoint resumes from it.
-        config / options: :class:`RefineConfig`, or its fields as keywords (``rounds=5``).
+        config: a :class:`RefineConfig`.
+        options: or its fields as keywords (``rounds=5``).
         fresh: move what ``out_dir`` holds into a backup folder first, and start over.
 
     The checkpoint is bound to the run: the starting weights (a digest), the reference's, the

@@ -44,11 +44,16 @@ def refinement_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, segments
     """The composite loss of one batch (scalar, differentiable in the model's parameters).
 
     Args:
-        x, y, segments: (B, C, H, W) in [0, 1], (B,) labels, (B, H, W) superpixel ids.
+        x: (B, C, H, W) images in [0, 1].
+        y: (B,) labels.
+        segments: (B, H, W) superpixel ids.
         counts: (B,) each image's superpixel count.
         flagged: (B, N) bool superpixels flagged beforehand (irrelevance, instability), or None.
         reference: if given, the sensitivity criterion flags superpixels on this batch too.
-        quantile, eps, alpha, lam: see :class:`~igdefense.refine.RefineConfig`.
+        quantile: the per-image quantile above which a score is high (:class:`~igdefense.refine.RefineConfig`).
+        eps: the FGSM step of the training example.
+        alpha: the weight of the FGSM term.
+        lam: the weight of the gradient penalty.
     """
     n = int(counts.max())
     x_in = x.detach().clone().requires_grad_(True)
