@@ -17,7 +17,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 def on_files(files, config):
     evals = sorted(p.parent for p in RESULTS.glob("eval_*/report.json"))
     rows = leaderboard_rows(evals, link=lambda f: f"results/{f.name}/report.md")
-    page = '<div data-sortable-tables></div>\n\n' + leaderboard_page(rows)
+    page = "---\nhide:\n  - navigation\n  - toc\n---\n\n" + leaderboard_page(rows) + "\n<div data-sortable-tables></div>\n"
     files.append(File.generated(config, "leaderboard.md", content=page))
     for path in sorted(RESULTS.glob("*.png")):  # (the results page's figures)
         files.append(File.generated(config, f"results/{path.name}", abs_src_path=str(path)))

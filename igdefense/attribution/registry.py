@@ -16,6 +16,8 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class AttributionMethod:
+    """A registered attribution method: its name and how it scores superpixels and/or pixels."""
+
     name: str
     superpixels: Callable | None = None
     pixels: Callable | None = None

@@ -27,6 +27,7 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 
 def check_name(name: str) -> str:
+    """``name`` if it is a corruption's name, else a ValueError that lists them."""
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; choose one of: {', '.join(NAMES)}")
     return name

@@ -28,6 +28,8 @@ SANITY_VERSION = 1  # raise when the checks change: a stored outcome (benchmark'
 
 @dataclass
 class Check:
+    """One sanity check's verdict: its name, whether it passed, and what it measured."""
+
     name: str
     passed: bool
     detail: str

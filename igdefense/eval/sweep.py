@@ -116,6 +116,8 @@ def adversarial_probe(model: nn.Module, loader: Iterable, settings: AttackSettin
 
 @dataclass
 class SweepResult:
+    """What :func:`sweep` found: each setting's evaluation, the settings, and which were screened out."""
+
     results: dict[str, EvalResult]  # "undefended" and one per setting, by name
     settings: dict[str, DefenseSetting]
     screened: dict[str, str] = dataclasses.field(default_factory=dict)  # name: the last attack run on it

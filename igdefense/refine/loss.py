@@ -30,6 +30,8 @@ from .flags import unsupported
 
 @dataclass
 class LossParts:
+    """The refinement loss's terms on one batch (floats, for the log)."""
+
     hidden_ce: float
     adversarial_ce: float
     penalty: float
