@@ -132,12 +132,12 @@ def test_eval_add_attacks_reattacks_the_survivors_of_a_finished_evaluation(tmp_p
     assert added["settings"]["seed"] == 1 and added["settings"]["order"] == ["bim"]
 
 
-def test_the_readme_command_table_matches_the_help(capsys):
-    # every command and option the README's table names is one --help lists
+def test_the_command_table_of_the_docs_matches_the_help(capsys):
+    # every command and option docs/cli.md's table names is one --help lists
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    table = readme.split("## Command line", 1)[1].split("```")[1]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    table = page.split("# Command line", 1)[1].split("```")[1]
     lines = [line for line in table.splitlines() if line.startswith("igdefense ")]
     assert len(lines) >= 11
     for line in lines:
@@ -147,4 +147,4 @@ def test_the_readme_command_table_matches_the_help(capsys):
                 main([command, "--help"])
             shown = capsys.readouterr().out
             for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*|-o)\b", part):
-                assert option in shown, f"README names {option} for igdefense {command}; its --help does not"
+                assert option in shown, f"docs/cli.md names {option} for igdefense {command}; its --help does not"
