@@ -32,7 +32,7 @@ class AttackSettings:
     norm: str = "Linf"
     seed: int = 0
     eot_iter: int = 20  # noise draws per gradient in the *-eot attacks and autoattack-rand (the paper: 20)
-    # (igdefense.eval.scoring) odd, so that a majority is never a tie; 9 puts an image right with
+    # Odd, so that a majority is never a tie (igdefense.eval.scoring); 9 puts an image right with
     # probability 0.7 per draw on the majority side with probability 0.90 (0.84 with 5, 0.95 with 15).
     draws: int = 9  # noise draws each example of a randomized defense is classified under; an image counts when right in more than half (1: one draw, as single-draw evaluations)
     n_iter: int = 100  # APGD steps, in AutoAttack too (its APGD, APGD-T and FAB)

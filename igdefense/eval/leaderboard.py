@@ -38,6 +38,7 @@ class _Run:
     folder: Path
     report: dict
     norm: str
+    weights: str | None  # the undefended model's weights digest, from its log (logs of 0.1: none)
 
     def columns(self, name: str) -> dict[str, dict[str, torch.Tensor]]:
         """``{rule: {step: (N,) bool}}``, per rule the report holds per image: every rule where it
@@ -122,10 +123,11 @@ def _read(folder: Path) -> _Run | None:
         return None
     try:
         with open(folder / f"{BASE}.jsonl") as f:
-            norm = json.loads(f.readline())["settings"]["norm"]
-    except (OSError, ValueError, KeyError, TypeError):
-        norm = report.get("specs", {}).get("settings", {}).get("norm", "?")
-    return _Run(folder, report, norm)
+            header = json.loads(f.readline())
+        norm, weights = header["settings"]["norm"], header.get("identity", {}).get("model", {}).get("weights")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        norm, weights = report.get("specs", {}).get("settings", {}).get("norm", "?"), None
+    return _Run(folder, report, norm, weights)
 
 
 def _attacks(run: _Run, name: str) -> tuple[str, ...]:
@@ -141,15 +143,16 @@ def _defense(run: _Run, name: str) -> str:
 
 
 def _key(run: _Run, name: str) -> tuple:
-    """What a row is: the model, its defense, the data, the threat and the protocol, not the seed."""
+    """What a row is: the model (its name and, where logged, its weights), its defense, the data, the
+    threat and the protocol; not the seed."""
     r = run.report
     draws = run.report.get("per_image_draws", {}).get(name, {}).get("draws") if name != BASE else None
     return (r["model"], _defense(run, name), r["data"], run.norm, r["eps"], r["images"], _attacks(run, name),
-            bool(r.get("cascade")), draws, name)
+            bool(r.get("cascade")), draws, name, run.weights)
 
 
 def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
-    model, defense, data, norm, eps, images, attacks, cascade, draws, name = entry.key
+    model, defense, data, norm, eps, images, attacks, cascade, draws, name, _ = entry.key
     runs = entry.runs
     worst = _all([run.worst(name) for run in runs])
     base = _all([run.worst(BASE) for run in runs])[RULES[0]]  # (deterministic: every rule alike)
