@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from igdefense.cli import build_parser, main
-from igdefense.cli.commands import recorded_run
+from igdefense.cli.resolve import recorded_run
 from igdefense.eval.recorded import RecordedRun
 from igdefense.specs import DefenseSpec
 

@@ -12,7 +12,7 @@ import torch
 
 from .._lock import FolderBusy
 from ..export.onnx import ExportError
-from .commands import dry_run, specs
+from .resolve import dry_run, specs
 from .parser import build_parser
 
 __all__ = ["main", "build_parser", "specs"]

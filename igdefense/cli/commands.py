@@ -3,7 +3,6 @@ function and prints."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -23,75 +22,14 @@ from ..attacks import AttackSettings, get_attack
 from ..corruptions.registry import named as corruptions_named
 from ..data import balanced_loader, cache_dir, probe_used
 from ..defense import IGDefense
-from ..distributed import default_device, start_fresh_once
-from ..eval.plan import Plan
-from ..eval.recorded import RecordedRun
+from ..distributed import default_device
 from ..eval.sweep import SWEEP_ATTACKS
 from ..rankings import Rankings
 from ..rankings.lo_ir import lo_ir
 from ..specs import DataSpec, DefenseSpec, ModelSpec, check_classes
 from .options import from_args
-
-
-def specs(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, DefenseSpec]:
-    """The model, data and defense a parsed command line names (``build_parser().parse_args(...)``)."""
-    model = _model_spec(args)
-    return model, from_args(DataSpec, args), _defense_spec(args, model.name)
-
-
-def recorded_run(args: argparse.Namespace) -> RecordedRun:
-    """What an ``eval`` or ``sweep`` command line runs, as its report records it."""
-    model, data, defense = specs(args)
-    attacks = args.attacks
-    if args.func is cmd_sweep:
-        defense, attacks = _clean_rankings_spec(args), args.attacks or ",".join(SWEEP_ATTACKS)
-    return RecordedRun(model, data, defense, args.n, args.batch_size, _plan(args, attacks).settings)
-
-
-def dry_run(args) -> int:
-    """``eval`` and ``sweep`` with ``--dry-run``: the specs the run would record, and nothing run."""
-    print(json.dumps(recorded_run(args).to_json(), indent=1))
-    return 0
-
-
-def _clean_rankings_spec(args) -> DefenseSpec:
-    """A sweep's clean rankings (its settings are its grid)."""
-    return DefenseSpec(probe_per_class=args.probe_per_class)
-
-
-def _model_spec(args) -> ModelSpec:
-    """The model ``--model`` and its options name (the command's default model where none is typed)."""
-    return from_args(ModelSpec, args, ModelSpec(name=args.default_model or zoo.default_model()))
-
-
-def _test_run(args):
-    """What ``eval`` and ``sweep`` start from: (rank, device, model spec, data spec, model on the
-    device, loader, dataset) for ``--n`` test images, seeded, under torchrun when launched so."""
-    from ..distributed import init_distributed
-
-    torch.manual_seed(args.seed)
-    rank, device = init_distributed()
-    spec, data_spec = _model_spec(args), from_args(DataSpec, args)
-    model = spec.load().to(device)
-    loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
-    check_classes(model, data)
-    return rank, device, spec, data_spec, model, loader, data
-
-
-def _defense_spec(args, model: str) -> DefenseSpec:
-    """The defense: ``--setting FILE``, else the model's own (its tuned setting, or the paper's), with
-    each option typed put over it."""
-    base = DefenseSpec.load(args.setting) if getattr(args, "setting", None) else DefenseSpec.for_model(model)
-    if getattr(args, "k", None) is not None or getattr(args, "share", None) is not None:  # (the one typed wins)
-        base = dataclasses.replace(base, k=None, share=None)
-    return from_args(DefenseSpec, args, base)
-
-
-def _defended(args, model: nn.Module, name: str, data: DataSpec, seed: int | None
-              ) -> tuple[IGDefense, DefenseSpec, Rankings]:
-    spec = _defense_spec(args, name)
-    rankings = spec.rankings_for(model, name, data)
-    return spec.build(model, rankings, seed=seed), spec, rankings
+from .resolve import (clean_rankings_spec, defended_model, model_spec, plan_of, recorded_run, start_fresh,
+                      test_run)
 
 
 def cmd_demo(args) -> int:
@@ -99,11 +37,11 @@ def cmd_demo(args) -> int:
     from ..eval.report import demo_table
 
     torch.manual_seed(args.seed)
-    spec, data_spec = _model_spec(args), from_args(DataSpec, args)
+    spec, data_spec = model_spec(args), from_args(DataSpec, args)
     model = spec.load().to(default_device())
     loader, data = data_spec.loader("test", args.n, batch_size=args.batch_size)
     check_classes(model, data)
-    defended, setting, rankings = _defended(args, model, spec.name, data_spec, args.seed)
+    defended, setting, rankings = defended_model(args, model, spec.name, data_spec, args.seed)
     attack = "autoattack" if args.full else "apgd-ce"
     # The base model's examples are cached, so the transfer attack (the defended model re-classifying
     # them) costs one forward pass.
@@ -124,7 +62,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    model = _model_spec(args).load().to(default_device())
+    model = model_spec(args).load().to(default_device())
     data = from_args(DataSpec, args).open("train")
     outputs = check_classes(model, data)
     loader = balanced_loader(data, batch_size=args.batch_size, per_class=args.per_class)
@@ -165,13 +103,13 @@ def cmd_eval(args) -> int:
     from ..eval.model_info import write_model_info
     from ..eval.report import markdown_table, summary_rows
 
-    rank, device, spec, data_spec, base, loader, data = _test_run(args)
-    defended, setting, rankings = _defended(args, base, spec.name, data_spec, args.seed)
+    rank, device, spec, data_spec, base, loader, data = test_run(args)
+    defended, setting, rankings = defended_model(args, base, spec.name, data_spec, args.seed)
     models = {"base": base, f"{rankings.method}": defended}
     if args.random_mask:
         models["random-mask"] = setting.build(base, rankings.randomized(args.seed), seed=args.seed)
     corruptions = corruptions_named(args.corruptions)
-    plan = _plan(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
+    plan = plan_of(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
             "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
@@ -187,7 +125,7 @@ def cmd_eval(args) -> int:
         if name:
             get_attack(name)
     with folder_lock(args.out):
-        _fresh(args)
+        start_fresh(args)
         results = benchmark(models, loader, plan, out=args.out, baseline="base",
                             sanity=[rankings.method] if args.sanity else (), sanity_data=sanity_data, meta=meta)
     if rank > 0:
@@ -219,23 +157,6 @@ def _add_attacks(args, base: nn.Module, defended: IGDefense, name: str, results:
     print(f"\n{name}'s {len(added.correct['clean'])} survivors re-attacked with {', '.join(attacks)} (seed {seed}, "
           f"log {log}):\n  worst case {100 * worst.float().mean():.1f}% (was {100 * results[name].worst_case_accuracy:.1f}%)"
           f"; vs base {paired_difference(base_worst, worst)} (was {paired_difference(base_worst, results[name].worst_case)})")
-
-
-def _plan(args, attacks: str, **fields) -> Plan:
-    """The plan of ``eval`` and ``sweep``: the comma-separated ``attacks`` under the common options
-    (eps, seed, EOT and scoring draws), crafted examples of deterministic models cached."""
-    settings = from_args(AttackSettings, args, cache=cache_dir() / "adversarial")
-    names = [a for a in attacks.split(",") if a]
-    if not names:
-        raise ValueError("--attacks names no attack; an evaluation without one measures no robustness: name one "
-                         "or more, e.g. --attacks apgd-ce")
-    return Plan(names, settings, **fields)
-
-
-def _fresh(args) -> None:
-    """``--fresh``: the run starts over and loses nothing (what ``--out`` held goes to a backup folder)."""
-    if getattr(args, "fresh", False) and (backup := start_fresh_once(args.out)) is not None:
-        print(f"--fresh: kept what {args.out} held in {backup}", file=sys.stderr)
 
 
 def cmd_report(args) -> int:
@@ -275,10 +196,10 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    rank, device, spec, data_spec, model, loader, data = _test_run(args)
+    rank, device, spec, data_spec, model, loader, data = test_run(args)
     out = Path(args.out)
     with folder_lock(out):
-        _fresh(args)
+        start_fresh(args)
         return _sweep(args, spec, data_spec, model, loader, data, out, rank)
 
 
@@ -286,8 +207,8 @@ def _sweep(args, spec: ModelSpec, data_spec: DataSpec, model: nn.Module, loader,
     from ..eval.sweep import one_at_a_time, sweep, sweep_rankings
 
     name = spec.name
-    plan = _plan(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
-    clean = _clean_rankings_spec(args).rankings_for(model, name, data_spec)
+    plan = plan_of(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
+    clean = clean_rankings_spec(args).rankings_for(model, name, data_spec)
     rankings = sweep_rankings(model, clean, data_spec.open("train"), out, probe_per_class=args.probe_per_class,
                               settings=plan.settings, adversarial=args.adversarial_rankings, deep_layer=args.deep_layer)
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
@@ -352,10 +273,10 @@ def cmd_explain_robustness(args) -> int:
     for m in methods:
         attribution_method(m, "pixels")  # (unknown: one line naming the choices)
     attacks = tuple(a for a in args.attacks.split(",") if a)
-    spec, data_spec = _model_spec(args), from_args(DataSpec, args)
+    spec, data_spec = model_spec(args), from_args(DataSpec, args)
     model, name = spec.load().to(default_device()), spec.name
     if args.defense:
-        model, setting, _ = _defended(args, model, spec.name, data_spec, args.seed)
+        model, setting, _ = defended_model(args, model, spec.name, data_spec, args.seed)
         name += f" + IG-Defense (LO-IR, {setting.describe(model)})"
     loader, data = data_spec.loader("test", args.images, batch_size=args.images)
     check_classes(model, data)
@@ -384,7 +305,7 @@ def cmd_corruptions(args) -> int:
         data.indices = balanced_indices(data.labels, per_class=args.per_class)
     source = f"CIFAR-10 ({data.kind}) {args.split}" + (f", first {args.per_class} per class" if args.per_class else "")
     with folder_lock(args.out):
-        _fresh(args)
+        start_fresh(args)
         out = write_dataset(args.out, data, names=names, seed=args.seed, progress=not args.quiet, source=source)
     print(f"CIFAR-10-C-style (CIFAR parameters, seed {args.seed}): {len(names)} corruptions x 5 severities "
           f"of {len(data)} images in {out}")
@@ -420,8 +341,8 @@ def cmd_export(args) -> int:
     if not args.output:
         print("igdefense: export needs -o model.onnx (or --check model.onnx)", file=sys.stderr)
         return 2
-    spec = _model_spec(args)
-    defended, setting, _ = _defended(args, spec.load(), spec.name, data, None)
+    spec = model_spec(args)
+    defended, setting, _ = defended_model(args, spec.load(), spec.name, data, None)
     to_onnx(defended, args.output, opset=args.opset, noise=args.noise, metadata=sources_metadata(spec, setting))
     print(f"wrote {args.output} ({args.noise} noise, {setting.describe(defended)}, opset {args.opset})")
     return 0
@@ -434,5 +355,5 @@ def _export_sources(args, meta: dict[str, str]) -> tuple[ModelSpec, str | None]:
 
     rankings = args.rankings if args.rankings is not None else stored_rankings(meta)
     if args.name:  # (the metadata's model options belong to the exported model, not to this one)
-        return _model_spec(args), rankings
+        return model_spec(args), rankings
     return from_args(ModelSpec, args, stored_model(args.check, meta)), rankings
