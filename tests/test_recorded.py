@@ -20,7 +20,10 @@ def test_an_eval_report_records_its_specs_and_dry_run_prints_the_same(tmp_path, 
            "--attacks", "fgsm", "--draws", "3", "--eot-iter", "2", "--eps", "4/255", "--out", str(tmp_path / "ev")]
     assert main([*run, "--dry-run"]) == 0
     printed = RecordedRun.from_json(json.loads(capsys.readouterr().out))
-    assert not (tmp_path / "ev").exists()  # (a dry run runs nothing)
+    assert not (tmp_path / "ev").exists()  # (a dry run runs nothing, but says what cannot run)
+    assert main(["eval", "--dry-run", "--model", "nonesuch"]) == 2 and "unknown model 'nonesuch'" in capsys.readouterr().err
+    assert main(["eval", "--dry-run", "--model", str(tmp_path / "m.safetensors")]) == 2
+    assert "m.safetensors: no such file" in capsys.readouterr().err
     assert main(run) == 0
     recorded = RecordedRun.read(tmp_path / "ev")
     assert recorded == printed

@@ -181,7 +181,7 @@ def cmd_leaderboard(args) -> int:
     from ..eval.leaderboard import leaderboard_markdown, leaderboard_page, leaderboard_rows
 
     if missing := [str(f) for f in args.folders if not Path(f).is_dir()]:
-        raise ValueError(f"no such folder: {', '.join(missing)} (give igdefense eval --out folders, or a folder of them)")
+        raise ValueError(f"not a folder: {', '.join(missing)} (give igdefense eval --out folders, or a folder of them)")
     folders = [f for d in map(Path, args.folders) for f in ([d] if (d / "report.json").exists() else sorted(d.iterdir()))]
     out = Path(args.output) if args.output else None
     rows = leaderboard_rows(folders, link=out and (lambda f: Path(os.path.relpath(f / "report.md", out.parent)).as_posix()))

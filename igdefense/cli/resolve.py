@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from ..distributed import start_fresh_once
 from ..eval.plan import Plan
 from ..eval.recorded import RecordedRun
 from ..eval.sweep import SWEEP_ATTACKS
+from ..models import model_source
 from ..rankings import Rankings
 from ..specs import DataSpec, DefenseSpec, ModelSpec, check_classes
 from .options import from_args
@@ -40,8 +42,12 @@ def recorded_run(args: argparse.Namespace) -> RecordedRun:
 
 
 def dry_run(args) -> int:
-    """``eval`` and ``sweep`` with ``--dry-run``: the specs the run would record, and nothing run."""
-    print(json.dumps(recorded_run(args).to_json(), indent=1))
+    """``eval`` and ``sweep`` with ``--dry-run``: the specs the run would record, and nothing run
+    (what is cheap to check is checked: the model's name, the file it names)."""
+    run = recorded_run(args)
+    if model_source(run.model.name).names_a_file and not Path(run.model.name.split(":")[0]).is_file():
+        raise FileNotFoundError(f"--model {run.model.name}: no such file")
+    print(json.dumps(run.to_json(), indent=1))
     return 0
 
 
