@@ -16,7 +16,7 @@
 set -euo pipefail
 IG=${IGDEFENSE:-python -m igdefense.cli}
 R=benchmarks/results
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONPATH=$PWD  # (this worktree's igdefense, not the editable install's)
 PROOF=$R/precision_strength-preact-resnet18-robust.json
 [ -f "$PROOF" ] || { echo "no $PROOF: run benchmarks/paper_scale_cpu.sh to its end and commit what it wrote" >&2; exit 2; }
 PRECISION=$(python -c "import json, sys; print('bf16' if json.load(open(sys.argv[1]))['bf16_as_strong'] else 'fp32')" "$PROOF")
