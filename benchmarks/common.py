@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from igdefense.atomic import atomic_write
-from igdefense.eval.recorded import RecordedRun
+from igdefense.eval.recorded import RecordedRun, recorded_command
 from igdefense.machine import machine
 
 RESULTS = Path(__file__).parent / "results"
@@ -69,11 +69,12 @@ def recorded_run(folder: Path, command: str) -> RecordedRun:
     """The specs an ``igdefense <command>`` report's run used: recorded in its report.json, or for a
     report from before they were, what its recorded command line resolves to (``--dry-run``)."""
     report = json.loads((folder / "report.json").read_text())
-    line = shlex.split(report.get("run", {}).get("command", ""))
-    if next((t for t in line[1:] if not t.startswith("-")), None) != command:
-        raise SystemExit(f"{folder} is not an `igdefense {command}` report: its command is {shlex.join(line)!r}")
+    if recorded_command(report) != command:
+        raise SystemExit(f"{folder} is not an `igdefense {command}` report: its command is "
+                         f"{report.get('run', {}).get('command')!r}")
     if "specs" in report:
         return RecordedRun.read(folder)
+    line = shlex.split(report["run"]["command"])
     out = subprocess.run([sys.executable, "-m", "igdefense.cli", *line[1:], "--dry-run"], check=True,
                          capture_output=True, text=True)
     return RecordedRun.from_json(json.loads(out.stdout), str(folder))

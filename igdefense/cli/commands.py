@@ -23,13 +23,13 @@ from ..corruptions.registry import named as corruptions_named
 from ..data import balanced_loader, cache_dir, probe_used
 from ..defense import IGDefense
 from ..distributed import default_device
+from ..eval.recorded import RecordedRun
 from ..eval.sweep import SWEEP_ATTACKS
 from ..rankings import Rankings
 from ..rankings.lo_ir import lo_ir
 from ..specs import DataSpec, DefenseSpec, ModelSpec, check_classes
 from .options import from_args
-from .resolve import (clean_rankings_spec, defended_model, model_spec, plan_of, recorded_run, start_fresh,
-                      test_run)
+from .resolve import clean_rankings_spec, defended_model, model_spec, plan_of, start_fresh, test_run
 
 
 def cmd_demo(args) -> int:
@@ -114,7 +114,7 @@ def cmd_eval(args) -> int:
             "defense": setting.describe(defended),
             "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
             "run": {"command": args.command_line},
-            "specs": recorded_run(args).to_json()}
+            "specs": RecordedRun(spec, data_spec, setting, args.n, args.batch_size, plan.settings).to_json()}
     if corruptions:
         meta["corruptions"] = f"CIFAR-10-C-style, CIFAR parameters, seed {args.seed}: {len(corruptions)} x " \
                               f"severities {','.join(map(str, args.severities))}"
@@ -208,14 +208,15 @@ def _sweep(args, spec: ModelSpec, data_spec: DataSpec, model: nn.Module, loader,
 
     name = spec.name
     plan = plan_of(args, args.attacks or ",".join(SWEEP_ATTACKS), cascade=True)
-    clean = clean_rankings_spec(args).rankings_for(model, name, data_spec)
+    clean_spec = clean_rankings_spec(args)
+    clean = clean_spec.rankings_for(model, name, data_spec)
     rankings = sweep_rankings(model, clean, data_spec.open("train"), out, probe_per_class=args.probe_per_class,
                               settings=plan.settings, adversarial=args.adversarial_rankings, deep_layer=args.deep_layer)
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
     meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
             "rankings": {k: r.probe for k, r in rankings.items()},
             "run": {"command": args.command_line},
-            "specs": recorded_run(args).to_json()}
+            "specs": RecordedRun(spec, data_spec, clean_spec, args.n, args.batch_size, plan.settings).to_json()}
     result = sweep(model, rankings, loader, out=out, grid=grid, plan=plan, random_control=not args.no_random_control,
                    screen=not args.no_screen, seed=args.seed, meta=meta)
     if rank > 0:

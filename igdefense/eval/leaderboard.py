@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -24,6 +23,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..stats import paired_difference
+from .recorded import recorded_command
 from .scoring import HEADLINE, RULES, under
 
 BASE = "base"
@@ -60,10 +60,6 @@ class _Run:
         if counts:
             return {rule: {k: under(rule, v, counts[k], draws) for k, v in bits.items()} for rule in RULES[1:]}
         return {rule: bits for rule in (RULES if name == BASE else RULES[:1])}
-
-    def worst(self, name: str) -> dict[str, torch.Tensor]:
-        """``{rule: (N,) bool}``: right on the clean image and under every attack."""
-        return {rule: torch.stack(list(cols.values())).all(0) for rule, cols in self.columns(name).items()}
 
 
 def _checked(values, images: int, high: int, what: str) -> torch.Tensor:
@@ -116,10 +112,9 @@ def _read(folder: Path) -> _Run | None:
     """The folder's eval report, or None when it holds none (a sweep's, a study's, none at all)."""
     try:
         report = json.loads((folder / "report.json").read_text())
-        command = shlex.split(report["run"]["command"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
-    if next((t for t in command[1:] if not t.startswith("-")), None) != "eval" or BASE not in report.get("per_image", {}):
+    if not isinstance(report, dict) or recorded_command(report) != "eval" or BASE not in report.get("per_image", {}):
         return None
     try:
         with open(folder / f"{BASE}.jsonl") as f:
@@ -154,9 +149,9 @@ def _key(run: _Run, name: str) -> tuple:
 def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
     model, defense, data, norm, eps, images, attacks, cascade, draws, name, _ = entry.key
     runs = entry.runs
-    worst = _all([run.worst(name) for run in runs])
-    base = _all([run.worst(BASE) for run in runs])[RULES[0]]  # (deterministic: every rule alike)
-    columns = _all([{rule: torch.stack(list(c.values())) for rule, c in run.columns(name).items()} for run in runs])
+    columns = _stacked(runs, name)
+    worst = {rule: c.all(0) for rule, c in columns.items()}  # (right clean and under every attack of every run)
+    base = _stacked(runs, BASE)[RULES[0]].all(0)  # (deterministic: every rule alike)
     steps = list(runs[0].report["per_image"][name])
     rule = HEADLINE if HEADLINE in columns else RULES[0]
     clean = columns[rule][steps.index("clean")]
@@ -184,10 +179,11 @@ def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
     return row
 
 
-def _all(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Image-wise worst over runs, per rule every run scored."""
+def _stacked(runs: list[_Run], name: str) -> dict[str, torch.Tensor]:
+    """``{rule: (steps, N) bool}``: per step, right in every run, per rule every run scored."""
+    parts = [{rule: torch.stack(list(c.values())) for rule, c in run.columns(name).items()} for run in runs]
     if len({t.shape for p in parts for t in p.values()}) > 1:
-        raise ValueError("runs of one row hold different numbers of images")
+        raise ValueError("runs of one row hold different numbers of images or steps")
     return {rule: torch.stack([p[rule] for p in parts]).all(0) for rule in parts[0] if all(rule in p for p in parts)}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from ..attacks import AttackSettings
 from ..specs import DataSpec, DefenseSpec, ModelSpec
 
 _NOT_RECORDED = ("base_model", "cache")  # (the run's own objects, not its settings)
+
+
+def recorded_command(report: dict) -> str | None:
+    """The subcommand (``"eval"``, ``"sweep"``...) of the command line a report records, or None."""
+    try:
+        line = shlex.split(report["run"]["command"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return next((t for t in line[1:] if not t.startswith("-")), None)
 
 
 @dataclass(frozen=True)
