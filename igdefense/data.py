@@ -342,16 +342,23 @@ def _rank_in_class(labels: np.ndarray) -> np.ndarray:
     return rank
 
 
+ORDERS = ("class", "round-robin")  # how a class-balanced selection is ordered (balanced_indices)
+
+
 def balanced_indices(labels: Sequence[int] | np.ndarray, n: int | None = None, *, per_class: int | None = None,
-                     offset: int = 0) -> np.ndarray:
+                     offset: int = 0, order: str = "class") -> np.ndarray:
     """Class-balanced indices, by one rule: images are taken by their rank within their class (the
     first of every class, then the second, ...), from rank ``offset``; a class that runs out drops
     out. ``n`` takes the first ``n`` in that order, ``per_class`` every image of rank below
     ``offset + per_class`` (so ``n = per_class x classes`` is the same set when no class is short);
-    neither: all from ``offset``. Returned in class order (rank order within a class)."""
+    neither: all from ``offset``. Returned in ``order``: "class" (every class's images together, in
+    rank order) or "round-robin" (the order they are taken in, so the first ``n`` of a longer selection
+    are the ``n``-image selection, batch for batch)."""
     labels = np.asarray(labels)
     if n is not None and per_class is not None:
         raise ValueError("pass n or per_class, not both")
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r}: expected one of {', '.join(ORDERS)}")
     rank = _rank_in_class(labels)
     ranked = np.lexsort((labels, rank))  # by rank, then class: round robin
     ranked = ranked[rank[ranked] >= offset]
@@ -362,14 +369,14 @@ def balanced_indices(labels: Sequence[int] | np.ndarray, n: int | None = None, *
             raise ValueError(f"asked for {n!r} images; the dataset has {len(ranked)}"
                              + (f" from rank {offset} of each class" if offset else ""))
         ranked = ranked[:n]
-    return ranked[np.lexsort((rank[ranked], labels[ranked]))]
+    return ranked if order == "round-robin" else ranked[np.lexsort((rank[ranked], labels[ranked]))]
 
 
 def balanced_loader(dataset: Dataset, n: int | None = None, batch_size: int = 256, *,
-                    per_class: int | None = None) -> DataLoader:
+                    per_class: int | None = None, order: str = "class") -> DataLoader:
     """A DataLoader over :func:`balanced_indices` of ``dataset`` (``n`` images, or ``per_class`` of
-    each class, or all of them). Sets ``dataset.indices``."""
-    dataset.indices = balanced_indices(dataset.labels, n, per_class=per_class)
+    each class, or all of them, in ``order``). Sets ``dataset.indices``."""
+    dataset.indices = balanced_indices(dataset.labels, n, per_class=per_class, order=order)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
 
 

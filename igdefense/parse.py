@@ -66,6 +66,16 @@ def real(low: float = -math.inf, high: float = math.inf):
     return parse
 
 
+def one_of(*choices: str):
+    """One of ``choices``, as typed."""
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+    parse.__name__ = "choice"
+    return parse
+
+
 def listof(parse):
     def parse_all(text: str) -> list:
         return [parse(v) for v in text.split(",") if v]

@@ -28,9 +28,9 @@ from torch import nn
 from . import zoo
 from ._hooks import model_device, model_dtype
 from .atomic import atomic_write
-from .parse import count, radius, real, whole
+from .parse import count, one_of, radius, real, whole
 from ._validation import MAX_SIDE, json_loads
-from .data import CIFAR10, DATA_FORMS, balanced_loader, open_dataset
+from .data import CIFAR10, DATA_FORMS, ORDERS, balanced_loader, open_dataset
 from .defense import DEFAULT_SHARE, SIGMA, TAU, IGDefense
 from .models import load_model, model_source, model_sources
 from .rankings import Rankings
@@ -127,14 +127,23 @@ class DataSpec(Spec):
     image_size: int = field(default=224, metadata=option(
         "image folders: side of the centre crop, after resizing the shorter side to size / 0.875",
         whole(8, MAX_SIDE)))
+    order: str = field(default="class", metadata=option(
+        "the images' order: class (every class's together) or round-robin (the first of every class, then the "
+        "second, ...: the first 500 images of a 1,000-image run are the 500-image run, so its logs extend from "
+        "--images 500 to 1000)", one_of(*ORDERS)))
+
+    def __post_init__(self):
+        if self.order not in ORDERS:  # (a crafted report's specs)
+            raise ValueError(f"data order {self.order!r}: expected one of {', '.join(ORDERS)}")
 
     def open(self, split: str):
         return open_dataset(self.source, split, image_size=self.image_size)
 
     def loader(self, split: str, n: int | None = None, *, per_class: int | None = None, batch_size: int = 250):
-        """(loader, dataset): ``n`` class-balanced images of the split (or ``per_class`` of each class)."""
+        """(loader, dataset): ``n`` class-balanced images of the split (or ``per_class`` of each class),
+        in this spec's order."""
         data = self.open(split)
-        return balanced_loader(data, n, batch_size, per_class=per_class), data
+        return balanced_loader(data, n, batch_size, per_class=per_class, order=self.order), data
 
     def cifar10(self, split: str, command: str) -> CIFAR10:
         """The split as CIFAR-10, for commands that are CIFAR-10's alone; one line when ``--data`` is other images."""

@@ -132,6 +132,23 @@ def test_eval_add_attacks_reattacks_the_survivors_of_a_finished_evaluation(tmp_p
     assert added["settings"]["seed"] == 1 and added["settings"]["order"] == ["bim"]
 
 
+def test_an_evaluation_in_round_robin_order_extends_to_more_images_by_batch(tmp_path, capsys):
+    # 20 images, then 40: the first two batches are read back from the log, only the last two are attacked
+    run = ["eval", "--model", "smallcnn-robust", "--batch-size", "10", "--attacks", "fgsm", "--draws", "1",
+           "--out", str(tmp_path / "ev")]
+    assert main([*run, "--images", "20", "--order", "round-robin"]) == 0
+    log = tmp_path / "ev" / "base.jsonl"
+    first = log.read_text()
+    assert main([*run, "--images", "40", "--order", "round-robin"]) == 0
+    assert log.read_text().startswith(first)
+    batches = [json.loads(line)["batch"] for line in log.read_text().splitlines()[1:]]
+    assert batches == [0, 0, 1, 1, 2, 2, 3, 3]  # (a clean line and an fgsm line each)
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["images"] == 40 and "round robin" in report["data"]
+    assert main([*run, "--images", "40"]) == 2  # in class order its batches hold other images: refused
+    assert "computed on other images" in capsys.readouterr().err
+
+
 def test_the_command_table_of_the_docs_matches_the_help(capsys):
     # every command and option docs/cli.md's table names is one --help lists
     from pathlib import Path

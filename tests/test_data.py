@@ -92,6 +92,18 @@ def test_balanced_subsets_of_any_size():
     assert np.bincount(ds.labels[ds.indices]).tolist() == [2] * 10
 
 
+def test_round_robin_order_makes_a_smaller_selection_the_start_of_a_larger_one():
+    labels = np.array([2, 0, 0, 1, 0, 2, 1, 0])
+    assert balanced_indices(labels, 5, order="round-robin").tolist() == [1, 3, 0, 2, 6]  # the first of each, ...
+    cifar = CIFAR10("test").labels
+    small, large = (balanced_indices(cifar, n, order="round-robin") for n in (500, 1000))
+    assert large[:500].tolist() == small.tolist()  # so a log of 500 images extends by batch to 1,000
+    assert sorted(small.tolist()) == sorted(balanced_indices(cifar, 500).tolist())  # the same images as by class
+    assert np.bincount(cifar[small[:100]]).tolist() == [10] * 10  # each batch of 100 is itself balanced
+    with pytest.raises(ValueError, match="expected one of class, round-robin"):
+        balanced_indices(labels, 5, order="shuffled")
+
+
 def test_the_same_bytes_laid_anew_are_the_same_source_and_one_changed_byte_is_not(tmp_path, imagenet_folder):
     # A shared data folder is copied anew each session (new path, new times): logs and checkpoints
     # made from it must resume; bound to the path or mtime they were refused (a paper-scale training

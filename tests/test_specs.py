@@ -40,6 +40,8 @@ def test_a_truncated_setting_file_is_refused_in_one_line(tmp_path, capsys):
 def test_a_zoo_models_tuned_setting_is_every_commands_default():
     assert DefenseSpec.for_model("smallcnn-refined").sigma == 8 / 255
     assert DefenseSpec.for_model("smallcnn-robust") == DefenseSpec()  # no tuned setting: the paper's
+    paper = DefenseSpec.for_model("preact-resnet18-robust")  # the paper's own k at its scale
+    assert (paper.k, paper.sigma, paper.n_samples) == (50, 4 / 255, 1)
     for command in ("demo", "eval", "export", "explain-robustness"):
         args = build_parser().parse_args([command, "--model", "smallcnn-refined"])
         assert specs(args)[2].sigma == 8 / 255, command

@@ -31,6 +31,8 @@ from ..specs import DataSpec, DefenseSpec, ModelSpec, check_classes
 from .options import from_args
 from .resolve import clean_rankings_spec, defended_model, model_spec, plan_of, start_fresh, test_run
 
+ORDERED = {"class": "ordered by class", "round-robin": "ordered round robin over the classes"}
+
 
 def cmd_demo(args) -> int:
     from ..eval.evaluate import evaluate
@@ -112,7 +114,7 @@ def cmd_eval(args) -> int:
     plan = plan_of(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
-            "images": len(data), "data": f"{data.description}, class-balanced (ordered by class)",
+            "images": len(data), "data": f"{data.description}, class-balanced ({ORDERED[data_spec.order]})",
             "run": {"command": args.command_line},
             "specs": RecordedRun(spec, data_spec, setting, args.n, args.batch_size, plan.settings).to_json()}
     if corruptions:
