@@ -73,3 +73,33 @@ def test_the_command_writes_the_page_and_refuses_a_crafted_report_in_one_line(tm
         err = capsys.readouterr().err
         assert "eval_x: report.json is not one igdefense eval wrote" in err and says in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def _eval(folder: Path, *options: str) -> Path:
+    run = ["eval", "--model", "smallcnn-robust", "--images", "20", "--batch-size", "20", "--attacks", "fgsm",
+           "--draws", "3", "--out", str(folder), *options]
+    assert main(run) == 0
+    return folder
+
+
+def test_a_row_joins_only_runs_that_differ_in_the_seed_alone(tmp_path):
+    a = _eval(tmp_path / "a", "--seed", "0", "--eot-iter", "2")
+    b = _eval(tmp_path / "b", "--seed", "1", "--eot-iter", "3")  # another budget: another protocol
+    c = _eval(tmp_path / "c", "--seed", "1", "--eot-iter", "2")  # the seed alone differs from a's
+    rows = [r for r in leaderboard_rows([a, b, c]) if r["Defense"] != "none"]
+    assert sorted(r["Report"].count("](") for r in rows) == [1, 2]
+    joined = next(r for r in rows if r["Report"].count("](") == 2)
+    assert "[a]" in joined["Report"] and "[c]" in joined["Report"] and joined["Protocol"].endswith("seeds 0, 1")
+
+
+def test_corruptions_are_not_attacks_in_the_worst_case(tmp_path):
+    folder = _eval(tmp_path / "c", "--corruptions", "contrast", "--severities", "5")
+    report = json.loads((folder / "report.json").read_text())
+    base = report["per_image"]["base"]
+    corrupted = [k for k in base if "@" in k]
+    assert corrupted and any(f and not g for f, g in zip(base["fgsm"], base[corrupted[0]]))  # (so it would show)
+    rows = {r["Defense"].split(",")[0]: r for r in leaderboard_rows([folder])}
+    summary = {s["model"]: s for s in report["summary"]}
+    assert _cell(rows["none"], "Worst, one draw") == f"{summary['base']['iw_wc']:.1f}"
+    assert _cell(rows["IG-Defense"], "Worst, majority") == f"{summary['lo-ir']['iw_wc']:.1f}"
+    assert "@" not in rows["IG-Defense"]["Protocol"]

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..stats import paired_difference
+from .plan import is_corruption
 from .recorded import recorded_command
 from .scoring import HEADLINE, RULES, under
 
@@ -126,7 +127,29 @@ def _read(folder: Path) -> _Run | None:
 
 
 def _attacks(run: _Run, name: str) -> tuple[str, ...]:
-    return tuple(a for a in run.report["per_image"][name] if a != "clean")
+    return tuple(a for a in run.report["per_image"][name] if a != "clean" and not is_corruption(a))
+
+
+def _protocol(run: _Run, name: str) -> str:
+    """What the run of ``name`` was but for its seed: its log's header (the model's or the defense's
+    identity, its rankings with it, and every attack setting and budget) and the report's recorded
+    specs and rankings, each less the seed."""
+    def seedless(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k != "seed"}
+
+    header = None
+    for log in sorted(run.folder.glob(f"{name}.jsonl*")):  # (a torchrun's are <name>.jsonl.rank<r>)
+        try:
+            with open(log) as f:
+                header = json.loads(f.readline())
+            header = {**header, "settings": seedless(header["settings"])}
+            break
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            header = None
+    specs = run.report.get("specs")
+    if isinstance(specs, dict) and isinstance(specs.get("settings"), dict):
+        specs = {**specs, "settings": seedless(specs["settings"])}
+    return json.dumps([header, specs, run.report.get("rankings")], sort_keys=True)
 
 
 def _defense(run: _Run, name: str) -> str:
@@ -139,20 +162,20 @@ def _defense(run: _Run, name: str) -> str:
 
 def _key(run: _Run, name: str) -> tuple:
     """What a row is: the model (its name and, where logged, its weights), its defense, the data, the
-    threat and the protocol; not the seed."""
+    threat and the protocol, down to every setting its log and report record; not the seed."""
     r = run.report
     draws = run.report.get("per_image_draws", {}).get(name, {}).get("draws") if name != BASE else None
     return (r["model"], _defense(run, name), r["data"], run.norm, r["eps"], r["images"], _attacks(run, name),
-            bool(r.get("cascade")), draws, name, run.weights)
+            bool(r.get("cascade")), draws, name, run.weights, _protocol(run, name))
 
 
 def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
-    model, defense, data, norm, eps, images, attacks, cascade, draws, name, _ = entry.key
+    model, defense, data, norm, eps, images, attacks, cascade, draws, name, *_ = entry.key
     runs = entry.runs
     columns = _stacked(runs, name)
     worst = {rule: c.all(0) for rule, c in columns.items()}  # (right clean and under every attack of every run)
     base = _stacked(runs, BASE)[RULES[0]].all(0)  # (deterministic: every rule alike)
-    steps = list(runs[0].report["per_image"][name])
+    steps = [k for k in runs[0].report["per_image"][name] if not is_corruption(k)]  # (the rows of columns)
     rule = HEADLINE if HEADLINE in columns else RULES[0]
     clean = columns[rule][steps.index("clean")]
     alone = "—"  # (AutoAttack alone, as a paper reports it: one draw)
@@ -180,8 +203,10 @@ def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
 
 
 def _stacked(runs: list[_Run], name: str) -> dict[str, torch.Tensor]:
-    """``{rule: (steps, N) bool}``: per step, right in every run, per rule every run scored."""
-    parts = [{rule: torch.stack(list(c.values())) for rule, c in run.columns(name).items()} for run in runs]
+    """``{rule: (steps, N) bool}``: per step (clean, then each attack; not the corruptions, which are
+    no attack), right in every run, per rule every run scored."""
+    parts = [{rule: torch.stack([v for k, v in c.items() if not is_corruption(k)]) for rule, c in run.columns(name).items()}
+             for run in runs]
     if len({t.shape for p in parts for t in p.values()}) > 1:
         raise ValueError("runs of one row hold different numbers of images or steps")
     return {rule: torch.stack([p[rule] for p in parts]).all(0) for rule in parts[0] if all(rule in p for p in parts)}
