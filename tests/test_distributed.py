@@ -91,3 +91,23 @@ def test_a_sweep_under_torchrun_matches_one_process(tmp_path):
     assert {r["setting"] for r in sharded} >= {"k=10% sigma=4/255 n=1 clean", "k=10% sigma=4/255 n=1 adversarial"}
     assert printed.count("| undefended |") == 1  # one process prints the table
     assert (tmp_path / "two" / "undefended.jsonl.rank1").exists()  # the batches were shared out
+
+
+def test_report_reads_a_run_resumed_under_torchrun(rankings_file, tmp_path):
+    # 10 images in one process, then on to 20 under torchrun: the report reads both processes' logs
+    # beside the single-process one (it once read base.jsonl alone: 10 images, called finished)
+    from igdefense.eval.runs import summarise
+
+    def args(n: int) -> list[str]:
+        return ["eval", "--model", "smallcnn-standard", "--rankings", str(rankings_file), "--images", str(n),
+                "--order", "round-robin", "--batch-size", "5", "--attacks", "fgsm", "--draws", "3",
+                "--out", str(tmp_path / "run")]
+
+    _cli(args(10), 1)
+    _cli(args(20), 2)
+    assert (tmp_path / "run" / "lo-ir.jsonl").exists() and (tmp_path / "run" / "lo-ir.jsonl.rank1").exists()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    summary = summarise(tmp_path / "run")["models"]["lo-ir"]
+    assert summary["images"] == 20 and summary["finished"]
+    iw_wc = next(s for s in report["summary"] if s["model"] == "lo-ir")["iw_wc"]
+    assert summary["majority"]["worst_case"] == round(iw_wc, 2)

@@ -63,3 +63,22 @@ def test_report_reads_committed_evaluations_back(tmp_path, capsys):
 
     assert main(["report", str(runs[0]), str(runs[0])]) == 2
     assert "share a seed" in capsys.readouterr().err
+
+
+def test_report_reads_a_plain_runs_columns_as_it_ran_them(tmp_path):
+    # without --cascade each attack's column is its own (it was read as cumulative), the worst case all at once
+    import json
+
+    from igdefense.cli import main
+    from igdefense.eval.runs import summarise
+
+    assert main(["eval", "--model", "smallcnn-robust", "--images", "50", "--batch-size", "50", "--attacks", "bim,fgsm",
+                 "--draws", "1", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    mine = next(s for s in report["summary"] if s["model"] == "lo-ir")
+    read = summarise(tmp_path / "ev")["models"]["lo-ir"]
+    rule = next(r for r in ("majority", "one-draw") if r in read)
+    bits = {k: torch.tensor(v) for k, v in report["per_image"]["lo-ir"].items()}
+    assert ((bits["clean"] & bits["fgsm"]) != (bits["clean"] & bits["bim"] & bits["fgsm"])).any()  # (so it shows)
+    assert read[rule]["columns"]["fgsm"] == round(mine["fgsm"], 2) and read[rule]["columns"]["bim"] == round(mine["bim"], 2)
+    assert read[rule]["worst_case"] == round(mine["iw_wc"], 2)

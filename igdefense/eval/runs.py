@@ -18,7 +18,7 @@ import torch
 
 from .._identity import FIX
 from ..stats import paired_difference, paired_row
-from .log import read_records
+from .log import check_header, read_records, steps_done
 from .plan import run_order
 from .scoring import HEADLINE, RULES, columns
 
@@ -30,19 +30,32 @@ class CannotCombine(ValueError):
 
 
 def read_log(log: Path) -> Log:
-    """A model's log: its header, the attacks in run order, the draws, and each batch's last record (a
-    batch's records grow step by step: its last has them all)."""
-    header, records = read_records(log)
+    """A model's log: its header, the attacks in run order, the draws, and each batch's furthest record
+    (a batch's records grow step by step), over the single-process log ``log`` and every torchrun
+    process's (``log.rank<r>``): a run resumed with another number of processes is in both."""
+    paths = [p for p in sorted({log, *log.parent.glob(f"{log.name}.rank*")}) if p.exists()]
+    parts = [read_records(path) for path in paths]
+    # the header naming the most attacks (attacks added to a run since make a later log's longer)
+    header = max((h for h, _ in parts), key=lambda h: len(h["settings"].get("order") or ()))
+    for path, (theirs, _) in zip(paths, parts):
+        if theirs is not header:
+            check_header(path, theirs, header)
+    done: dict[int, dict] = {}
+    for record in (r for _, records in parts for r in records):
+        if steps_done(record) > steps_done(done.get(record["batch"], {})):
+            done[record["batch"]] = record
+    records = [done[b] for b in sorted(done)]
     settings = header["settings"]
     draws = settings.get("draws", 1)  # (older logs: one draw, and no order: the steps their records have)
     order = settings.get("order") or [a for a in run_order(settings["attacks"]) if records and a in records[-1]]
-    return header, order, draws, {r["batch"]: r for r in records}
+    return header, order, draws, done
 
 
 def read_run(folder: Path, baseline: str = "base") -> dict[str, Log]:
     """Every model's log in one ``igdefense eval --out`` folder, checked to be one evaluation."""
     logs = {}
-    for path in sorted(Path(folder).glob("*.jsonl")):
+    names = sorted({p.name.split(".jsonl")[0] for p in Path(folder).glob("*.jsonl*")})  # (and torchrun's .rank<r>)
+    for path in (Path(folder) / f"{name}.jsonl" for name in names):
         try:
             logs[path.stem] = read_log(path)
         except (KeyError, TypeError):
@@ -88,7 +101,7 @@ def summarise(folder: Path, baseline: str = "base") -> dict:
     logs = read_run(folder, baseline)
     _, base_order, _, base = logs.pop(baseline)
     out = {"baseline": baseline, "models": {}}
-    for name, (_, order, draws, records) in logs.items():
+    for name, (header, order, draws, records) in logs.items():
         batches = sorted(b for b in base if b in records and all(s in base[b] for s in ["clean", *base_order]))
         if not batches:
             raise CannotCombine(f"{folder}: no batch has both {baseline}'s finished cascade and {name}'s results")
@@ -102,8 +115,10 @@ def summarise(folder: Path, baseline: str = "base") -> dict:
                         "clean": _pct(base_bits["clean"]), "worst_case": _pct(base_wc)},
                "draws": draws, "attacks_run": attacks, "attacks_to_run": order[len(attacks):], "seconds": seconds}
         for rule in RULES if draws > 1 else (HEADLINE,):
-            cols = columns(bits, counts, draws, attacks, True, rule)
-            wc = cols[attacks[-1]] if attacks else cols["clean"]
+            # Each attack's column as the run reported it (cumulative only in a cascade); the worst case
+            # is every column's at once either way.
+            cols = columns(bits, counts, draws, attacks, header["settings"].get("cascade", True), rule)
+            wc = columns(bits, counts, draws, attacks, True, rule)[attacks[-1] if attacks else "clean"]
             row[rule] = {"columns": {k: _pct(v) for k, v in cols.items()}, "worst_case": _pct(wc),
                          "vs_base": str(paired_difference(base_wc, wc))}
         row["finished"] = not row["attacks_to_run"] and len(batches) == logged
