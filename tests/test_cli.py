@@ -128,6 +128,8 @@ def test_eval_add_attacks_reattacks_the_survivors_of_a_finished_evaluation(tmp_p
     line = next(l for l in out.splitlines() if l.startswith("  worst case"))
     after, before = (float(v) for v in re.findall(r"([\d.]+)%", line)[:2])
     assert after <= before and "survivors re-attacked with bim (seed 1" in out
+    broken, redrawn = (int(v) for v in re.search(r"(\d+) broken by the attacks, (\d+) wrong on the clean", out).groups())
+    assert round((before - after) * 20 / 100) == broken + redrawn  # every image lost, told by its cause
     added = json.loads((tmp_path / "ev" / "added" / "lo-ir-bim-seed1.jsonl").read_text().splitlines()[0])
     assert added["settings"]["seed"] == 1 and added["settings"]["order"] == ["bim"]
 

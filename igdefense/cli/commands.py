@@ -156,8 +156,11 @@ def _add_attacks(args, base: nn.Module, defended: IGDefense, name: str, results:
         worst, added = attack_survivors(defended, results[name], loader, attacks,
                                         dataclasses.replace(settings, seed=seed, base_model=base), log_path=log)
     base_worst = results["base"].worst_case
+    redrawn = int((~added.correct["clean"]).sum())  # (wrong on the clean image under the new seed's draws)
+    broken = int((added.correct["clean"] & ~added.worst_case).sum())
     print(f"\n{name}'s {len(added.correct['clean'])} survivors re-attacked with {', '.join(attacks)} (seed {seed}, "
-          f"log {log}):\n  worst case {100 * worst.float().mean():.1f}% (was {100 * results[name].worst_case_accuracy:.1f}%)"
+          f"log {log}): {broken} broken by the attacks, {redrawn} wrong on the clean image under seed {seed}'s draws"
+          f"\n  worst case {100 * worst.float().mean():.1f}% (was {100 * results[name].worst_case_accuracy:.1f}%)"
           f"; vs base {paired_difference(base_worst, worst)} (was {paired_difference(base_worst, results[name].worst_case)})")
 
 

@@ -23,8 +23,11 @@ def attack_survivors(model: nn.Module, finished: EvalResult, data: Iterable, att
                      settings: AttackSettings, *, log_path: str | os.PathLike | None = None,
                      progress: bool = True) -> tuple[torch.Tensor, EvalResult]:
     """``(worst case after, the added attacks' result)``: ``finished.worst_case`` (per image, in the
-    order of ``data``, the data ``finished`` was computed on) with every survivor that one of
-    ``attacks`` breaks set False. The added attacks' log (``log_path``) resumes as any evaluation's."""
+    order of ``data``, the data ``finished`` was computed on) with every survivor the re-evaluation
+    finds wrong set False: its clean image under the new seed's noise draws (a randomized model's),
+    then each of ``attacks``. That is the worst case over both seeds, as :func:`~igdefense.eval.runs.worst_over_runs`
+    counts it; ``added.correct["clean"]`` tells the clean re-draws from the attacks' breaks. The added
+    attacks' log (``log_path``) resumes as any evaluation's."""
     worst = finished.worst_case.clone()
     xs, ys, seen = [], [], 0
     for x, y in data:  # (streamed: only the survivors are kept)
