@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import igdefense
-from igdefense.attacks import ATTACKS, AttackSettings, register_attack, run_attack
+from igdefense.attacks import ATTACKS, AttackSettings, check_in_ball, register_attack, run_attack
 from igdefense.attacks.apgd import cw_loss as _cw_loss
 from igdefense.attacks import RayS, registry
 
@@ -174,6 +174,55 @@ def test_apgd_on_a_randomized_defense_attacks_every_image(robust_cnn, test_batch
         assert (moved > 0).all() and (moved <= 8 / 255 + 1e-6).all()
 
 
+@pytest.mark.parametrize("name, each", [("apgd-t", 6), ("square", 1)])
+def test_apgd_t_and_square_attack_every_image_of_a_randomized_defense(name, each, robust_cnn, test_batch):
+    # perturb() handed back the clean image for 23 of 32 images (APGD-T) and 31 of 32 (Square)
+    defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
+    x, y = test_batch[0][:20], test_batch[1][:20]
+    candidates = run_attack(name, defended, x, y, AttackSettings(n_iter=3, square_queries=20))
+    assert len(candidates) == each  # (APGD-T: two per target class)
+    for c in candidates:
+        moved = (c - x).flatten(1).abs().amax(1)
+        assert (moved > 0).all() and (moved <= 8 / 255 + 1e-6).all()
+
+
+def test_autoattack_takes_its_step_schedule_from_the_steps_it_is_given():
+    # pyautoattack sets its step-size checkpoints from n_iter when an attack is built: setting n_iter
+    # after left AutoAttack on the schedule of 100 steps
+    from pyautoattack.autopgd_base import APGDAttack
+
+    from igdefense.attacks.apgd import _set_steps
+
+    model = torch.nn.Linear(2, 2)
+    for steps in (10, 1000):
+        built, changed = APGDAttack(model, n_iter=steps, eps=0.1), APGDAttack(model, n_iter=100, eps=0.1)
+        _set_steps(changed, steps)
+        keys = ("n_iter", "n_iter_orig", "n_iter_2", "n_iter_min", "size_decr")
+        assert [getattr(changed, k) for k in keys] == [getattr(built, k) for k in keys]
+
+
+def test_bfloat16_crafting_attacks_the_images_only_its_bfloat16_copy_gets_wrong():
+    # a model right in float32 by 2^-10 and tied in bfloat16 (argmax: the other class): attacks skip an
+    # image the model they attack gets wrong, so crafted in bfloat16 it came back clean, judged right
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[:, 0] = torch.tensor([1.0, 1.0 + 2 ** -10])
+        model[1].weight[0, 1] = 1.0  # (a pixel an attack can raise to make class 0 win)
+    x, y = torch.zeros(1, 3, 32, 32), torch.tensor([1])
+    x[0, 0, 0, 0] = 1.0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).argmax(1).item() == 0  # (wrong in bfloat16)
+    candidate, = run_attack("apgd-ce", model.eval(), x, y, AttackSettings(n_iter=5, precision="bf16"))
+    assert model(candidate).argmax(1).item() != y.item()  # crafted again in float32: fooled
+
+
+def test_a_nan_example_is_no_result():
+    x = torch.zeros(1, 3, 2, 2)
+    with pytest.raises(RuntimeError, match="not finite"):
+        check_in_ball("apgd-ce", torch.full_like(x, float("nan")), x, 8 / 255)
+
+
 def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, test_batch, tmp_path):
     x, y = test_batch[0][:10], test_batch[1][:10]
     settings = AttackSettings(n_iter=5, cache=tmp_path)
@@ -189,6 +238,19 @@ def test_examples_on_a_deterministic_model_are_cached(standard_cnn, robust_cnn, 
     defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
     run_attack("apgd-ce", defended, x, y, settings)  # randomized: never cached
     assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+    class LogitScale(torch.nn.Module):  # no weights of its own: it once shared its base model's entry
+        def __init__(self, model, scale):
+            super().__init__()
+            self.model, self.scale = model, scale
+
+        def forward(self, x):
+            return self.model(x) * self.scale
+
+    scaled, = run_attack("apgd-ce", LogitScale(standard_cnn, 1000.0), x, y, settings)
+    run_attack("apgd-ce", LogitScale(standard_cnn, 10.0), x, y, settings)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 5
+    assert torch.equal(run_attack("apgd-ce", standard_cnn, x, y, settings)[0], first)
 
 
 def test_fgsm_by_hand_and_pgd_stronger(robust_cnn, test_batch):

@@ -313,3 +313,24 @@ def test_a_log_whose_adaptive_attack_has_no_recorded_base_is_refused_saying_why(
     log.write_text("\n".join([json.dumps(old), *records]) + "\n")
     with pytest.raises(ValueError, match="ran the adaptive attack before igdefense recorded the base model"):
         evaluate(defended, batches[:1], attacks=["adaptive"], settings=settings, log_path=log, progress=False)
+
+
+def test_a_log_binds_to_the_version_of_each_attack_it_ran(robust_cnn, test_batch, tmp_path):
+    # APGD-T changed (version 2: every image of a randomized defense); a log of its first version is
+    # another run's, while a log that never ran it resumes and takes it on as an added attack
+    x, y = test_batch[0][:10], test_batch[1][:10]
+    settings = AttackSettings(n_iter=2)
+    log = tmp_path / "run.jsonl"
+    evaluate(robust_cnn, (x, y), attacks=["fgsm"], settings=settings, cascade=True, log_path=log, progress=False)
+    assert "attack_versions" not in json.loads(log.read_text().splitlines()[0])["identity"]  # (as every older log)
+    evaluate(robust_cnn, (x, y), attacks=["fgsm", "apgd-t"], settings=settings, cascade=True, log_path=log,
+             progress=False)
+    other = tmp_path / "other.jsonl"
+    evaluate(robust_cnn, (x, y), attacks=["apgd-t"], settings=settings, log_path=other, progress=False)
+    lines = other.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["identity"]["attack_versions"] == {"apgd-t": 2}
+    del header["identity"]["attack_versions"]  # (as its first version's log)
+    other.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match="attack_versions"):
+        evaluate(robust_cnn, (x, y), attacks=["apgd-t"], settings=settings, log_path=other, progress=False)

@@ -11,7 +11,7 @@ White-box: ``apgd-ce``, ``apgd-dlr``, ``apgd-cw``, ``apgd-t``, ``apgd-ce-eot``, 
 ``transfer`` (:mod:`.transfer`). A new attack is one module with one :func:`register_attack`.
 """
 
-from .registry import KINDS, Attack, attack_names, get_attack, register_attack
+from .registry import KINDS, Attack, attack_names, attack_versions, get_attack, register_attack
 from .settings import TRANSFER_SOURCES, AttackSettings, budget_fields
 from .run import attack_library_version, check_in_ball, run_attack
 # The attacks, registered on import (this order is the order of attack_names()):
@@ -22,6 +22,6 @@ from .sign_gradient import fgsm_from_noise, sign_gradient_attack
 
 ATTACKS = attack_names()  # the attacks igdefense ships (attack_names() also lists those registered since)
 
-__all__ = ["Attack", "KINDS", "register_attack", "get_attack", "attack_names", "ATTACKS", "AttackSettings",
+__all__ = ["Attack", "KINDS", "register_attack", "get_attack", "attack_names", "attack_versions", "ATTACKS", "AttackSettings",
            "TRANSFER_SOURCES", "budget_fields", "run_attack", "check_in_ball", "attack_library_version",
            "adaptive_attack_of", "mask_aware_attack", "RayS", "sign_gradient_attack", "fgsm_from_noise"]

@@ -4,9 +4,11 @@
 (an IGDefense's gradients through a tau = 1 softmax in place of its saturated pseudo-label: BPDA),
 ``autoattack`` (standard) and ``autoattack-rand`` (AutoAttack's version for randomized models).
 
-On a randomized defense the APGD attacks attack every image and return two candidates (the latest
-step a draw got wrong, the highest-loss step); AutoAttack runs as its reference code does, which
-skips an image its first noisy forward gets wrong (the cascade's other attacks still attack it).
+On a randomized defense the APGD attacks (APGD-T for each target class) attack every image and
+return two candidates each (the latest step a draw got wrong, the highest-loss step): pyautoattack's
+``perturb`` skips an image one noisy forward gets wrong and hands back the clean image for each that
+no draw during the attack got wrong. AutoAttack runs as its reference code does, which skips an image
+its first noisy forward gets wrong (the cascade's other attacks still attack it).
 """
 
 from __future__ import annotations
@@ -28,13 +30,10 @@ def _apgd(model, x, y, s: AttackSettings, loss: str, eot_iter: int = 1):
         atk.dlr_loss = cw_loss
     if not isinstance(model, RandomizedDefense):
         return atk.perturb(x, y)
-    # A randomized defense: perturb() would skip each image one noisy forward gets wrong and hand back
-    # the clean image for each that no draw during the attack got wrong. Attack every image and keep
-    # both the latest step a draw got wrong and the highest-loss step: scoring over draws picks.
     atk.init_hyperparam(x)
     torch.random.manual_seed(s.seed)
     highest_loss, _, _, fooled_once = atk.attack_single_run(x.detach().float(), y)
-    return [fooled_once, highest_loss]
+    return [fooled_once, highest_loss]  # (scoring over draws picks)
 
 
 def cw_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -49,7 +48,24 @@ def _apgd_targeted(model, x, y, s: AttackSettings, targets: int = 3):
 
     atk = APGDAttack_targeted(model, n_iter=s.n_iter, norm=s.norm, eps=s.eps, seed=s.seed, device=x.device)
     atk.n_target_classes = targets
-    return atk.perturb(x, y)
+    if not isinstance(model, RandomizedDefense):
+        return atk.perturb(x, y)
+    atk.init_hyperparam(x)
+    torch.random.manual_seed(s.seed)
+    x, candidates = x.detach().float(), []
+    for rank in range(2, targets + 2):  # the target classes perturb() takes: 2nd, 3rd, ... highest logit
+        with torch.no_grad():
+            atk.y_target = model(x).sort(dim=1)[1][:, -rank]
+        highest_loss, _, _, fooled_once = atk.attack_single_run(x, y)
+        candidates += [fooled_once, highest_loss]
+    return candidates
+
+
+def _set_steps(atk, n_iter: int) -> None:
+    """``n_iter`` steps for a pyautoattack APGD attack built with another number: its step-size
+    checkpoints and its L1 schedule are set from the number when it is built."""
+    atk.n_iter = atk.n_iter_orig = n_iter
+    atk.n_iter_2, atk.n_iter_min, atk.size_decr = (max(int(f * n_iter), 1) for f in (0.22, 0.06, 0.03))
 
 
 def _apgd_bpda(model, x, y, s: AttackSettings):
@@ -64,7 +80,9 @@ def _autoattack(model, x, y, s: AttackSettings, version: str):
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, eps=s.eps, norm=s.norm, version=version, device=x.device, seed=s.seed)
-    aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = s.n_iter
+    _set_steps(aa.apgd, s.n_iter)
+    _set_steps(aa.apgd_targeted, s.n_iter)
+    aa.fab.n_iter = s.n_iter
     aa.square.n_queries = s.square_queries
     if version == "rand":
         aa.apgd.eot_iter = s.eot_iter
@@ -75,7 +93,7 @@ APGD, AA = ("n_iter",), ("n_iter", "square_queries")
 register_attack("apgd-ce", "white-box", budgets=APGD)(lambda m, x, y, s: _apgd(m, x, y, s, "ce"))
 register_attack("apgd-dlr", "white-box", budgets=APGD)(lambda m, x, y, s: _apgd(m, x, y, s, "dlr"))
 register_attack("apgd-cw", "white-box", budgets=APGD)(lambda m, x, y, s: _apgd(m, x, y, s, "cw"))
-register_attack("apgd-t", "white-box", budgets=APGD)(_apgd_targeted)
+register_attack("apgd-t", "white-box", budgets=APGD, version=2)(_apgd_targeted)  # 2: every image, randomized
 register_attack("apgd-ce-eot", "white-box", budgets=APGD)(lambda m, x, y, s: _apgd(m, x, y, s, "ce", s.eot_iter))
 register_attack("apgd-dlr-eot", "white-box", budgets=APGD)(lambda m, x, y, s: _apgd(m, x, y, s, "dlr", s.eot_iter))
 register_attack("apgd-ce-bpda", "white-box", budgets=APGD)(_apgd_bpda)

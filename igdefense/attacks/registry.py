@@ -17,19 +17,21 @@ KINDS = ("white-box", "black-box", "transfer", "adaptive")
 
 @dataclass(frozen=True)
 class Attack:
-    """One registered attack. ``budgets``: the :class:`AttackSettings` fields it reads (logs and
-    caches are bound to them)."""
+    """One registered attack. ``budgets``: the :class:`AttackSettings` fields it reads; ``version``:
+    raised when what it computes changes (logs and caches are bound to both)."""
 
     name: str
     kind: str
     run: Callable
     budgets: tuple[str, ...] = ()
+    version: int = 1
 
 
 _ATTACKS: dict[str, Attack] = {}
 
 
-def register_attack(name: str, kind: str, *, budgets: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def register_attack(name: str, kind: str, *, budgets: tuple[str, ...] = (), version: int = 1
+                    ) -> Callable[[Callable], Callable]:
     """Decorator registering ``run(model, x, y, settings)`` as attack ``name``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -41,7 +43,7 @@ def register_attack(name: str, kind: str, *, budgets: tuple[str, ...] = ()) -> C
             raise ValueError(f"{name}: budgets {sorted(unknown)} are not fields of AttackSettings")
         if name in _ATTACKS:
             raise ValueError(f"an attack named {name!r} is registered already")
-        _ATTACKS[name] = Attack(name, kind, run, tuple(budgets))
+        _ATTACKS[name] = Attack(name, kind, run, tuple(budgets), version)
         return run
     return add
 
@@ -56,3 +58,9 @@ def get_attack(name: str) -> Attack:
 def attack_names(kind: str | None = None) -> tuple[str, ...]:
     """The registered attacks' names (of one kind), in registration order."""
     return tuple(n for n, a in _ATTACKS.items() if kind is None or a.kind == kind)
+
+
+def attack_versions(names) -> dict[str, int]:
+    """The versions of the attacks ``names`` that have been changed since they were first logged (a
+    log's identity records them: an older log of a changed attack is another run's)."""
+    return {n: get_attack(n).version for n in names if get_attack(n).version > 1}

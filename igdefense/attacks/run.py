@@ -2,8 +2,9 @@
 crafted on a deterministic model memoized.
 
 With ``AttackSettings.cache`` set, the examples crafted on a deterministic model (no ``reseed``:
-not an IGDefense) are stored there as safetensors (no pickle), keyed by the model's weights, the
-batch, the settings and the pyautoattack version: the base model's AutoAttack run then also serves
+not an IGDefense) are stored there as safetensors (no pickle), keyed by the model (every module's
+class and settings, its tensors by name), the batch, the settings and the attack's and pyautoattack's
+versions: the base model's AutoAttack run then also serves
 as the transfer source for every defended model. A cached file must hold candidates of the batch's
 shape inside the eps-ball, match the seal written with it (:mod:`igdefense._seal`), and fool the
 model (re-classified on reading) on every image it says they fooled, or it is recomputed.
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 
 
 def check_in_ball(name: str, x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> None:
-    """Refuse examples outside the L-inf eps-ball around ``x``: a result on them would not be a result."""
+    """Refuse examples outside the L-inf eps-ball around ``x``, or not finite (a NaN is in no ball, and a
+    model's answer on it is arbitrary): a result on them would not be a result."""
+    if not torch.isfinite(x_adv).all():
+        raise RuntimeError(f"{name} crafted examples that are not finite (NaN or Inf); refusing to report a result")
     if (x_adv - x).abs().amax() > eps + 1e-5:
         raise RuntimeError(f"{name} left the eps-ball; refusing to report a result")
 
@@ -54,7 +58,9 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, se
             return cached
     with _crafting_in(model, dtype) as attacked:
         out = attack.run(attacked, x.contiguous(), y, settings)
-    out = out if isinstance(out, list) else [out]
+        out = out if isinstance(out, list) else [out]
+        if dtype != torch.float32 and not isinstance(model, RandomizedDefense):
+            out = _recraft_skipped(attack, model, attacked, x, y, settings, out)
     if path is not None:
         out = [c.detach() for c in out]
         fooled = [_fooled(model, c, y) for c in out]
@@ -73,6 +79,23 @@ def _crafting_in(model: nn.Module, dtype: torch.dtype) -> Iterator[nn.Module]:
             yield model
     else:
         yield Autocast(model, dtype)
+
+
+def _recraft_skipped(attack, model: nn.Module, attacked: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     settings: AttackSettings, out: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The candidates with those of the images the model gets right but its lower-precision copy got wrong
+    crafted again in float32: attacks skip an image the model they attack gets wrong (and hand it back
+    clean), and the evaluation judges it in float32, where it would stand unattacked."""
+    with torch.no_grad():
+        skipped = (model(x).argmax(1) == y) & (attacked(x).argmax(1) != y)
+    if not skipped.any():
+        return out
+    again = attack.run(model, x[skipped].contiguous(), y[skipped], settings)
+    again = again if isinstance(again, list) else [again]
+    out = [c.clone() for c in out]
+    for c, a in zip(out, again):
+        c[skipped] = a.to(c.dtype)
+    return out
 
 
 def _fooled(model: nn.Module, candidates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -131,8 +154,17 @@ def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings, dtype: torc
     if s.cache is None or isinstance(model, RandomizedDefense) or get_attack(name).kind == "transfer":
         return None
     crafted_in = () if dtype == torch.float32 else (precision_name(dtype),)  # (float32 files keep their names)
-    h = hashlib.sha256(repr((name, s.eps, s.norm, s.seed, s.eot_iter, *(getattr(s, b) for b in budget_fields()),
-                             RESULTS_VERSION, attack_library_version(), *crafted_in)).encode())
-    for t in [*model.state_dict().values(), x, y]:
+    h = hashlib.sha256(repr((name, get_attack(name).version, s.eps, s.norm, s.seed, s.eot_iter,
+                             *(getattr(s, b) for b in budget_fields()), RESULTS_VERSION, attack_library_version(),
+                             *crafted_in)).encode())
+    # The model by its every module's class and plain settings, and its tensors by name: a wrapper with no
+    # weights of its own (a logit scale, an input transform) is another model than the one it wraps.
+    h.update(repr([(n, type(m).__qualname__, sorted((k, v) for k, v in vars(m).items() if not k.startswith("_")
+                                                     and isinstance(v, (bool, int, float, str, type(None)))))
+                   for n, m in model.named_modules()]).encode())
+    for key, t in model.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor_digest(t).encode())
+    for t in (x, y):
         h.update(tensor_digest(t).encode())
     return s.cache / f"{name}-{h.hexdigest()[:32]}.safetensors"  # (a Path: AttackSettings converts it)

@@ -62,6 +62,11 @@ def check_header(path: Path, theirs: dict, ours: dict) -> None:
         if not BASE_USERS & set(their_order) and "transfer_base" in ours.get("identity", {}):
             theirs = {**theirs, "identity": {**theirs.get("identity", {}),
                                              "transfer_base": ours["identity"]["transfer_base"]}}
+        added = {a: v for a, v in ours.get("identity", {}).get("attack_versions", {}).items() if a not in their_order}
+        if added:  # (the versions of the attacks added since are ours)
+            identity = theirs.get("identity", {})
+            theirs = {**theirs, "identity": {**identity, "attack_versions": {**identity.get("attack_versions", {}),
+                                                                             **added}}}
     if isinstance(their_order, list) and "adaptive" in their_order and "transfer" not in their_order \
             and "transfer_base" not in theirs.get("identity", {}) and "transfer_base" in ours.get("identity", {}):
         raise StateMismatch(f"{path} ran the adaptive attack before igdefense recorded the base model its start "

@@ -21,7 +21,7 @@ from .._identity import FIX, RESULTS_VERSION, StateMismatch, model_identity
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
-from ..attacks import AttackSettings, adaptive_attack_of, attack_library_version, budget_fields, get_attack
+from ..attacks import AttackSettings, adaptive_attack_of, attack_library_version, attack_versions, budget_fields, get_attack
 
 MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
 
@@ -132,6 +132,8 @@ class Plan:
             header["settings"]["precision"] = crafted_in
         if runlog.BASE_USERS & set(order) and s.base_model is not None:
             header["identity"]["transfer_base"] = model_identity(s.base_model)
+        if versions := attack_versions(order):  # (a log without them ran every attack's first version)
+            header["identity"]["attack_versions"] = versions
         return header
 
 
