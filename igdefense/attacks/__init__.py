@@ -22,6 +22,6 @@ from .sign_gradient import fgsm_from_noise, sign_gradient_attack
 
 ATTACKS = attack_names()  # the attacks igdefense ships (attack_names() also lists those registered since)
 
-__all__ = ["Attack", "KINDS", "register_attack", "get_attack", "attack_names", "attack_versions", "ATTACKS", "AttackSettings",
-           "TRANSFER_SOURCES", "budget_fields", "run_attack", "check_in_ball", "attack_library_version",
+__all__ = ["Attack", "KINDS", "register_attack", "get_attack", "attack_names", "attack_versions", "ATTACKS",
+           "AttackSettings", "TRANSFER_SOURCES", "budget_fields", "run_attack", "check_in_ball", "attack_library_version",
            "adaptive_attack_of", "mask_aware_attack", "RayS", "sign_gradient_attack", "fgsm_from_noise"]

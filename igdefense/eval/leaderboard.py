@@ -205,8 +205,8 @@ def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
 def _stacked(runs: list[_Run], name: str) -> dict[str, torch.Tensor]:
     """``{rule: (steps, N) bool}``: per step (clean, then each attack; not the corruptions, which are
     no attack), right in every run, per rule every run scored."""
-    parts = [{rule: torch.stack([v for k, v in c.items() if not is_corruption(k)]) for rule, c in run.columns(name).items()}
-             for run in runs]
+    parts = [{rule: torch.stack([v for k, v in c.items() if not is_corruption(k)])
+              for rule, c in run.columns(name).items()} for run in runs]
     if len({t.shape for p in parts for t in p.values()}) > 1:
         raise ValueError("runs of one row hold different numbers of images or steps")
     return {rule: torch.stack([p[rule] for p in parts]).all(0) for rule in parts[0] if all(rule in p for p in parts)}

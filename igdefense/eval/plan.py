@@ -21,7 +21,8 @@ from .._identity import FIX, RESULTS_VERSION, StateMismatch, model_identity
 from ..corruptions import SEVERITIES
 from ..defense import RandomizedDefense
 from . import log as runlog
-from ..attacks import AttackSettings, adaptive_attack_of, attack_library_version, attack_versions, budget_fields, get_attack
+from ..attacks import (AttackSettings, adaptive_attack_of, attack_library_version, attack_versions, budget_fields,
+                       get_attack)
 
 MODEL_FREE = ("transfer",)  # attacks whose examples do not depend on the model evaluated
 
