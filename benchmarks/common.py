@@ -48,12 +48,12 @@ def run_worker(script: str, args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def write_results(name: str, payload: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` atomically with command, machine and date."""
+def write_results(name: str, payload: dict, path: Path | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (or ``path``) atomically with command, machine and date."""
     RESULTS.mkdir(exist_ok=True)
     payload = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **payload}
-    path = RESULTS / f"{name}.json"
+    path = path or RESULTS / f"{name}.json"
     atomic_write(path, json.dumps(payload, indent=2) + "\n")
     return path
 

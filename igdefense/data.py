@@ -373,10 +373,10 @@ def balanced_indices(labels: Sequence[int] | np.ndarray, n: int | None = None, *
 
 
 def balanced_loader(dataset: Dataset, n: int | None = None, batch_size: int = 256, *,
-                    per_class: int | None = None, order: str = "class") -> DataLoader:
+                    per_class: int | None = None, order: str = "class", offset: int = 0) -> DataLoader:
     """A DataLoader over :func:`balanced_indices` of ``dataset`` (``n`` images, or ``per_class`` of
-    each class, or all of them, in ``order``). Sets ``dataset.indices``."""
-    dataset.indices = balanced_indices(dataset.labels, n, per_class=per_class, order=order)
+    each class, or all of them, from rank ``offset`` of each class, in ``order``). Sets ``dataset.indices``."""
+    dataset.indices = balanced_indices(dataset.labels, n, per_class=per_class, order=order, offset=offset)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
 
 

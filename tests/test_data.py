@@ -131,3 +131,14 @@ def test_the_same_bytes_laid_anew_are_the_same_source_and_one_changed_byte_is_no
     first = sorted(p for p in Path(moved).rglob("*") if p.is_file())[0]
     first.write_bytes(first.read_bytes()[:-1] + bytes([first.read_bytes()[-1] ^ 1]))
     assert file_identity(moved) != file_identity(folder)
+
+
+def test_an_offset_leaves_out_the_images_a_sweep_chose_its_setting_on():
+    from igdefense.specs import DataSpec
+
+    sweep = set(DataSpec().loader("test", 500)[1].indices.tolist())  # a sweep's 500: the first 50 per class
+    _, held_out = DataSpec(offset=50).loader("test", 500)
+    assert not sweep & set(held_out.indices.tolist())
+    assert np.bincount(held_out.labels[held_out.indices]).tolist() == [50] * 10
+    with pytest.raises(ValueError, match="offset"):
+        DataSpec.from_json({"offset": -1})

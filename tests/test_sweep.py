@@ -133,7 +133,11 @@ def test_sweep_command_with_adversarial_and_deeper_rankings(tmp_path, capsys):
             "k=10% sigma=4/255 n=1 layer features.16"} < names
     assert "PGD-10" in saved["rankings"]["adversarial"]
     assert (tmp_path / "rankings-layer-features.16.safetensors").exists()
-    assert "| undefended |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| undefended |" in out
+    # chosen on these 10 images (the first of each class): its gain is measured on others
+    assert f"igdefense eval --setting {tmp_path / 'defense.json'} --offset 1" in out
+    assert "optimistic" in (tmp_path / "sweep.md").read_text()
     # its best setting, one file: the rankings beside it, k as the share of the masked layer's neurons
     best = max((r for r in saved["rows"] if r["setting"] != "undefended" and not r["screened"]
                 and not r["rankings"].startswith("random")), key=lambda r: r["worst_case"])

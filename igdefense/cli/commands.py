@@ -34,6 +34,10 @@ from .resolve import clean_rankings_spec, defended_model, model_spec, plan_of, s
 ORDERED = {"class": "ordered by class", "round-robin": "ordered round robin over the classes"}
 
 
+def skipped(data_spec: DataSpec) -> str:
+    return f", leaving out the first {data_spec.offset} of each class" if data_spec.offset else ""
+
+
 def cmd_demo(args) -> int:
     from ..eval.evaluate import evaluate
     from ..eval.report import demo_table
@@ -114,7 +118,7 @@ def cmd_eval(args) -> int:
     plan = plan_of(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
-            "images": len(data), "data": f"{data.description}, class-balanced ({ORDERED[data_spec.order]})",
+            "images": len(data), "data": f"{data.description}, class-balanced ({ORDERED[data_spec.order]}){skipped(data_spec)}",
             "run": {"command": args.command_line},
             "specs": RecordedRun(spec, data_spec, setting, args.n, args.batch_size, plan.settings).to_json()}
     if corruptions:
@@ -218,7 +222,7 @@ def _sweep(args, spec: ModelSpec, data_spec: DataSpec, model: nn.Module, loader,
     rankings = sweep_rankings(model, clean, data_spec.open("train"), out, probe_per_class=args.probe_per_class,
                               settings=plan.settings, adversarial=args.adversarial_rankings, deep_layer=args.deep_layer)
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
-    meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced",
+    meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced{skipped(data_spec)}",
             "rankings": {k: r.probe for k, r in rankings.items()},
             "run": {"command": args.command_line},
             "specs": RecordedRun(spec, data_spec, clean_spec, args.n, args.batch_size, plan.settings).to_json()}
@@ -229,7 +233,9 @@ def _sweep(args, spec: ModelSpec, data_spec: DataSpec, model: nn.Module, loader,
     print(result.table())
     best = result.save_best(out, rankings, probe_per_class=args.probe_per_class)
     if best is not None:
-        print(f"best setting: {best} (igdefense eval --setting {best}; igdefense.wrap(model, that file))")
+        seen = data_spec.offset + -(-len(data) // len(data.classes))  # (past this sweep's images of each class)
+        print(f"best setting: {best} (igdefense.wrap(model, that file)); chosen on these images, where its gain is "
+              f"optimistic: evaluate it on others, igdefense eval --setting {best} --offset {seen}")
     print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
     return 0
 

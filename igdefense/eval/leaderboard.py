@@ -268,7 +268,9 @@ defense's worst case is given under **one draw** of its noise, the **majority** 
 2022; the headline) and **every draw**, each with its paired 95% interval against the undefended
 model on the same images. **AutoAttack alone** is the number a paper would report (one draw); it is
 shown where the run measured it. A defense whose sanity checks failed is **unreliable**: its gain
-may be gradient obfuscation, whatever its worst case says. Click a column's header to sort by it.
+may be gradient obfuscation, whatever its worst case says. A setting a sweep chose (its report names
+the sweep) is optimistic on the images the sweep chose it on (`benchmarks/held_out.py` splits them
+out). Click a column's header to sort by it.
 
 """
 

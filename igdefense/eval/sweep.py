@@ -319,7 +319,9 @@ def _write(result: SweepResult, out: Path, meta: dict) -> None:
         verdict = "beyond noise" if d["low"] > 0 else "within noise"
         lines.append(f"Best worst case: {best['setting']}, {100 * best['worst_case']:.1f}% vs {base:.1f}% undefended "
                      f"({100 * d['difference']:+.1f} points, 95% CI [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
-                     f"{verdict}).")
+                     f"{verdict}). It is the best of these settings on these images, so its gain here is "
+                     "optimistic: evaluate it on other images (`igdefense eval --setting defense.json --offset N`, "
+                     "N past this sweep's images of each class) for the number to quote.")
     if result.screened:
         lines.append(f"\nScreened ({len(result.screened)}): under the attacks up to the one named in their row, "
                      "these settings gain no more images than they lose against the undefended worst case "
