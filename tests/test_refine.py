@@ -104,6 +104,17 @@ def test_a_resumed_run_equals_an_uninterrupted_one(small_train, tmp_path):
         _run(small_train, tmp_path / "cut", rounds=1)
 
 
+def test_a_run_that_spent_its_budget_is_not_trained_further_by_a_rerun(small_train, tmp_path):
+    # the budget stopped round 1; each rerun of the same command once trained one more step and round
+    from igdefense._identity import model_digest
+
+    first = _run(small_train, tmp_path / "b", rounds=3, budget_cpu_seconds=0.01)
+    again = _run(small_train, tmp_path / "b", rounds=3, budget_cpu_seconds=0.01)
+    assert model_digest(again) == model_digest(first)
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in log] == [1] and log[0]["budget_hit"]
+
+
 def test_a_kill_between_a_round_s_two_writes_loses_no_log_line(small_train, tmp_path, monkeypatch):
     import igdefense.refine.loop as loop
 

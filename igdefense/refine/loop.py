@@ -130,6 +130,10 @@ def _refine(model, train_data, reference, out: Path, cfg: RefineConfig, identity
                          f"fewer than one batch of {cfg.batch_size} per process; pass more data or a smaller holdout")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     start, spent = _resume(model, opt, out, cfg, identity)
+    if cfg.budget_cpu_seconds is not None and spent >= cfg.budget_cpu_seconds:  # (a rerun trained one step more)
+        log.info("%s: its CPU budget (%g s) is spent after round %d: nothing more to train", out,
+                 cfg.budget_cpu_seconds, start)
+        return model.eval()
     segments = _segments(train_data, out / "segments.safetensors", identity["data"], rank, progress)
     train_idx, holdout_idx = holdout_split(len(train_data), cfg.holdout, cfg.seed)
     if world > 1:
