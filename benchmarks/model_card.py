@@ -45,7 +45,7 @@ def main(name: str, note: str = "") -> None:
         f"SGD Nesterov momentum 0.9, weight decay {cfg['weight_decay']}, one-cycle LR peak {cfg['lr_max']}, "
         f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, seed {cfg['seed']} |",
         f"| command | `{train_cmd}` |",
-        f"| training time | {int(meta['train_seconds']) / 60:.1f} min wall-clock on 2 CPU cores {' (' + note + ')' if note else ''} |",
+        f"| training time | {int(meta['train_seconds'].split()[0]) / 60:.1f} min wall-clock on 2 CPU cores {' (' + note + ')' if note else ''} |",
         f"| sha256 | `{sha}` |",
         f"| clean accuracy, all 10,000 test images | {100 * res['clean_accuracy_test_10000']:.2f}% |",
     ]

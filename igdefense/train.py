@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._identity import check_same
+from ._identity import StateMismatch, check_same
 from ._state import load_state, save_state
 from ._validation import check_number
 from .attacks import fgsm_from_noise
@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
             n += 1
             backup = ckpt.with_name(f"{ckpt.name}.bak{n}")
         os.replace(ckpt, backup)
-    start = 0
+    start, before = 0, 0.0  # (epochs done, and the seconds they took, in earlier sessions)
     if ckpt.exists():
         state = load_state(ckpt)  # (on the CPU: load_state_dict copies into the model's device)
         check_same("a training run", ckpt, state.get("identity"), identity,
@@ -151,9 +151,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
         sched.load_state_dict(state["sched"]); gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"]); loader.generator.set_state(state["loader_gen"])
         start = state["epoch"]
+        before = state.get("seconds")  # (checkpoints before it was kept: None)
+        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))
+                                   or not 0 <= before < float("inf")):
+            raise StateMismatch(f"{ckpt} is not a checkpoint igdefense wrote (seconds={before!r}): start over with "
+                                "--fresh")
         log.info("resumed from %s at epoch %d", ckpt, start)
     log.info("training %s on %s in %s", cfg.arch, device, precision_name(dtype))
-    t0 = time.time()
+    t0 = time.time() - (before or 0.0)  # (the whole run's time, over every session that resumed it)
     for epoch in range(start, cfg.epochs):
         model.train()
         correct = seen = 0
@@ -177,9 +182,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, data_root=None, *, fresh: bo
                  loss_sum / seen, correct / seen, time.time() - t0)
         save_state(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                           "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                          "loader_gen": loader.generator.get_state(), "epoch": epoch + 1, "identity": identity})
+                          "loader_gen": loader.generator.get_state(), "epoch": epoch + 1, "identity": identity,
+                          "seconds": time.time() - t0})
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
-    save_weights(model, out, asdict(cfg), train_seconds=f"{time.time() - t0:.0f}", precision=precision_name(dtype),
+    seconds = f"{time.time() - t0:.0f}" + ("" if before is not None else " (its sessions before the last: not kept)")
+    save_weights(model, out, asdict(cfg), train_seconds=seconds, precision=precision_name(dtype),
                  device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     return model

@@ -40,6 +40,14 @@ def test_preact_resnet18_trains_resumes_and_loads_from_its_file(tmp_path, test_b
         train(cfg, out, progress=False)
     assert "resumed from" in caplog.text
     assert all(torch.equal(first[k], v) for k, v in load_weights(out).state_dict().items())
+    # the training time is the whole run's, over its sessions (it was the last session's alone)
+    from safetensors import safe_open
+
+    from igdefense._state import load_state
+
+    took = load_state(str(out) + ".ckpt")["seconds"]
+    with safe_open(str(out), "pt") as f:
+        assert took > 0.5 and float(f.metadata()["train_seconds"]) >= took - 0.5
     model, epoch, config = load_checkpoint(str(out) + ".ckpt")  # (a run under way, as far as it has got)
     assert epoch == 2 and config == cfg and all(torch.equal(first[k], v) for k, v in model.state_dict().items())
     half = tmp_path / "r18-half.safetensors"  # as the zoo ships it: float16 on disk, float32 in use
