@@ -24,6 +24,8 @@ def _checks(model, batch, base_model=None):
 def test_honest_model_passes(standard_cnn, test_batch):
     checks = _checks(standard_cnn, test_batch)
     assert all(c.passed for c in checks.values()), [str(c) for c in checks.values()]
+    # a tenth of the steps it was given, said as they were (it said "100 steps" and ran 10 at any budget)
+    assert "apgd-ce 20 steps" in checks["more steps"].detail and "2 steps" in checks["more steps"].detail
 
 
 def test_gradient_masking_is_caught(standard_cnn, test_batch):

@@ -118,8 +118,9 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, att
     text = ", ".join(f"{e * 255:.0f}/255: {100 * a:.1f}%" for e, a in acc.items())
     checks.append(Check("eps sweep", monotone and acc[1.0] <= tolerance, text))
     many = sweep[eps]  # the same attack at eps: not run twice
-    few = _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "n_iter": 10}), bar=bar)
-    checks.append(not_weaker("more steps", many, few, f"{attack} 100 steps", "10 steps"))
+    steps = max(1, base.n_iter // 10)  # (a tenth of the steps: 10 of the default 100)
+    few = _correct(model, x, y, attack, AttackSettings(**{**base.__dict__, "n_iter": steps}), bar=bar)
+    checks.append(not_weaker("more steps", many, few, f"{attack} {base.n_iter} steps", f"{steps} steps"))
     bb = _correct(model, x, y, black_box, base, bar=bar)
     checks.append(not_weaker("white-box vs black-box", many, bb, attack, black_box))
     if base_model is not None:
