@@ -21,6 +21,7 @@ on the defense (the examples an honest evaluation meets). Per example, over ``--
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -80,7 +81,12 @@ def main() -> None:
     ap.add_argument("--sources", default="base,adaptive", help=f"examples from: {', '.join(SOURCES)}")
     ap.add_argument("--draws", type=int, default=9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot", action="store_true", help="only draw mechanism-MODEL.png from its JSON")
     args = ap.parse_args()
+    if args.plot:
+        d = json.loads((RESULTS / f"mechanism-{args.model}.json").read_text())
+        print("wrote", plot(d["rows"], args.model, d["k"], d["neurons"]))
+        return
     sources = args.sources.split(",")
     if args.model not in zoo.with_rankings() or set(sources) - set(SOURCES):
         ap.error(f"--model takes one of {zoo.with_rankings()}; --sources a list of {', '.join(SOURCES)}")
@@ -141,8 +147,9 @@ def plot(rows: list[dict], name: str, k: int, neurons: int) -> Path:
                label=f"{row['examples']} ({row['fooling_the_base']} examples)")
     ax.axhline(100 * k / neurons, color="k", ls="--", lw=1, label=f"a random {k} of {neurons} neurons")
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(links))], [label for _, label in links], fontsize=7)
-    ax.set(ylabel="% of the examples that fool the base", ylim=(0, 100), title=f"IG-Defense's mechanism on {name}")
-    ax.legend(fontsize=7)
+    ax.set(ylabel="% of the examples that fool the base\n(the last three: % of their shift)", ylim=(0, 115),
+           title=f"IG-Defense's mechanism on {name}")
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     fig.tight_layout()
     path = RESULTS / f"mechanism-{name}.png"
     fig.savefig(path, dpi=110)
