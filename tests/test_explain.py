@@ -38,6 +38,14 @@ def test_shifted_square_has_known_overlap():
     assert rmse(a, b).item() == pytest.approx((16 / 100) ** 0.5)  # 16 pixels differ by 1
 
 
+def test_a_flat_background_is_no_top_pixel():
+    # bright pixels apart on zeros: the top 20% was made up by zeros picked by position, the same in both
+    a, b = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
+    a[0, :2, :26], b[0, -2:, :26] = 1, 1  # 52 pixels each (5%), disjoint
+    assert iou_top(a, b).item() == 0 and topk_intersection(a, b).item() == 0
+    assert iou_top(a, a).item() == 1 and topk_intersection(a, a).item() == 1
+
+
 def test_rank_and_structure_metrics_match_scipy_and_skimage(saliency):
     other = saliency.roll(1, dims=0)  # the maps of other images: far apart
     coarse = torch.nn.functional.avg_pool2d(saliency[:, None], 4)[:, 0].repeat_interleave(4, 1).repeat_interleave(

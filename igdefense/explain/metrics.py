@@ -27,10 +27,12 @@ def check_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def _top(m: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, H*W) bool: the k largest pixels of each map (ties broken by position)."""
+    """(B, H*W) bool: the k largest pixels of each map (ties broken by position), less any at the map's
+    minimum: a flat background (Grad-CAM's zeros) holds no top pixel, else two maps whose few bright
+    pixels lie apart would share the background pixels picked by position to make up k."""
     flat = m.flatten(1)
     out = torch.zeros_like(flat, dtype=torch.bool)
-    return out.scatter_(1, flat.topk(k, dim=1).indices, True)
+    return out.scatter_(1, flat.topk(k, dim=1).indices, True) & (flat > flat.min(1, keepdim=True).values)
 
 
 def _count(q: float, n: int) -> int:
@@ -44,14 +46,16 @@ def iou_top(a: torch.Tensor, b: torch.Tensor, q: float = 20) -> torch.Tensor:
     a, b = check_maps(a, b)
     k = _count(q, a[0].numel())
     ta, tb = _top(a, k), _top(b, k)
-    return (ta & tb).sum(1).double() / (ta | tb).sum(1).double()
+    return (ta & tb).sum(1).double() / (ta | tb).sum(1).double()  # (NaN where both maps are flat)
 
 
 def topk_intersection(a: torch.Tensor, b: torch.Tensor, q: float = 20) -> torch.Tensor:
-    """Fraction of the top-q% pixels of ``a`` that are also in the top-q% of ``b``."""
+    """Fraction of the top-q% pixels of ``a`` that are also in the top-q% of ``b`` (of fewer than q%
+    where ``a`` has fewer above its minimum; NaN where it has none)."""
     a, b = check_maps(a, b)
     k = _count(q, a[0].numel())
-    return (_top(a, k) & _top(b, k)).sum(1).double() / k
+    ta = _top(a, k)
+    return (ta & _top(b, k)).sum(1).double() / ta.sum(1).double()
 
 
 def normalise(m: torch.Tensor) -> torch.Tensor:
