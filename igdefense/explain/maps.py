@@ -17,7 +17,8 @@ defense, noise included, as the black box it is.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
+from contextlib import contextmanager
+from typing import Iterator, Literal
 
 import torch
 from torch import nn
@@ -34,11 +35,11 @@ Method = Literal["gradcam", "smoothgrad", "lime", "kernel_shap", "saliency", "in
 class _MaskedDecision(nn.Module):
     """The defended model's decision with pass 1's mask held fixed: the base model, masked at the split."""
 
-    def __init__(self, defense: nn.Module, x: torch.Tensor):
+    def __init__(self, defense: nn.Module, x: torch.Tensor, noise: torch.Tensor):
         super().__init__()
         self.base, self.site = defense.model, defense.split.site
         with torch.no_grad():
-            self.mask = defense.mask(x)  # (B, neurons)
+            self.mask = defense.mask(x, noise)  # (B, neurons): the pass 1 of the decision explained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask.repeat_interleave(len(x) // len(self.mask), 0)  # captum: each image's copies together
@@ -104,6 +105,27 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     device = model_device(model)
     x = images.detach().to(device)
     defended = isinstance(model, IGDefense)
+    with _seeded(model, seed, device):
+        return _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments,
+                     seed).to(images.device)
+
+
+def explained_class(model: nn.Module, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The class :func:`explain` explains when given no target: the model's prediction (an IGDefense's
+    under its first noise draw from ``seed``, the draw its map's mask comes from)."""
+    from ..defense import IGDefense
+
+    x = images.detach().to(model_device(model))
+    with _seeded(model, seed, x.device), torch.no_grad():
+        return (model(x, model.draw_noise(x)) if isinstance(model, IGDefense) else model(x)).argmax(1)
+
+
+@contextmanager
+def _seeded(model: nn.Module, seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's and an IGDefense's noise from ``seed``, the model in eval mode; all as they were after."""
+    from ..defense import IGDefense
+
+    defended = isinstance(model, IGDefense)
     own_seed = model.seed if defended else None
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -111,17 +133,16 @@ def explain(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
             if defended:
                 model.reseed(seed)
             with eval_mode(model):  # (the maps of the deployed model; grad-cam's eval() is undone after)
-                maps = _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments,
-                             seed)
-            return maps.to(images.device)
+                yield
     finally:
         if defended:
             model.reseed(own_seed)  # the caller's seed back (its noise stream restarts from it)
 
 
 def _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samples, segments, seed) -> torch.Tensor:
+    noise = model.draw_noise(x) if defended else None  # (one pass 1: the decision explained and its mask)
     with torch.no_grad():
-        logits = model(x)
+        logits = model(x, noise) if defended else model(x)
     if target is None:
         target = logits.argmax(1)
     check_labels(target, len(x), logits.shape[1], name="target")
@@ -129,7 +150,7 @@ def _maps(model, x, target, method, defended, layer, nt_samples, stdev, num_samp
     registered = attribution_method(method, "pixels")
     if registered.pixels is None:  # scores per superpixel, of the whole model (a defense: noise included)
         return _painted(model, x, target, method, segments, num_samples, seed)
-    decision = _MaskedDecision(model, x) if defended else model
+    decision = _MaskedDecision(model, x, noise) if defended else model
     return registered.pixels(decision, model.model if defended else model, x, target, layer=layer,
                              nt_samples=nt_samples, stdev=stdev)
 

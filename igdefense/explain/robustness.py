@@ -21,7 +21,7 @@ from .._validation import check_images, check_labels
 from ..defense import RandomizedDefense
 from ..attacks import AttackSettings, check_in_ball, run_attack
 from ..stats import paired_difference, paired_mean_difference
-from .maps import MAP_METHODS, explain
+from .maps import MAP_METHODS, explain, explained_class
 from .metrics import LOWER_IS_CLOSER, compare
 
 
@@ -63,8 +63,7 @@ def sensitivity(model: nn.Module, images: torch.Tensor, method: str, *, radius: 
     NaN where map(x) is empty (all zero, e.g. Grad-CAM with no positive evidence): a relative change is
     undefined there (captum divides by 1 instead, which mixes units into the mean).
     ``clean_maps``: map(x) when already drawn (with this ``seed``), to save drawing it again."""
-    with torch.no_grad():
-        target = model(images.to(model_device(model))).argmax(1)
+    target = explained_class(model, images, seed)  # (the class clean_maps explain, under the same draw)
     if clean_maps is None:
         clean_maps = explain(model, images, target, method=method, seed=seed, **explain_options)
     clean = clean_maps.flatten(1).double()
