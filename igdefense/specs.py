@@ -128,12 +128,12 @@ class DataSpec(Spec):
         "image folders: side of the centre crop, after resizing the shorter side to size / 0.875",
         whole(8, MAX_SIDE)))
     order: str = field(default="class", metadata=option(
-        "the images' order: class (every class's together) or round-robin (the first of every class, then the "
+        "the test images' order: class (every class's together) or round-robin (the first of every class, then the "
         "second, ...: the first 500 images of a 1,000-image run are the 500-image run, so its logs extend from "
         "--images 500 to 1000)", one_of(*ORDERS)))
 
     offset: int = field(default=0, metadata=option(
-        "leave out the first N images of each class: evaluate a sweep's best setting on images the sweep did not "
+        "leave out the first N test images of each class: evaluate a sweep's best setting on images the sweep did not "
         "choose it on (a sweep of 500 CIFAR-10 images takes the first 50 per class: eval --offset 50)", natural))
 
     def __post_init__(self):
@@ -144,6 +144,12 @@ class DataSpec(Spec):
 
     def open(self, split: str):
         return open_dataset(self.source, split, image_size=self.image_size)
+
+    def selection(self) -> str:
+        """How the images are taken, as a report says it."""
+        order = "by class" if self.order == "class" else "round robin over the classes"
+        return f"class-balanced (ordered {order})" + (f", leaving out the first {self.offset} of each class"
+                                                      if self.offset else "")
 
     def loader(self, split: str, n: int | None = None, *, per_class: int | None = None, batch_size: int = 250):
         """(loader, dataset): ``n`` class-balanced images of the split (or ``per_class`` of each class),

@@ -167,3 +167,17 @@ def test_the_command_table_of_the_docs_matches_the_help(capsys):
             shown = capsys.readouterr().out
             for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*|-o)\b", part):
                 assert option in shown, f"docs/cli.md names {option} for igdefense {command}; its --help does not"
+
+
+def test_how_test_images_are_taken_is_an_option_only_where_it_is_honoured(capsys):
+    # --order and --offset choose the test images DataSpec.loader takes; a command taking its images
+    # otherwise (training data, a corruption dataset, a probe) would ignore them silently: it refuses them
+    from igdefense.cli.parser import build_parser
+
+    parser = build_parser()
+    for command in ("demo", "eval", "sweep", "explain-robustness", "export"):
+        assert parser.parse_args([command, "--offset", "5", "--order", "round-robin"]).offset == 5, command
+    for command in (["rank", "-o", "r.st"], ["train", "-o", "m.st"], ["corruptions"], ["refine"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--offset", "5"])
+        assert "unrecognized arguments: --offset" in capsys.readouterr().err, command

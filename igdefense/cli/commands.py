@@ -31,12 +31,6 @@ from ..specs import DataSpec, DefenseSpec, ModelSpec, check_classes
 from .options import from_args
 from .resolve import clean_rankings_spec, defended_model, model_spec, plan_of, start_fresh, test_run
 
-ORDERED = {"class": "ordered by class", "round-robin": "ordered round robin over the classes"}
-
-
-def skipped(data_spec: DataSpec) -> str:
-    return f", leaving out the first {data_spec.offset} of each class" if data_spec.offset else ""
-
 
 def cmd_demo(args) -> int:
     from ..eval.evaluate import evaluate
@@ -118,7 +112,7 @@ def cmd_eval(args) -> int:
     plan = plan_of(args, args.attacks, cascade=args.cascade, corruptions=corruptions, severities=args.severities)
     meta = {"model": spec.name, "rankings": rankings.probe, "k": defended.k, "sigma": defended.sigma,
             "defense": setting.describe(defended),
-            "images": len(data), "data": f"{data.description}, class-balanced ({ORDERED[data_spec.order]}){skipped(data_spec)}",
+            "images": len(data), "data": f"{data.description}, {data_spec.selection()}",
             "run": {"command": args.command_line},
             "specs": RecordedRun(spec, data_spec, setting, args.n, args.batch_size, plan.settings).to_json()}
     if corruptions:
@@ -222,7 +216,7 @@ def _sweep(args, spec: ModelSpec, data_spec: DataSpec, model: nn.Module, loader,
     rankings = sweep_rankings(model, clean, data_spec.open("train"), out, probe_per_class=args.probe_per_class,
                               settings=plan.settings, adversarial=args.adversarial_rankings, deep_layer=args.deep_layer)
     grid = one_at_a_time(tuple(rankings), shares=args.shares, sigmas=args.sigmas, n_samples=args.n_samples)
-    meta = {"model": name, "images": len(data), "data": f"{data.description}, class-balanced{skipped(data_spec)}",
+    meta = {"model": name, "images": len(data), "data": f"{data.description}, {data_spec.selection()}",
             "rankings": {k: r.probe for k, r in rankings.items()},
             "run": {"command": args.command_line},
             "specs": RecordedRun(spec, data_spec, clean_spec, args.n, args.batch_size, plan.settings).to_json()}

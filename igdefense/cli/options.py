@@ -73,8 +73,10 @@ def _model_options(p: argparse.ArgumentParser, default: str | None) -> None:
     p.set_defaults(default_model=default)
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
-    add_options(p, DataSpec)
+def _data_options(p: argparse.ArgumentParser, select: bool = False) -> None:
+    """``--data``, ``--image-size``; with ``select``, how the test images are taken (``--order``,
+    ``--offset``): only for the commands whose test images :meth:`DataSpec.loader` takes."""
+    add_options(p, DataSpec, only=None if select else ("source", "image_size"))
 
 
 def _defense_options(p: argparse.ArgumentParser) -> None:
@@ -99,7 +101,7 @@ def _resumable_run_options(p: argparse.ArgumentParser, out: str, out_help: str) 
     """Batch size, seed, data, and the output folder (``--out``, ``--fresh``) of ``eval`` and ``sweep``."""
     _batch_size(p)
     _seed(p)
-    _data_options(p)
+    _data_options(p, select=True)
     p.add_argument("--out", type=pathname, default=out, help=out_help)
     p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the run's specs (model, data, defense, images, batch "

@@ -57,7 +57,7 @@ def _demo_command(sub) -> None:
     d.add_argument("--full", action="store_true", help="AutoAttack standard instead of APGD-CE")
     _batch_size(d)
     _seed(d)
-    _data_options(d)
+    _data_options(d, select=True)
     d.set_defaults(func=cmd_demo)
 
 
@@ -194,7 +194,7 @@ def _explain_robustness_command(sub) -> None:
     _defense_options(x)
     _seed(x)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
-    _data_options(x)
+    _data_options(x, select=True)
     x.add_argument("--out", type=pathname, default="igdefense-explain",
                    help="report.json, report.md, grid-<attack>.png")
     x.set_defaults(func=cmd_explain_robustness)
@@ -242,5 +242,5 @@ def _export_command(sub) -> None:
     e.add_argument("--check", type=pathname, default=None, metavar="MODEL.onnx", help="parity against PyTorch")
     e.add_argument("--n", type=count, default=1000, help="test images for --check (default 1000)")
     _seed(e)
-    _data_options(e)
+    _data_options(e, select=True)
     e.set_defaults(func=cmd_export)
