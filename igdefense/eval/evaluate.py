@@ -147,8 +147,8 @@ def evaluate_plan(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.T
         data: a DataLoader of (images, labels) or one (images, labels) pair of tensors; images
             (B, C, H, W) float in [0, 1], labels (B,) integer class indices.
         plan: the attacks, their settings, the cascade and the corruptions. Batch i is corrupted
-            with the seeds the dataset writer gives chunk i, so with batches of 1,000 the images are
-            those of ``igdefense corruptions``.
+            with the seeds the dataset writer (``igdefense corruptions``) gives chunk i; its images are
+            not that dataset's (taken otherwise, and not rounded to 8 bits).
         log_path: a JSONL file that gets a line after the clean pass and after each attack of a
             batch (with the seconds each step took); an interrupted run given the same file (and the
             same data, in the same order) resumes at the step it was in.
