@@ -55,9 +55,13 @@ def model_identity(model: nn.Module) -> dict:
     plain settings (numbers, strings) for third-party models whose behaviour they change."""
     if callable(getattr(model, "identity", None)):
         return model.identity()
-    plain = {k: v for k, v in sorted(vars(model).items())
-             if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))}
-    return {"class": type(model).__qualname__, "weights": model_digest(model)[:32], **plain}
+    return {"class": type(model).__qualname__, "weights": model_digest(model)[:32], **plain_settings(model)}
+
+
+def plain_settings(module: nn.Module) -> dict:
+    """A module's public attributes that are numbers, strings or None, but its train/eval flag."""
+    return {k: v for k, v in sorted(vars(module).items())
+            if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))}
 
 
 def file_identity(path: str | os.PathLike) -> dict:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._hooks import model_device
-from .._identity import RESULTS_VERSION, tensor_digest
+from .._identity import RESULTS_VERSION, plain_settings, tensor_digest
 from .._seal import seal, sealed
 from .._state import StateFileError, load_state, save_state
 from ..defense import IGDefense, RandomizedDefense
@@ -159,8 +159,7 @@ def _memo_path(name: str, model: nn.Module, x, y, s: AttackSettings, dtype: torc
                              *crafted_in)).encode())
     # The model by its every module's class and plain settings, and its tensors by name: a wrapper with no
     # weights of its own (a logit scale, an input transform) is another model than the one it wraps.
-    h.update(repr([(n, type(m).__qualname__, sorted((k, v) for k, v in vars(m).items() if not k.startswith("_")
-                                                     and isinstance(v, (bool, int, float, str, type(None)))))
+    h.update(repr([(n, type(m).__qualname__, m.training, plain_settings(m))
                    for n, m in model.named_modules()]).encode())
     for key, t in model.state_dict().items():
         h.update(key.encode())

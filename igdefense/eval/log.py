@@ -37,14 +37,18 @@ class LogError(ValueError):
 def read_logs(log_path: Path, own: Path, header: dict, steps: Iterable[str], draws: int = 1) -> dict[int, dict]:
     """The furthest record of each batch in the logs of a run with this ``header``: the
     single-process log and every torchrun process's (so a run resumes with any process count)."""
-    done: dict[int, dict] = {}
     allowed = frozenset(steps)
-    for path in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}):
-        if not path.exists():
-            continue
-        for record in read_records(path, allowed, repair=path == own, header=header, draws=draws)[1]:
-            if steps_done(record) > steps_done(done.get(record["batch"], {})):
-                done[record["batch"]] = record
+    paths = [p for p in sorted({log_path, own, *log_path.parent.glob(f"{log_path.name}.rank*")}) if p.exists()]
+    return furthest(r for path in paths
+                    for r in read_records(path, allowed, repair=path == own, header=header, draws=draws)[1])
+
+
+def furthest(records: Iterable[dict]) -> dict[int, dict]:
+    """Each batch's furthest record among ``records`` (a batch's records grow step by step)."""
+    done: dict[int, dict] = {}
+    for record in records:
+        if steps_done(record) > steps_done(done.get(record["batch"], {})):
+            done[record["batch"]] = record
     return done
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .._identity import FIX
 from ..stats import paired_difference, paired_row
-from .log import check_header, read_records, steps_done
+from .log import check_header, furthest, read_records
 from .plan import run_order
 from .scoring import HEADLINE, RULES, columns
 
@@ -40,10 +40,7 @@ def read_log(log: Path) -> Log:
     for path, (theirs, _) in zip(paths, parts):
         if theirs is not header:
             check_header(path, theirs, header)
-    done: dict[int, dict] = {}
-    for record in (r for _, records in parts for r in records):
-        if steps_done(record) > steps_done(done.get(record["batch"], {})):
-            done[record["batch"]] = record
+    done = furthest(r for _, records in parts for r in records)
     records = [done[b] for b in sorted(done)]
     settings = header["settings"]
     draws = settings.get("draws", 1)  # (older logs: one draw, and no order: the steps their records have)
