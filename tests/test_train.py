@@ -108,7 +108,7 @@ def test_the_paper_scale_summary_agrees_with_a_finished_report(tmp_path):
     spec.loader.exec_module(summary)
     folder = root / "benchmarks/results/eval_smallcnn-refined-sigma8-draws"
     rows = {r["model"]: r for r in json.loads((folder / "report.json").read_text())["summary"]}
-    s = summary.summarise(folder)
+    s = summary.summarise(folder)["lo-ir"]
     assert s["finished"] and s["images"] == 1000
     assert s["base"]["worst_case"] == round(rows["base"]["iw_wc"], 2) == 14.9
     for rule, column, wc in [("one-draw", "iw_wc one-draw", 16.3), ("majority", "iw_wc", 16.6),
@@ -120,9 +120,12 @@ def test_the_paper_scale_summary_agrees_with_a_finished_report(tmp_path):
     (cut / "base.jsonl").write_text((folder / "base.jsonl").read_text())
     lines = (folder / "lo-ir.jsonl").read_text().splitlines()
     (cut / "lo-ir.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # the defended log before its last step
-    partial = summary.summarise(cut)
+    partial = summary.summarise(cut)["lo-ir"]
     assert not partial["finished"] and partial["defended"]["attacks_to_run"] == ["rays"]
     assert partial["defended"]["majority"]["worst_case"] >= s["defended"]["majority"]["worst_case"]
+    with_control = summary.summarise(root / "benchmarks/results/eval_smallcnn-robust-draws")  # every model, each its own
+    assert set(with_control) == {"lo-ir", "random-mask"}
+    assert with_control["random-mask"]["defended"]["majority"] != with_control["lo-ir"]["defended"]["majority"]
 
 
 @pytest.fixture(scope="module")
