@@ -144,7 +144,7 @@ def gemm_ratio(repeats: int) -> dict:
     t = interleaved({"fp32": lambda: a32 @ b32, "bf16": lambda: a16 @ b16}, repeats)
     flops = 2 * 2048 ** 3
     return {"fp32_gflops": round(flops / t["fp32"] / 1e9, 1), "bf16_gflops": round(flops / t["bf16"] / 1e9, 1),
-            "ratio": round(t["fp32"] / t["bf16"], 2)}
+            "ratio": float(f"{t['fp32'] / t['bf16']:.3g}")}  # (3 digits: without a bf16 unit it is ~0.002)
 
 
 def main() -> None:
@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument("--archs", default="preact-resnet18,smallcnn")
     ap.add_argument("--works", default=",".join(WORKS))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--name", default="precision", help="writes benchmarks/results/NAME.json (default precision)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     gemm = gemm_ratio(args.repeats)
@@ -165,11 +166,11 @@ def main() -> None:
             t = interleaved(fns, args.repeats)
             ratio = t["fp32"] / t["bf16"]
             rows.append({"arch": arch, "work": work, "fp32_s": round(t["fp32"], 4), "bf16_s": round(t["bf16"], 4),
-                         "ratio": round(ratio, 2), "of_ceiling": round(ratio / gemm["ratio"], 2)})
+                         "ratio": float(f"{ratio:.3g}"), "of_ceiling": float(f"{ratio / gemm['ratio']:.3g}")})
             print_table(rows[-1:], list(rows[-1]))
     print_table(rows, list(rows[0]))
     flags = bf16_units()
-    path = write_results("precision", {
+    path = write_results(args.name, {
         "cpu_bf16_units": flags, "auto_chooses_bf16": bool(flags) and cpu_bf16_is_faster(), "threads": 2,
         "gemm_ceiling": gemm, "rows": rows})
     print("wrote", path)
