@@ -149,6 +149,25 @@ def test_autoattack_budgets_follow_the_settings(robust_cnn, test_batch):
     assert calls[8] > 2 * calls[2]  # APGD, APGD-T, FAB-T and Square all took the smaller budget
 
 
+def test_autoattack_rand_on_a_deterministic_model_takes_one_gradient_where_eot_would_average_identical_ones(
+        robust_cnn, test_batch):
+    from pyautoattack import AutoAttack
+
+    from igdefense.attacks.apgd import _set_steps
+
+    x, y = test_batch[0][:6], test_batch[1][:6]
+    settings = AttackSettings(n_iter=4, eot_iter=20)
+    reference = AutoAttack(robust_cnn, eps=settings.eps, norm="Linf", version="rand", seed=settings.seed)
+    _set_steps(reference.apgd, 4)
+    reference.apgd.eot_iter = 20  # (AutoAttack's own: twenty identical gradients averaged per step)
+    expected = reference.run_standard_evaluation(x, y, batch_size=len(x))[0]
+    calls = _forward_calls(robust_cnn, lambda: run_attack("autoattack-rand", robust_cnn, x, y, settings))
+    assert torch.equal(run_attack("autoattack-rand", robust_cnn, x, y, settings)[0], expected)
+    one = _forward_calls(robust_cnn, lambda: run_attack("autoattack-rand", robust_cnn, x, y,
+                                                         AttackSettings(n_iter=4, eot_iter=1)))
+    assert calls == one
+
+
 def test_eot_averages_over_noise_draws_and_breaks_images(robust_cnn, test_batch):
     defended = igdefense.wrap(robust_cnn, igdefense.zoo.rankings("smallcnn-robust"), seed=0)
     x, y = test_batch[0][:10], test_batch[1][:10]
