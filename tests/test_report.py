@@ -59,7 +59,7 @@ def test_report_reads_committed_evaluations_back(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "unfinished: still to run rays" in out and "39.4 (upper bound)" in out
     committed = json.loads((results / "paper_scale_resnet18.json").read_text())["settings"]
-    assert committed["sigma 4/255 (the paper's)"]["defended"]["majority"]["worst_case"] == 39.4
+    assert committed["sigma 4/255 (the paper's)"]["lo-ir"]["defended"]["majority"]["worst_case"] == 39.4
 
     assert main(["report", str(runs[0]), str(runs[0])]) == 2
     assert "share a seed" in capsys.readouterr().err
