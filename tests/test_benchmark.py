@@ -101,3 +101,25 @@ def test_bad_arguments_say_what_is_wrong(models, test_batch, tmp_path):
 def test_randomized_defense_protocol(models):
     assert isinstance(models["lo-ir"], RandomizedDefense)
     assert not isinstance(models["base"], RandomizedDefense)
+
+
+def test_a_screened_model_stops_once_it_cannot_beat_the_baseline_and_goes_on_when_it_might(
+        standard_cnn, robust_cnn, test_batch, tmp_path):
+    # baseline: the standard model; the robust one gains many images and gets the whole cascade, the
+    # standard one's copy gains none and stops after the first attack, its worst case an upper bound
+    x, y = test_batch
+    copy = zoo.load("smallcnn-standard")
+    plan = Plan(["fgsm", "pgd"], AttackSettings(pgd_steps=3), cascade=True)
+    batches = [(x[:15], y[:15]), (x[15:], y[15:])]
+    results = benchmark({"standard": standard_cnn, "robust": robust_cnn, "copy": copy}, batches, plan,
+                        out=tmp_path, screen=True, progress=False)
+    assert results["robust"].screened is None and list(results["robust"].correct) == ["clean", "fgsm", "pgd"]
+    assert results["copy"].screened == "fgsm" and list(results["copy"].correct) == ["clean", "fgsm"]
+    assert results["copy"].worst_case_accuracy >= results["standard"].worst_case_accuracy
+    logged = [json.loads(line) for line in (tmp_path / "copy.jsonl").read_text().splitlines()[1:]]
+    assert all("pgd" not in r for r in logged) and any("fgsm" in r for r in logged)
+    assert json.loads((tmp_path / "report.json").read_text())["screen"] is True
+    full = benchmark({"standard": standard_cnn, "copy": copy}, batches, plan, out=tmp_path, progress=False)
+    assert full["copy"].screened is None and "pgd" in full["copy"].correct  # its log goes on from the screen
+    with pytest.raises(ValueError, match="needs a cascade"):
+        benchmark({"standard": standard_cnn}, batches, Plan(["fgsm"]), out=tmp_path / "x", screen=True)

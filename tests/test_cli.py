@@ -39,6 +39,8 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, tmp_path):
     assert not (tmp_path / "d.onnx").exists()
     assert main(["demo", "--k", "1000"]) == 2
     assert "k=1000 must be between 1 and the number of neurons (128)" in capsys.readouterr().err
+    assert main(["eval", "--screen", "--attacks", "fgsm,pgd", "--out", str(tmp_path / "e")]) == 2
+    assert "--screen needs --cascade" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 def test_rank_and_eval_a_robustbench_model_offline(capsys, tmp_path):

@@ -11,9 +11,8 @@ import igdefense
 from igdefense import DefenseSpec, zoo
 from igdefense.cli import main
 from igdefense.eval import AttackSettings, DefenseSetting, Plan, one_at_a_time, sweep
-from igdefense.eval.benchmark import log_path
+from igdefense.eval.benchmark import log_path, might_gain
 from igdefense.eval.log import RECORD_META
-from igdefense.eval.sweep import might_gain
 
 from conftest import replace_attack_runs
 

@@ -103,6 +103,8 @@ def cmd_eval(args) -> int:
     from ..eval.model_info import write_model_info
     from ..eval.report import markdown_table, summary_rows
 
+    if args.screen and not args.cascade:
+        raise ValueError("--screen needs --cascade (only a cascade's columns bound the worst case attack by attack)")
     rank, device, spec, data_spec, base, loader, data = test_run(args)
     defended, setting, rankings = defended_model(args, base, spec.name, data_spec, args.seed)
     models = {"base": base, f"{rankings.method}": defended}
@@ -127,13 +129,19 @@ def cmd_eval(args) -> int:
     with folder_lock(args.out):
         start_fresh(args)
         results = benchmark(models, loader, plan, out=args.out, baseline="base",
-                            sanity=[rankings.method] if args.sanity else (), sanity_data=sanity_data, meta=meta)
+                            sanity=[rankings.method] if args.sanity else (), sanity_data=sanity_data, meta=meta,
+                            screen=args.screen)
     if rank > 0:
         return 0
     print(markdown_table(summary_rows(results, "base")))
     for c in results[rankings.method].sanity:
         print(c)
-    info = write_model_info(args.out, spec.name, models, results, data, plan.settings)
+    for name, r in results.items():
+        if r.screened:
+            print(f"{name}: screened after {r.screened}, its worst case is an upper bound (rerun without --screen to "
+                  "run the rest)")
+    finished = {name: m for name, m in models.items() if not results[name].screened}  # (no entry from a bound)
+    info = write_model_info(args.out, spec.name, finished, results, data, plan.settings)
     print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(info)} RobustBench entries "
           f"({info[0].parent})")
     if args.add_attacks:

@@ -99,6 +99,10 @@ def _eval_command(sub) -> None:
                    help="attack only images no earlier attack broke: same IW-WC, far cheaper; columns "
                         "after the first become cumulative")
     # --images, not a bare --n: torchrun's parser would take "--n" as an abbreviation of its own options
+    v.add_argument("--screen", action="store_true",
+                   help="with --cascade: stop attacking a defended model once the attacks so far leave it no way to "
+                        "beat the base's worst case (the sweep's rule); its worst case is then an upper bound, and a "
+                        "rerun without --screen goes on from there")
     v.add_argument("--images", "--n", dest="n", type=count, default=1000, help="test images, class-balanced")
     _attack_options(v)
     v.add_argument("--add-attacks", default="", metavar="ATTACKS", help="then re-attack the images the defended model "

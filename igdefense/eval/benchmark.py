@@ -24,6 +24,7 @@ from .._identity import model_identity, tensor_digest
 from .._lock import folder_lock
 from ..machine import machine
 from ..distributed import shard
+from ..stats import paired_difference
 from .evaluate import EvalResult, check_log, evaluate_plan
 from .log import LogError
 from .plan import Plan
@@ -36,7 +37,7 @@ CASCADE = Plan(cascade=True)  # benchmark()'s default: APGD-CE, as a cascade
 def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE, *, out: str | os.PathLike,
               baseline: str | None = None, sanity: Sequence[str] = (),
               sanity_data: tuple[torch.Tensor, torch.Tensor] | None = None, sanity_n: int = 100,
-              meta: dict | None = None, progress: bool = True) -> dict[str, EvalResult]:
+              meta: dict | None = None, screen: bool = False, progress: bool = True) -> dict[str, EvalResult]:
     """Evaluate every model on the same images; write ``out/report.{md,json}`` with paired intervals.
 
     Args:
@@ -55,6 +56,11 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
             so a rerun of a finished evaluation does not run them again.
         meta: written at the top of the report (e.g. the model and data names, the command); the
             report adds each model's evaluation seconds, from its log (every run's parts).
+        screen: with a cascade, attack a model further only while the attacks so far leave it a way to
+            beat the baseline's worst case (it gains more images than it loses: :func:`might_gain`);
+            a model stopped is ``screened`` after that attack and its worst case is an upper bound.
+            Checked again on every batch, over all the batches so far: a model that might gain again
+            gets the rest of the cascade on every batch (its log goes on from where it stopped).
 
     Returns:
         {name: EvalResult}; the sanity checks are in ``result.sanity`` of the models checked.
@@ -74,10 +80,12 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
         raise ValueError(f"none of the attacks {list(plan.attacks)} runs on {idle[0]!r}, so its worst case would be "
                          f"its clean accuracy: add one that runs on every model, e.g. apgd-ce (transfer skips its "
                          f"source model, adaptive needs a defense that names its own attack, *-eot a randomized model)")
+    if screen and not plan.cascade:
+        raise ValueError("screen=True needs a cascade: only a cascade's columns bound the worst case attack by attack")
     out = Path(out)
     with folder_lock(out, "evaluation"):  # one run writes a report folder at a time
         meta = {**(meta or {}), "eps": plan.settings.eps, "attacks": list(plan.attacks), "cascade": plan.cascade,
-                "seed": plan.settings.seed}
+                "seed": plan.settings.seed, **({"screen": True} if screen else {})}
         rank, world = shard()
         for name, model in models.items():  # every log is checked before any is written to
             check_log(log_path(out, name), model, plans[name])
@@ -90,14 +98,17 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
             done = len(batches)
             if done % world and done != total:
                 continue  # under torchrun, one new batch per process each round: they run side by side
-            for name, model in models.items():
-                results[name] = evaluate_plan(model, batches, plans[name], log_path=log_path(out, name),
-                                              desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
-                                              progress=progress, whole_data=done == total)
+            for name in [baseline, *(n for n in models if n != baseline)]:  # (the baseline first: the screen's)
+                options = dict(log_path=log_path(out, name), desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
+                               progress=progress, whole_data=done == total)
+                if screen and name != baseline:
+                    results[name] = _screened(models[name], batches, plans[name], results[baseline], **options)
+                else:
+                    results[name] = evaluate_plan(models[name], batches, plans[name], **options)
                 if rank == 0:  # every model so far, on the images all have done
                     n = min(len(r.correct["clean"]) for r in results.values())
                     write_report(out, {k: r.first(n) for k, r in results.items()}, baseline,
-                                 {**meta, "images_done": n, **_seconds(results)})
+                                 {**meta, "images_done": n, **_screened_after(results), **_seconds(results)})
         if not batches:
             raise ValueError("data holds no batches")
         if world > 1:
@@ -121,8 +132,35 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
         meta["run"] = {**meta.get("run", {}), "machine": machine(),
                        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         write_report(out, results, baseline, {**meta, "images_done": len(results[baseline].correct["clean"]),
-                                              **_seconds(results)}, checks)
+                                              **_screened_after(results), **_seconds(results)}, checks)
         return results
+
+
+def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:
+    """Whether a model whose per-image worst case is at most ``bound`` (e.g. right under the transfer
+    attack) can have a higher worst-case accuracy than the ``undefended`` one on these images: only
+    if the bound gains more images than it loses (later attacks gain none, lose more)."""
+    d = paired_difference(undefended, bound)
+    return d.b_only > d.a_only
+
+
+def _screened(model: nn.Module, batches: list, plan: Plan, baseline: EvalResult, **options) -> EvalResult:
+    """``model``'s cascade on ``batches``, stopped after the first attack that leaves it no way to beat
+    the ``baseline``'s worst case (``screened``: that attack), else all of it."""
+    order = plan.order(options["log_path"])
+    for attack in order[:-1]:  # (after the last attack the bound is the result)
+        bound = evaluate_plan(model, batches, plan, until=attack, **options)
+        if not might_gain(baseline.worst_case, bound.worst_case):
+            bound.screened = attack
+            return bound
+    return evaluate_plan(model, batches, plan, **options)
+
+
+def _screened_after(results: dict[str, EvalResult]) -> dict:
+    """The report's word on screened models: their worst case is an upper bound."""
+    screened = {name: r.screened for name, r in results.items() if r.screened}
+    return {"screened": {name: f"after {attack}: the attacks after it were not run, its worst case is an upper "
+                               f"bound" for name, attack in screened.items()}} if screened else {}
 
 
 SANITY_FILE = "sanity.json"  # the checks' outcome, bound to what they ran on: a rerun does not repeat them

@@ -47,6 +47,7 @@ class EvalResult:
     by_rule: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # {rule: columns like correct}
     right_draws: dict[str, torch.Tensor] = field(default_factory=dict)  # per step, (N,) draws right (not cumulative)
     sanity: list = field(default_factory=list)  # igdefense.eval.sanity.Check results (benchmark(..., sanity=[name]))
+    screened: str | None = None  # benchmark(..., screen=True): the attack after which it could no longer gain
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)  # evaluate(..., keep_adversarial=True)
     # Seconds each step took, summed over the batches; from the log for the parts of an earlier run.
     seconds: dict[str, float] = field(default_factory=dict)

@@ -45,7 +45,7 @@ from ..defense import DEFAULT_SHARE, SIGMA, IGDefense
 from ..rankings import Rankings
 from ..specs import DefenseSpec
 from ..attacks import AttackSettings, run_attack
-from .benchmark import benchmark, log_path
+from .benchmark import benchmark, log_path, might_gain
 from ..distributed import shard
 from .evaluate import EvalResult, evaluate_plan
 from .plan import Plan, run_order
@@ -295,14 +295,6 @@ def sweep_rankings(model: nn.Module, clean: Rankings, train, out: Path, *, probe
         rankings[f"layer {deep_layer}"] = stored_rankings(out, f"layer {deep_layer}", made_by, lambda: lo_ir(
             model, loader(), layer=deep_layer, class_names=clean.class_names, probe=probe))
     return rankings
-
-
-def might_gain(undefended: torch.Tensor, bound: torch.Tensor) -> bool:
-    """Whether a setting whose per-image worst case is at most ``bound`` (e.g. right under the
-    transfer attack) can have a higher worst-case accuracy than the ``undefended`` one on these
-    images: only if the bound gains more images than it loses (later attacks gain none, lose more)."""
-    d = paired_difference(undefended, bound)
-    return d.b_only > d.a_only
 
 
 def _write(result: SweepResult, out: Path, meta: dict) -> None:
