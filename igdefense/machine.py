@@ -16,7 +16,8 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    # the vector and matrix units a timing depends on (bfloat16 is 2x faster with AVX512-BF16, 16x slower without)
+    # the vector and matrix units a timing depends on (bfloat16 autocast: 2x faster with AVX512-BF16, 7-24x slower
+    # with AVX2 alone: benchmarks/results/precision*.json)
     units = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
     return {"cpu": cpu, "cpu_flags": units, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

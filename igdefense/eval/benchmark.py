@@ -99,8 +99,8 @@ def benchmark(models: dict[str, nn.Module], data: Iterable, plan: Plan = CASCADE
             if done % world and done != total:
                 continue  # under torchrun, one new batch per process each round: they run side by side
             for name in [baseline, *(n for n in models if n != baseline)]:  # (the baseline first: the screen's)
-                options = dict(log_path=log_path(out, name), desc=f"{name}, batch {done}" + (f"/{total}" if total else ""),
-                               progress=progress, whole_data=done == total)
+                options = dict(log_path=log_path(out, name), progress=progress, whole_data=done == total,
+                               desc=f"{name}, batch {done}" + (f"/{total}" if total else ""))
                 if screen and name != baseline:
                     results[name] = _screened(models[name], batches, plans[name], results[baseline], **options)
                 else:
