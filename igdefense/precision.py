@@ -11,11 +11,14 @@ units, CPU autocast is slower than float32).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -74,12 +77,20 @@ def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
         dtype = _DTYPES[precision]
         if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16: use precision fp32 (or auto)")
+        if dtype == torch.bfloat16 and device.type == "cpu" and not bf16_units():
+            _warn_emulated_bf16()
         return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and bf16_units() and cpu_bf16_is_faster():
         return torch.bfloat16
     return torch.float32
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:  # (once per process)
+    log.warning("bf16 on a CPU without a bfloat16 unit (no AMX-BF16 or AVX512-BF16 flag) is emulated: 7-24x slower "
+                "than fp32 on such a machine (benchmarks/results/precision-avx2.json); auto picks fp32 here")
 
 
 def precision_name(dtype: torch.dtype) -> str:

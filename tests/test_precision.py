@@ -37,6 +37,20 @@ def test_auto_on_a_cpu_is_bfloat16_only_with_a_bfloat16_unit_that_measures_faste
     assert compute_dtype("bf16", "cpu") == torch.bfloat16
 
 
+def test_bf16_asked_for_on_a_cpu_without_a_bfloat16_unit_warns_once_that_it_is_emulated(cpu, caplog):
+    precision._warn_emulated_bf16.cache_clear()
+    cpu({"avx2", "fma"}, False)
+    with caplog.at_level("WARNING", logger="igdefense.precision"):
+        assert compute_dtype("bf16", "cpu") == compute_dtype("bf16", "cpu") == torch.bfloat16  # (still as asked)
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "emulated: 7-24x slower than fp32" in caplog.records[0].message
+    caplog.clear()
+    precision._warn_emulated_bf16.cache_clear()
+    cpu({"avx512_bf16"}, True)
+    compute_dtype("bf16", "cpu")
+    assert not caplog.records
+
+
 def test_auto_on_a_gpu_is_bfloat16_where_it_has_bfloat16(monkeypatch, cpu):
     cpu(set(), False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
