@@ -103,3 +103,14 @@ def test_corruptions_are_not_attacks_in_the_worst_case(tmp_path):
     assert _cell(rows["none"], "Worst, one draw") == f"{summary['base']['iw_wc']:.1f}"
     assert _cell(rows["IG-Defense"], "Worst, majority") == f"{summary['lo-ir']['iw_wc']:.1f}"
     assert "@" not in rows["IG-Defense"]["Protocol"]
+
+
+def test_a_screened_defense_shows_its_worst_case_as_an_upper_bound(tmp_path):
+    # the random mask loses images against the base under fgsm, so --screen stops it there
+    folder = _eval(tmp_path / "s", "--attacks", "fgsm,pgd", "--cascade", "--screen", "--random-mask")
+    report = json.loads((folder / "report.json").read_text())
+    assert list(report["screened"]) == ["random-mask"]
+    rows = {r["Defense"].split(",")[0]: r for r in leaderboard_rows([folder])}
+    control = rows["random mask (ablation)"]
+    assert control["Worst, majority"].startswith("≤ ") and "screened after fgsm" in control["Protocol"]
+    assert not rows["IG-Defense"]["Worst, majority"].startswith("≤") and "screened" not in rows["IG-Defense"]["Protocol"]

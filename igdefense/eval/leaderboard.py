@@ -6,7 +6,8 @@ of its noise, the majority of draws, every draw), each with its paired 95% inter
 undefended model on the same images. Runs of one protocol that differ only in ``--seed`` are one row:
 an image counts when it survives every attack of every run (the seeds are listed). AutoAttack alone,
 the number a paper would report, is shown where the run measured it (AutoAttack first in a cascade,
-or no cascade). A defense whose sanity checks failed is flagged ``unreliable`` with the checks.
+or no cascade). A defense whose sanity checks failed is flagged ``unreliable`` with the checks; one
+that ``eval --screen`` stopped attacking has its worst case marked an upper bound (``≤``).
 
     rows = leaderboard_rows(Path("benchmarks/results").glob("eval_*"))
     print(leaderboard_markdown(rows))
@@ -182,7 +183,10 @@ def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
     if "autoattack" in attacks and (not cascade or attacks[0] == "autoattack") and RULES[0] in columns:
         alone = _pct(columns[RULES[0]][steps.index("clean")] & columns[RULES[0]][steps.index("autoattack")])
     seeds = sorted({run.report.get("seed", 0) for run in runs})
-    protocol = (f"{', '.join(attacks)}{'; cascade' if cascade else ''}; "
+    screened = sorted({run.report["screened"][name] for run in runs if name in run.report.get("screened", {})})
+    bound = "≤ " if screened else ""  # (eval --screen: its attacks stopped once it could not gain)
+    stops = "".join("; screened " + s.split(":")[0] for s in screened)
+    protocol = (f"{', '.join(attacks)}{'; cascade' if cascade else ''}{stops}; "
                 f"{f'{draws} draws' if draws else 'one draw' if name != BASE else 'deterministic'}; "
                 f"{images} images; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
     row = {"Model": model, "Defense": defense, "Data": data.split(",")[0], "Threat": f"{norm} {255 * eps:g}/255",
@@ -194,7 +198,8 @@ def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
             row[column] = _pct(worst[rule])
         else:
             d = paired_difference(base, worst[rule])
-            row[column] = f"{_pct(worst[rule])} ({100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}])"
+            row[column] = f"{bound}{_pct(worst[rule])} ({100 * d.difference:+.1f} [{100 * d.low:+.1f}, " \
+                          f"{100 * d.high:+.1f}])"
     row["Sanity checks"] = _sanity(runs, name)
     row["Forward passes"] = _passes(runs, name)
     row["Machine"] = "; ".join(sorted({_machine(run.report) for run in runs}))
