@@ -159,8 +159,8 @@ def _screened(model: nn.Module, batches: list, plan: Plan, baseline: EvalResult,
 def _screened_after(results: dict[str, EvalResult]) -> dict:
     """The report's word on screened models: their worst case is an upper bound."""
     screened = {name: r.screened for name, r in results.items() if r.screened}
-    return {"screened": {name: f"after {attack}: the attacks after it were not run, its worst case is an upper "
-                               f"bound" for name, attack in screened.items()}} if screened else {}
+    return {"screened": screened, "screened_means": "{model: the attack after which it could no longer gain}: the "
+            "attacks after it were not run, its worst case is an upper bound"} if screened else {}
 
 
 SANITY_FILE = "sanity.json"  # the checks' outcome, bound to what they ran on: a rerun does not repeat them

@@ -183,9 +183,9 @@ def _row(entry: _Entry, link: Callable[[Path], str]) -> dict:
     if "autoattack" in attacks and (not cascade or attacks[0] == "autoattack") and RULES[0] in columns:
         alone = _pct(columns[RULES[0]][steps.index("clean")] & columns[RULES[0]][steps.index("autoattack")])
     seeds = sorted({run.report.get("seed", 0) for run in runs})
-    screened = sorted({run.report["screened"][name] for run in runs if name in run.report.get("screened", {})})
+    screened = sorted({str(run.report["screened"][name]) for run in runs if name in run.report.get("screened", {})})
     bound = "≤ " if screened else ""  # (eval --screen: its attacks stopped once it could not gain)
-    stops = "".join("; screened " + s.split(":")[0] for s in screened)
+    stops = "".join(f"; screened after {attack}" for attack in screened)
     protocol = (f"{', '.join(attacks)}{'; cascade' if cascade else ''}{stops}; "
                 f"{f'{draws} draws' if draws else 'one draw' if name != BASE else 'deterministic'}; "
                 f"{images} images; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
