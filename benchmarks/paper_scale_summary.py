@@ -25,7 +25,8 @@ from igdefense.eval.scoring import HEADLINE, RULES
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {  # run: (output name, {setting: folder})
     "cpu": ("paper_scale_resnet18-cpu", {
-        "the paper's protocol: AutoAttack standard and rand, one draw": "paper_protocol_preact-resnet18-robust",
+        "the paper's protocol: AutoAttack standard, one draw": "paper_protocol_preact-resnet18-robust",
+        "the paper's protocol: AutoAttack rand, one draw": "paper_protocol_preact-resnet18-robust-rand",
         "ours, sigma 4/255 (the paper's)": "eval_preact-resnet18-robust-cpu",
         "ours, sigma 8/255 (the smallcnn sweep's best)": "eval_preact-resnet18-robust-cpu-sigma8"}),
     "h200": ("paper_scale_resnet18", {
