@@ -49,7 +49,10 @@ def markdown(summary: dict) -> str:
              f"Made by `{summary['command']}` from the logs in the folders named below. A defended row whose "
              "attacks are unfinished is an **upper bound** on these images: the attacks still to run can only "
              f"lower it, and the gain's point estimate with it. Headline rule: {HEADLINE} (right under more "
-             "than half of the draws).", ""]
+             "than half of the draws). The paper's protocol scores AutoAttack's examples as deployed, under one "
+             "fresh draw of the defense's noise; AutoAttack's own printout would count an image broken once any "
+             "draw of its checks is fooled (and skip an image its first noisy forward gets wrong), so it can read "
+             "lower than these rows.", ""]
     for setting, models in summary["settings"].items():
         for name, s in models.items():
             if name == "folder":

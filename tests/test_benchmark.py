@@ -119,6 +119,11 @@ def test_a_screened_model_stops_once_it_cannot_beat_the_baseline_and_goes_on_whe
     logged = [json.loads(line) for line in (tmp_path / "copy.jsonl").read_text().splitlines()[1:]]
     assert all("pgd" not in r for r in logged) and any("fgsm" in r for r in logged)
     assert json.loads((tmp_path / "report.json").read_text())["screen"] is True
+    rows = {r["model"]: r for r in json.loads((tmp_path / "report.json").read_text())["summary"]}
+    assert rows["copy"]["screened after"] == "fgsm" and "screened after" not in rows["robust"]
+    assert all(g.startswith("at most ") for g in rows["copy"]["gains"].values())  # upper bounds, said in the table
+    table = (tmp_path / "report.md").read_text()
+    assert "| screened after |" in table and "| fgsm |" in table and "copy: clean at most" in table
     full = benchmark({"standard": standard_cnn, "copy": copy}, batches, plan, out=tmp_path, progress=False)
     assert full["copy"].screened is None and "pgd" in full["copy"].correct  # its log goes on from the screen
     with pytest.raises(ValueError, match="needs a cascade"):

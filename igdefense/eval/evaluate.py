@@ -123,7 +123,8 @@ class EvalResult:
         """The results on the first ``n`` images (e.g. those every model of a running evaluation has done)."""
         cut = lambda d: {k: v[:n] for k, v in d.items()}  # noqa: E731
         return EvalResult(cut(self.correct), self.eps, self.cascade, draws=self.draws,
-                          by_rule={r: cut(c) for r, c in self.by_rule.items()}, right_draws=cut(self.right_draws))
+                          by_rule={r: cut(c) for r, c in self.by_rule.items()}, right_draws=cut(self.right_draws),
+                          screened=self.screened)
 
 
 def evaluate(model: nn.Module, data: Iterable | tuple[torch.Tensor, torch.Tensor],

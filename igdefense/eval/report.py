@@ -30,8 +30,11 @@ def summary_rows(results: dict[str, EvalResult], baseline: str) -> list[dict]:
             row.update({f"iw_wc {rule}": 100 * r.worst_case_under(rule).float().mean().item()
                         for rule in RULES if rule != HEADLINE})
             row["iw_wc expected"] = 100 * r.expected_worst_case.mean().item()
+        if r.screened:  # (eval --screen) its worst case, under every rule, and its gains are upper bounds
+            row["screened after"] = r.screened
         if name != baseline:
-            row["gains"] = {k: str(paired_difference(a, b)) for k, (a, b) in _pairs(base, r).items()}
+            bound = "at most " if r.screened else ""
+            row["gains"] = {k: bound + str(paired_difference(a, b)) for k, (a, b) in _pairs(base, r).items()}
             if corrupted and _corruption_keys(base) == _corruption_keys(r):
                 row["gains"]["corruptions"] = str(paired_mean_difference(base.corruption_per_image,
                                                                          r.corruption_per_image))
@@ -97,8 +100,8 @@ def markdown_table(rows: list[dict]) -> str:
     # row with the most (a cascade's order, which its cumulative columns depend on), IW-WC last.
     ordered = sorted(rows, key=len, reverse=True)
     rules = [c for c in dict.fromkeys(k for r in ordered for k in r) if c.startswith("iw_wc ")]
-    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("gains", "iw_wc", *rules)]
-    cols += ["iw_wc", *rules]
+    last = [c for c in ("iw_wc", *rules, "screened after") if any(c in r for r in rows)]
+    cols = [c for c in dict.fromkeys(k for r in ordered for k in r) if c not in ("gains", *last)] + last
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
