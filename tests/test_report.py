@@ -65,6 +65,23 @@ def test_report_reads_committed_evaluations_back(tmp_path, capsys):
     assert "share a seed" in capsys.readouterr().err
 
 
+def test_a_running_batch_leaves_the_summary_of_the_finished_ones_as_it_was(tmp_path):
+    # a run cut on its last batch (the defended model's clean images only) is summarised on the batches
+    # before it, every attack of the cascade on them, rather than every column cut back to clean
+    from pathlib import Path
+
+    from igdefense.eval.runs import summarise
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks/results/eval_smallcnn-robust-draws"
+    (tmp_path / "base.jsonl").write_text((folder / "base.jsonl").read_text())
+    lines = (folder / "lo-ir.jsonl").read_text().splitlines()
+    (tmp_path / "lo-ir.jsonl").write_text("\n".join(lines[:1 + 9 * 6 + 1]) + "\n")  # 9 batches, then batch 9's clean
+    s = summarise(tmp_path)["models"]["lo-ir"]
+    full = summarise(folder)["models"]["lo-ir"]
+    assert s["images"] == 900 and s["batches"] == "9 of 10 logged" and not s["finished"]
+    assert s["attacks_run"] == full["attacks_run"] == ["transfer", "adaptive", "autoattack", "apgd-ce-eot", "rays"]
+
+
 def test_report_reads_a_plain_runs_columns_as_it_ran_them(tmp_path):
     # without --cascade each attack's column is its own (it was read as cumulative), the worst case all at once
     import json
