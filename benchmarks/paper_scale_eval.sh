@@ -28,7 +28,10 @@
 # precision proof on this model is committed and says it is as strong. A log binds to its precision,
 # so a run keeps the one it began in. Beside another background job on two cores give each job one thread
 # (OMP_NUM_THREADS=1): two jobs of two threads each make 0.58x the attack steps of two jobs of one thread each
-# (benchmarks/results/background_threads.json).
+# (benchmarks/results/background_threads.json), and two one-thread jobs 1.26x one two-thread job. So on two
+# cores run it as two lanes of one thread each, in two worktrees or one: LANE=ours (stages 1, 3, 4) and
+# LANE=paper (stages 2, 5); they write to different folders, and a base model's examples one lane made
+# the other reads from the adversarial cache. LANE=all (the default) runs every stage in turn.
 set -euo pipefail
 IG=${IGDEFENSE:-python -m igdefense.cli}
 R=benchmarks/results
@@ -40,11 +43,17 @@ if [ "$PRECISION" != fp32 ]; then
     { echo "PRECISION=$PRECISION needs $PROOF committed and saying bf16 is as strong: use PRECISION=fp32" >&2; exit 2; }
 fi
 OURS=$R/eval_preact-resnet18-robust-cpu PAPER=$R/paper_protocol_preact-resnet18-robust PAPER_RAND=$R/paper_protocol_preact-resnet18-robust-rand
+LANE=${LANE:-all}
+case $LANE in all|ours|paper) ;; *) echo "LANE=$LANE: use all, ours or paper" >&2; exit 2;; esac
+stage() {  # stage LANE ARGS...: `igdefense eval` with ARGS if this run's lane holds it
+  local lane=$1; shift
+  if [ "$LANE" = all ] || [ "$LANE" = "$lane" ]; then $IG eval $M "$@"; fi
+}
 for N in 100 200 300 400 500 600 700 800 900 1000; do
   M="--model preact-resnet18-robust --images $N --order round-robin --batch-size 25 --precision $PRECISION"
-  $IG eval $M --cascade --screen --out $OURS
-  $IG eval $M --attacks autoattack --draws 1 --out $PAPER
-  $IG eval $M --cascade --screen --random-mask --sanity --out $OURS
-  $IG eval $M --sigma 8/255 --cascade --screen --out $OURS-sigma8
-  $IG eval $M --attacks autoattack-rand --draws 1 --out $PAPER_RAND
+  stage ours --cascade --screen --out $OURS
+  stage paper --attacks autoattack --draws 1 --out $PAPER
+  stage ours --cascade --screen --random-mask --sanity --out $OURS
+  stage ours --sigma 8/255 --cascade --screen --out $OURS-sigma8
+  stage paper --attacks autoattack-rand --draws 1 --out $PAPER_RAND
 done
