@@ -93,7 +93,7 @@ def find_split(model: nn.Module, example: torch.Tensor, layer: str | Site | None
 
     def record(m, args, out):
         if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            calls.append((names[m], m, args[0], out))
+            calls.append((names[m], m, args[0], out.clone()))  # (a copy: an in-place op after it would change it)
 
     with hooks([]) as hs, eval_mode(model), torch.no_grad():
         hs += [m.register_forward_hook(record) for m in model.modules() if m is not model]
@@ -111,6 +111,12 @@ def find_split(model: nn.Module, example: torch.Tensor, layer: str | Site | None
     if sum(c[0] == head_name for c in calls) > 1:
         raise SplitError(f"classifier {head_name!r} is called more than once per forward; pass layer=")
     fast = head_out.numel() == logits.numel() and torch.equal(head_out.reshape(logits.shape), logits)
+    heads = [c[0] for c in classifiers if c[3].ndim == 2 and c[3].shape[-1] == num_classes]
+    if not fast and layer is None and len(heads) > 1:
+        # (an ensemble, or a distilled ViT's two token heads: masking the last would leave the others unmasked)
+        raise SplitError(f"{len(heads)} classifier layers output the {num_classes} classes ({heads}) and the model "
+                         f"combines them: the defense would mask the last one only. Pass layer='<module name>' "
+                         "to choose the one feature layer that feeds every class score")
     if not fast and layer is None and head_out.shape[-1] != num_classes and head_out.ndim == 2:
         candidates = [c[0] for c in classifiers[-4:]]
         raise SplitError(f"the last classifier-like layer {head_name!r} outputs {head_out.shape[-1]} "

@@ -73,3 +73,38 @@ def test_no_classifier_names_candidates():
 def test_unknown_layer_name():
     with pytest.raises(SplitError, match="not run"):
         find_split(torchvision.models.resnet18(num_classes=10).eval(), torch.rand(1, 3, 32, 32), layer="layer9")
+
+
+class _TwoHeads(nn.Module):  # an ensemble of two classifiers (RobustBench's composite models, distilled ViTs)
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU())
+        self.head, self.head_dist = nn.Linear(16, 10), nn.Linear(16, 10)
+
+    def forward(self, x):
+        f = self.features(x)
+        return (self.head(f) + self.head_dist(f)) / 2
+
+
+def test_a_model_combining_two_classifiers_is_refused_rather_than_masked_in_one():
+    with pytest.raises(SplitError, match=r"2 classifier layers .*'head', 'head_dist'.*layer="):
+        find_split(_TwoHeads().eval(), torch.rand(1, 3, 4, 4))
+    split = find_split(_TwoHeads().eval(), torch.rand(1, 3, 4, 4), layer="features")  # one site feeds both: fine
+    assert split.num_neurons == 16 and not split.fast
+
+
+class _AdjustedInPlace(nn.Module):  # the head's output changed in place after it: not the model's output
+    def __init__(self):
+        super().__init__()
+        self.features, self.fc = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU()), nn.Linear(16, 10)
+        self.register_buffer("adjustment", torch.arange(10.0))
+
+    def forward(self, x):
+        return self.fc(self.features(x)).add_(self.adjustment)
+
+
+def test_an_in_place_change_after_the_head_is_not_taken_for_the_head_output():
+    # the split recorded the head's output by reference and compared it after the in-place add: "fast", and
+    # the shared-backbone path computed pass 1 without the adjustment the two-pass path applies
+    split = find_split(_AdjustedInPlace().eval(), torch.rand(1, 3, 4, 4))
+    assert split.head == "fc" and not split.fast
