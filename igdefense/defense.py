@@ -71,8 +71,9 @@ class IGDefense(nn.Module):
             two passes over B (the activations leave the caches: 2.39x vs 2.04x the base time for
             the zoo's SmallCNN at batch 256, benchmarks/overhead.py). Both paths compute the same
             function. Sharing needs the masked layer to be the classifier's input and the
-            classifier's output to be the model's output; otherwise (``layer=`` a deeper site) two
-            passes are made anyway.
+            classifier's output to be the model's output, and batch norm to use running statistics;
+            otherwise (``layer=`` a deeper site; batch norm with ``track_running_stats=False``) two passes
+            are made anyway.
         precision: ``"fp32"`` (default: as the authors' release), ``"bf16"`` (both passes under
             bfloat16 autocast, the pseudo-label's softmax in float32: with tau = 0.01 a bfloat16
             softmax saturates differently) or ``"auto"`` (:mod:`igdefense.precision`: bfloat16
@@ -133,6 +134,11 @@ class IGDefense(nn.Module):
         self.input_shape = tuple(rankings.input_shape)
         self.seed = seed
         self.shared_backbone = shared_backbone
+        # Batch norm without running statistics normalises by the batch's own, even in eval mode: a shared
+        # [noisy; clean] batch would mix pass 1's images into pass 2's (and change the defense's function).
+        self._batch_statistics = any(isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is None
+                                     and not isinstance(m, nn.modules.instancenorm._InstanceNorm)
+                                     for m in model.modules())
         self.precision = check_precision(precision)
         self._computing_dtype: torch.dtype | None = None  # set by computing_in()
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -288,7 +294,7 @@ class IGDefense(nn.Module):
     def _shares(self, device: torch.device, batch: int | None = None) -> bool:
         """Whether the forward pass of ``batch`` images (None: a large batch) on ``device`` runs the
         backbone once on [noisy; clean] (see __init__)."""
-        if not self.split.fast:
+        if not self.split.fast or self._batch_statistics:
             return False
         if self.shared_backbone is not None:
             return self.shared_backbone

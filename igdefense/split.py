@@ -67,7 +67,8 @@ def _is_classifier(m: nn.Module) -> bool:
 
 
 def head_fingerprint(model: nn.Module, head: str) -> str:
-    """A short hash of the head's parameters: rankings made for other weights fail to load."""
+    """A short hash of the head's parameters: rankings made for another head fail to load (the backbone
+    is not hashed: rankings kept after it changed under the same head load; docs/checks.md)."""
     h = hashlib.sha256()
     for name, p in sorted(model.get_submodule(head).named_parameters()):
         h.update(name.encode())

@@ -183,3 +183,22 @@ def test_works_under_torch_compile(robust_cnn, shared_backbone, foolbox_images):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), x)[0])
     assert _no_hooks(robust_cnn)
+
+
+def test_batch_norm_on_batch_statistics_never_shares_the_backbone(foolbox_images):
+    # BN without running statistics (test-time adaptation) normalises by the batch even in eval mode: a
+    # shared [noisy; clean] pass would mix pass 1's noisy images into the clean ones' statistics
+    from igdefense import zoo
+
+    model = zoo.load("smallcnn-robust")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = False, None, None, None
+    x = foolbox_images[0][:4]
+    asked = IGDefense(model, zoo.rankings("smallcnn-robust"), shared_backbone=True, seed=0).eval()
+    two = IGDefense(model, zoo.rankings("smallcnn-robust"), shared_backbone=False, seed=0).eval()
+    assert not asked._shares(x.device, len(x))
+    noise = asked.draw_noise(x)
+    with torch.no_grad():
+        assert torch.equal(asked(x, noise), two(x, noise))
+        assert not torch.allclose(asked.defend(x, noise), asked._forward_shared_backbone(x + noise[0], x))
