@@ -93,8 +93,9 @@ def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dic
 
 def summarise(folder: Path, baseline: str = "base") -> dict:
     """Each model against the baseline, on the batches where the baseline's cascade finished and the
-    model started (less the last, while the run is still on it); a model's columns are the steps it finished on all of them (``"finished"``: every
-    attack on every logged batch; otherwise its worst case and gain are upper bounds)."""
+    model started (less the last while the run is still on it); a model's columns are the steps it
+    finished on all of them (``"finished"``: every attack on every logged batch; otherwise its worst
+    case and gain are upper bounds)."""
     logs = read_run(folder, baseline)
     _, base_order, _, base = logs.pop(baseline)
     out = {"baseline": baseline, "models": {}}
