@@ -429,6 +429,21 @@ def test_an_export_s_crafted_input_range_is_refused(exported, tmp_path, input_ra
         OnnxDefense(crafted)
 
 
+def test_an_onnx_file_without_igdefense_metadata_is_not_run_as_a_defense(exported, tmp_path):
+    # (an undefended model's export, inputs and outputs named alike, would run as if it were defended)
+    import onnx
+
+    from igdefense.export import OnnxDefense
+
+    model = onnx.load(str(exported))
+    kept = [p for p in model.metadata_props if p.key != "igdefense"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ValueError, match="not an igdefense export"):
+        OnnxDefense(tmp_path / "plain.onnx")
+
+
 def test_export_check_of_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")

@@ -81,6 +81,9 @@ class OnnxDefense:
         self.batch_size = batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
+        if "igdefense" not in meta:  # (a plain model's export would run here as if it were defended)
+            raise ValueError(f"{path} is not an igdefense export: it has no igdefense metadata (the defense's "
+                             "settings); export the defended model with `igdefense export` or igdefense.export.to_onnx")
         self.metadata = {k: v for k, v in meta.items() if k in METADATA_KEYS}  # the only keys igdefense reads
         self.config = _config(meta.get("igdefense", "{}"), path)
 
