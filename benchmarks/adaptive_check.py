@@ -8,6 +8,8 @@ can only lower its worst case, and the base model keeps its own from the report,
 printed here is a conservative one. Logs go to runs/ (resumable); the summary to benchmarks/results/.
 
     python benchmarks/adaptive_check.py --eval benchmarks/results/eval_smallcnn-refined-sigma8-b1000
+    python benchmarks/adaptive_check.py --eval benchmarks/results/eval_smallcnn-refined-sigma8-b1000 \
+        --attacks autoattack-rand,square --batch-size 20   # the rest, in pieces a stop does not lose
     python benchmarks/adaptive_check.py --eval benchmarks/results/eval_smallcnn-refined-sigma8-draws \
         --attacks adaptive --adaptive-start highest-loss   # IG-Defense's attack from another start
 """
@@ -57,6 +59,8 @@ def main() -> None:
     p.add_argument("--adaptive-start", choices=("transfer", "highest-loss"), default="transfer",
                    help="the adaptive attack's second start: the base model's APGD-CE example (the library's; "
                         "the clean image where APGD-CE fails on the base) or APGD-CE's highest-loss point")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="survivors per logged batch (default: all in one); a stopped run keeps the batches it finished")
     a = p.parse_args()
     report = json.loads((a.eval / "report.json").read_text())
     run = recorded_run(a.eval, "eval")
@@ -77,9 +81,10 @@ def main() -> None:
         defense.adaptive_attack = lambda xb, yb, s: mask_aware_attack(
             defense, xb, yb, s, transfer_start=highest_loss_start(base, xb, yb, s))
     start = "" if a.adaptive_start == "transfer" else f"-{a.adaptive_start}-start"
-    log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}{start}.jsonl"
+    chunks = "" if a.batch_size is None else f"-b{a.batch_size}"
+    log = Path("runs") / "adaptive_check" / a.eval.name / f"seed{seed}{start}{chunks}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
-    worst, result = attack_survivors(defense, done, loader, attacks, settings, log_path=log)
+    worst, result = attack_survivors(defense, done, loader, attacks, settings, log_path=log, batch_size=a.batch_size)
     fell = (done.worst_case & ~worst).nonzero().squeeze(1)
     rows.append({**paired_row(f"+ {', '.join(attacks)} (seed {seed})", "base", base_worst, "defended", worst),
                  "seconds": round(result.total_seconds)})

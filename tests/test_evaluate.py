@@ -334,3 +334,20 @@ def test_a_log_binds_to_the_version_of_each_attack_it_ran(robust_cnn, test_batch
     other.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match="attack_versions"):
         evaluate(robust_cnn, (x, y), attacks=["apgd-t"], settings=settings, log_path=other, progress=False)
+
+
+def test_survivors_re_attacked_in_batches_keep_each_finished_batch_and_give_the_same_worst_case(
+        robust_cnn, test_batch, tmp_path):
+    # (benchmarks/adaptive_check.py --batch-size: a re-attack longer than a session, kept in pieces)
+    from igdefense.eval.survivors import attack_survivors
+
+    x, y = test_batch
+    settings = AttackSettings(pgd_steps=10)  # (BIM: no random start, so the batches cannot change its examples)
+    done = evaluate(robust_cnn, (x, y), ["fgsm"], settings=settings, progress=False)
+    whole, _ = attack_survivors(robust_cnn, done, [(x, y)], ["bim"], settings, log_path=tmp_path / "a.jsonl",
+                                progress=False)
+    pieces, _ = attack_survivors(robust_cnn, done, [(x, y)], ["bim"], settings, log_path=tmp_path / "b.jsonl",
+                                 batch_size=4, progress=False)
+    assert torch.equal(whole, pieces) and (done.worst_case & ~whole).any()  # (the re-attack broke some)
+    logged = {json.loads(line)["batch"] for line in (tmp_path / "b.jsonl").read_text().splitlines()[1:]}
+    assert logged == set(range(-(-int(done.worst_case.sum()) // 4)))  # one batch of <= 4 survivors each

@@ -21,13 +21,14 @@ from .evaluate import EvalResult, evaluate
 
 def attack_survivors(model: nn.Module, finished: EvalResult, data: Iterable, attacks: list[str],
                      settings: AttackSettings, *, log_path: str | os.PathLike | None = None,
-                     progress: bool = True) -> tuple[torch.Tensor, EvalResult]:
+                     batch_size: int | None = None, progress: bool = True) -> tuple[torch.Tensor, EvalResult]:
     """``(worst case after, the added attacks' result)``: ``finished.worst_case`` (per image, in the
     order of ``data``, the data ``finished`` was computed on) with every survivor the re-evaluation
     finds wrong set False: its clean image under the new seed's noise draws (a randomized model's),
     then each of ``attacks``. That is the worst case over both seeds, as :func:`~igdefense.eval.runs.worst_over_runs`
     counts it; ``added.correct["clean"]`` tells the clean re-draws from the attacks' breaks. The added
-    attacks' log (``log_path``) resumes as any evaluation's."""
+    attacks' log (``log_path``) resumes as any evaluation's, by batch: ``batch_size`` survivors a batch
+    (None: all in one), so that a long re-attack is kept in pieces a stopped run does not lose."""
     worst = finished.worst_case.clone()
     xs, ys, seen = [], [], 0
     for x, y in data:  # (streamed: only the survivors are kept)
@@ -41,7 +42,10 @@ def attack_survivors(model: nn.Module, finished: EvalResult, data: Iterable, att
     alive = worst.nonzero().squeeze(1)
     if not len(alive):
         return worst, EvalResult({"clean": torch.zeros(0, dtype=torch.bool)})
-    added = evaluate(model, (torch.cat(xs), torch.cat(ys)), attacks, settings=settings, cascade=True,
+    x, y = torch.cat(xs), torch.cat(ys)
+    step = batch_size or len(y)
+    batches = [(x[i:i + step], y[i:i + step]) for i in range(0, len(y), step)]
+    added = evaluate(model, batches, attacks, settings=settings, cascade=True,
                      log_path=log_path, progress=progress, desc=f"re-attacking {len(alive)} survivors")
     worst[alive[~added.worst_case.to(alive.device)]] = False
     return worst, added
