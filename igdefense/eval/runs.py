@@ -93,7 +93,7 @@ def gather(records: list[dict], steps: list[str], draws: int) -> tuple[dict, dic
 
 def summarise(folder: Path, baseline: str = "base") -> dict:
     """Each model against the baseline, on the batches where the baseline's cascade finished and the
-    model started (less the last while the run is still on it); a model's columns are the steps it
+    model started (less the last while no attack has run on it); a model's columns are the steps it
     finished on all of them (``"finished"``: every attack on every logged batch; otherwise its worst
     case and gain are upper bounds)."""
     logs = read_run(folder, baseline)
@@ -104,8 +104,8 @@ def summarise(folder: Path, baseline: str = "base") -> dict:
         if not batches:
             raise CannotCombine(f"{folder}: no batch has both {baseline}'s finished cascade and {name}'s results")
         depth = {b: sum(1 for _ in takewhile(lambda a: a in records[b], order)) for b in batches}
-        if len(batches) > 1 and depth[batches[-1]] < min(depth[b] for b in batches[:-1]):
-            batches = batches[:-1]  # the batch the run is on: it would cut every column to the attacks it has so far
+        if len(batches) > 1 and depth[batches[-1]] == 0 < min(depth[b] for b in batches[:-1]):
+            batches = batches[:-1]  # the batch the run has just begun: it would cut every attack's column away
         attacks = list(takewhile(lambda a: all(a in records[b] for b in batches), order))  # the cascade so far
         base_bits, _, base_seconds = gather([base[b] for b in batches], ["clean", *base_order], 1)
         bits, counts, seconds = gather([records[b] for b in batches], ["clean", *attacks], draws)
