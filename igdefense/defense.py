@@ -136,8 +136,7 @@ class IGDefense(nn.Module):
         self.shared_backbone = shared_backbone
         # Batch norm without running statistics normalises by the batch's own, even in eval mode: a shared
         # [noisy; clean] batch would mix pass 1's images into pass 2's (and change the defense's function).
-        self._batch_statistics = any(isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is None
-                                     and not isinstance(m, nn.modules.instancenorm._InstanceNorm)
+        self._batch_statistics = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None
                                      for m in model.modules())
         self.precision = check_precision(precision)
         self._computing_dtype: torch.dtype | None = None  # set by computing_in()

@@ -94,7 +94,8 @@ def find_split(model: nn.Module, example: torch.Tensor, layer: str | Site | None
 
     def record(m, args, out):
         if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            calls.append((names[m], m, args[0], out.clone()))  # (a copy: an in-place op after it would change it)
+            # (a classifier's output copied: an in-place op after it would change what `fast` compares)
+            calls.append((names[m], m, args[0], out.clone() if _is_classifier(m) else out))
 
     with hooks([]) as hs, eval_mode(model), torch.no_grad():
         hs += [m.register_forward_hook(record) for m in model.modules() if m is not model]

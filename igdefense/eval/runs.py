@@ -103,8 +103,8 @@ def summarise(folder: Path, baseline: str = "base") -> dict:
         batches = sorted(b for b in base if b in records and all(s in base[b] for s in ["clean", *base_order]))
         if not batches:
             raise CannotCombine(f"{folder}: no batch has both {baseline}'s finished cascade and {name}'s results")
-        depth = {b: sum(1 for _ in takewhile(lambda a: a in records[b], order)) for b in batches}
-        if len(batches) > 1 and depth[batches[-1]] == 0 < min(depth[b] for b in batches[:-1]):
+        attacked = [bool(order) and order[0] in records[b] for b in batches]
+        if len(batches) > 1 and not attacked[-1] and all(attacked[:-1]):
             batches = batches[:-1]  # the batch the run has just begun: it would cut every attack's column away
         attacks = list(takewhile(lambda a: all(a in records[b] for b in batches), order))  # the cascade so far
         base_bits, _, base_seconds = gather([base[b] for b in batches], ["clean", *base_order], 1)
